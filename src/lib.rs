@@ -1,0 +1,7 @@
+//! aigw: write, test and locally serve AI-gateway routing policies.
+//!
+//! Dependencies point one way: `commands` → `gateway`/`render` → `routing` → `policy`.
+//! The routing engine knows nothing of HTTP or the terminal.
+
+pub mod policy;
+pub mod routing;

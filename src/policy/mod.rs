@@ -1,0 +1,1 @@
+//! What users write: types, span-aware loading, ${…} interpolation, structural checks.

@@ -1,0 +1,1 @@
+//! The routing engine: model references, catalog, CEL environment, strategies → Plan.
