@@ -4,4 +4,5 @@
 //! The routing engine knows nothing of HTTP or the terminal.
 
 pub mod policy;
+pub mod render;
 pub mod routing;

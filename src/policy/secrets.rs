@@ -1,0 +1,139 @@
+//! Local resolution of `${secrets.get('vault', 'name')}`.
+//!
+//! ngrok keeps secrets in vaults in its cloud. Locally they come from the environment,
+//! `AIGW_SECRET_<VAULT>_<NAME>` (upper-cased, every non-alphanumeric as `_`), or from a
+//! `--secrets FILE` (YAML: `vault: {name: value}`); the environment wins. The one-argument form
+//! `secrets.get('name')` that some ngrok examples use reads `AIGW_SECRET_<NAME>`, or a top-level
+//! `name: value` in the file.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::interpolate::SecretRef;
+
+#[derive(Debug, Clone, Default)]
+pub struct SecretStore {
+    values: HashMap<String, String>,
+}
+
+impl SecretStore {
+    /// Secrets from the process environment only.
+    pub fn from_env() -> Self {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Secrets from `AIGW_SECRET_*` pairs (the environment, or a test's own list).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let values = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("AIGW_SECRET_"))
+            .collect();
+        SecretStore { values }
+    }
+
+    /// Adds the secrets of a YAML file; values already present (from the environment) win.
+    pub fn with_file(mut self, path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read secrets file {}: {e}", path.display()))?;
+        let parsed: HashMap<String, serde_json::Value> = serde_saphyr::from_str(&text)
+            .map_err(|e| format!("secrets file {} is not a YAML mapping: {e}", path.display()))?;
+        for (vault, entry) in parsed {
+            match entry {
+                serde_json::Value::Object(names) => {
+                    for (name, value) in names {
+                        if let Some(v) = scalar(&value) {
+                            self.values.entry(env_name(Some(&vault), &name)).or_insert(v);
+                        }
+                    }
+                }
+                other => {
+                    if let Some(v) = scalar(&other) {
+                        self.values.entry(env_name(None, &vault)).or_insert(v);
+                    }
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    pub fn get(&self, secret: &SecretRef) -> Option<&str> {
+        self.values
+            .get(&env_name(secret.vault.as_deref(), &secret.name))
+            .map(String::as_str)
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The environment variable that holds a secret: `AIGW_SECRET_OPENAI_API_KEY` for
+/// `secrets.get('openai', 'api-key')`.
+pub fn env_name(vault: Option<&str>, name: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .collect()
+    };
+    match vault {
+        Some(v) => format!("AIGW_SECRET_{}_{}", clean(v), clean(name)),
+        None => format!("AIGW_SECRET_{}", clean(name)),
+    }
+}
+
+/// `sk-…7890`: enough to recognise a key, never enough to use it.
+pub fn redact(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() <= 8 {
+        return "…".into();
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(vault: Option<&str>, name: &str) -> SecretRef {
+        SecretRef { vault: vault.map(String::from), name: name.into(), range: 0..0 }
+    }
+
+    #[test]
+    fn env_names() {
+        assert_eq!(env_name(Some("openai"), "api-key"), "AIGW_SECRET_OPENAI_API_KEY");
+        assert_eq!(env_name(None, "openai-api-key"), "AIGW_SECRET_OPENAI_API_KEY");
+    }
+
+    #[test]
+    fn lookup_from_vars() {
+        let s = SecretStore::from_vars([("AIGW_SECRET_OPENAI_API_KEY".to_string(), "sk-1".to_string())]);
+        assert_eq!(s.get(&secret(Some("openai"), "api-key")), Some("sk-1"));
+        assert_eq!(s.get(&secret(Some("openai"), "other")), None);
+    }
+
+    #[test]
+    fn file_values_lose_to_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.yaml");
+        std::fs::write(&path, "openai:\n  api-key: from-file\n  backup: b\nflat: f\n").unwrap();
+        let s = SecretStore::from_vars([("AIGW_SECRET_OPENAI_API_KEY".to_string(), "from-env".to_string())])
+            .with_file(&path)
+            .unwrap();
+        assert_eq!(s.get(&secret(Some("openai"), "api-key")), Some("from-env"));
+        assert_eq!(s.get(&secret(Some("openai"), "backup")), Some("b"));
+        assert_eq!(s.get(&secret(None, "flat")), Some("f"));
+    }
+
+    #[test]
+    fn redaction_keeps_prefix_and_last_four() {
+        assert_eq!(redact("sk-proj-abcdefghij7890"), "sk-…7890");
+        assert_eq!(redact("short"), "…");
+    }
+}

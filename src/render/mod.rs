@@ -1,0 +1,3 @@
+//! Turning results into text: diagnostics (miette), tables (comfy-table) and JSON.
+
+pub mod diagnostics;
