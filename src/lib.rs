@@ -3,6 +3,8 @@
 //! Dependencies point one way: `commands` → `gateway`/`render` → `routing` → `policy`.
 //! The routing engine knows nothing of HTTP or the terminal.
 
+pub mod cli;
+pub mod commands;
 pub mod policy;
 pub mod render;
 pub mod routing;

@@ -1,1 +1,6 @@
 //! The routing engine: model references, catalog, CEL environment, strategies → Plan.
+//! Pure: no HTTP, no terminal, no clock; randomness comes in as a seed.
+
+pub mod catalog;
+pub mod plan;
+pub mod upstream;

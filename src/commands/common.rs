@@ -1,0 +1,90 @@
+//! What every command shares: finding the policy, reading files, colour.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use crate::cli::{ColorChoice, PolicyArgs};
+use crate::policy::{self, Loaded};
+use crate::policy::secrets::SecretStore;
+use crate::render::diagnostics::Style;
+use crate::routing::upstream::BaseUrlOverrides;
+
+/// The policy aigw uses when none is given and ./policy.yaml does not exist.
+pub const DEFAULT_POLICY: &str = include_str!("../default_policy.yaml");
+pub const DEFAULT_POLICY_NAME: &str = "built-in default policy";
+
+/// Where a command's policy came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyOrigin {
+    File(PathBuf),
+    BuiltIn,
+}
+
+impl PolicyOrigin {
+    pub fn describe(&self) -> String {
+        match self {
+            PolicyOrigin::File(p) => p.display().to_string(),
+            PolicyOrigin::BuiltIn => "built-in default; `aigw init` writes it out".to_string(),
+        }
+    }
+}
+
+/// Reads a file, or standard input for `-`. Errors are sentences for the user.
+pub fn read_input(path: &Path) -> Result<Vec<u8>, String> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read standard input: {e}"))?;
+        return Ok(buf);
+    }
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{}: no such file", path.display()),
+        std::io::ErrorKind::IsADirectory => format!("{}: is a directory, not a policy file", path.display()),
+        _ => format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+/// Loads the policy a command runs with: `--policy FILE`, else ./policy.yaml, else the built-in.
+pub fn load_policy(path: Option<&Path>) -> Result<(Loaded, PolicyOrigin), String> {
+    let chosen = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None if Path::new("policy.yaml").is_file() => Some(PathBuf::from("policy.yaml")),
+        None => None,
+    };
+    match chosen {
+        Some(p) => {
+            let bytes = read_input(&p)?;
+            let name = if p == Path::new("-") { "<stdin>".to_string() } else { p.display().to_string() };
+            Ok((policy::load_bytes(&name, &bytes), PolicyOrigin::File(p)))
+        }
+        None => Ok((policy::load_str(DEFAULT_POLICY_NAME, DEFAULT_POLICY), PolicyOrigin::BuiltIn)),
+    }
+}
+
+/// Secrets from the environment plus `--secrets FILE`.
+pub fn secrets(file: Option<&Path>) -> Result<SecretStore, String> {
+    let store = SecretStore::from_env();
+    match file {
+        Some(f) => store.with_file(f),
+        None => Ok(store),
+    }
+}
+
+pub fn overrides(args: &PolicyArgs) -> BaseUrlOverrides {
+    BaseUrlOverrides::new(&args.base_urls, std::env::vars())
+}
+
+/// Colour and width for human output on standard output / error.
+pub fn style(choice: ColorChoice, stream_is_terminal: bool) -> Style {
+    let color = match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => stream_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    };
+    Style { color, width: 100 }
+}
+
+pub fn stdout_style(choice: ColorChoice) -> Style {
+    style(choice, std::io::stdout().is_terminal())
+}
