@@ -180,8 +180,8 @@ pub struct ProbeArgs {
     /// Skip pre-warming.
     #[arg(long)]
     pub no_warm: bool,
-    /// keep_alive sent with the pre-warm request.
-    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    /// keep_alive sent with the pre-warm request (`-1` keeps the model loaded).
+    #[arg(long, default_value = "5m", value_name = "DURATION", allow_hyphen_values = true)]
     pub keep_alive: String,
     /// Timeout for each check.
     #[arg(long, default_value = "10s", value_name = "DURATION")]

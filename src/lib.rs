@@ -6,5 +6,7 @@
 pub mod cli;
 pub mod commands;
 pub mod policy;
+pub mod probe;
+pub mod providers;
 pub mod render;
 pub mod routing;
