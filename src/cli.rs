@@ -41,6 +41,8 @@ pub enum Command {
     /// Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover.
     Serve(ServeArgs),
     /// Check providers: reachability, installed models, pre-warm Ollama models.
+    #[command(after_help = "Exit status: 0 every check passed, 1 a check failed, 2 probe could not run \
+(bad flags, an unreadable policy, or a policy with errors).")]
     Probe(ProbeArgs),
     /// Write the built-in default policy to a file to start from.
     Init(InitArgs),

@@ -833,3 +833,68 @@ fn transcripts() {
     }
     assert!(stale.is_empty(), "{}", stale.join("\n\n"));
 }
+
+#[test]
+fn tls_to_a_plain_http_server_fails_as_tls() {
+    let rt = runtime();
+    let openai = start(&rt, Kind::OpenAi, &["gpt-4o"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = openai.url().replace("http://", "https://");
+    let p = api_policy(dir.path(), "openai", &url, &["gpt-4o"]);
+    let secrets = dir.path().join("secrets.yaml");
+    let run = probe(&[
+        "--policy",
+        p.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.exit, Exit::Failure);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let p0 = &v["providers"][0];
+    assert_eq!(p0["findings"][0]["code"], "tls", "{}", run.stdout);
+    assert_eq!(p0["tls"], false);
+    assert_eq!(p0["timings"]["first_byte_includes_tls"], true);
+    assert!(p0["timings"]["connect_ms"].is_number());
+}
+
+#[test]
+fn builtin_providers_are_probed_only_when_named() {
+    let rt = runtime();
+    let ollama = start(&rt, Kind::Ollama, &["llama3.2:latest", "llama3.2:1b"]);
+    let openai = start(&rt, Kind::OpenAi, &["gpt-4o"]);
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path(), OLLAMA_POLICY);
+    let ob = format!("ollama={}", ollama.url());
+    let oa = format!("openai={}", openai.url());
+    // No argument: the policy's providers only, though openai is reachable by passthrough.
+    let run = probe(&[
+        "--policy",
+        p.to_str().unwrap(),
+        "--base-url",
+        &ob,
+        "--base-url",
+        &oa,
+        "--no-warm",
+    ]);
+    assert_eq!(run.exit, Exit::Success, "{}", run.stdout);
+    assert_eq!(openai.requests().len(), 0);
+    assert!(run.stdout.starts_with("ollama "), "{}", run.stdout);
+    ollama.clear_requests();
+    // Named: probed, and said to be outside the policy; no key, so clients' keys pass through.
+    let run = probe(&["--policy", p.to_str().unwrap(), "--base-url", &oa, "openai"]);
+    assert_eq!(run.exit, Exit::Success, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("openai  http://127.0.0.1:"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("(not in the policy)"), "{}", run.stdout);
+    assert_eq!(openai.hits("/v1/models"), 1);
+    assert_eq!(
+        ollama.requests().len(),
+        0,
+        "only the named provider is probed"
+    );
+}

@@ -376,6 +376,17 @@ pub async fn probe(
     r
 }
 
+/// A connection error on a request made right after our own TCP connect to the same address
+/// succeeded: on https, what failed is TLS.
+fn after_tcp(e: ProbeError, url: &str) -> ProbeError {
+    match e {
+        ProbeError::Connect { addr, reason } if url.starts_with("https://") => {
+            ProbeError::Tls { host: addr, reason }
+        }
+        other => other,
+    }
+}
+
 fn env_id(id: &str) -> String {
     id.chars()
         .map(|c| {
@@ -487,7 +498,11 @@ async fn ollama_checks(
         }
         Err(e) => {
             if !matches!(e, ProbeError::Status { .. } | ProbeError::NotJson { .. }) {
-                r.findings.push(response_finding(&e, t));
+                let f = response_finding(&after_tcp(e, url), t);
+                if f.code == "tls" {
+                    r.tls = Some(false);
+                }
+                r.findings.push(f);
                 return;
             }
             r.reachable = true;
@@ -741,7 +756,7 @@ async fn api_checks(
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => {
-            let e = ProbeError::from_reqwest(&models_url, opts.timeout, &e);
+            let e = after_tcp(ProbeError::from_reqwest(&models_url, opts.timeout, &e), url);
             let f = match e {
                 ProbeError::Timeout { .. } => response_finding(&e, t),
                 _ => connection_finding(&e, t, url),

@@ -73,7 +73,15 @@ impl ProbeError {
             return ProbeError::Refused { addr };
         }
         let lower = chain.to_ascii_lowercase();
-        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        let tls_words = [
+            "certificate",
+            "tls",
+            "handshake",
+            "corrupt message",
+            "invalidcontenttype",
+            "alert",
+        ];
+        if url.starts_with("https://") && tls_words.iter().any(|w| lower.contains(w)) {
             return ProbeError::Tls {
                 host: addr,
                 reason: chain,
