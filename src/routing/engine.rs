@@ -553,15 +553,18 @@ impl Engine {
     ) -> (ModelRef, Result<Vec<usize>, String>) {
         let models = self.universe.models();
         if let Some((prefix, rest)) = text.split_once(':')
-            && let Some(pi) = self.provider_index(prefix)
+            && let Some(&pi) = self.provider_indices(prefix).first()
         {
+            let pis = self.provider_indices(prefix);
             let mref = ModelRef {
                 text: text.into(),
                 provider: Some(self.providers[pi].id.clone()),
                 model: rest.into(),
             };
             let hits: Vec<usize> = (0..models.len())
-                .filter(|&i| self.settings[i].provider == pi && names_match(&models[i], rest))
+                .filter(|&i| {
+                    pis.contains(&self.settings[i].provider) && names_match(&models[i], rest)
+                })
                 .collect();
             if !hits.is_empty() {
                 return (mref, Ok(hits));
@@ -608,12 +611,16 @@ impl Engine {
         (mref, Ok(hits))
     }
 
-    fn provider_index(&self, name: &str) -> Option<usize> {
-        // Configured providers come first, so a configured alias shadows a built-in id.
-        self.providers.iter().position(|p| {
-            p.id.eq_ignore_ascii_case(name)
-                || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
-        })
+    /// Every provider a prefix names: its id, or an alias (ngrok's regional pattern gives two
+    /// providers the name `openai`). Configured providers come first.
+    fn provider_indices(&self, name: &str) -> Vec<usize> {
+        (0..self.providers.len())
+            .filter(|&i| {
+                let p = &self.providers[i];
+                p.id.eq_ignore_ascii_case(name)
+                    || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+            })
+            .collect()
     }
 
     fn keys_for(&self, p: &ProviderInfo, seed: u64) -> Result<Vec<KeyChoice>, String> {
@@ -826,7 +833,10 @@ fn assemble(
     let mut views = Vec::new();
     let mut used_builtins: Vec<&str> = Vec::new();
     for p in &g.providers {
-        let builtin = catalog.provider(&p.id);
+        // A custom provider that aliases a built-in id (a regional endpoint) serves its catalog.
+        let builtin = catalog
+            .provider(&p.id)
+            .or_else(|| p.id_aliases.iter().find_map(|a| catalog.provider(a)));
         if let Some(b) = builtin {
             used_builtins.push(&b.id);
         }
