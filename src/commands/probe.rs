@@ -17,6 +17,7 @@ use crate::probe::{self, ProbeOptions, Silent, targets};
 use crate::providers::ollama::KeepAlive;
 use crate::render;
 use crate::render::probe::{SharedWriter, StderrProgress};
+use crate::routing::engine::{Engine, EngineOptions};
 
 /// Pre-warm budget: at least Ollama's own load timeout (OLLAMA_LOAD_TIMEOUT, 5m).
 pub const WARM_TIMEOUT: Duration = Duration::from_secs(300);
@@ -73,28 +74,34 @@ pub fn run_with(
         Ok(x) => x,
         Err(e) => return fail(e),
     };
-    if loaded.has_errors() {
-        if let Ok(mut w) = err.lock() {
-            for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
-                let _ = write!(
-                    w,
-                    "{}",
-                    render::diagnostics::human(d, &loaded.source, err_style)
-                );
-            }
-        }
-        return fail(format!(
-            "{}: fix the policy first (`aigw validate` checks it); no provider was probed",
-            loaded.source.name
-        ));
-    }
     let secrets = match common::secrets(args.policy.secrets.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let overrides = common::overrides(&args.policy);
-    let targets = match targets::select(loaded.policy.as_ref(), &args.targets, &overrides, &secrets)
-    {
+    let engine_opts = EngineOptions {
+        overrides: common::overrides(&args.policy),
+        secrets: secrets.clone(),
+        ..EngineOptions::default()
+    };
+    let engine = match Engine::build(&loaded, engine_opts) {
+        Ok((engine, _warnings)) => engine,
+        Err(diags) => {
+            if let Ok(mut w) = err.lock() {
+                for d in diags.iter().filter(|d| d.is_error()) {
+                    let _ = write!(
+                        w,
+                        "{}",
+                        render::diagnostics::human(d, &loaded.source, err_style)
+                    );
+                }
+            }
+            return fail(format!(
+                "{}: fix the policy first (`aigw validate` checks it); no provider was probed",
+                loaded.source.name
+            ));
+        }
+    };
+    let targets = match targets::select(&engine, &args.targets, &secrets) {
         Ok(t) => t,
         Err(e) => return fail(e),
     };

@@ -3,11 +3,11 @@
 
 use serde::Serialize;
 
-use crate::policy::interpolate::{Part, Template};
+use crate::policy::ApiFormat;
+use crate::policy::interpolate::Template;
 use crate::policy::secrets::{SecretStore, env_name};
-use crate::policy::{ApiFormat, ProviderConfig, TrafficPolicy};
-use crate::routing::catalog::Catalog;
-use crate::routing::upstream::{self, BaseUrlOverrides, UrlOrigin};
+use crate::routing::engine::{self, Engine, ProviderInfo};
+use crate::routing::upstream::{self, UrlOrigin};
 
 /// How aigw talks to a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,37 +53,21 @@ pub struct ProbeTarget {
     pub keys: Keys,
 }
 
-/// Providers of every ai-gateway action in the policy, first definition of an id wins.
-fn policy_providers(policy: &TrafficPolicy) -> Vec<&ProviderConfig> {
-    let mut out: Vec<&ProviderConfig> = Vec::new();
-    for (_, g) in policy.ai_gateways() {
-        for p in &g.providers {
-            if !out
-                .iter()
-                .any(|q| q.id.value.eq_ignore_ascii_case(&p.id.value))
-            {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-/// Decides the targets: every policy provider when `names` is empty; else each name as a policy
-/// provider id (or alias), a built-in provider, or an `http(s)://` URL. An unknown name is a
-/// usage error (the message lists what exists).
+/// Decides the targets from the engine (the providers exactly as serve routes to them): every
+/// provider the policy lists when `names` is empty; else each name as a provider id or alias
+/// (built-in providers included, though only reachable by passthrough), or an `http(s)://` URL.
+/// An unknown name is a usage error (the message lists what exists).
 pub fn select(
-    policy: Option<&TrafficPolicy>,
+    engine: &Engine,
     names: &[String],
-    overrides: &BaseUrlOverrides,
     secrets: &SecretStore,
 ) -> Result<Vec<ProbeTarget>, String> {
-    let catalog = Catalog::builtin();
-    let providers = policy.map(policy_providers).unwrap_or_default();
+    let providers = engine.providers();
     if names.is_empty() {
         return Ok(providers
             .iter()
-            .map(|p| from_policy(p, catalog, overrides, secrets))
+            .filter(|p| p.configured)
+            .map(|p| from_engine(engine, p, secrets))
             .collect());
     }
     let mut out = Vec::new();
@@ -105,36 +89,25 @@ pub fn select(
             });
             continue;
         }
-        let in_policy = providers.iter().find(|p| {
-            p.id.value.eq_ignore_ascii_case(name)
-                || p.id_aliases
+        let found = providers
+            .iter()
+            .find(|p| p.id.eq_ignore_ascii_case(name))
+            .or_else(|| {
+                providers
                     .iter()
-                    .any(|a| a.value.eq_ignore_ascii_case(name))
-        });
-        if let Some(p) = in_policy {
-            out.push(from_policy(p, catalog, overrides, secrets));
-            continue;
-        }
-        if let Some(b) = catalog.provider(name) {
-            let (url, origin) = upstream::resolve(&b.id, b.base_url.as_deref(), overrides);
-            let formats: Vec<ApiFormat> = b.formats.iter().copied().map(ApiFormat::from).collect();
-            let format = list_format(&formats);
-            out.push(ProbeTarget {
-                id: b.id.clone(),
-                kind: kind_of_format(format),
-                in_policy: false,
-                configured_url: b.base_url.clone(),
-                url,
-                origin,
-                models: Vec::new(),
-                keys: Keys::Passthrough,
+                    .find(|p| p.aliases.iter().any(|a| a.eq_ignore_ascii_case(name)))
             });
+        if let Some(p) = found {
+            out.push(from_engine(engine, p, secrets));
             continue;
         }
-        let known: Vec<&str> = providers.iter().map(|p| p.id.value.as_str()).collect();
+        let configured: Vec<&str> = providers
+            .iter()
+            .filter(|p| p.configured)
+            .map(|p| p.id.as_str())
+            .collect();
+        let all: Vec<&str> = providers.iter().map(|p| p.id.as_str()).collect();
         let mut msg = format!("unknown provider `{name}`");
-        let mut all: Vec<&str> = known.clone();
-        all.extend(catalog.providers.iter().map(|p| p.id.as_str()));
         if let Some(best) = all
             .iter()
             .filter(|k| strsim::jaro_winkler(k, name) > 0.8)
@@ -142,15 +115,22 @@ pub fn select(
         {
             msg.push_str(&format!(" (did you mean `{best}`?)"));
         }
-        if known.is_empty() {
+        if configured.is_empty() {
             msg.push_str("; the policy lists no providers");
         } else {
-            msg.push_str(&format!("; the policy has {}", known.join(", ")));
+            msg.push_str(&format!("; the policy has {}", configured.join(", ")));
         }
         msg.push_str(". Give a provider id, a built-in provider (openai, anthropic, …) or a URL such as http://localhost:11434");
         return Err(msg);
     }
     Ok(out)
+}
+
+fn kind_of_format(f: ApiFormat) -> Kind {
+    match f {
+        ApiFormat::OpenAi => Kind::OpenAi,
+        ApiFormat::Anthropic => Kind::Anthropic,
+    }
 }
 
 /// The format to list models in: a provider that speaks Anthropic's format natively (ngrok's
@@ -163,55 +143,35 @@ fn list_format(formats: &[ApiFormat]) -> ApiFormat {
     }
 }
 
-fn kind_of_format(f: ApiFormat) -> Kind {
-    match f {
-        ApiFormat::OpenAi => Kind::OpenAi,
-        ApiFormat::Anthropic => Kind::Anthropic,
-    }
-}
-
-fn from_policy(
-    p: &ProviderConfig,
-    catalog: &Catalog,
-    overrides: &BaseUrlOverrides,
-    secrets: &SecretStore,
-) -> ProbeTarget {
-    let builtin = catalog.provider(&p.id.value);
-    let configured = p
-        .base_url
-        .as_ref()
-        .map(|u| u.value.clone())
-        .or_else(|| builtin.and_then(|b| b.base_url.clone()));
-    let (url, origin) = upstream::resolve(&p.id.value, configured.as_deref(), overrides);
-    let ollama = upstream::looks_like_ollama(&p.id.value, configured.as_deref().unwrap_or(""))
-        || url.as_deref().is_some_and(|u| u.contains(":11434"));
+fn from_engine(engine: &Engine, p: &ProviderInfo, secrets: &SecretStore) -> ProbeTarget {
+    let ollama = p.ollama || p.base_url.as_deref().is_some_and(|u| u.contains(":11434"));
     let kind = if ollama {
         Kind::Ollama
-    } else if builtin.is_none() && p.supported_api_surfaces.is_empty() {
+    } else if !p.builtin && p.surfaces.is_none() && p.formats == [ApiFormat::OpenAi] {
         // A custom provider that says nothing of its format: ask it (`GET /`).
         Kind::Detect
     } else {
-        let mut formats: Vec<ApiFormat> = p
-            .supported_api_surfaces
-            .iter()
-            .map(|s| s.format.value)
-            .collect();
-        if formats.is_empty() {
-            formats = builtin
-                .map(|b| b.formats.iter().copied().map(ApiFormat::from).collect())
-                .unwrap_or_default();
-        }
-        kind_of_format(list_format(&formats))
+        kind_of_format(list_format(&p.formats))
     };
+    // The policy's own models for this provider (not the built-in catalog's).
+    let models = engine
+        .models()
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| {
+            m.provider_id == p.id && engine.model_settings(*i).is_some_and(|s| s.configured)
+        })
+        .map(|(_, m)| m.id.clone())
+        .collect();
     ProbeTarget {
-        id: p.id.value.clone(),
+        id: p.id.clone(),
         kind,
-        in_policy: true,
-        configured_url: configured,
-        url,
-        origin,
-        models: p.models.iter().map(|m| m.id.value.clone()).collect(),
-        keys: resolve_keys(p.api_keys.iter().map(|k| &k.value.value), secrets),
+        in_policy: p.configured,
+        configured_url: p.configured_base_url.clone(),
+        url: p.base_url.clone(),
+        origin: p.origin.clone(),
+        models,
+        keys: resolve_keys(p.keys.iter().map(|k| &k.template), secrets),
     }
 }
 
@@ -240,37 +200,23 @@ pub fn resolve_keys<'a>(
     }
 }
 
-/// The text of a template whose expressions are each one `secrets.get(…)` call; otherwise what
-/// is missing (secret variable names, or the expression that cannot be evaluated offline).
+/// What a template that does not resolve is missing: secret variables, or expressions that read
+/// request data (not evaluated offline).
 fn resolve_template(t: &Template, secrets: &SecretStore) -> Result<String, Vec<String>> {
-    let mut out = String::new();
+    if let Some(v) = engine::resolve_template(t, secrets) {
+        return Ok(v);
+    }
     let mut missing = Vec::new();
-    for part in &t.parts {
-        match part {
-            Part::Lit(s) => out.push_str(s),
-            Part::Expr(e) => {
-                let only_a_secret = e.secrets.len() == 1 && {
-                    let s = &e.secrets[0];
-                    let call = &t.raw[s.range.clone()];
-                    e.source.trim() == call.trim()
-                };
-                if !only_a_secret {
-                    missing.push(format!("`${{{}}}` (not evaluated offline)", e.source));
-                    continue;
-                }
-                let s = &e.secrets[0];
-                match secrets.get(s) {
-                    Some(v) => out.push_str(v),
-                    None => missing.push(env_name(s.vault.as_deref(), &s.name)),
-                }
-            }
+    for e in t.exprs() {
+        let only_a_secret =
+            matches!(e.secrets.as_slice(), [s] if e.source.trim() == t.raw[s.range.clone()].trim());
+        if !only_a_secret {
+            missing.push(format!("`${{{}}}` (not evaluated offline)", e.source));
+        } else if secrets.get(&e.secrets[0]).is_none() {
+            missing.push(env_name(e.secrets[0].vault.as_deref(), &e.secrets[0].name));
         }
     }
-    if missing.is_empty() {
-        Ok(out)
-    } else {
-        Err(missing)
-    }
+    Err(missing)
 }
 
 #[cfg(test)]
