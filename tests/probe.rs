@@ -898,3 +898,66 @@ fn builtin_providers_are_probed_only_when_named() {
         "only the named provider is probed"
     );
 }
+
+#[test]
+fn discover_feeds_the_engine() {
+    use aigw::routing::engine::{Engine, EngineOptions};
+    use aigw::routing::upstream::BaseUrlOverrides;
+    let rt = runtime();
+    let ollama = start(&rt, Kind::Ollama, &["llama3.2:latest", "qwen3:8b"]);
+    let loaded = aigw::policy::load_str("policy.yaml", OLLAMA_POLICY);
+    let overrides = BaseUrlOverrides::new(&[("ollama".into(), ollama.url())], std::iter::empty());
+    let (engine, _) = Engine::build(
+        &loaded,
+        EngineOptions {
+            overrides,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    let (found, errors) = rt.block_on(aigw::probe::discover_ollama(
+        &engine,
+        Duration::from_secs(5),
+    ));
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(found["ollama"], vec!["llama3.2:latest", "qwen3:8b"]);
+}
+
+#[test]
+fn colour_only_when_asked() {
+    let port = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path(), OLLAMA_POLICY);
+    let base = format!("ollama=http://127.0.0.1:{port}");
+    let cli = Cli::try_parse_from([
+        "aigw",
+        "probe",
+        "--policy",
+        p.to_str().unwrap(),
+        "--base-url",
+        &base,
+    ])
+    .unwrap();
+    let Command::Probe(args) = cli.command else {
+        unreachable!()
+    };
+    let mut out = Vec::new();
+    let err: aigw::render::probe::SharedWriter = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let on = Style {
+        color: true,
+        width: 100,
+    };
+    let exit = aigw::commands::probe::run_with(args, &mut out, on, err, on, false);
+    assert_eq!(exit, Exit::Failure);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("\x1b[1;31m✗\x1b[0m cannot connect"),
+        "{text:?}"
+    );
+    // The plain runs of every other test carry no escape codes.
+    assert!(
+        !probe(&["--policy", p.to_str().unwrap(), "--base-url", &base])
+            .stdout
+            .contains('\x1b')
+    );
+}

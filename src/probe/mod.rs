@@ -886,3 +886,34 @@ pub fn human_ms(v: f64) -> String {
         format!("{v:.1} ms")
     }
 }
+
+/// Live model lists of the policy's Ollama providers, keyed by provider id, in the form
+/// [`crate::routing::engine::EngineOptions::discovered`] takes (for `explain --discover` and
+/// serve). A provider that cannot be reached is left out; its error comes back beside the map.
+pub async fn discover_ollama(
+    engine: &crate::routing::engine::Engine,
+    timeout: Duration,
+) -> (
+    std::collections::HashMap<String, Vec<String>>,
+    Vec<(String, ProbeError)>,
+) {
+    let mut found = std::collections::HashMap::new();
+    let mut errors = Vec::new();
+    for p in engine
+        .providers()
+        .iter()
+        .filter(|p| p.configured && p.ollama)
+    {
+        let Some(url) = &p.base_url else { continue };
+        if p.origin == UrlOrigin::UnmappedInternal {
+            continue;
+        }
+        match ollama::ollama_installed_models(url, timeout).await {
+            Ok(models) => {
+                found.insert(p.id.clone(), models);
+            }
+            Err(e) => errors.push((p.id.clone(), e)),
+        }
+    }
+    (found, errors)
+}
