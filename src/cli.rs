@@ -190,7 +190,7 @@ pub struct ProbeArgs {
     /// keep_alive sent with the pre-warm request (`-1` keeps the model loaded).
     #[arg(long, default_value = "5m", value_name = "DURATION", allow_hyphen_values = true)]
     pub keep_alive: String,
-    /// Timeout for each check.
+    /// Timeout for each check (a pre-warm waits at least 5m, Ollama's own load limit).
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub timeout: String,
     #[arg(long, value_enum, default_value_t = TableFormat::Table)]

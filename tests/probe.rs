@@ -383,6 +383,30 @@ fn garbage_is_not_json() {
 }
 
 #[test]
+fn forbidden_host_is_explained() {
+    let rt = runtime();
+    let ollama = start(&rt, Kind::Ollama, &["llama3.2:latest"]);
+    ollama.set_fault(Some(Fault::Status {
+        code: 403,
+        body: Some(String::new()),
+        retry_after: None,
+    }));
+    let base = format!("ollama={}", ollama.url());
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path(), OLLAMA_POLICY);
+    let run = probe(&["--policy", p.to_str().unwrap(), "--base-url", &base]);
+    assert_eq!(run.exit, Exit::Failure);
+    assert!(
+        run.stdout.contains(
+            "answered 403 with an empty body: Ollama refuses requests whose Host is not local"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(ollama.requests().len(), 1, "nothing more after the 403");
+}
+
+#[test]
 fn wrong_base_url_404() {
     let rt = runtime();
     let ollama = start(&rt, Kind::Ollama, &["llama3.2:latest"]);

@@ -318,6 +318,19 @@ pub async fn probe(
             .fix(format!("to probe another machine: --base-url {}=http://HOST:11434", t.id)),
         );
     }
+    if t.disabled {
+        r.findings.push(
+            Finding::new(
+                Severity::Note,
+                "disabled",
+                format!(
+                    "{} is disabled in the policy: serve does not route to it",
+                    t.id
+                ),
+            )
+            .fix("remove `disabled: true` to use it"),
+        );
+    }
     if let Keys::Unresolved(missing) = &t.keys {
         r.findings.push(
             Finding::new(
@@ -497,7 +510,8 @@ async fn ollama_checks(
             }
         }
         Err(e) => {
-            if !matches!(e, ProbeError::Status { .. } | ProbeError::NotJson { .. }) {
+            let forbidden = matches!(&e, ProbeError::Status { status: 403, .. });
+            if forbidden || !matches!(e, ProbeError::Status { .. } | ProbeError::NotJson { .. }) {
                 let f = response_finding(&after_tcp(e, url), t);
                 if f.code == "tls" {
                     r.tls = Some(false);
@@ -662,7 +676,11 @@ fn diff_models(
             let short = m.name.strip_suffix(":latest").unwrap_or(&m.name);
             r.findings.push(
                 Finding::new(Severity::Note, "model-not-in-policy", format!("{} is installed but not in the policy", m.name))
-                    .fix(format!("add `- id: \"{short}\"` to use it by name (clients can still ask for `{}:{short}`)", t.id))
+                    .fix(if t.unlisted_models_allowed {
+                        format!("add `- id: \"{short}\"` to use it by name (clients can still ask for `{}:{short}`)", t.id)
+                    } else {
+                        format!("add `- id: \"{short}\"` to use it (only_allow_configured_models is on: clients cannot reach it now)")
+                    })
                     .model(&m.name),
             );
         }

@@ -51,6 +51,10 @@ pub struct ProbeTarget {
     /// Model ids the policy lists for this provider, in order.
     pub models: Vec<String>,
     pub keys: Keys,
+    /// `disabled: true` in the policy.
+    pub disabled: bool,
+    /// Clients may name models the policy does not list (`only_allow_configured_models` off).
+    pub unlisted_models_allowed: bool,
 }
 
 /// Decides the targets from the engine (the providers exactly as serve routes to them): every
@@ -86,6 +90,8 @@ pub fn select(
                 origin: UrlOrigin::AsConfigured,
                 models: Vec::new(),
                 keys: Keys::Passthrough,
+                disabled: false,
+                unlisted_models_allowed: true,
             });
             continue;
         }
@@ -172,6 +178,8 @@ fn from_engine(engine: &Engine, p: &ProviderInfo, secrets: &SecretStore) -> Prob
         origin: p.origin.clone(),
         models,
         keys: resolve_keys(p.keys.iter().map(|k| &k.template), secrets),
+        disabled: p.disabled,
+        unlisted_models_allowed: !engine.gateway().only_configured_models(),
     }
 }
 
