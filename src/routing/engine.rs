@@ -266,7 +266,7 @@ impl Engine {
         };
 
         // ai.models: every candidate that speaks this path's format and surface.
-        let visible: Vec<usize> = (0..universe.models().len())
+        let visible: Vec<usize> = (0..universe.len())
             .filter(|&i| self.serves(&self.providers[settings(i).provider], route))
             .collect();
         if visible.is_empty() {
@@ -282,7 +282,7 @@ impl Engine {
             return plan;
         }
         let name = |i: usize| {
-            let m = &universe.models()[i];
+            let m = universe.model(i).expect("index from this universe");
             format!("{}:{}", m.provider_id, m.id)
         };
         for (text, indices) in texts.iter().zip(&named) {
@@ -294,6 +294,21 @@ impl Engine {
                     });
                 }
             }
+        }
+
+        let resolved: Vec<usize> = named.iter().flatten().copied().collect();
+        if !resolved.is_empty() && resolved.iter().all(|i| !visible.contains(i)) {
+            let (code, status) = codes::NO_COMPATIBLE_MODELS;
+            plan.error = Some(PlanError {
+                code,
+                status,
+                message: format!(
+                    "The gateway did not select any models compatible with the {} API format: none of the requested models is served on {}",
+                    route.format.name(),
+                    req.path
+                ),
+            });
+            return plan;
         }
 
         let allowed = |i: usize| self.allowed(i, settings(i));
@@ -479,7 +494,7 @@ impl Engine {
 
         // Attempts: key by key within a model, then model by model.
         for &i in &chosen {
-            let m = &universe.models()[i];
+            let m = universe.model(i).expect("index from this universe");
             let provider = &self.providers[settings(i).provider];
             let url = provider
                 .base_url
@@ -602,9 +617,16 @@ impl Engine {
                 Some((prefix, _)) if !text.contains('/') || prefix.len() < text.len() => format!(
                     "unknown model; `{prefix}` is not a configured or built-in provider, and no provider lists `{text}`"
                 ),
-                _ => format!(
-                    "unknown model; name its provider, e.g. `openai:{text}`, or list it under a provider's `models`"
-                ),
+                _ => {
+                    let example = self
+                        .providers
+                        .iter()
+                        .find(|p| p.configured)
+                        .map_or("openai", |p| p.id.as_str());
+                    format!(
+                        "unknown model; name its provider, e.g. `{example}:{text}`, or list it under a provider's `models`"
+                    )
+                }
             };
             return (mref, Err(reason));
         }
