@@ -851,6 +851,60 @@ fn transcripts() {
         &["--base-url", &base_json, "--format", "json"],
     ));
 
+    let forbidden = start(&rt, Kind::Ollama, &["llama3.2:latest"]);
+    forbidden.set_fault(Some(Fault::Status {
+        code: 403,
+        body: Some(String::new()),
+        retry_after: None,
+    }));
+    let base_forbidden = format!("ollama={}", forbidden.url());
+    cases.push(case_with_policy(
+        "ollama-403.md",
+        "Ollama bound to loopback refuses a non-local Host (403, empty body)",
+        OLLAMA_POLICY,
+        &["--base-url", &base_forbidden],
+    ));
+
+    let bare = start(&rt, Kind::Ollama, &["llama3.2:latest", "qwen3:8b"]);
+    let dir = tempfile::tempdir().unwrap().keep();
+    let run = probe(&[&bare.url(), "--no-warm"]);
+    cases.push(Case {
+        file: "bare-url.md",
+        title: "A bare URL: recognised as Ollama by `GET /`",
+        policy: None,
+        run,
+        dir,
+    });
+
+    let plain = start(&rt, Kind::OpenAi, &["gpt-4o"]);
+    let tls_url = plain.url().replace("http://", "https://");
+    let dir = tempfile::tempdir().unwrap().keep();
+    let p = api_policy(&dir, "openai", &tls_url, &["gpt-4o"]);
+    let secrets = dir.join("secrets.yaml");
+    let run = probe(&[
+        "--policy",
+        p.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ]);
+    cases.push(Case {
+        file: "tls-failure.md",
+        title: "https:// to a server that speaks plain HTTP: TCP works, TLS fails",
+        policy: Some(std::fs::read_to_string(&p).unwrap()),
+        run,
+        dir,
+    });
+
+    let passthrough = start(&rt, Kind::OpenAi, &["gpt-4o"]);
+    passthrough.require_key("sk-client-key-0000000000");
+    let oa = format!("openai={}", passthrough.url());
+    cases.push(case_with_policy(
+        "builtin-named-no-key.md",
+        "A built-in provider named on the command line: not in the policy, no key (clients' keys pass through)",
+        OLLAMA_POLICY,
+        &["openai", "--base-url", &oa],
+    ));
+
     let stale: Vec<String> = cases.iter().filter_map(check_transcript).collect();
     for c in &cases {
         let _ = std::fs::remove_dir_all(&c.dir);

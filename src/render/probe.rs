@@ -171,12 +171,16 @@ fn ollama_row(m: &ModelRow) -> Vec<String> {
         (None, _) => "—".to_string(),
         (Some(_), None) => "no".to_string(),
         (Some(_), Some(l)) => {
-            if l.size == 0 || l.size_vram >= l.size {
-                "yes (GPU)".to_string()
+            let place = if l.size == 0 || l.size_vram >= l.size {
+                "GPU".to_string()
             } else if l.size_vram == 0 {
-                "yes (CPU)".to_string()
+                "CPU".to_string()
             } else {
-                format!("yes ({}% GPU)", l.size_vram * 100 / l.size)
+                format!("{}% GPU", l.size_vram * 100 / l.size)
+            };
+            match l.expires_at.as_deref().and_then(clock_time) {
+                Some(t) => format!("yes ({place}, until {t})"),
+                None => format!("yes ({place})"),
             }
         }
     };
@@ -197,6 +201,23 @@ fn ollama_row(m: &ModelRow) -> Vec<String> {
         loaded,
         warm,
     ]
+}
+
+/// `HH:MM` of an RFC 3339 time, in the server's own offset (`2025-01-01T17:05:00Z` → `17:05`).
+/// Ollama far-future expiries (keep_alive -1) are shown as `forever`.
+fn clock_time(rfc3339: &str) -> Option<String> {
+    let b = rfc3339.as_bytes();
+    if b.len() < 16 || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    if rfc3339
+        .get(..4)
+        .and_then(|y| y.parse::<u32>().ok())
+        .is_some_and(|y| y >= 2200)
+    {
+        return Some("forever".into());
+    }
+    Some(rfc3339[11..16].to_string())
 }
 
 /// Sizes as `ollama list` shows them (decimal units).
