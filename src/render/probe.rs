@@ -50,7 +50,10 @@ fn provider(out: &mut String, p: &ProviderReport, style: Style) {
         }
         UrlOrigin::Override {
             configured: Some(c),
-        } => head.push_str(&format!("  (--base-url; policy says {c})")),
+        } if p.in_policy => head.push_str(&format!("  (--base-url; policy says {c})")),
+        UrlOrigin::Override {
+            configured: Some(c),
+        } => head.push_str(&format!("  (--base-url; built-in {c})")),
         UrlOrigin::Override { configured: None } => head.push_str("  (--base-url)"),
         _ => {}
     }
