@@ -627,6 +627,16 @@ fn a_bare_url_is_detected_as_ollama() {
     assert_eq!(run.exit, Exit::Success, "{}", run.stdout);
     assert!(run.stdout.contains("Ollama 0.12.6"), "{}", run.stdout);
     assert!(run.stdout.contains("llama3.2:latest"), "{}", run.stdout);
+    // Nothing listening: the fix does not suggest --base-url (a URL has no provider id).
+    let port = closed_port();
+    let run = probe(&[&format!("http://127.0.0.1:{port}")]);
+    assert_eq!(run.exit, Exit::Failure);
+    assert!(
+        run.stdout
+            .contains("Or probe another address: aigw probe http://HOST:PORT"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -415,31 +415,45 @@ fn env_id(id: &str) -> String {
 /// A failure to reach the provider at all, with the fix for each cause.
 fn connection_finding(e: &ProbeError, t: &ProbeTarget, url: &str) -> Finding {
     let ollama = t.kind == Kind::Ollama;
-    let map = if ollama {
-        format!("--base-url {}=http://HOST:11434", t.id)
+    // A bare URL on the command line has no provider id to map.
+    let map = if t.id.contains("://") {
+        format!(
+            "or probe another address: aigw probe http://HOST:{}",
+            if ollama { "11434" } else { "PORT" }
+        )
+    } else if ollama {
+        format!("or map the provider: --base-url {}=http://HOST:11434", t.id)
     } else {
-        format!("--base-url {}=URL", t.id)
+        format!("or map the provider: --base-url {}=URL", t.id)
     };
     match e {
         ProbeError::Refused { addr } => {
             let fix = if ollama {
-                format!("is `ollama serve` running? Or map the provider: {map}")
+                format!("is `ollama serve` running? {}", capitalise(&map))
             } else {
-                format!("is the server running and listening on that port? Or map the provider: {map}")
+                format!("is the server running and listening on that port? {}", capitalise(&map))
             };
             Finding::new(Severity::Error, "refused", format!("cannot connect to {url} ({addr}: connection refused)")).fix(fix)
         }
         ProbeError::Timeout { after, .. } => Finding::new(Severity::Error, "timeout", format!("no answer from {url} within {after}"))
             .fix("a firewall may drop the packets, or the host is down; raise --timeout if it is only slow"),
         ProbeError::Dns { host, reason } => Finding::new(Severity::Error, "dns", format!("cannot resolve {host}: {reason}"))
-            .fix(format!("check the host name in base_url, or map the provider: {map}")),
+            .fix(format!("check the host name in base_url, {map}")),
         ProbeError::Tls { reason, .. } => Finding::new(Severity::Error, "tls", format!("TLS with {url} failed: {reason}"))
             .fix("check the scheme (http:// vs https://) and the server's certificate"),
         ProbeError::BadUrl { .. } => Finding::new(Severity::Error, "bad-url", e.to_string()).fix("fix `base_url` or the --base-url flag"),
         ProbeError::Connect { addr, reason } => {
-            Finding::new(Severity::Error, "connect", format!("cannot connect to {url} ({addr}): {reason}")).fix(format!("check the address, or map the provider: {map}"))
+            Finding::new(Severity::Error, "connect", format!("cannot connect to {url} ({addr}): {reason}")).fix(format!("check the address, {map}"))
         }
         other => response_finding(other, t),
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 
@@ -809,14 +823,17 @@ async fn api_checks(
     match status {
         200..=299 => {}
         401 | 403 if key.is_none() => {
-            r.findings.push(
+            // With an unresolved key the error is already reported; otherwise: passthrough.
+            if !matches!(t.keys, Keys::Unresolved(_)) {
+                r.findings.push(
                 Finding::new(
                     Severity::Note,
                     "no-key",
                     format!("reachable; no API key in the policy, so clients' keys pass through and {models_url} was not checked"),
                 )
                 .fix(format!("add `api_keys` to {} in the policy to let probe check its models", t.id)),
-            );
+                );
+            }
             policy_rows(r, t, None);
             return;
         }
