@@ -137,6 +137,7 @@ fn snapshot(name: &str, text: &str) {
         settings.add_filter(pattern, *with);
     }
     settings.set_prepend_module_to_snapshot(false);
+    settings.set_snapshot_path("../snapshots/probe");
     settings.bind(|| insta::assert_snapshot!(name, text));
 }
 
