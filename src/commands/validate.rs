@@ -50,7 +50,10 @@ pub fn run(args: ValidateArgs, color: ColorChoice) -> Exit {
     let style = common::style(color, std::io::stderr().is_terminal());
     let mut exit = Exit::Success;
     let mut stdout = std::io::stdout().lock();
-    for path in &args.files {
+    for (i, path) in args.files.iter().enumerate() {
+        if i > 0 && args.format == ReportFormat::Human {
+            eprintln!();
+        }
         let bytes = match common::read_input(path) {
             Ok(b) => b,
             Err(e) => {
@@ -87,6 +90,7 @@ pub fn run(args: ValidateArgs, color: ColorChoice) -> Exit {
                 style,
                 errors,
                 warnings,
+                args.deny_warnings,
             ),
             ReportFormat::Json => {
                 let report = JsonReport {
@@ -122,12 +126,14 @@ fn write_human(
     style: Style,
     errors: usize,
     warnings: usize,
+    deny_warnings: bool,
 ) -> std::io::Result<()> {
-    for d in diags {
-        write!(out, "{}", render::human(d, source, style))?;
-        writeln!(out)?;
+    write!(out, "{}", render::human_all(diags, source, style))?;
+    let mut line = summary(&source.name, errors, warnings);
+    if deny_warnings && errors == 0 && warnings > 0 {
+        line = line.replacen(": valid, ", ": invalid (--deny-warnings), ", 1);
     }
-    writeln!(out, "{}", summary(&source.name, errors, warnings))
+    writeln!(out, "{line}")
 }
 
 /// `policy.yaml: 1 error, 1 warning` or `policy.yaml: valid`.

@@ -612,7 +612,9 @@ impl<'t> Builder<'t> {
             Value::Seq(_) => self.string_list(strategy_node, "`strategy`"),
             Value::Null => Vec::new(),
             Value::Str(s) => {
-                let help = if s.contains('\n') {
+                let help = if !s.contains("ai.") {
+                    "`strategy` is a list of CEL expressions over `ai.models`, tried in order, e.g. `strategy: [\"ai.models.filter(m, m.provider_id == 'ollama')\", \"ai.models\"]`".to_string()
+                } else if s.contains('\n') {
                     "write one CEL expression per list item: `strategy:` then `- \"ai.models.filter(...)\"` lines"
                         .to_string()
                 } else {

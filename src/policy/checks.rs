@@ -171,6 +171,7 @@ fn gateway(
                             ),
                         )
                         .label("collides")
+                        .also(other.span.clone(), "already used here")
                         .help(
                             "aliases must be unique across all models; rename or remove this alias",
                         ),
@@ -297,10 +298,8 @@ fn provider(
                     ),
                 )
                 .label("duplicate")
-                .help(format!(
-                    "remove one of the two entries (the first is at byte {})",
-                    prev.span.start
-                )),
+                .also(prev.span.clone(), "first listed here")
+                .help("remove one of the two entries"),
             );
         }
     }

@@ -40,7 +40,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "m" => 60.0,
             "h" => 3600.0,
             "" => return Err(format!("`{}` has no unit", text.trim())),
-            other => return Err(format!("unknown unit `{other}`")),
+            other => return Err(format!("unknown unit `{}`", other.trim())),
         };
         total += number * scale;
         rest = &rest[unit_len..];

@@ -109,6 +109,8 @@ impl Node {
 pub struct SyntaxError {
     pub message: String,
     pub span: Option<Span>,
+    /// What to do about it.
+    pub help: &'static str,
 }
 
 /// Parses `text` into a node tree. Duplicate keys, alias bombs and excessive nesting are
@@ -119,29 +121,86 @@ pub fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     }
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
-            max_depth: 64,
+            // Deep enough for any real policy, shallow enough that recursion over the tree
+            // stays far from the stack limit even in debug builds.
+            max_depth: 40,
             max_aliases: 1_000,
             max_anchors: 1_000,
         },
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
     };
     match serde_saphyr::from_str_with_options::<Spanned<RawValueBox>>(text, options) {
+        // A file of comments only is as empty as a blank one.
+        Ok(root) if matches!(*root.value.0, RawValue::Scalar(Value::Null)) => Ok(None),
         Ok(root) => Ok(Some(convert(root, text))),
         Err(err) => Err(syntax_error(&err, text)),
     }
 }
 
 fn syntax_error(err: &serde_saphyr::Error, text: &str) -> SyntaxError {
-    let span = err.location().and_then(|loc| location_span(&loc, text));
-    // The crate's Display may append a rendered snippet; keep only the first line for our own.
-    let message = err.to_string();
-    let message = message
-        .lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .trim()
-        .to_string();
-    SyntaxError { message, span }
+    let raw = err.to_string();
+    let first = raw.lines().next().unwrap_or("invalid YAML").trim();
+    // The crate prefixes "error: line L column C: "; keep the position as a span instead.
+    let mut message = first.trim_start_matches("error:").trim().to_string();
+    let mut position = None;
+    let mut help = "fix the YAML syntax first (indentation, quotes, a `:` after each key)";
+    if let Some(rest) = message.strip_prefix("line ")
+        && let Some((line, rest)) = rest.split_once(" column ")
+        && let Some((col, rest)) = rest.split_once(':')
+        && let (Ok(line), Ok(col)) = (line.trim().parse::<usize>(), col.trim().parse::<usize>())
+    {
+        position = offset_of(text, line, col);
+        message = rest.trim().to_string();
+    }
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("duplicate") {
+        // "duplicate mapping key: providers, set DuplicateKeyPolicy …"
+        let key = message
+            .split_once("key:")
+            .map(|(_, rest)| rest.split(',').next().unwrap_or("").trim().to_string())
+            .filter(|k| !k.is_empty());
+        message = match key {
+            Some(key) => format!("the key `{key}` appears twice in the same mapping"),
+            None => "a key appears twice in the same mapping".to_string(),
+        };
+        help = "remove one of the two entries, or merge them into one";
+    } else if lower.contains("budget") {
+        message = if lower.contains("depth") {
+            "the YAML is nested too deeply (more than 40 levels)".to_string()
+        } else if lower.contains("alias") || lower.contains("anchor") || lower.contains("replay") {
+            "the YAML expands too many aliases (`*name`); is this an alias bomb?".to_string()
+        } else if lower.contains("nodes") {
+            "the YAML expands to more than 250,000 values (aliases included); is this an alias bomb?".to_string()
+        } else {
+            "the YAML document is too large to be a policy".to_string()
+        };
+        help = "aigw refuses deep nesting and alias expansion to protect itself; a policy needs neither";
+    }
+    let span = err
+        .location()
+        .and_then(|loc| location_span(&loc, text))
+        .or(position.map(|p| p..p));
+    SyntaxError {
+        message,
+        span,
+        help,
+    }
+}
+
+/// Byte offset of a 1-based line and column.
+fn offset_of(text: &str, line: usize, col: usize) -> Option<usize> {
+    let start = if line <= 1 {
+        0
+    } else {
+        text.match_indices('\n').nth(line - 2).map(|(i, _)| i + 1)?
+    };
+    let line_text = text[start..].split('\n').next().unwrap_or("");
+    let byte = line_text
+        .char_indices()
+        .nth(col.saturating_sub(1))
+        .map(|(i, _)| i)
+        .unwrap_or(line_text.len());
+    Some(start + byte)
 }
 
 fn location_span(loc: &serde_saphyr::Location, text: &str) -> Option<Span> {

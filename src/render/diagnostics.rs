@@ -1,6 +1,6 @@
 //! Diagnostics for people (miette snippets), for CI (JSON) and for GitHub workflow annotations.
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic, NamedSource};
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteDiagnostic};
 use serde::Serialize;
 
 use crate::policy::{Diagnostic, Severity, Source};
@@ -14,6 +14,19 @@ pub struct Style {
 
 /// Renders one diagnostic as a miette snippet, with the aigw code (and ngrok's, if any).
 pub fn human(d: &Diagnostic, source: &Source, style: Style) -> String {
+    human_indexed(d, source, &LineIndex::new(&source.text), style)
+}
+
+/// Renders every diagnostic of one file; the line index is built once.
+pub fn human_all(diags: &[Diagnostic], source: &Source, style: Style) -> String {
+    let index = LineIndex::new(&source.text);
+    diags
+        .iter()
+        .map(|d| human_indexed(d, source, &index, style) + "\n")
+        .collect()
+}
+
+fn human_indexed(d: &Diagnostic, source: &Source, index: &LineIndex, style: Style) -> String {
     let code = match d.code.ngrok() {
         Some(ngrok) => format!("{} ({ngrok})", d.code.id()),
         None => d.code.id().to_string(),
@@ -27,17 +40,21 @@ pub fn human(d: &Diagnostic, source: &Source, style: Style) -> String {
     if let Some(help) = &d.help {
         diag = diag.with_help(help.clone());
     }
+    let mut spans = Vec::new();
     if let Some(span) = &d.span {
         let span = clamp(span.clone(), &source.text);
-        diag = diag.with_label(LabeledSpan::new_with_span(d.label.clone(), span));
+        spans.push(span.clone());
+        diag = diag.and_label(LabeledSpan::new_primary_with_span(d.label.clone(), span));
     }
     for (span, label) in &d.related {
         let span = clamp(span.clone(), &source.text);
-        diag = diag.with_label(LabeledSpan::new_with_span(Some(label.clone()), span));
+        spans.push(span.clone());
+        diag = diag.and_label(LabeledSpan::new_with_span(Some(label.clone()), span));
     }
-    let report = miette::Report::new(diag).with_source_code(
-        NamedSource::new(source.name.clone(), source.text.clone()).with_language("yaml"),
-    );
+    // miette reads only the lines around the labels: hand it that window, not a copy of the
+    // whole file, so a large policy with many findings renders in linear time.
+    let window = Window::around(source, index, &spans);
+    let report = miette::Report::new(diag).with_source_code(window);
     let theme = if style.color {
         GraphicalTheme::unicode()
     } else {
@@ -68,6 +85,89 @@ pub fn human(d: &Diagnostic, source: &Source, style: Style) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Byte offsets where each line starts.
+pub struct LineIndex(Vec<usize>);
+
+impl LineIndex {
+    pub fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex(starts)
+    }
+
+    /// 0-based line of a byte offset.
+    fn line(&self, offset: usize) -> usize {
+        self.0.partition_point(|&s| s <= offset).saturating_sub(1)
+    }
+}
+
+/// The part of a file around some spans, presented to miette with the file's own offsets and
+/// line numbers.
+struct Window {
+    name: String,
+    text: String,
+    offset: usize,
+    line: usize,
+}
+
+impl Window {
+    const CONTEXT: usize = 2;
+
+    fn around(source: &Source, index: &LineIndex, spans: &[std::ops::Range<usize>]) -> Window {
+        let text = &source.text;
+        let (lo, hi) = spans.iter().fold((usize::MAX, 0), |(lo, hi), s| {
+            (lo.min(s.start), hi.max(s.end))
+        });
+        if spans.is_empty() {
+            return Window {
+                name: source.name.clone(),
+                text: String::new(),
+                offset: 0,
+                line: 0,
+            };
+        }
+        let first = index.line(lo).saturating_sub(Self::CONTEXT);
+        let last = index.line(hi) + Self::CONTEXT + 1;
+        let start = index.0[first];
+        let end = index.0.get(last).copied().unwrap_or(text.len());
+        Window {
+            name: source.name.clone(),
+            text: text[start..end].to_string(),
+            offset: start,
+            line: first,
+        }
+    }
+}
+
+impl miette::SourceCode for Window {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let local_start = span
+            .offset()
+            .saturating_sub(self.offset)
+            .min(self.text.len());
+        let local = miette::SourceSpan::new(
+            local_start.into(),
+            span.len().min(self.text.len() - local_start),
+        );
+        let c = self.text.as_str().read_span(&local, before, after)?;
+        let shifted =
+            miette::SourceSpan::new((c.span().offset() + self.offset).into(), c.span().len());
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.name.clone(),
+            c.data(),
+            shifted,
+            c.line() + self.line,
+            c.column(),
+            c.line_count(),
+        )))
+    }
 }
 
 fn clamp(span: std::ops::Range<usize>, text: &str) -> std::ops::Range<usize> {

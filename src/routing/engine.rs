@@ -805,7 +805,17 @@ fn compile_all(
                 diags.extend(warnings.into_iter().map(|i| cel_diagnostic(i, s, text)));
                 out.push((s.value.clone(), strategy));
             }
-            Err(issues) => diags.extend(issues.into_iter().map(|i| cel_diagnostic(i, s, text))),
+            Err(issues) => {
+                // A strategy over the wrong root (`ai.keys` in model_selection) also has the
+                // wrong result type; the root is the one thing to fix, so say only that.
+                let wrong_root = issues.iter().any(|i| i.code == "cel-wrong-root");
+                diags.extend(
+                    issues
+                        .into_iter()
+                        .filter(|i| !(wrong_root && i.code == "cel-result-type"))
+                        .map(|i| cel_diagnostic(i, s, text)),
+                );
+            }
         }
     }
     out
@@ -823,8 +833,30 @@ fn cel_diagnostic(issue: cel::CelIssue, s: &Sp<String>, text: &str) -> Diagnosti
         "cel-wrong-root" => Code::CelWrongRoot,
         _ => Code::CelSyntax,
     };
-    let span = inner_span(text, &s.span, &s.value, issue.range.clone());
+    // An error at the very end of the expression has an empty range; underline its last
+    // character so the caret has something to point at.
+    let mut range = issue.range.clone();
+    if range.is_empty() {
+        let end = range.start.min(s.value.len());
+        let start = s.value[..end]
+            .char_indices()
+            .next_back()
+            .map_or(0, |(i, _)| i);
+        range = start..end.max(start + 1).min(s.value.len().max(start));
+    }
+    let span = inner_span(text, &s.span, &s.value, range);
+    let syntax = code == Code::CelSyntax && issue.help.is_none();
     let mut d = Diagnostic::new(code, span, issue.message);
+    if code == Code::CelArity && issue.help.is_none() {
+        d = d.help(
+            "check the arguments against the documented signatures, e.g. underCost('text.input', 1.0), sortBy('price') or sortBy(m, m.pricing.input), ai.models.get('openai', 'gpt-4o')",
+        );
+    }
+    if syntax {
+        d = d.help(
+            "a strategy is one CEL expression, e.g. \"ai.models.filter(m, m.provider_id == 'ollama')\"; check parentheses and quotes",
+        );
+    }
     d.severity = match issue.severity {
         cel::Severity::Error => policy::Severity::Error,
         cel::Severity::Warning => policy::Severity::Warning,
