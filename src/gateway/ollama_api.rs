@@ -138,3 +138,47 @@ pub async fn version(State(gw): State<Arc<Gateway>>) -> Response {
     let version = version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
     axum::Json(json!({"version": version})).into_response()
 }
+
+/// Installed models of each reachable Ollama provider (`/api/tags`), for the engine's
+/// `discovered` input. Unreachable providers are left out; nothing waits longer than `budget`.
+pub async fn discover(
+    providers: &[super::ProviderView],
+    budget: Duration,
+) -> std::collections::HashMap<String, Vec<String>> {
+    let Ok(client) = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(budget)
+        .build()
+    else {
+        return Default::default();
+    };
+    let lookups = providers.iter().filter(|p| p.ollama).filter_map(|p| {
+        let url = format!("{}/api/tags", native_url(p.base_url.as_deref()?, ""));
+        let client = client.clone();
+        let id = p.id.clone();
+        Some(async move {
+            let resp = tokio::time::timeout(budget, client.get(&url).send())
+                .await
+                .ok()?
+                .ok()?;
+            let v: Value = tokio::time::timeout(budget, resp.json()).await.ok()?.ok()?;
+            let names: Vec<String> = v
+                .get("models")?
+                .as_array()?
+                .iter()
+                .filter_map(|m| {
+                    m.get("model")
+                        .or_else(|| m.get("name"))
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
+                .collect();
+            Some((id, names))
+        })
+    });
+    futures_util::future::join_all(lookups)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
