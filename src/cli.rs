@@ -139,7 +139,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub listen: String,
     /// Token clients must send as `Authorization: Bearer TOKEN` (or AIGW_AUTH_TOKEN).
-    #[arg(long, env = "AIGW_AUTH_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AIGW_AUTH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub auth_token: Option<String>,
     /// Most attempts per request across keys and models.
     #[arg(long, default_value_t = 10)]

@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use crate::cli::{ColorChoice, PolicyArgs};
-use crate::policy::{self, Loaded};
 use crate::policy::secrets::SecretStore;
+use crate::policy::{self, Loaded};
 use crate::render::diagnostics::Style;
 use crate::routing::upstream::BaseUrlOverrides;
 
@@ -40,7 +40,9 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>, String> {
     }
     std::fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => format!("{}: no such file", path.display()),
-        std::io::ErrorKind::IsADirectory => format!("{}: is a directory, not a policy file", path.display()),
+        std::io::ErrorKind::IsADirectory => {
+            format!("{}: is a directory, not a policy file", path.display())
+        }
         _ => format!("cannot read {}: {e}", path.display()),
     })
 }
@@ -55,10 +57,17 @@ pub fn load_policy(path: Option<&Path>) -> Result<(Loaded, PolicyOrigin), String
     match chosen {
         Some(p) => {
             let bytes = read_input(&p)?;
-            let name = if p == Path::new("-") { "<stdin>".to_string() } else { p.display().to_string() };
+            let name = if p == Path::new("-") {
+                "<stdin>".to_string()
+            } else {
+                p.display().to_string()
+            };
             Ok((policy::load_bytes(&name, &bytes), PolicyOrigin::File(p)))
         }
-        None => Ok((policy::load_str(DEFAULT_POLICY_NAME, DEFAULT_POLICY), PolicyOrigin::BuiltIn)),
+        None => Ok((
+            policy::load_str(DEFAULT_POLICY_NAME, DEFAULT_POLICY),
+            PolicyOrigin::BuiltIn,
+        )),
     }
 }
 
@@ -80,7 +89,9 @@ pub fn style(choice: ColorChoice, stream_is_terminal: bool) -> Style {
     let color = match choice {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
-        ColorChoice::Auto => stream_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        ColorChoice::Auto => {
+            stream_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
     };
     Style { color, width: 100 }
 }

@@ -1,9 +1,142 @@
-//! `aigw validate` (in progress on another branch).
+//! `aigw validate`: load + compile each policy exactly as serve would, and report.
 
-use crate::cli::{ColorChoice, ValidateArgs};
-use crate::commands::Exit;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
 
-pub fn run(_args: ValidateArgs, _color: ColorChoice) -> Exit {
-    eprintln!("aigw validate: not available in this build yet");
-    Exit::Error
+use serde::Serialize;
+
+use crate::cli::{ColorChoice, ReportFormat, ValidateArgs};
+use crate::commands::{Exit, common};
+use crate::policy::secrets::SecretStore;
+use crate::policy::{self, Diagnostic, Severity, Source};
+use crate::render::diagnostics::{self as render, JsonDiagnostic, Style};
+use crate::routing::engine::{Engine, EngineOptions};
+
+/// Diagnostics for one policy text: structure, meaning and strategies, sorted by position.
+pub fn check_text(
+    name: &str,
+    bytes: &[u8],
+    secrets: &SecretStore,
+) -> (std::sync::Arc<Source>, Vec<Diagnostic>) {
+    let loaded = policy::load_bytes(name, bytes);
+    let opts = EngineOptions {
+        secrets: secrets.clone(),
+        ..EngineOptions::default()
+    };
+    let diags = match Engine::build(&loaded, opts) {
+        Ok((_, warnings)) => warnings,
+        Err(all) => all,
+    };
+    (loaded.source, diags)
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    path: &'a str,
+    valid: bool,
+    errors: usize,
+    warnings: usize,
+    diagnostics: Vec<JsonDiagnostic>,
+}
+
+pub fn run(args: ValidateArgs, color: ColorChoice) -> Exit {
+    let secrets = match common::secrets(args.secrets.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let style = common::style(color, std::io::stderr().is_terminal());
+    let mut exit = Exit::Success;
+    let mut stdout = std::io::stdout().lock();
+    for path in &args.files {
+        let bytes = match common::read_input(path) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {e}");
+                if path == Path::new("policy.yaml") && args.files.len() == 1 {
+                    eprintln!(
+                        "  help: pass the policy to check, e.g. `aigw validate my-policy.yaml`, or create one with `aigw init`"
+                    );
+                }
+                exit = Exit::Error;
+                continue;
+            }
+        };
+        let name = if path == Path::new("-") {
+            "<stdin>".to_string()
+        } else {
+            path.display().to_string()
+        };
+        let (source, diags) = check_text(&name, &bytes, &secrets);
+        let errors = diags
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count();
+        let warnings = diags.len() - errors;
+        let failed = errors > 0 || (args.deny_warnings && warnings > 0);
+        if failed && exit == Exit::Success {
+            exit = Exit::Failure;
+        }
+        let written = match args.format {
+            ReportFormat::Human => write_human(
+                &mut std::io::stderr().lock(),
+                &source,
+                &diags,
+                style,
+                errors,
+                warnings,
+            ),
+            ReportFormat::Json => {
+                let report = JsonReport {
+                    path: &name,
+                    valid: !failed,
+                    errors,
+                    warnings,
+                    diagnostics: diags
+                        .iter()
+                        .map(|d| JsonDiagnostic::new(d, &source))
+                        .collect(),
+                };
+                serde_json::to_writer(&mut stdout, &report)
+                    .map_err(std::io::Error::other)
+                    .and_then(|_| writeln!(stdout))
+            }
+            ReportFormat::Github => diags
+                .iter()
+                .try_for_each(|d| writeln!(stdout, "{}", render::github(d, &source))),
+        };
+        if written.is_err() {
+            // A closed pipe (`| head`) is not an error worth a message.
+            return exit;
+        }
+    }
+    exit
+}
+
+fn write_human(
+    out: &mut impl Write,
+    source: &Source,
+    diags: &[Diagnostic],
+    style: Style,
+    errors: usize,
+    warnings: usize,
+) -> std::io::Result<()> {
+    for d in diags {
+        write!(out, "{}", render::human(d, source, style))?;
+        writeln!(out)?;
+    }
+    writeln!(out, "{}", summary(&source.name, errors, warnings))
+}
+
+/// `policy.yaml: 1 error, 1 warning` or `policy.yaml: valid`.
+pub fn summary(name: &str, errors: usize, warnings: usize) -> String {
+    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    match (errors, warnings) {
+        (0, 0) => format!("{name}: valid"),
+        (0, w) => format!("{name}: valid, {}", plural(w, "warning")),
+        (e, 0) => format!("{name}: {}", plural(e, "error")),
+        (e, w) => format!("{name}: {}, {}", plural(e, "error"), plural(w, "warning")),
+    }
 }

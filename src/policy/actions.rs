@@ -17,7 +17,11 @@ const TCP_REQ: &[PhaseKind] = &[OnTcpConnect, OnHttpRequest];
 const ALL_BUT_SSE: &[PhaseKind] = &[OnTcpConnect, OnHttpRequest, OnHttpResponse];
 
 const fn spec(name: &'static str, phases: &'static [PhaseKind], terminating: bool) -> ActionSpec {
-    ActionSpec { name, phases, terminating }
+    ActionSpec {
+        name,
+        phases,
+        terminating,
+    }
 }
 
 pub const ACTIONS: &[ActionSpec] = &[

@@ -93,9 +93,14 @@ impl<'t> Builder<'t> {
                 Diagnostic::new(
                     Code::NotAPolicy,
                     root.span.clone(),
-                    format!("a traffic policy is a mapping of phases, found {}", root.value.kind()),
+                    format!(
+                        "a traffic policy is a mapping of phases, found {}",
+                        root.value.kind()
+                    ),
                 )
-                .help("start the file with `on_http_request:` followed by a list of rules or actions"),
+                .help(
+                    "start the file with `on_http_request:` followed by a list of rules or actions",
+                ),
             );
             return policy;
         };
@@ -157,14 +162,21 @@ impl<'t> Builder<'t> {
                     Diagnostic::new(
                         Code::WrongType,
                         node.span.clone(),
-                        format!("`{}` must be a list of rules, found {}", phase.name(), other.kind()),
+                        format!(
+                            "`{}` must be a list of rules, found {}",
+                            phase.name(),
+                            other.kind()
+                        ),
                     )
                     .help("write each rule or action as a list item starting with `- `"),
                 );
                 return Vec::new();
             }
         };
-        items.iter().filter_map(|item| self.rule(item, phase)).collect()
+        items
+            .iter()
+            .filter_map(|item| self.rule(item, phase))
+            .collect()
     }
 
     fn rule(&mut self, node: &Node, phase: PhaseKind) -> Option<Rule> {
@@ -202,21 +214,26 @@ impl<'t> Builder<'t> {
             });
         }
         let fields = self.fields(node, "a rule", RULE_FIELDS)?;
-        let name = fields.get("name").and_then(|n| self.string(n, "a rule's `name`"));
+        let name = fields
+            .get("name")
+            .and_then(|n| self.string(n, "a rule's `name`"));
         let expressions = fields
             .get("expressions")
             .map(|n| self.string_list(n, "`expressions`"))
             .unwrap_or_default();
         let actions = match fields.get("actions") {
             Some(list) => match &list.value {
-                Value::Seq(items) if !items.is_empty() => items
-                    .iter()
-                    .filter_map(|a| self.action(a, phase))
-                    .collect(),
+                Value::Seq(items) if !items.is_empty() => {
+                    items.iter().filter_map(|a| self.action(a, phase)).collect()
+                }
                 Value::Seq(_) | Value::Null => {
                     self.push(
-                        Diagnostic::new(Code::RuleWithoutActions, list.span.clone(), "this rule has no actions")
-                            .help("add at least one action, e.g. `- type: ai-gateway`"),
+                        Diagnostic::new(
+                            Code::RuleWithoutActions,
+                            list.span.clone(),
+                            "this rule has no actions",
+                        )
+                        .help("add at least one action, e.g. `- type: ai-gateway`"),
                     );
                     Vec::new()
                 }
@@ -234,8 +251,12 @@ impl<'t> Builder<'t> {
             },
             None => {
                 self.push(
-                    Diagnostic::new(Code::RuleWithoutActions, node.span.clone(), "this rule has no `actions`")
-                        .help("add `actions:` with at least one action, e.g. `- type: ai-gateway`"),
+                    Diagnostic::new(
+                        Code::RuleWithoutActions,
+                        node.span.clone(),
+                        "this rule has no `actions`",
+                    )
+                    .help("add `actions:` with at least one action, e.g. `- type: ai-gateway`"),
                 );
                 Vec::new()
             }
@@ -253,8 +274,12 @@ impl<'t> Builder<'t> {
         let fields = self.fields(node, "an action", ACTION_FIELDS)?;
         let Some(type_node) = fields.get("type") else {
             self.push(
-                Diagnostic::new(Code::MissingField, node.span.clone(), "this action has no `type`")
-                    .help("name the action, e.g. `type: ai-gateway`"),
+                Diagnostic::new(
+                    Code::MissingField,
+                    node.span.clone(),
+                    "this action has no `type`",
+                )
+                .help("name the action, e.g. `type: ai-gateway`"),
             );
             return None;
         };
@@ -274,7 +299,11 @@ impl<'t> Builder<'t> {
                 self.push(d.help("see `aigw schema` or the README for the list of actions"));
             }
             Some(spec) if !spec.phases.contains(&phase) => {
-                let allowed: Vec<_> = spec.phases.iter().map(|p| format!("`{}`", p.name())).collect();
+                let allowed: Vec<_> = spec
+                    .phases
+                    .iter()
+                    .map(|p| format!("`{}`", p.name()))
+                    .collect();
                 self.push(
                     Diagnostic::new(
                         Code::ActionWrongPhase,
@@ -315,9 +344,16 @@ impl<'t> Builder<'t> {
             span: node.span.clone(),
             ..AiGateway::default()
         };
-        g.max_input_tokens = f.get("max_input_tokens").and_then(|n| self.token_limit(n, "max_input_tokens"));
-        g.max_output_tokens = f.get("max_output_tokens").and_then(|n| self.token_limit(n, "max_output_tokens"));
-        g.headers = f.get("headers").map(|n| self.template_map(n, "headers")).unwrap_or_default();
+        g.max_input_tokens = f
+            .get("max_input_tokens")
+            .and_then(|n| self.token_limit(n, "max_input_tokens"));
+        g.max_output_tokens = f
+            .get("max_output_tokens")
+            .and_then(|n| self.token_limit(n, "max_output_tokens"));
+        g.headers = f
+            .get("headers")
+            .map(|n| self.template_map(n, "headers"))
+            .unwrap_or_default();
         g.query_params = f
             .get("query_params")
             .map(|n| self.template_map(n, "query_params"))
@@ -328,11 +364,16 @@ impl<'t> Builder<'t> {
         if let Some(n) = f.get("on_error") {
             g.on_error = self.on_error(n);
         }
-        g.total_timeout = f.get("total_timeout").and_then(|n| self.duration(n, "total_timeout"));
+        g.total_timeout = f
+            .get("total_timeout")
+            .and_then(|n| self.duration(n, "total_timeout"));
         g.per_request_timeout = f
             .get("per_request_timeout")
             .and_then(|n| self.duration(n, "per_request_timeout"));
-        if let Some(list) = f.get("providers").and_then(|n| self.list(n, "`providers`", "provider")) {
+        if let Some(list) = f
+            .get("providers")
+            .and_then(|n| self.list(n, "`providers`", "provider"))
+        {
             g.providers = list.iter().filter_map(|p| self.provider(p)).collect();
         }
         g.only_allow_configured_providers = f
@@ -341,8 +382,12 @@ impl<'t> Builder<'t> {
         g.only_allow_configured_models = f
             .get("only_allow_configured_models")
             .and_then(|n| self.boolean(n, "only_allow_configured_models"));
-        g.model_selection = f.get("model_selection").and_then(|n| self.selection(n, "model_selection"));
-        g.api_key_selection = f.get("api_key_selection").and_then(|n| self.selection(n, "api_key_selection"));
+        g.model_selection = f
+            .get("model_selection")
+            .and_then(|n| self.selection(n, "model_selection"));
+        g.api_key_selection = f
+            .get("api_key_selection")
+            .and_then(|n| self.selection(n, "api_key_selection"));
         Some(g)
     }
 
@@ -356,20 +401,36 @@ impl<'t> Builder<'t> {
             id,
             ..ProviderConfig::default()
         };
-        p.id_aliases = f.get("id_aliases").map(|n| self.string_list(n, "`id_aliases`")).unwrap_or_default();
+        p.id_aliases = f
+            .get("id_aliases")
+            .map(|n| self.string_list(n, "`id_aliases`"))
+            .unwrap_or_default();
         p.base_url = f.get("base_url").and_then(|n| self.string(n, "`base_url`"));
-        p.display_name = f.get("display_name").and_then(|n| self.string(n, "`display_name`"));
-        p.description = f.get("description").and_then(|n| self.string(n, "`description`"));
+        p.display_name = f
+            .get("display_name")
+            .and_then(|n| self.string(n, "`display_name`"));
+        p.description = f
+            .get("description")
+            .and_then(|n| self.string(n, "`description`"));
         p.website = f.get("website").and_then(|n| self.string(n, "`website`"));
         p.disabled = f
             .get("disabled")
             .and_then(|n| self.boolean(n, "disabled"))
             .is_some_and(|b| b.value);
-        p.metadata = f.get("metadata").map(|n| self.metadata(n)).unwrap_or_default();
-        if let Some(keys) = f.get("api_keys").and_then(|n| self.list(n, "`api_keys`", "API key")) {
+        p.metadata = f
+            .get("metadata")
+            .map(|n| self.metadata(n))
+            .unwrap_or_default();
+        if let Some(keys) = f
+            .get("api_keys")
+            .and_then(|n| self.list(n, "`api_keys`", "API key"))
+        {
             p.api_keys = keys.iter().filter_map(|k| self.api_key(k)).collect();
         }
-        if let Some(models) = f.get("models").and_then(|n| self.list(n, "`models`", "model")) {
+        if let Some(models) = f
+            .get("models")
+            .and_then(|n| self.list(n, "`models`", "model"))
+        {
             p.models = models.iter().filter_map(|m| self.model(m)).collect();
         }
         if let Some(surfaces) = f
@@ -384,17 +445,31 @@ impl<'t> Builder<'t> {
     fn api_key(&mut self, node: &Node) -> Option<ApiKeyConfig> {
         if let Value::Str(_) = node.value {
             self.push(
-                Diagnostic::new(Code::WrongType, node.span.clone(), "an API key must be a mapping with `value`")
-                    .help("write `- value: ${secrets.get('vault', 'name')}`"),
+                Diagnostic::new(
+                    Code::WrongType,
+                    node.span.clone(),
+                    "an API key must be a mapping with `value`",
+                )
+                .help("write `- value: ${secrets.get('vault', 'name')}`"),
             );
             return None;
         }
         let f = self.fields(node, "an API key", &["value"])?;
-        let value = self.required_string(&f, node, "value", "an API key", "value: ${secrets.get('openai', 'api-key')}")?;
+        let value = self.required_string(
+            &f,
+            node,
+            "value",
+            "an API key",
+            "value: ${secrets.get('openai', 'api-key')}",
+        )?;
         if value.trim().is_empty() {
             self.push(
-                Diagnostic::new(Code::EmptyValue, value.span.clone(), "this API key is empty")
-                    .help("put the key in a secret and write `value: ${secrets.get('vault', 'name')}`"),
+                Diagnostic::new(
+                    Code::EmptyValue,
+                    value.span.clone(),
+                    "this API key is empty",
+                )
+                .help("put the key in a secret and write `value: ${secrets.get('vault', 'name')}`"),
             );
             return None;
         }
@@ -424,15 +499,27 @@ impl<'t> Builder<'t> {
             id,
             ..ModelConfig::default()
         };
-        m.id_aliases = f.get("id_aliases").map(|n| self.string_list(n, "`id_aliases`")).unwrap_or_default();
-        m.author_id = f.get("author_id").and_then(|n| self.string(n, "`author_id`"));
-        m.display_name = f.get("display_name").and_then(|n| self.string(n, "`display_name`"));
-        m.description = f.get("description").and_then(|n| self.string(n, "`description`"));
+        m.id_aliases = f
+            .get("id_aliases")
+            .map(|n| self.string_list(n, "`id_aliases`"))
+            .unwrap_or_default();
+        m.author_id = f
+            .get("author_id")
+            .and_then(|n| self.string(n, "`author_id`"));
+        m.display_name = f
+            .get("display_name")
+            .and_then(|n| self.string(n, "`display_name`"));
+        m.description = f
+            .get("description")
+            .and_then(|n| self.string(n, "`description`"));
         m.disabled = f
             .get("disabled")
             .and_then(|n| self.boolean(n, "disabled"))
             .is_some_and(|b| b.value);
-        m.metadata = f.get("metadata").map(|n| self.metadata(n)).unwrap_or_default();
+        m.metadata = f
+            .get("metadata")
+            .map(|n| self.metadata(n))
+            .unwrap_or_default();
         let plain = |b: &mut Self, k: &str| -> Vec<String> {
             f.get(k)
                 .map(|n| b.string_list(n, &format!("`{k}`")))
@@ -444,8 +531,14 @@ impl<'t> Builder<'t> {
         m.input_modalities = plain(self, "input_modalities");
         m.output_modalities = plain(self, "output_modalities");
         m.supported_features = plain(self, "supported_features");
-        m.max_context_window = f.get("max_context_window").and_then(|n| self.uint(n, "max_context_window")).map(|v| v.value);
-        m.max_output_tokens = f.get("max_output_tokens").and_then(|n| self.uint(n, "max_output_tokens")).map(|v| v.value);
+        m.max_context_window = f
+            .get("max_context_window")
+            .and_then(|n| self.uint(n, "max_context_window"))
+            .map(|v| v.value);
+        m.max_output_tokens = f
+            .get("max_output_tokens")
+            .and_then(|n| self.uint(n, "max_output_tokens"))
+            .map(|v| v.value);
         m.unsupported_params = f
             .get("unsupported_params")
             .map(|n| self.param_list(n, "unsupported_params"))
@@ -455,12 +548,17 @@ impl<'t> Builder<'t> {
 
     fn surface(&mut self, node: &Node) -> Option<ApiSurface> {
         let f = self.fields(node, "an API surface", SURFACE_FIELDS)?;
-        let format = self.required_string(&f, node, "format", "an API surface", "format: openai")?;
+        let format =
+            self.required_string(&f, node, "format", "an API surface", "format: openai")?;
         let parsed = match format.value.to_ascii_lowercase().as_str() {
             "openai" => ApiFormat::OpenAi,
             "anthropic" => ApiFormat::Anthropic,
             other => {
-                let mut d = Diagnostic::new(Code::ApiFormat, format.span.clone(), format!("unknown API format `{other}`"));
+                let mut d = Diagnostic::new(
+                    Code::ApiFormat,
+                    format.span.clone(),
+                    format!("unknown API format `{other}`"),
+                );
                 if let Some(s) = did_you_mean(other, ["openai", "anthropic"]) {
                     d = d.label(format!("did you mean `{s}`?"));
                 }
@@ -472,7 +570,11 @@ impl<'t> Builder<'t> {
         if let Some(s) = &surface
             && !SURFACES.contains(&s.value.as_str())
         {
-            let mut d = Diagnostic::new(Code::UnknownSurface, s.span.clone(), format!("unknown API surface `{}`", s.value));
+            let mut d = Diagnostic::new(
+                Code::UnknownSurface,
+                s.span.clone(),
+                format!("unknown API surface `{}`", s.value),
+            );
             if let Some(m) = did_you_mean(&s.value, SURFACES.iter().copied()) {
                 d = d.label(format!("did you mean `{m}`?"));
             }
@@ -483,11 +585,18 @@ impl<'t> Builder<'t> {
             .map(|n| self.param_list(n, "supported_params"))
             .unwrap_or_default();
         if !supported_params.is_empty() && surface.is_none() {
-            let span = f.key("supported_params").map(|k| k.span.clone()).unwrap_or(node.span.clone());
+            let span = f
+                .key("supported_params")
+                .map(|k| k.span.clone())
+                .unwrap_or(node.span.clone());
             self.push(
-                Diagnostic::new(Code::SupportedParamsWithoutSurface, span, "`supported_params` needs a `surface`")
-                    .label("ignored without a surface")
-                    .help("add `surface: chat-completions` (or responses, messages, …) to this entry"),
+                Diagnostic::new(
+                    Code::SupportedParamsWithoutSurface,
+                    span,
+                    "`supported_params` needs a `surface`",
+                )
+                .label("ignored without a surface")
+                .help("add `surface: chat-completions` (or responses, messages, …) to this entry"),
             );
         }
         Some(ApiSurface {
@@ -509,7 +618,10 @@ impl<'t> Builder<'t> {
                     "write one CEL expression per list item: `strategy:` then `- \"ai.models.filter(...)\"` lines"
                         .to_string()
                 } else {
-                    format!("write it as a list: `strategy: [\"{}\"]`", s.replace('"', "\\\""))
+                    format!(
+                        "write it as a list: `strategy: [\"{}\"]`",
+                        s.replace('"', "\\\"")
+                    )
                 };
                 self.push(
                     Diagnostic::new(
@@ -527,7 +639,10 @@ impl<'t> Builder<'t> {
                     Diagnostic::new(
                         Code::StrategyNotAList,
                         strategy_node.span.clone(),
-                        format!("`strategy` must be a list of CEL expressions, found {}", other.kind()),
+                        format!(
+                            "`strategy` must be a list of CEL expressions, found {}",
+                            other.kind()
+                        ),
                     )
                     .help("write `strategy:` followed by `- \"ai.models\"`-style items"),
                 );
@@ -565,11 +680,17 @@ impl<'t> Builder<'t> {
             "halt" => Some(Sp::new(OnError::Halt, s.span)),
             "continue" => Some(Sp::new(OnError::Continue, s.span)),
             other => {
-                let mut d = Diagnostic::new(Code::OnErrorValue, s.span.clone(), format!("`on_error` must be `halt` or `continue`, found `{other}`"));
+                let mut d = Diagnostic::new(
+                    Code::OnErrorValue,
+                    s.span.clone(),
+                    format!("`on_error` must be `halt` or `continue`, found `{other}`"),
+                );
                 if let Some(m) = did_you_mean(other, ["halt", "continue"]) {
                     d = d.label(format!("did you mean `{m}`?"));
                 }
-                self.push(d.help("`halt` returns the error to the client; `continue` runs the next action"));
+                self.push(d.help(
+                    "`halt` returns the error to the client; `continue` runs the next action",
+                ));
                 None
             }
         }
@@ -580,16 +701,30 @@ impl<'t> Builder<'t> {
             Value::Str(s) => s.clone(),
             Value::Int(i) => {
                 self.push(
-                    Diagnostic::new(Code::BadDuration, node.span.clone(), format!("`{field}` needs a unit"))
-                        .label("a bare number")
-                        .help(format!("write a duration string such as \"{i}s\" or \"{}m\"", (i / 60).max(1))),
+                    Diagnostic::new(
+                        Code::BadDuration,
+                        node.span.clone(),
+                        format!("`{field}` needs a unit"),
+                    )
+                    .label("a bare number")
+                    .help(format!(
+                        "write a duration string such as \"{i}s\" or \"{}m\"",
+                        (i / 60).max(1)
+                    )),
                 );
                 return None;
             }
             other => {
                 self.push(
-                    Diagnostic::new(Code::BadDuration, node.span.clone(), format!("`{field}` must be a duration string, found {}", other.kind()))
-                        .help("write a duration such as \"90s\", \"2m\" or \"1h30m\""),
+                    Diagnostic::new(
+                        Code::BadDuration,
+                        node.span.clone(),
+                        format!(
+                            "`{field}` must be a duration string, found {}",
+                            other.kind()
+                        ),
+                    )
+                    .help("write a duration such as \"90s\", \"2m\" or \"1h30m\""),
                 );
                 return None;
             }
@@ -620,8 +755,12 @@ impl<'t> Builder<'t> {
             serde_json::Value::Null => serde_json::Map::new(),
             _ => {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("`metadata` must be a mapping, found {}", node.value.kind()))
-                        .help("write key/value pairs, e.g. `metadata: {tier: premium}`"),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("`metadata` must be a mapping, found {}", node.value.kind()),
+                    )
+                    .help("write key/value pairs, e.g. `metadata: {tier: premium}`"),
                 );
                 serde_json::Map::new()
             }
@@ -632,8 +771,12 @@ impl<'t> Builder<'t> {
         let Some(entries) = node.as_map() else {
             if !matches!(node.value, Value::Null) {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("`{field}` must be a mapping, found {}", node.value.kind()))
-                        .help(format!("write `{field}:` followed by `name: value` lines")),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("`{field}` must be a mapping, found {}", node.value.kind()),
+                    )
+                    .help(format!("write `{field}:` followed by `name: value` lines")),
                 );
             }
             return Vec::new();
@@ -647,15 +790,26 @@ impl<'t> Builder<'t> {
                 Value::Bool(b) => b.to_string(),
                 other => {
                     self.push(
-                        Diagnostic::new(Code::WrongType, v.span.clone(), format!("`{field}.{}` must be a string, found {}", k.text, other.kind()))
-                            .help("quote the value"),
+                        Diagnostic::new(
+                            Code::WrongType,
+                            v.span.clone(),
+                            format!(
+                                "`{field}.{}` must be a string, found {}",
+                                k.text,
+                                other.kind()
+                            ),
+                        )
+                        .help("quote the value"),
                     );
                     continue;
                 }
             };
             let value = Sp::new(text, v.span.clone());
             if let Some(t) = self.template(&value) {
-                out.push((Sp::new(k.text.clone(), k.span.clone()), Sp::new(t, v.span.clone())));
+                out.push((
+                    Sp::new(k.text.clone(), k.span.clone()),
+                    Sp::new(t, v.span.clone()),
+                ));
             }
         }
         out
@@ -666,8 +820,12 @@ impl<'t> Builder<'t> {
         let Some(entries) = node.as_map() else {
             if !matches!(node.value, Value::Null) {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("`body` must be a mapping, found {}", node.value.kind()))
-                        .help("write the JSON fields to merge, e.g. `body: {temperature: 0.2}`"),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("`body` must be a mapping, found {}", node.value.kind()),
+                    )
+                    .help("write the JSON fields to merge, e.g. `body: {temperature: 0.2}`"),
                 );
             }
             return Vec::new();
@@ -715,28 +873,49 @@ impl<'t> Builder<'t> {
                 Value::Str(s) => out.push(Sp::new(s.clone(), item.span.clone())),
                 Value::Map(_) => {
                     if let Some(f) = self.fields(item, "a parameter", &["name"])
-                        && let Some(name) = self.required_string(&f, item, "name", "a parameter", "name: temperature")
+                        && let Some(name) = self.required_string(
+                            &f,
+                            item,
+                            "name",
+                            "a parameter",
+                            "name: temperature",
+                        )
                     {
                         out.push(name);
                     }
                 }
                 other => self.push(
-                    Diagnostic::new(Code::WrongType, item.span.clone(), format!("a parameter must be `name: PARAM`, found {}", other.kind()))
-                        .help("write `- name: temperature`"),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        item.span.clone(),
+                        format!("a parameter must be `name: PARAM`, found {}", other.kind()),
+                    )
+                    .help("write `- name: temperature`"),
                 ),
             }
         }
         out
     }
 
-    fn required_string(&mut self, f: &Fields, node: &Node, key: &str, what: &str, example: &str) -> Option<Sp<String>> {
+    fn required_string(
+        &mut self,
+        f: &Fields,
+        node: &Node,
+        key: &str,
+        what: &str,
+        example: &str,
+    ) -> Option<Sp<String>> {
         match f.get(key) {
             Some(n) => {
                 let s = self.string(n, &format!("`{key}`"))?;
                 if s.value.trim().is_empty() {
                     self.push(
-                        Diagnostic::new(Code::EmptyValue, n.span.clone(), format!("`{key}` of {what} is empty"))
-                            .help(format!("write e.g. `{example}`")),
+                        Diagnostic::new(
+                            Code::EmptyValue,
+                            n.span.clone(),
+                            format!("`{key}` of {what} is empty"),
+                        )
+                        .help(format!("write e.g. `{example}`")),
                     );
                     return None;
                 }
@@ -744,9 +923,13 @@ impl<'t> Builder<'t> {
             }
             None => {
                 self.push(
-                    Diagnostic::new(Code::MissingField, node.span.clone(), format!("{what} needs `{key}`"))
-                        .label(format!("`{key}` missing"))
-                        .help(format!("add `{example}`")),
+                    Diagnostic::new(
+                        Code::MissingField,
+                        node.span.clone(),
+                        format!("{what} needs `{key}`"),
+                    )
+                    .label(format!("`{key}` missing"))
+                    .help(format!("add `{example}`")),
                 );
                 None
             }
@@ -759,8 +942,12 @@ impl<'t> Builder<'t> {
             Value::Null => return Some(Fields { entries: &[] }),
             other => {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("{what} must be a mapping, found {}", other.kind()))
-                        .help(format!("{what} takes {}", allowed.join(", "))),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("{what} must be a mapping, found {}", other.kind()),
+                    )
+                    .help(format!("{what} takes {}", allowed.join(", "))),
                 );
                 return None;
             }
@@ -788,8 +975,14 @@ impl<'t> Builder<'t> {
             Value::Null => None,
             other => {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("{what} must be a list, found {}", other.kind()))
-                        .help(format!("write each {item} as a list item starting with `- `")),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("{what} must be a list, found {}", other.kind()),
+                    )
+                    .help(format!(
+                        "write each {item} as a list item starting with `- `"
+                    )),
                 );
                 None
             }
@@ -800,11 +993,18 @@ impl<'t> Builder<'t> {
         match &node.value {
             Value::Str(s) => Some(Sp::new(s.clone(), node.span.clone())),
             // A model or provider id like `3` or `1.5` is text to the user; take it as written.
-            Value::Int(_) | Value::Float(_) => Some(Sp::new(self.text[node.span.clone()].trim().to_string(), node.span.clone())),
+            Value::Int(_) | Value::Float(_) => Some(Sp::new(
+                self.text[node.span.clone()].trim().to_string(),
+                node.span.clone(),
+            )),
             other => {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("{what} must be a string, found {}", other.kind()))
-                        .help("write a quoted string"),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("{what} must be a string, found {}", other.kind()),
+                    )
+                    .help("write a quoted string"),
                 );
                 None
             }
@@ -813,19 +1013,30 @@ impl<'t> Builder<'t> {
 
     fn string_list(&mut self, node: &Node, what: &str) -> Vec<Sp<String>> {
         match &node.value {
-            Value::Seq(items) => items.iter().filter_map(|i| self.string(i, &format!("each item of {what}"))).collect(),
+            Value::Seq(items) => items
+                .iter()
+                .filter_map(|i| self.string(i, &format!("each item of {what}")))
+                .collect(),
             Value::Null => Vec::new(),
             Value::Str(s) => {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("{what} must be a list, found a string"))
-                        .help(format!("write it as a list: [\"{s}\"]")),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("{what} must be a list, found a string"),
+                    )
+                    .help(format!("write it as a list: [\"{s}\"]")),
                 );
                 Vec::new()
             }
             other => {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("{what} must be a list of strings, found {}", other.kind()))
-                        .help("write each item on its own line starting with `- `"),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("{what} must be a list of strings, found {}", other.kind()),
+                    )
+                    .help("write each item on its own line starting with `- `"),
                 );
                 Vec::new()
             }
@@ -837,15 +1048,23 @@ impl<'t> Builder<'t> {
             Value::Bool(b) => Some(Sp::new(*b, node.span.clone())),
             Value::Str(s) if s == "true" || s == "false" => {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("`{field}` must be a boolean, found the string \"{s}\""))
-                        .help(format!("remove the quotes: `{field}: {s}`")),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("`{field}` must be a boolean, found the string \"{s}\""),
+                    )
+                    .help(format!("remove the quotes: `{field}: {s}`")),
                 );
                 None
             }
             other => {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("`{field}` must be true or false, found {}", other.kind()))
-                        .help(format!("write `{field}: true` or `{field}: false`")),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("`{field}` must be true or false, found {}", other.kind()),
+                    )
+                    .help(format!("write `{field}: true` or `{field}: false`")),
                 );
                 None
             }
@@ -857,15 +1076,23 @@ impl<'t> Builder<'t> {
             Value::Int(i) if *i >= 0 => Some(Sp::new(*i as u64, node.span.clone())),
             Value::Str(s) if s.parse::<u64>().is_ok() => {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("`{field}` must be a number, found the string \"{s}\""))
-                        .help(format!("remove the quotes: `{field}: {s}`")),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("`{field}` must be a number, found the string \"{s}\""),
+                    )
+                    .help(format!("remove the quotes: `{field}: {s}`")),
                 );
                 None
             }
             other => {
                 self.push(
-                    Diagnostic::new(Code::WrongType, node.span.clone(), format!("`{field}` must be a whole number, found {}", other.kind()))
-                        .help(format!("write e.g. `{field}: 4096`")),
+                    Diagnostic::new(
+                        Code::WrongType,
+                        node.span.clone(),
+                        format!("`{field}` must be a whole number, found {}", other.kind()),
+                    )
+                    .help(format!("write e.g. `{field}: 4096`")),
                 );
                 None
             }
@@ -880,20 +1107,30 @@ pub(crate) struct Fields<'n> {
 
 impl<'n> Fields<'n> {
     pub fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _)| k.text == key).map(|(_, v)| v)
+        self.entries
+            .iter()
+            .find(|(k, _)| k.text == key)
+            .map(|(_, v)| v)
     }
     pub fn key(&self, key: &str) -> Option<&'n Key> {
-        self.entries.iter().find(|(k, _)| k.text == key).map(|(k, _)| k)
+        self.entries
+            .iter()
+            .find(|(k, _)| k.text == key)
+            .map(|(k, _)| k)
     }
 }
 
 fn template_error(e: TemplateError, span: Span) -> Diagnostic {
     match e.kind {
-        TemplateErrorKind::Unterminated => Diagnostic::new(Code::InterpolationSyntax, span, "`${` is never closed")
-            .label("unterminated")
-            .help("close the expression with `}`, e.g. `${secrets.get('vault', 'name')}`"),
-        TemplateErrorKind::Empty => Diagnostic::new(Code::InterpolationSyntax, span, "empty `${}` expression")
-            .help("put a CEL expression inside, or remove the `${}`"),
+        TemplateErrorKind::Unterminated => {
+            Diagnostic::new(Code::InterpolationSyntax, span, "`${` is never closed")
+                .label("unterminated")
+                .help("close the expression with `}`, e.g. `${secrets.get('vault', 'name')}`")
+        }
+        TemplateErrorKind::Empty => {
+            Diagnostic::new(Code::InterpolationSyntax, span, "empty `${}` expression")
+                .help("put a CEL expression inside, or remove the `${}`")
+        }
         TemplateErrorKind::SecretsArity(n) => Diagnostic::new(
             Code::SecretsGetArity,
             span,

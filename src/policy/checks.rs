@@ -15,7 +15,11 @@ pub trait BuiltinProviders {
     fn builtin_id(&self, name: &str) -> Option<&str>;
 }
 
-pub fn check(policy: &TrafficPolicy, builtins: &dyn BuiltinProviders, secrets: Option<&SecretStore>) -> Vec<Diagnostic> {
+pub fn check(
+    policy: &TrafficPolicy,
+    builtins: &dyn BuiltinProviders,
+    secrets: Option<&SecretStore>,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     unreachable_actions(policy, &mut out);
     multiple_gateways(policy, &mut out);
@@ -36,7 +40,10 @@ fn unreachable_actions(policy: &TrafficPolicy, out: &mut Vec<Diagnostic>) {
                         Diagnostic::new(
                             Code::UnreachableAction,
                             action.kind.span.clone(),
-                            format!("`{}` never runs: `{t}` before it ends the request", action.kind.value),
+                            format!(
+                                "`{}` never runs: `{t}` before it ends the request",
+                                action.kind.value
+                            ),
                         )
                         .label("unreachable")
                         .help(format!("move it before `{t}` or into another rule")),
@@ -56,9 +63,17 @@ fn unreachable_actions(policy: &TrafficPolicy, out: &mut Vec<Diagnostic>) {
 /// rules, always both run.
 fn multiple_gateways(policy: &TrafficPolicy, out: &mut Vec<Diagnostic>) {
     let mut first_unguarded: Option<&Action> = None;
-    for phase in policy.phases.iter().filter(|p| p.kind == PhaseKind::OnHttpRequest) {
+    for phase in policy
+        .phases
+        .iter()
+        .filter(|p| p.kind == PhaseKind::OnHttpRequest)
+    {
         for rule in &phase.rules {
-            let gws: Vec<&Action> = rule.actions.iter().filter(|a| a.kind.value == "ai-gateway").collect();
+            let gws: Vec<&Action> = rule
+                .actions
+                .iter()
+                .filter(|a| a.kind.value == "ai-gateway")
+                .collect();
             for extra in gws.iter().skip(1) {
                 out.push(two_gateways(extra, gws[0]));
             }
@@ -86,7 +101,12 @@ fn two_gateways(second: &Action, first: &Action) -> Diagnostic {
     .help("keep one ai-gateway action, or guard each with rule `expressions` so that only one matches a request")
 }
 
-fn gateway(g: &AiGateway, builtins: &dyn BuiltinProviders, secrets: Option<&SecretStore>, out: &mut Vec<Diagnostic>) {
+fn gateway(
+    g: &AiGateway,
+    builtins: &dyn BuiltinProviders,
+    secrets: Option<&SecretStore>,
+    out: &mut Vec<Diagnostic>,
+) {
     // Provider ids and aliases share one namespace.
     let mut names: HashMap<String, &Sp<String>> = HashMap::new();
     for p in &g.providers {
@@ -120,7 +140,9 @@ fn gateway(g: &AiGateway, builtins: &dyn BuiltinProviders, secrets: Option<&Secr
     let mut model_names: HashMap<String, (&Sp<String>, &str)> = HashMap::new();
     for p in &g.providers {
         for m in &p.models {
-            model_names.entry(m.id.to_ascii_lowercase()).or_insert((&m.id, p.id.as_str()));
+            model_names
+                .entry(m.id.to_ascii_lowercase())
+                .or_insert((&m.id, p.id.as_str()));
         }
     }
     for p in &g.providers {
@@ -132,10 +154,15 @@ fn gateway(g: &AiGateway, builtins: &dyn BuiltinProviders, secrets: Option<&Secr
                         Diagnostic::new(
                             Code::ModelAliasCollision,
                             alias.span.clone(),
-                            format!("model alias `{}` is already the id or alias of another model", alias.value),
+                            format!(
+                                "model alias `{}` is already the id or alias of another model",
+                                alias.value
+                            ),
                         )
                         .label("collides")
-                        .help("aliases must be unique across all models; rename or remove this alias"),
+                        .help(
+                            "aliases must be unique across all models; rename or remove this alias",
+                        ),
                     ),
                     _ => {
                         model_names.insert(key, (alias, p.id.as_str()));
@@ -146,25 +173,46 @@ fn gateway(g: &AiGateway, builtins: &dyn BuiltinProviders, secrets: Option<&Secr
     }
 
     if g.only_configured_models() && g.providers.iter().all(|p| p.models.is_empty()) {
-        let span = g.only_allow_configured_models.as_ref().map(|b| b.span.clone());
+        let span = g
+            .only_allow_configured_models
+            .as_ref()
+            .map(|b| b.span.clone());
         out.push(
-            Diagnostic::new(Code::OnlyConfiguredModelsWithoutModels, span, "`only_allow_configured_models: true` but no provider lists any models")
-                .label("every request will be rejected")
-                .help("list the allowed models under `providers[].models`, or set it to false"),
+            Diagnostic::new(
+                Code::OnlyConfiguredModelsWithoutModels,
+                span,
+                "`only_allow_configured_models: true` but no provider lists any models",
+            )
+            .label("every request will be rejected")
+            .help("list the allowed models under `providers[].models`, or set it to false"),
         );
     }
     if g.only_configured_providers() && g.providers.is_empty() {
-        let span = g.only_allow_configured_providers.as_ref().map(|b| b.span.clone());
+        let span = g
+            .only_allow_configured_providers
+            .as_ref()
+            .map(|b| b.span.clone());
         out.push(
-            Diagnostic::new(Code::OnlyConfiguredProvidersWithoutProviders, span, "`only_allow_configured_providers: true` but no providers are configured")
-                .label("every request will be rejected")
-                .help("add the allowed providers under `providers`, or set it to false"),
+            Diagnostic::new(
+                Code::OnlyConfiguredProvidersWithoutProviders,
+                span,
+                "`only_allow_configured_providers: true` but no providers are configured",
+            )
+            .label("every request will be rejected")
+            .help("add the allowed providers under `providers`, or set it to false"),
         );
     }
-    if !g.providers.is_empty() && g.providers.iter().all(|p| p.disabled) && g.only_configured_providers() {
+    if !g.providers.is_empty()
+        && g.providers.iter().all(|p| p.disabled)
+        && g.only_configured_providers()
+    {
         out.push(
-            Diagnostic::new(Code::AllProvidersDisabled, g.providers[0].span.clone(), "every configured provider is disabled")
-                .help("enable at least one provider (remove `disabled: true`)"),
+            Diagnostic::new(
+                Code::AllProvidersDisabled,
+                g.providers[0].span.clone(),
+                "every configured provider is disabled",
+            )
+            .help("enable at least one provider (remove `disabled: true`)"),
         );
     }
     if let (Some(per), Some(total)) = (&g.per_request_timeout, &g.total_timeout)
@@ -178,7 +226,9 @@ fn gateway(g: &AiGateway, builtins: &dyn BuiltinProviders, secrets: Option<&Secr
     }
     if let Some(sel) = &g.api_key_selection
         && !sel.strategy.is_empty()
-        && g.providers.iter().any(|p| builtins.builtin_id(&p.id).is_some())
+        && g.providers
+            .iter()
+            .any(|p| builtins.builtin_id(&p.id).is_some())
     {
         out.push(
             Diagnostic::new(Code::DeprecatedKeySelection, sel.span.clone(), "`api_key_selection` is deprecated for built-in providers")
@@ -195,7 +245,13 @@ fn gateway(g: &AiGateway, builtins: &dyn BuiltinProviders, secrets: Option<&Secr
     }
 }
 
-fn provider(g: &AiGateway, p: &ProviderConfig, builtins: &dyn BuiltinProviders, secrets: Option<&SecretStore>, out: &mut Vec<Diagnostic>) {
+fn provider(
+    g: &AiGateway,
+    p: &ProviderConfig,
+    builtins: &dyn BuiltinProviders,
+    secrets: Option<&SecretStore>,
+    out: &mut Vec<Diagnostic>,
+) {
     let _ = g;
     let builtin = builtins.builtin_id(&p.id).is_some();
     match &p.base_url {
@@ -218,9 +274,19 @@ fn provider(g: &AiGateway, p: &ProviderConfig, builtins: &dyn BuiltinProviders, 
     for m in &p.models {
         if let Some(prev) = seen.insert(m.id.to_ascii_lowercase(), &m.id) {
             out.push(
-                Diagnostic::new(Code::DuplicateModel, m.id.span.clone(), format!("model `{}` is listed twice under provider `{}`", m.id.value, p.id.value))
-                    .label("duplicate")
-                    .help(format!("remove one of the two entries (the first is at byte {})", prev.span.start)),
+                Diagnostic::new(
+                    Code::DuplicateModel,
+                    m.id.span.clone(),
+                    format!(
+                        "model `{}` is listed twice under provider `{}`",
+                        m.id.value, p.id.value
+                    ),
+                )
+                .label("duplicate")
+                .help(format!(
+                    "remove one of the two entries (the first is at byte {})",
+                    prev.span.start
+                )),
             );
         }
     }
@@ -250,8 +316,12 @@ fn base_url(url: &Sp<String>, out: &mut Vec<Diagnostic>) {
     let host = host_of(rest);
     if host.is_empty() {
         out.push(
-            Diagnostic::new(Code::InvalidBaseUrl, url.span.clone(), format!("`{}` has no host", url.value))
-                .help("write a full URL such as \"https://api.example.com/v1\""),
+            Diagnostic::new(
+                Code::InvalidBaseUrl,
+                url.span.clone(),
+                format!("`{}` has no host", url.value),
+            )
+            .help("write a full URL such as \"https://api.example.com/v1\""),
         );
         return;
     }
@@ -288,7 +358,11 @@ pub fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.starts_with("127.") || host == "::1" || host.ends_with(".localhost")
 }
 
-fn secrets_in(t: &Sp<super::interpolate::Template>, store: Option<&SecretStore>, out: &mut Vec<Diagnostic>) {
+fn secrets_in(
+    t: &Sp<super::interpolate::Template>,
+    store: Option<&SecretStore>,
+    out: &mut Vec<Diagnostic>,
+) {
     for s in t.secrets() {
         if s.vault.is_none() {
             out.push(
@@ -314,7 +388,7 @@ fn secrets_in(t: &Sp<super::interpolate::Template>, store: Option<&SecretStore>,
                     format!("secret `{}` is not set", display_secret(s)),
                 )
                 .help(format!(
-                    "export {}=… or pass --secrets FILE; until then requests go out without it",
+                    "export {}=… or pass --secrets FILE; until then aigw cannot use this key",
                     env_name(s.vault.as_deref(), &s.name)
                 )),
             );

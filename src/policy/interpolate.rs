@@ -57,7 +57,9 @@ pub enum TemplateErrorKind {
 }
 
 /// Variables a `${…}` may read in a traffic policy.
-pub const ROOTS: &[&str] = &["req", "conn", "vars", "secrets", "time", "actions", "endpoint", "ai"];
+pub const ROOTS: &[&str] = &[
+    "req", "conn", "vars", "secrets", "time", "actions", "endpoint", "ai",
+];
 
 impl Template {
     /// A template with no `${…}` in it.
@@ -332,7 +334,10 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].vault.as_deref(), Some("openai"));
         assert_eq!(s[0].name, "api-key");
-        assert_eq!(&t.raw[s[0].range.clone()], "secrets.get('openai', 'api-key')");
+        assert_eq!(
+            &t.raw[s[0].range.clone()],
+            "secrets.get('openai', 'api-key')"
+        );
     }
 
     #[test]

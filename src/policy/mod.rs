@@ -51,9 +51,20 @@ pub fn load_bytes(name: &str, bytes: &[u8]) -> Loaded {
         Err(e) => {
             let text = String::from_utf8_lossy(bytes).into_owned();
             let at = e.valid_up_to();
-            let d = Diagnostic::new(Code::YamlSyntax, None, format!("the file is not UTF-8 text (invalid byte at offset {at})"))
-                .help("save the policy as UTF-8 YAML or JSON");
-            return Loaded { source: Arc::new(Source { name: name.into(), text }), policy: None, diagnostics: vec![d] };
+            let d = Diagnostic::new(
+                Code::YamlSyntax,
+                None,
+                format!("the file is not UTF-8 text (invalid byte at offset {at})"),
+            )
+            .help("save the policy as UTF-8 YAML or JSON");
+            return Loaded {
+                source: Arc::new(Source {
+                    name: name.into(),
+                    text,
+                }),
+                policy: None,
+                diagnostics: vec![d],
+            };
         }
     };
     load_str(name, text)
@@ -62,32 +73,59 @@ pub fn load_bytes(name: &str, bytes: &[u8]) -> Loaded {
 /// Reads policy text (YAML or JSON, which is YAML).
 pub fn load_str(name: &str, text: impl Into<String>) -> Loaded {
     let text = text.into();
-    let source = Arc::new(Source { name: name.into(), text });
+    let source = Arc::new(Source {
+        name: name.into(),
+        text,
+    });
     let text = source.text.as_str();
     if text.len() > MAX_POLICY_BYTES {
         let d = Diagnostic::new(
             Code::YamlSyntax,
             None,
-            format!("the file is {} MiB; aigw reads policies up to {} MiB", text.len() >> 20, MAX_POLICY_BYTES >> 20),
+            format!(
+                "the file is {} MiB; aigw reads policies up to {} MiB",
+                text.len() >> 20,
+                MAX_POLICY_BYTES >> 20
+            ),
         )
         .help("a policy this large is almost certainly not the file you meant");
-        return Loaded { source, policy: None, diagnostics: vec![d] };
+        return Loaded {
+            source,
+            policy: None,
+            diagnostics: vec![d],
+        };
     }
     let root = match node::parse(text) {
         Ok(Some(root)) => root,
         Ok(None) => {
             let d = Diagnostic::new(Code::NotAPolicy, None, "the policy is empty")
                 .help("start with `on_http_request:` and an `ai-gateway` action; `aigw init` writes a starting point");
-            return Loaded { source, policy: None, diagnostics: vec![d] };
+            return Loaded {
+                source,
+                policy: None,
+                diagnostics: vec![d],
+            };
         }
         Err(e) => {
-            let d = Diagnostic::new(Code::YamlSyntax, e.span, format!("invalid YAML: {}", e.message))
-                .help("fix the YAML syntax first (indentation, quotes, a `:` after each key)");
-            return Loaded { source, policy: None, diagnostics: vec![d] };
+            let d = Diagnostic::new(
+                Code::YamlSyntax,
+                e.span,
+                format!("invalid YAML: {}", e.message),
+            )
+            .help("fix the YAML syntax first (indentation, quotes, a `:` after each key)");
+            return Loaded {
+                source,
+                policy: None,
+                diagnostics: vec![d],
+            };
         }
     };
     let mut builder = build::Builder::new(text);
     let policy = builder.traffic_policy(&root);
     let diagnostics = builder.diags;
-    Loaded { source, policy: Some(policy), diagnostics }
+    Loaded {
+        source,
+        policy: Some(policy),
+        diagnostics,
+    }
 }

@@ -48,7 +48,11 @@ impl PhaseKind {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 }
 
@@ -108,16 +112,26 @@ pub struct AiGateway {
 
 impl AiGateway {
     pub fn only_configured_providers(&self) -> bool {
-        self.only_allow_configured_providers.as_ref().is_some_and(|b| b.value)
+        self.only_allow_configured_providers
+            .as_ref()
+            .is_some_and(|b| b.value)
     }
     pub fn only_configured_models(&self) -> bool {
-        self.only_allow_configured_models.as_ref().is_some_and(|b| b.value)
+        self.only_allow_configured_models
+            .as_ref()
+            .is_some_and(|b| b.value)
     }
     pub fn model_strategies(&self) -> &[Sp<String>] {
-        self.model_selection.as_ref().map(|s| s.strategy.as_slice()).unwrap_or(&[])
+        self.model_selection
+            .as_ref()
+            .map(|s| s.strategy.as_slice())
+            .unwrap_or(&[])
     }
     pub fn key_strategies(&self) -> &[Sp<String>] {
-        self.api_key_selection.as_ref().map(|s| s.strategy.as_slice()).unwrap_or(&[])
+        self.api_key_selection
+            .as_ref()
+            .map(|s| s.strategy.as_slice())
+            .unwrap_or(&[])
     }
 }
 

@@ -301,4 +301,3 @@ impl<'de> Visitor<'de> for RawVisitor {
         Ok(RawValue::Map(entries))
     }
 }
-

@@ -42,7 +42,9 @@ impl SecretStore {
                 serde_json::Value::Object(names) => {
                     for (name, value) in names {
                         if let Some(v) = scalar(&value) {
-                            self.values.entry(env_name(Some(&vault), &name)).or_insert(v);
+                            self.values
+                                .entry(env_name(Some(&vault), &name))
+                                .or_insert(v);
                         }
                     }
                 }
@@ -77,7 +79,13 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
 pub fn env_name(vault: Option<&str>, name: &str) -> String {
     let clean = |s: &str| -> String {
         s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
             .collect()
     };
     match vault {
@@ -102,18 +110,31 @@ mod tests {
     use super::*;
 
     fn secret(vault: Option<&str>, name: &str) -> SecretRef {
-        SecretRef { vault: vault.map(String::from), name: name.into(), range: 0..0 }
+        SecretRef {
+            vault: vault.map(String::from),
+            name: name.into(),
+            range: 0..0,
+        }
     }
 
     #[test]
     fn env_names() {
-        assert_eq!(env_name(Some("openai"), "api-key"), "AIGW_SECRET_OPENAI_API_KEY");
-        assert_eq!(env_name(None, "openai-api-key"), "AIGW_SECRET_OPENAI_API_KEY");
+        assert_eq!(
+            env_name(Some("openai"), "api-key"),
+            "AIGW_SECRET_OPENAI_API_KEY"
+        );
+        assert_eq!(
+            env_name(None, "openai-api-key"),
+            "AIGW_SECRET_OPENAI_API_KEY"
+        );
     }
 
     #[test]
     fn lookup_from_vars() {
-        let s = SecretStore::from_vars([("AIGW_SECRET_OPENAI_API_KEY".to_string(), "sk-1".to_string())]);
+        let s = SecretStore::from_vars([(
+            "AIGW_SECRET_OPENAI_API_KEY".to_string(),
+            "sk-1".to_string(),
+        )]);
         assert_eq!(s.get(&secret(Some("openai"), "api-key")), Some("sk-1"));
         assert_eq!(s.get(&secret(Some("openai"), "other")), None);
     }
@@ -122,10 +143,17 @@ mod tests {
     fn file_values_lose_to_environment() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.yaml");
-        std::fs::write(&path, "openai:\n  api-key: from-file\n  backup: b\nflat: f\n").unwrap();
-        let s = SecretStore::from_vars([("AIGW_SECRET_OPENAI_API_KEY".to_string(), "from-env".to_string())])
-            .with_file(&path)
-            .unwrap();
+        std::fs::write(
+            &path,
+            "openai:\n  api-key: from-file\n  backup: b\nflat: f\n",
+        )
+        .unwrap();
+        let s = SecretStore::from_vars([(
+            "AIGW_SECRET_OPENAI_API_KEY".to_string(),
+            "from-env".to_string(),
+        )])
+        .with_file(&path)
+        .unwrap();
         assert_eq!(s.get(&secret(Some("openai"), "api-key")), Some("from-env"));
         assert_eq!(s.get(&secret(Some("openai"), "backup")), Some("b"));
         assert_eq!(s.get(&secret(None, "flat")), Some("f"));

@@ -31,9 +31,14 @@ pub fn human(d: &Diagnostic, source: &Source, style: Style) -> String {
         let span = clamp(span.clone(), &source.text);
         diag = diag.with_label(LabeledSpan::new_with_span(d.label.clone(), span));
     }
-    let report = miette::Report::new(diag)
-        .with_source_code(NamedSource::new(source.name.clone(), source.text.clone()).with_language("yaml"));
-    let theme = if style.color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+    let report = miette::Report::new(diag).with_source_code(
+        NamedSource::new(source.name.clone(), source.text.clone()).with_language("yaml"),
+    );
+    let theme = if style.color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
     let handler = GraphicalReportHandler::new_themed(theme)
         .with_width(style.width)
         .with_links(false)
@@ -154,7 +159,9 @@ pub fn github(d: &Diagnostic, source: &Source) -> String {
 }
 
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 fn escape_property(s: &str) -> String {

@@ -80,19 +80,26 @@ impl Catalog {
     pub fn builtin() -> &'static Catalog {
         static CATALOG: OnceLock<Catalog> = OnceLock::new();
         CATALOG.get_or_init(|| {
-            serde_json::from_str(include_str!("catalog.json")).expect("catalog.json is checked by a unit test")
+            serde_json::from_str(include_str!("catalog.json"))
+                .expect("catalog.json is checked by a unit test")
         })
     }
 
     /// A built-in provider by id or alias, case-insensitive.
     pub fn provider(&self, name: &str) -> Option<&BuiltinProvider> {
         self.providers.iter().find(|p| {
-            p.id.eq_ignore_ascii_case(name) || p.id_aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+            p.id.eq_ignore_ascii_case(name)
+                || p.id_aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
         })
     }
 
-    pub fn models_of<'a>(&'a self, provider_id: &'a str) -> impl Iterator<Item = &'a CatalogModel> + 'a {
-        self.models.iter().filter(move |m| m.provider_id == provider_id)
+    pub fn models_of<'a>(
+        &'a self,
+        provider_id: &'a str,
+    ) -> impl Iterator<Item = &'a CatalogModel> + 'a {
+        self.models
+            .iter()
+            .filter(move |m| m.provider_id == provider_id)
     }
 }
 
@@ -111,7 +118,11 @@ mod tests {
         let c = Catalog::builtin();
         assert!(c.providers.len() >= 9);
         for m in &c.models {
-            assert!(c.provider(&m.provider_id).is_some(), "{} has unknown provider", m.id);
+            assert!(
+                c.provider(&m.provider_id).is_some(),
+                "{} has unknown provider",
+                m.id
+            );
         }
         assert_eq!(c.provider("OpenAI").unwrap().id, "openai");
         assert_eq!(c.provider("inference.net").unwrap().id, "inference-net");

@@ -2,5 +2,7 @@
 //! Pure: no HTTP, no terminal, no clock; randomness comes in as a seed.
 
 pub mod catalog;
+pub mod cel;
+pub mod engine;
 pub mod plan;
 pub mod upstream;

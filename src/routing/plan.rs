@@ -85,7 +85,9 @@ pub enum StrategyOutcome {
         after_allowed_filter: Vec<String>,
         after_client_filter: Vec<String>,
     },
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     NotEvaluated,
 }
 
@@ -136,7 +138,10 @@ impl Plan {
 
     /// `provider:model` of each attempt, in order (what `aigw test` compares).
     pub fn order(&self) -> Vec<String> {
-        self.attempts.iter().map(|a| format!("{}:{}", a.provider, a.model)).collect()
+        self.attempts
+            .iter()
+            .map(|a| format!("{}:{}", a.provider, a.model))
+            .collect()
     }
 }
 

@@ -15,10 +15,16 @@ pub struct BaseUrlOverrides {
 
 impl BaseUrlOverrides {
     /// From `ID=URL` flags; the environment fills in what the flags do not say.
-    pub fn new(flags: &[(String, String)], env: impl IntoIterator<Item = (String, String)>) -> Self {
+    pub fn new(
+        flags: &[(String, String)],
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
         let mut by_id: HashMap<String, String> = env
             .into_iter()
-            .filter_map(|(k, v)| k.strip_prefix("AIGW_BASE_URL_").map(|id| (normalize(id), v)))
+            .filter_map(|(k, v)| {
+                k.strip_prefix("AIGW_BASE_URL_")
+                    .map(|id| (normalize(id), v))
+            })
             .collect();
         for (id, url) in flags {
             by_id.insert(normalize(id), url.clone());
@@ -34,7 +40,13 @@ impl BaseUrlOverrides {
 /// Ids compare upper-cased with non-alphanumerics as `_`, as environment variable names must.
 fn normalize(id: &str) -> String {
     id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -60,7 +72,9 @@ pub fn resolve(
     if let Some(url) = overrides.get(provider_id) {
         return (
             Some(url.to_string()),
-            UrlOrigin::Override { configured: configured.map(String::from) },
+            UrlOrigin::Override {
+                configured: configured.map(String::from),
+            },
         );
     }
     let Some(url) = configured else {
@@ -70,7 +84,9 @@ pub fn resolve(
         if looks_like_ollama(provider_id, url) {
             return (
                 Some(OLLAMA_DEFAULT_URL.to_string()),
-                UrlOrigin::OllamaDefault { configured: url.to_string() },
+                UrlOrigin::OllamaDefault {
+                    configured: url.to_string(),
+                },
             );
         }
         return (Some(url.to_string()), UrlOrigin::UnmappedInternal);
@@ -88,7 +104,8 @@ pub fn is_internal(url: &str) -> bool {
 /// A provider "looks like Ollama" when its id or host says so.
 pub fn looks_like_ollama(provider_id: &str, url: &str) -> bool {
     let host = url.split_once("://").map(|(_, r)| host_of(r)).unwrap_or("");
-    provider_id.to_ascii_lowercase().contains("ollama") || host.to_ascii_lowercase().contains("ollama")
+    provider_id.to_ascii_lowercase().contains("ollama")
+        || host.to_ascii_lowercase().contains("ollama")
 }
 
 /// Joins a base URL and the client's API path (DESIGN.md): a base URL with no path gets the full
@@ -114,12 +131,27 @@ mod tests {
 
     #[test]
     fn joining_follows_the_design() {
-        assert_eq!(join("https://ollama.internal", "/v1/chat/completions"), "https://ollama.internal/v1/chat/completions");
-        assert_eq!(join("https://api.openai.com/v1/", "/v1/chat/completions"), "https://api.openai.com/v1/chat/completions");
-        assert_eq!(join("https://api.groq.com/openai/v1", "/v1/chat/completions"), "https://api.groq.com/openai/v1/chat/completions");
-        assert_eq!(join("https://api.deepseek.com", "/v1/chat/completions"), "https://api.deepseek.com/v1/chat/completions");
         assert_eq!(
-            join("https://generativelanguage.googleapis.com/v1beta/openai/", "/v1/chat/completions"),
+            join("https://ollama.internal", "/v1/chat/completions"),
+            "https://ollama.internal/v1/chat/completions"
+        );
+        assert_eq!(
+            join("https://api.openai.com/v1/", "/v1/chat/completions"),
+            "https://api.openai.com/v1/chat/completions"
+        );
+        assert_eq!(
+            join("https://api.groq.com/openai/v1", "/v1/chat/completions"),
+            "https://api.groq.com/openai/v1/chat/completions"
+        );
+        assert_eq!(
+            join("https://api.deepseek.com", "/v1/chat/completions"),
+            "https://api.deepseek.com/v1/chat/completions"
+        );
+        assert_eq!(
+            join(
+                "https://generativelanguage.googleapis.com/v1beta/openai/",
+                "/v1/chat/completions"
+            ),
             "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions"
         );
     }
@@ -138,7 +170,13 @@ mod tests {
     fn flags_beat_environment() {
         let o = BaseUrlOverrides::new(
             &[("ollama-gpu-1".into(), "http://127.0.0.1:1".into())],
-            [("AIGW_BASE_URL_OLLAMA_GPU_1".into(), "http://127.0.0.1:2".into()), ("AIGW_BASE_URL_VLLM".into(), "http://127.0.0.1:3".into())],
+            [
+                (
+                    "AIGW_BASE_URL_OLLAMA_GPU_1".into(),
+                    "http://127.0.0.1:2".into(),
+                ),
+                ("AIGW_BASE_URL_VLLM".into(), "http://127.0.0.1:3".into()),
+            ],
         );
         assert_eq!(o.get("ollama-gpu-1"), Some("http://127.0.0.1:1"));
         assert_eq!(o.get("vllm"), Some("http://127.0.0.1:3"));

@@ -1,0 +1,188 @@
+//! `aigw explain` as text: the request, each strategy, the ordered candidates, what was left out.
+
+use comfy_table::{Cell, ContentArrangement, Table, presets};
+
+use crate::routing::plan::{Plan, StrategyOutcome};
+
+/// Inputs the renderer needs besides the plan.
+pub struct ExplainView<'a> {
+    pub policy: &'a str,
+    pub strategies: usize,
+    pub path: &'a str,
+    pub models: &'a [String],
+    pub plan: &'a Plan,
+    /// Per attempt: simulated as failing (`--fail`).
+    pub failing: &'a [bool],
+    /// Notes to print first (provider mappings).
+    pub notes: &'a [String],
+}
+
+pub fn text(v: &ExplainView) -> String {
+    let mut out = String::new();
+    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    let strategies = match v.strategies {
+        0 => "no strategies".to_string(),
+        1 => "1 strategy".to_string(),
+        n => format!("{n} strategies"),
+    };
+    out += &format!("policy    {} ({strategies})\n", v.policy);
+    let model = if v.models.is_empty() {
+        "(none: strategies choose)".to_string()
+    } else {
+        v.models
+            .iter()
+            .map(|m| format!("model={m}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    out += &format!("request   POST {}  {model}\n", v.path);
+    for r in &v.plan.requested {
+        if let Some(p) = &r.provider {
+            out += &format!(
+                "          {} → provider `{p}`, model `{}`\n",
+                r.text, r.model
+            );
+        }
+    }
+    for n in v.notes {
+        out += &format!("note      {n}\n");
+    }
+
+    if !v.plan.strategies.is_empty() {
+        out += "\nstrategies\n";
+        let mut t = table();
+        for (i, s) in v.plan.strategies.iter().enumerate() {
+            let (count, mark) = match &s.outcome {
+                StrategyOutcome::Evaluated {
+                    returned,
+                    after_client_filter,
+                    ..
+                } => {
+                    let count = if returned.len() == after_client_filter.len() {
+                        plural(returned.len(), "model")
+                    } else {
+                        format!(
+                            "{} → {} after filters",
+                            plural(returned.len(), "model"),
+                            after_client_filter.len()
+                        )
+                    };
+                    (count, if s.chosen { "← used" } else { "" })
+                }
+                StrategyOutcome::Failed { .. } => ("error".to_string(), "✗"),
+                StrategyOutcome::NotEvaluated => ("not evaluated".to_string(), ""),
+            };
+            t.add_row(vec![
+                Cell::new(format!("{}", i + 1)),
+                Cell::new(&s.expression),
+                Cell::new(count),
+                Cell::new(mark),
+            ]);
+        }
+        out += &indent(&t.to_string());
+        for s in &v.plan.strategies {
+            if let StrategyOutcome::Failed { error } = &s.outcome {
+                out += &format!("  error: {error}\n");
+            }
+        }
+    }
+
+    if !v.plan.attempts.is_empty() {
+        out += "\ncandidates (tried in this order)\n";
+        let mut t = table();
+        let simulate = v.failing.iter().any(|f| *f);
+        let mut header = vec!["#", "provider", "model", "upstream", "key"];
+        if simulate {
+            header.push("simulated");
+        }
+        t.set_header(header);
+        let answering = v.failing.iter().position(|f| !f);
+        for (i, a) in v.plan.attempts.iter().enumerate() {
+            let mut row = vec![
+                Cell::new(i + 1),
+                Cell::new(&a.provider),
+                Cell::new(&a.model),
+                Cell::new(a.url.as_deref().unwrap_or("(no base_url)")),
+                Cell::new(a.key.label()),
+            ];
+            if simulate {
+                let s = if v.failing.get(i).copied().unwrap_or(false) {
+                    "fails"
+                } else if Some(i) == answering {
+                    "← answers"
+                } else {
+                    ""
+                };
+                row.push(Cell::new(s));
+            }
+            t.add_row(row);
+        }
+        out += &indent(&t.to_string());
+        if v.plan.truncated > 0 {
+            out += &format!("  … and {} more beyond the attempt cap\n", v.plan.truncated);
+        }
+    }
+
+    if !v.plan.left_out.is_empty() {
+        out += "\nleft out\n";
+        let mut t = table();
+        for l in &v.plan.left_out {
+            t.add_row(vec![Cell::new(&l.model), Cell::new(&l.reason)]);
+        }
+        out += &indent(&t.to_string());
+    }
+
+    out += "\n";
+    out += &verdict(v);
+    out += "\n";
+    out
+}
+
+/// The last line: where the request goes, or the error a client would get.
+pub fn verdict(v: &ExplainView) -> String {
+    if let Some(e) = &v.plan.error {
+        return format!(
+            "no candidate: {} (HTTP {}): {}",
+            e.code, e.status, e.message
+        );
+    }
+    match v.failing.iter().position(|f| !f) {
+        Some(i) => {
+            let a = &v.plan.attempts[i];
+            if i == 0 {
+                format!("→ {}:{}", a.provider, a.model)
+            } else {
+                format!(
+                    "→ {}:{} after {} simulated failure{}",
+                    a.provider,
+                    a.model,
+                    i,
+                    if i == 1 { "" } else { "s" }
+                )
+            }
+        }
+        None => format!(
+            "all {} failed: ERR_NGROK_3807 (a client would get HTTP 503)",
+            plural_candidates(v.plan.attempts.len())
+        ),
+    }
+}
+
+fn plural_candidates(n: usize) -> String {
+    if n == 1 {
+        "1 candidate".into()
+    } else {
+        format!("{n} candidates")
+    }
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    t
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {}\n", l.trim_end())).collect()
+}

@@ -1,0 +1,1067 @@
+//! The engine: a loaded policy compiled once (providers resolved, strategies compiled, the CEL
+//! universe built) and then asked, per request, for a [`Plan`].
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use crate::policy::checks;
+use crate::policy::interpolate::{Part, Template};
+use crate::policy::secrets::{SecretStore, redact};
+use crate::policy::{self, AiGateway, ApiFormat, Code, Diagnostic, Loaded, Sp, inner_span};
+
+use super::catalog::{BuiltinProvider, Catalog, CatalogModel};
+use super::cel::{
+    self, AuthorView, KeyView, ModelView, ProviderView, Strategy, StrategyKind, Universe,
+};
+use super::plan::*;
+use super::upstream::{self, BaseUrlOverrides, UrlOrigin};
+
+/// Inputs to [`Engine::build`] beyond the policy.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub overrides: BaseUrlOverrides,
+    pub secrets: SecretStore,
+    /// Most attempts a plan lists (ngrok's ERR_NGROK_3812 cap).
+    pub max_attempts: usize,
+    /// Live model lists by provider id (from `probe`), added to configured models.
+    pub discovered: HashMap<String, Vec<String>>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            overrides: BaseUrlOverrides::default(),
+            secrets: SecretStore::default(),
+            max_attempts: 10,
+            discovered: HashMap::new(),
+        }
+    }
+}
+
+/// A provider as the engine routes to it: configured, built-in, or both merged.
+#[derive(Debug, Clone)]
+pub struct ProviderInfo {
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub builtin: bool,
+    /// Listed under `providers` in the policy.
+    pub configured: bool,
+    pub disabled: bool,
+    /// Effective base URL (after `--base-url` and `.internal` mapping).
+    pub base_url: Option<String>,
+    pub origin: UrlOrigin,
+    pub configured_base_url: Option<String>,
+    pub formats: Vec<ApiFormat>,
+    /// Surfaces served, when restricted (Google: chat-completions only).
+    pub surfaces: Option<Vec<String>>,
+    pub ollama: bool,
+    pub keys: Vec<KeySlot>,
+    /// `supported_api_surfaces[].supported_params` by surface.
+    pub supported_params: Vec<(String, Vec<String>)>,
+}
+
+/// A configured API key: its template and a label safe to print.
+#[derive(Debug, Clone)]
+pub struct KeySlot {
+    pub template: Template,
+    pub label: String,
+}
+
+/// Per-model facts serve needs when forwarding.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSettings {
+    pub provider: usize,
+    pub configured: bool,
+    pub disabled: bool,
+    pub unsupported_params: Vec<String>,
+    pub max_output_tokens: Option<u64>,
+}
+
+pub struct Engine {
+    config: AiGateway,
+    providers: Vec<ProviderInfo>,
+    /// Parallel to `universe.models()`.
+    settings: Vec<ModelSettings>,
+    universe: Universe,
+    model_strategies: Vec<(String, Strategy)>,
+    key_strategies: Vec<(String, Strategy)>,
+    max_attempts: usize,
+    secrets: SecretStore,
+    /// Other ai-gateway actions the policy has (guarded by rule expressions); the engine routes
+    /// with the first unguarded one.
+    pub other_gateways: usize,
+}
+
+/// The API format and surface a path speaks.
+pub fn route_for(path: &str) -> Option<Route> {
+    let path = path.split('?').next().unwrap_or(path).trim_end_matches('/');
+    let (format, surface) = match path {
+        "/v1/chat/completions" => (ApiFormat::OpenAi, "chat-completions"),
+        "/v1/completions" => (ApiFormat::OpenAi, "completions"),
+        "/v1/embeddings" => (ApiFormat::OpenAi, "embeddings"),
+        "/v1/responses" => (ApiFormat::OpenAi, "responses"),
+        "/v1/messages" => (ApiFormat::Anthropic, "messages"),
+        _ => return None,
+    };
+    Some(Route { format, surface })
+}
+
+impl Engine {
+    /// Compiles a loaded policy. Errors come back with every diagnostic (warnings included);
+    /// on success the warnings come alongside the engine.
+    pub fn build(
+        loaded: &Loaded,
+        opts: EngineOptions,
+    ) -> Result<(Engine, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let mut diags = loaded.diagnostics.clone();
+        let Some(policy) = &loaded.policy else {
+            return Err(diags);
+        };
+        let catalog = Catalog::builtin();
+        diags.extend(checks::check(policy, catalog, Some(&opts.secrets)));
+
+        let gateways: Vec<_> = policy.ai_gateways().collect();
+        if gateways.is_empty() && !loaded.has_errors() {
+            diags.push(
+                Diagnostic::new(Code::NotAPolicy, None, "this policy has no `ai-gateway` action")
+                    .help("add `- type: ai-gateway` with a `config:` under `on_http_request`; `aigw init` writes an example"),
+            );
+        }
+        let mut strategies = (Vec::new(), Vec::new());
+        for (_, g) in &gateways {
+            let text = &loaded.source.text;
+            let models = compile_all(g.model_strategies(), StrategyKind::Models, text, &mut diags);
+            let keys = compile_all(g.key_strategies(), StrategyKind::Keys, text, &mut diags);
+            strategy_coverage(g.model_strategies(), &mut diags);
+            if strategies.0.is_empty() && strategies.1.is_empty() {
+                strategies = (models, keys);
+            }
+        }
+        sort(&mut diags);
+        if diags.iter().any(Diagnostic::is_error) {
+            return Err(diags);
+        }
+        let chosen = gateways
+            .iter()
+            .find(|(rule, _)| rule.expressions.is_empty())
+            .or(gateways.first())
+            .map(|(_, g)| (*g).clone())
+            .unwrap_or_default();
+        let (providers, settings, views) = assemble(&chosen, catalog, &opts);
+        let provider_views = providers.iter().map(provider_view).collect();
+        let authors = catalog
+            .authors
+            .iter()
+            .map(|a| AuthorView {
+                id: a.id.clone(),
+                id_aliases: a.id_aliases.clone(),
+                display_name: a.display_name.clone().unwrap_or_default(),
+            })
+            .collect();
+        let engine = Engine {
+            config: chosen,
+            providers,
+            settings,
+            universe: Universe::new(views, provider_views, authors),
+            model_strategies: strategies.0,
+            key_strategies: strategies.1,
+            max_attempts: opts.max_attempts.max(1),
+            secrets: opts.secrets,
+            other_gateways: gateways.len().saturating_sub(1),
+        };
+        Ok((engine, diags))
+    }
+
+    pub fn gateway(&self) -> &AiGateway {
+        &self.config
+    }
+
+    pub fn providers(&self) -> &[ProviderInfo] {
+        &self.providers
+    }
+
+    pub fn provider(&self, id: &str) -> Option<&ProviderInfo> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+
+    pub fn model_settings(&self, model_index: usize) -> Option<&ModelSettings> {
+        self.settings.get(model_index)
+    }
+
+    pub fn models(&self) -> &[ModelView] {
+        self.universe.models()
+    }
+
+    pub fn strategy_count(&self) -> usize {
+        self.model_strategies.len()
+    }
+
+    /// The value of a configured key, secrets resolved (for serve only; never print it).
+    pub fn key_value(&self, provider_id: &str, index: usize) -> Option<String> {
+        let slot = self.provider(provider_id)?.keys.get(index)?;
+        resolve_template(&slot.template, &self.secrets)
+    }
+
+    /// Plans one request.
+    pub fn plan(&self, req: &Request, opts: PlanOptions) -> Plan {
+        let mut plan = Plan {
+            route: route_for(&req.path),
+            requested: Vec::new(),
+            strategies: Vec::new(),
+            attempts: Vec::new(),
+            truncated: 0,
+            left_out: Vec::new(),
+            error: None,
+        };
+        let Some(route) = plan.route else {
+            plan.error = Some(PlanError {
+                code: "AIGW_UNSUPPORTED_PATH",
+                status: 404,
+                message: format!(
+                    "`{}` is not an AI Gateway path; use /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses or /v1/messages",
+                    req.path
+                ),
+            });
+            return plan;
+        };
+
+        // Client's models, in preference order: `model`, then `models[]`.
+        let texts: Vec<&String> = req
+            .model
+            .iter()
+            .chain(req.models.iter())
+            .filter(|m| !m.trim().is_empty() && !m.eq_ignore_ascii_case("ngrok/auto"))
+            .collect();
+        let mut extras: Vec<ModelView> = Vec::new();
+        let mut extra_settings: Vec<ModelSettings> = Vec::new();
+        // For each requested model, the universe indices it names.
+        let mut named: Vec<Vec<usize>> = Vec::new();
+        for text in &texts {
+            let (mref, found) = self.resolve(text, &mut extras, &mut extra_settings);
+            match found {
+                Ok(indices) => named.push(indices),
+                Err(reason) => {
+                    plan.left_out.push(LeftOut {
+                        model: text.to_string(),
+                        reason,
+                    });
+                    named.push(Vec::new());
+                }
+            }
+            plan.requested.push(mref);
+        }
+        let client_named = !texts.is_empty();
+        let universe_owned;
+        let universe = if extras.is_empty() {
+            &self.universe
+        } else {
+            universe_owned = self.universe.with_extra(extras);
+            &universe_owned
+        };
+        let settings = |i: usize| -> &ModelSettings {
+            self.settings
+                .get(i)
+                .or_else(|| extra_settings.get(i - self.settings.len()))
+                .expect("index from this universe")
+        };
+
+        // ai.models: every candidate that speaks this path's format and surface.
+        let visible: Vec<usize> = (0..universe.models().len())
+            .filter(|&i| self.serves(&self.providers[settings(i).provider], route))
+            .collect();
+        if visible.is_empty() {
+            let (code, status) = codes::NO_COMPATIBLE_MODELS;
+            plan.error = Some(PlanError {
+                code,
+                status,
+                message: format!(
+                    "The gateway did not select any models compatible with the {} API format",
+                    route.format.name()
+                ),
+            });
+            return plan;
+        }
+        let name = |i: usize| {
+            let m = &universe.models()[i];
+            format!("{}:{}", m.provider_id, m.id)
+        };
+        for (text, indices) in texts.iter().zip(&named) {
+            for &i in indices {
+                if !visible.contains(&i) {
+                    plan.left_out.push(LeftOut {
+                        model: name(i),
+                        reason: format!("does not serve the {} surface ({})", route.surface, text),
+                    });
+                }
+            }
+        }
+
+        let allowed = |i: usize| self.allowed(i, settings(i));
+        let client_filter = |list: Vec<usize>| -> Vec<usize> {
+            if !client_named {
+                return list;
+            }
+            let mut out = Vec::new();
+            for indices in &named {
+                for &i in indices {
+                    if list.contains(&i) && !out.contains(&i) {
+                        out.push(i);
+                    }
+                }
+            }
+            out
+        };
+
+        let mut chosen: Vec<usize> = Vec::new();
+        if self.model_strategies.is_empty() {
+            let base: Vec<usize> = if client_named {
+                named
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .filter(|i| visible.contains(i))
+                    .collect()
+            } else {
+                visible.clone()
+            };
+            for &i in &base {
+                if let Err(reason) = allowed(i) {
+                    push_left_out(&mut plan.left_out, name(i), reason);
+                }
+            }
+            chosen = client_filter(base.into_iter().filter(|&i| allowed(i).is_ok()).collect());
+            chosen.dedup();
+        } else {
+            let mut any_returned = false;
+            for (idx, (source, strategy)) in self.model_strategies.iter().enumerate() {
+                if !chosen.is_empty() || plan.error.is_some() {
+                    plan.strategies.push(StrategyStep {
+                        expression: source.clone(),
+                        outcome: StrategyOutcome::NotEvaluated,
+                        chosen: false,
+                    });
+                    continue;
+                }
+                let seed = opts.seed.wrapping_add(idx as u64);
+                match cel::eval_models(strategy, universe, &visible, seed) {
+                    Ok(returned) => {
+                        any_returned |= !returned.is_empty();
+                        let after_allowed: Vec<usize> = returned
+                            .iter()
+                            .copied()
+                            .filter(|&i| allowed(i).is_ok())
+                            .collect();
+                        let after_client = client_filter(after_allowed.clone());
+                        let won = !after_client.is_empty();
+                        if won {
+                            for &i in &returned {
+                                if let Err(reason) = allowed(i) {
+                                    push_left_out(&mut plan.left_out, name(i), reason);
+                                }
+                            }
+                        }
+                        plan.strategies.push(StrategyStep {
+                            expression: source.clone(),
+                            outcome: StrategyOutcome::Evaluated {
+                                returned: returned.iter().map(|&i| name(i)).collect(),
+                                after_allowed_filter: after_allowed
+                                    .iter()
+                                    .map(|&i| name(i))
+                                    .collect(),
+                                after_client_filter: after_client
+                                    .iter()
+                                    .map(|&i| name(i))
+                                    .collect(),
+                            },
+                            chosen: won,
+                        });
+                        if won && client_named {
+                            // Client models this strategy did not return are never tried.
+                            for (text, indices) in texts.iter().zip(&named) {
+                                for &i in indices {
+                                    if !after_client.contains(&i) && visible.contains(&i) {
+                                        push_left_out(
+                                            &mut plan.left_out,
+                                            name(i),
+                                            format!(
+                                                "not returned by strategy {} (requested as {text})",
+                                                idx + 1
+                                            ),
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                        chosen = after_client;
+                    }
+                    Err(err) => {
+                        let (message, (code, status)) = match &err {
+                            cel::EvalError::Failed { message } => (
+                                format!(
+                                    "Model selection failed: strategy {} (`{source}`): {message}",
+                                    idx + 1
+                                ),
+                                codes::SELECTION_FAILED,
+                            ),
+                            cel::EvalError::WrongType { got, .. } => (
+                                format!(
+                                    "Expression '{source}' must return an AIModel or []AIModel, got {got}"
+                                ),
+                                codes::WRONG_RESULT_TYPE,
+                            ),
+                        };
+                        plan.strategies.push(StrategyStep {
+                            expression: source.clone(),
+                            outcome: StrategyOutcome::Failed {
+                                error: message.clone(),
+                            },
+                            chosen: false,
+                        });
+                        plan.error = Some(PlanError {
+                            code,
+                            status,
+                            message,
+                        });
+                    }
+                }
+            }
+            if chosen.is_empty() && plan.error.is_none() && !any_returned && !client_named {
+                let (code, status) = codes::SELECTION_EMPTY;
+                plan.error = Some(PlanError {
+                    code,
+                    status,
+                    message: format!(
+                        "Model selection returned no results: all {} strategies returned no models",
+                        self.model_strategies.len()
+                    ),
+                });
+            }
+        }
+        if plan.error.is_some() {
+            return plan;
+        }
+        if chosen.is_empty() {
+            let (code, status) = if client_named || self.model_strategies.is_empty() {
+                codes::NO_MATCHING_MODELS
+            } else {
+                codes::SELECTION_EMPTY
+            };
+            let reasons: Vec<String> = plan
+                .left_out
+                .iter()
+                .map(|l| format!("{}: {}", l.model, l.reason))
+                .collect();
+            let detail = if reasons.is_empty() {
+                if client_named {
+                    "the strategies removed every model the client asked for".to_string()
+                } else {
+                    "no model is allowed by the configuration".to_string()
+                }
+            } else {
+                reasons.join("; ")
+            };
+            plan.error = Some(PlanError {
+                code,
+                status,
+                message: format!("No matching models found: {detail}"),
+            });
+            return plan;
+        }
+        if client_named {
+            let others = visible.len().saturating_sub(chosen.len());
+            if others > 0 && self.model_strategies.is_empty() {
+                plan.left_out.push(LeftOut {
+                    model: format!("{others} other models"),
+                    reason: "not named by the client".into(),
+                });
+            }
+        }
+
+        // Attempts: key by key within a model, then model by model.
+        for &i in &chosen {
+            let m = &universe.models()[i];
+            let provider = &self.providers[settings(i).provider];
+            let url = provider
+                .base_url
+                .as_ref()
+                .map(|b| upstream::join(b, &req.path));
+            let keys = match self.keys_for(provider, opts.seed) {
+                Ok(k) => k,
+                Err(message) => {
+                    let (code, status) = codes::KEY_SELECTION_FAILED;
+                    plan.error = Some(PlanError {
+                        code,
+                        status,
+                        message,
+                    });
+                    plan.attempts.clear();
+                    return plan;
+                }
+            };
+            for key in keys {
+                if plan.attempts.len() >= self.max_attempts {
+                    plan.truncated += 1;
+                    continue;
+                }
+                plan.attempts.push(Attempt {
+                    provider: provider.id.clone(),
+                    model: m.id.clone(),
+                    url: url.clone(),
+                    key,
+                    model_index: i,
+                });
+            }
+        }
+        plan
+    }
+
+    fn serves(&self, p: &ProviderInfo, route: Route) -> bool {
+        p.formats.contains(&route.format)
+            && p.surfaces
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|x| x == route.surface))
+    }
+
+    /// ngrok's "allowed filter": disabled and `only_allow_configured_*`.
+    fn allowed(&self, _i: usize, s: &ModelSettings) -> Result<(), String> {
+        let p = &self.providers[s.provider];
+        if p.disabled {
+            return Err(format!("provider `{}` is disabled", p.id));
+        }
+        if s.disabled {
+            return Err("model is disabled".into());
+        }
+        if self.config.only_configured_providers() && !p.configured {
+            return Err(format!(
+                "provider `{}` is not configured (only_allow_configured_providers)",
+                p.id
+            ));
+        }
+        if self.config.only_configured_models() && !s.configured {
+            return Err("model is not configured (only_allow_configured_models)".into());
+        }
+        Ok(())
+    }
+
+    /// Resolves one model string to universe indices; unknown models with a known provider prefix
+    /// become pass-through extras.
+    fn resolve(
+        &self,
+        text: &str,
+        extras: &mut Vec<ModelView>,
+        extra_settings: &mut Vec<ModelSettings>,
+    ) -> (ModelRef, Result<Vec<usize>, String>) {
+        let models = self.universe.models();
+        if let Some((prefix, rest)) = text.split_once(':')
+            && let Some(pi) = self.provider_index(prefix)
+        {
+            let mref = ModelRef {
+                text: text.into(),
+                provider: Some(self.providers[pi].id.clone()),
+                model: rest.into(),
+            };
+            let hits: Vec<usize> = (0..models.len())
+                .filter(|&i| self.settings[i].provider == pi && names_match(&models[i], rest))
+                .collect();
+            if !hits.is_empty() {
+                return (mref, Ok(hits));
+            }
+            if rest.trim().is_empty() {
+                return (mref, Err("no model after the provider prefix".into()));
+            }
+            // Pass-through: a known provider, an unknown model.
+            let index = models.len() + extras.len();
+            let p = &self.providers[pi];
+            extras.push(ModelView {
+                id: rest.to_string(),
+                provider_id: p.id.clone(),
+                provider_id_aliases: p.aliases.clone(),
+                known: false,
+                custom: false,
+                ..ModelView::default()
+            });
+            extra_settings.push(ModelSettings {
+                provider: pi,
+                ..ModelSettings::default()
+            });
+            return (mref, Ok(vec![index]));
+        }
+        let mref = ModelRef {
+            text: text.into(),
+            provider: None,
+            model: text.into(),
+        };
+        let hits: Vec<usize> = (0..models.len())
+            .filter(|&i| names_match(&models[i], text))
+            .collect();
+        if hits.is_empty() {
+            let reason = match text.split_once(':') {
+                Some((prefix, _)) if !text.contains('/') || prefix.len() < text.len() => format!(
+                    "unknown model; `{prefix}` is not a configured or built-in provider, and no provider lists `{text}`"
+                ),
+                _ => format!(
+                    "unknown model; name its provider, e.g. `openai:{text}`, or list it under a provider's `models`"
+                ),
+            };
+            return (mref, Err(reason));
+        }
+        (mref, Ok(hits))
+    }
+
+    fn provider_index(&self, name: &str) -> Option<usize> {
+        // Configured providers come first, so a configured alias shadows a built-in id.
+        self.providers.iter().position(|p| {
+            p.id.eq_ignore_ascii_case(name)
+                || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+    }
+
+    fn keys_for(&self, p: &ProviderInfo, seed: u64) -> Result<Vec<KeyChoice>, String> {
+        if p.keys.is_empty() {
+            return Ok(vec![KeyChoice::Passthrough]);
+        }
+        let configured = |i: usize| KeyChoice::Configured {
+            index: i,
+            label: p.keys[i].label.clone(),
+        };
+        if self.key_strategies.is_empty() {
+            return Ok((0..p.keys.len()).map(configured).collect());
+        }
+        let views: Vec<KeyView> = p
+            .keys
+            .iter()
+            .map(|k| {
+                let value = resolve_template(&k.template, &self.secrets).unwrap_or_default();
+                KeyView {
+                    id: key_id(&value, &k.label),
+                    value,
+                    ..KeyView::default()
+                }
+            })
+            .collect();
+        for (source, strategy) in &self.key_strategies {
+            match cel::eval_keys(strategy, &views, seed) {
+                Ok(order) if !order.is_empty() => {
+                    return Ok(order.into_iter().map(configured).collect());
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    let why = match e {
+                        cel::EvalError::Failed { message } => message,
+                        cel::EvalError::WrongType { got, .. } => {
+                            format!("must return a key or a list of keys, got {got}")
+                        }
+                    };
+                    return Err(format!("API key selection failed: `{source}`: {why}"));
+                }
+            }
+        }
+        Err(format!(
+            "API key selection failed: every api_key_selection strategy returned no keys for provider `{}`",
+            p.id
+        ))
+    }
+}
+
+fn push_left_out(list: &mut Vec<LeftOut>, model: String, reason: String) {
+    if !list.iter().any(|l| l.model == model) {
+        list.push(LeftOut { model, reason });
+    }
+}
+
+fn names_match(m: &ModelView, name: &str) -> bool {
+    m.id.eq_ignore_ascii_case(name) || m.id_aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// `k.id`: a short hash of the key, stable within a run and safe to log.
+fn key_id(value: &str, label: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    label.hash(&mut h);
+    format!("key_{:08x}", h.finish() as u32)
+}
+
+/// A template's value when it needs only secrets; `None` if a secret is missing or the template
+/// reads request data.
+pub fn resolve_template(t: &Template, secrets: &SecretStore) -> Option<String> {
+    let mut out = String::new();
+    for part in &t.parts {
+        match part {
+            Part::Lit(s) => out.push_str(s),
+            Part::Expr(e) => {
+                let [secret] = e.secrets.as_slice() else {
+                    return None;
+                };
+                // Only a bare `secrets.get(...)` call is resolved here.
+                let call = &t.raw[secret.range.clone()];
+                if e.source.trim() != call.trim() {
+                    return None;
+                }
+                out.push_str(secrets.get(secret)?);
+            }
+        }
+    }
+    Some(out)
+}
+
+fn key_label(t: &Template, secrets: &SecretStore) -> String {
+    if let Some(s) = t.secrets().next() {
+        return match &s.vault {
+            Some(v) => format!("(secret {v}/{})", s.name),
+            None => format!("(secret {})", s.name),
+        };
+    }
+    match resolve_template(t, secrets) {
+        Some(v) => format!("({})", redact(&v)),
+        None => "(templated)".into(),
+    }
+}
+
+fn compile_all(
+    strategies: &[Sp<String>],
+    kind: StrategyKind,
+    text: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(String, Strategy)> {
+    let mut out = Vec::new();
+    for s in strategies {
+        match cel::compile(&s.value, kind) {
+            Ok((strategy, warnings)) => {
+                diags.extend(warnings.into_iter().map(|i| cel_diagnostic(i, s, text)));
+                out.push((s.value.clone(), strategy));
+            }
+            Err(issues) => diags.extend(issues.into_iter().map(|i| cel_diagnostic(i, s, text))),
+        }
+    }
+    out
+}
+
+fn cel_diagnostic(issue: cel::CelIssue, s: &Sp<String>, text: &str) -> Diagnostic {
+    let code = match issue.code {
+        "cel-syntax" => Code::CelSyntax,
+        "cel-unknown-variable" => Code::CelUnknownVariable,
+        "cel-unknown-field" => Code::CelUnknownField,
+        "cel-unknown-function" => Code::CelUnknownFunction,
+        "cel-arity" => Code::CelArity,
+        "cel-price-type" => Code::CelPriceType,
+        "cel-result-type" => Code::CelResultType,
+        "cel-wrong-root" => Code::CelWrongRoot,
+        _ => Code::CelSyntax,
+    };
+    let span = inner_span(text, &s.span, &s.value, issue.range.clone());
+    let mut d = Diagnostic::new(code, span, issue.message);
+    d.severity = match issue.severity {
+        cel::Severity::Error => policy::Severity::Error,
+        cel::Severity::Warning => policy::Severity::Warning,
+    };
+    if let Some(h) = issue.help {
+        d = d.help(h);
+    }
+    d
+}
+
+/// W003 (no catch-all last) and W010 (strategies after a catch-all never run).
+fn strategy_coverage(strategies: &[Sp<String>], diags: &mut Vec<Diagnostic>) {
+    if strategies.is_empty() {
+        return;
+    }
+    if let Some(pos) = strategies.iter().position(|s| is_catch_all(s)) {
+        for later in &strategies[pos + 1..] {
+            diags.push(
+                Diagnostic::new(Code::UnreachableStrategy, later.span.clone(), "this strategy never runs")
+                    .label("after a catch-all")
+                    .help("an earlier strategy returns every model, so later ones are never evaluated; remove it or move it up"),
+            );
+        }
+    } else {
+        let last = strategies.last().expect("non-empty");
+        diags.push(
+            Diagnostic::new(Code::NoCatchAllStrategy, last.span.clone(), "no strategy matches every request")
+                .help("add a last strategy such as \"ai.models\" so a request never ends with no candidate"),
+        );
+    }
+}
+
+/// A strategy that returns every model (possibly reordered).
+fn is_catch_all(s: &str) -> bool {
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let Some(rest) = compact.strip_prefix("ai.models") else {
+        return false;
+    };
+    let mut rest = rest;
+    loop {
+        if rest.is_empty() {
+            return true;
+        }
+        if let Some(r) = rest.strip_prefix(".randomize()") {
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix(".sortBy(") {
+            // sortBy keeps every model; skip its argument list.
+            let Some(close) = r.find(')') else {
+                return false;
+            };
+            rest = &r[close + 1..];
+            if rest.starts_with(')') {
+                rest = &rest[1..];
+            }
+        } else {
+            return false;
+        }
+    }
+}
+
+fn sort(diags: &mut [Diagnostic]) {
+    diags.sort_by_key(|d| (d.span.as_ref().map(|s| s.start).unwrap_or(0), d.severity));
+}
+
+/// Providers in routing order (configured first, in file order; then the rest of the catalog),
+/// with the model universe they contribute.
+fn assemble(
+    g: &AiGateway,
+    catalog: &Catalog,
+    opts: &EngineOptions,
+) -> (Vec<ProviderInfo>, Vec<ModelSettings>, Vec<ModelView>) {
+    let mut providers = Vec::new();
+    let mut settings = Vec::new();
+    let mut views = Vec::new();
+    let mut used_builtins: Vec<&str> = Vec::new();
+    for p in &g.providers {
+        let builtin = catalog.provider(&p.id);
+        if let Some(b) = builtin {
+            used_builtins.push(&b.id);
+        }
+        let configured_url = p
+            .base_url
+            .as_ref()
+            .map(|u| u.value.clone())
+            .or_else(|| builtin.and_then(|b| b.base_url.clone()));
+        let (base_url, origin) =
+            upstream::resolve(&p.id, configured_url.as_deref(), &opts.overrides);
+        let mut formats: Vec<ApiFormat> = p
+            .supported_api_surfaces
+            .iter()
+            .map(|s| s.format.value)
+            .collect();
+        formats.dedup();
+        if formats.is_empty() {
+            formats = builtin
+                .map(|b| b.formats.iter().map(|f| (*f).into()).collect())
+                .unwrap_or(vec![ApiFormat::OpenAi]);
+        }
+        let mut aliases: Vec<String> = p.id_aliases.iter().map(|a| a.value.clone()).collect();
+        if let Some(b) = builtin {
+            if !b.id.eq_ignore_ascii_case(&p.id) {
+                aliases.push(b.id.clone());
+            }
+            aliases.extend(b.id_aliases.iter().cloned());
+        }
+        let info = ProviderInfo {
+            id: p.id.value.clone(),
+            aliases,
+            builtin: builtin.is_some(),
+            configured: true,
+            disabled: p.disabled,
+            ollama: upstream::looks_like_ollama(&p.id, configured_url.as_deref().unwrap_or("")),
+            base_url,
+            origin,
+            configured_base_url: configured_url,
+            formats,
+            surfaces: if p.supported_api_surfaces.iter().any(|s| s.surface.is_some()) {
+                Some(
+                    p.supported_api_surfaces
+                        .iter()
+                        .filter_map(|s| s.surface.as_ref().map(|x| x.value.clone()))
+                        .collect(),
+                )
+            } else {
+                builtin.and_then(|b| b.surfaces.clone())
+            },
+            keys: p
+                .api_keys
+                .iter()
+                .map(|k| KeySlot {
+                    template: k.value.value.clone(),
+                    label: key_label(&k.value, &opts.secrets),
+                })
+                .collect(),
+            supported_params: p
+                .supported_api_surfaces
+                .iter()
+                .filter_map(|s| {
+                    Some((
+                        s.surface.as_ref()?.value.clone(),
+                        s.supported_params.iter().map(|x| x.value.clone()).collect(),
+                    ))
+                })
+                .collect(),
+        };
+        let pi = providers.len();
+        let provider_meta = &p.metadata;
+        for m in &p.models {
+            let from_catalog = builtin.and_then(|b| {
+                catalog.models_of(&b.id).find(|c| {
+                    c.id.eq_ignore_ascii_case(&m.id)
+                        || c.id_aliases.iter().any(|a| a.eq_ignore_ascii_case(&m.id))
+                })
+            });
+            let mut view = from_catalog
+                .map(|c| catalog_view(c, &info))
+                .unwrap_or_default();
+            view.id = m.id.value.clone();
+            view.provider_id = info.id.clone();
+            view.provider_id_aliases = info.aliases.clone();
+            view.id_aliases
+                .extend(m.id_aliases.iter().map(|a| a.value.clone()));
+            view.known = true;
+            view.custom = from_catalog.is_none();
+            if let Some(a) = &m.author_id {
+                view.author_id = a.value.clone();
+            }
+            if let Some(d) = &m.display_name {
+                view.display_name = d.value.clone();
+            }
+            if let Some(d) = &m.description {
+                view.description = d.value.clone();
+            }
+            let mut meta = provider_meta.clone();
+            meta.extend(m.metadata.clone());
+            view.metadata = meta;
+            if !m.input_modalities.is_empty() {
+                view.input_modalities = m.input_modalities.clone();
+            }
+            if !m.output_modalities.is_empty() {
+                view.output_modalities = m.output_modalities.clone();
+            }
+            if !m.supported_features.is_empty() {
+                view.supported_features = m.supported_features.clone();
+            }
+            view.max_context_window = m.max_context_window.or(view.max_context_window);
+            view.max_output_tokens = m.max_output_tokens.or(view.max_output_tokens);
+            views.push(view);
+            settings.push(ModelSettings {
+                provider: pi,
+                configured: true,
+                disabled: m.disabled,
+                unsupported_params: m
+                    .unsupported_params
+                    .iter()
+                    .map(|x| x.value.clone())
+                    .collect(),
+                max_output_tokens: m.max_output_tokens,
+            });
+        }
+        // Models the provider reported live (probe), when the policy does not list them.
+        for id in opts.discovered.get(&info.id).into_iter().flatten() {
+            if views
+                .iter()
+                .zip(&settings)
+                .any(|(v, s)| s.provider == pi && v.id.eq_ignore_ascii_case(id))
+            {
+                continue;
+            }
+            views.push(ModelView {
+                id: id.clone(),
+                provider_id: info.id.clone(),
+                provider_id_aliases: info.aliases.clone(),
+                known: true,
+                custom: true,
+                metadata: provider_meta.clone(),
+                ..ModelView::default()
+            });
+            settings.push(ModelSettings {
+                provider: pi,
+                ..ModelSettings::default()
+            });
+        }
+        // The catalog's other models for a configured built-in provider.
+        if let Some(b) = builtin {
+            for c in catalog.models_of(&b.id) {
+                if p.models.iter().any(|m| m.id.eq_ignore_ascii_case(&c.id)) {
+                    continue;
+                }
+                let mut view = catalog_view(c, &info);
+                view.metadata = provider_meta.clone();
+                views.push(view);
+                settings.push(ModelSettings {
+                    provider: pi,
+                    ..ModelSettings::default()
+                });
+            }
+        }
+        providers.push(info);
+    }
+    for b in &catalog.providers {
+        if used_builtins.contains(&b.id.as_str())
+            || providers
+                .iter()
+                .any(|p: &ProviderInfo| p.id.eq_ignore_ascii_case(&b.id))
+        {
+            continue;
+        }
+        let info = builtin_info(b, opts);
+        let pi = providers.len();
+        for c in catalog.models_of(&b.id) {
+            views.push(catalog_view(c, &info));
+            settings.push(ModelSettings {
+                provider: pi,
+                ..ModelSettings::default()
+            });
+        }
+        providers.push(info);
+    }
+    (providers, settings, views)
+}
+
+fn builtin_info(b: &BuiltinProvider, opts: &EngineOptions) -> ProviderInfo {
+    let (base_url, origin) = upstream::resolve(&b.id, b.base_url.as_deref(), &opts.overrides);
+    ProviderInfo {
+        id: b.id.clone(),
+        aliases: b.id_aliases.clone(),
+        builtin: true,
+        configured: false,
+        disabled: false,
+        base_url,
+        origin,
+        configured_base_url: b.base_url.clone(),
+        formats: b.formats.iter().map(|f| (*f).into()).collect(),
+        surfaces: b.surfaces.clone(),
+        ollama: false,
+        keys: Vec::new(),
+        supported_params: Vec::new(),
+    }
+}
+
+fn catalog_view(c: &CatalogModel, p: &ProviderInfo) -> ModelView {
+    ModelView {
+        id: c.id.clone(),
+        id_aliases: c.id_aliases.clone(),
+        provider_id: p.id.clone(),
+        provider_id_aliases: p.aliases.clone(),
+        author_id: c.author_id.clone().unwrap_or_default(),
+        display_name: c.display_name.clone().unwrap_or_default(),
+        description: c.description.clone().unwrap_or_default(),
+        known: true,
+        custom: false,
+        input_modalities: c.input_modalities.clone().unwrap_or_default(),
+        output_modalities: c.output_modalities.clone().unwrap_or_default(),
+        supported_features: c.supported_features.clone().unwrap_or_default(),
+        max_context_window: c.max_context_window,
+        max_output_tokens: c.max_output_tokens,
+        pricing: cel::Pricing(
+            c.pricing
+                .iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+                .collect(),
+        ),
+        ..ModelView::default()
+    }
+}
+
+fn provider_view(p: &ProviderInfo) -> ProviderView {
+    ProviderView {
+        id: p.id.clone(),
+        id_aliases: p.aliases.clone(),
+        ..ProviderView::default()
+    }
+}
