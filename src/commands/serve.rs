@@ -1,9 +1,370 @@
-//! `aigw serve` (in progress on another branch).
+//! `aigw serve`: parse flags, load the policy, build the engine, print the banner, run the gateway.
 
-use crate::cli::{ColorChoice, ServeArgs};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::{ColorChoice, LogFormat, ServeArgs};
 use crate::commands::Exit;
+use crate::commands::common::{self, PolicyOrigin};
+use crate::gateway::{self, Gateway, GatewayOptions, ProviderView, Routing};
+use crate::policy::{self, Loaded};
+use crate::render::diagnostics::{Style, human};
+use crate::routing::engine::{Engine, EngineOptions};
+use crate::routing::upstream::UrlOrigin;
 
-pub fn run(_args: ServeArgs, _color: ColorChoice) -> Exit {
-    eprintln!("aigw serve: not available in this build yet");
-    Exit::Error
+pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
+    init_logging(args.log_format, color);
+    let style = common::style(color, std::io::stderr().is_terminal());
+    let addr = match parse_listen(&args.listen) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    if let Err(e) = check_bind(&addr, args.auth_token.as_deref()) {
+        eprintln!("error: {e}");
+        return Exit::Error;
+    }
+    let duration = |flag: &str, text: &str| {
+        policy::duration::parse(text).map_err(|e| format!("--{flag} {text}: {e}"))
+    };
+    let first_byte_timeout = match args
+        .first_byte_timeout
+        .as_deref()
+        .map(|t| duration("first-byte-timeout", t))
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let stream_idle_timeout = match duration("stream-idle-timeout", &args.stream_idle_timeout) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let secrets = match common::secrets(args.policy.secrets.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let (loaded, origin) = match common::load_policy(args.policy.policy.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let factory = EngineFactory::new(
+        common::overrides(&args.policy),
+        secrets.clone(),
+        args.max_attempts,
+        style,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Error;
+        }
+    };
+    runtime.block_on(async move {
+        let (routing, warnings) = match factory.build_discovering(&loaded).await {
+            Ok(r) => r,
+            Err(diagnostics) => {
+                eprint!("{diagnostics}");
+                eprintln!(
+                    "aigw: the policy has errors; not serving (run `aigw validate` for details)"
+                );
+                return Exit::Failure;
+            }
+        };
+        eprint!("{warnings}");
+        let opts = GatewayOptions {
+            auth_token: args.auth_token.filter(|t| !t.is_empty()),
+            max_attempts: args.max_attempts,
+            first_byte_timeout,
+            stream_idle_timeout,
+            max_body_bytes: args.max_body_bytes,
+            ..GatewayOptions::default()
+        };
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return Exit::Error;
+            }
+        };
+        let local = listener.local_addr().unwrap_or(addr);
+        let providers = routing.providers();
+        let gw = Gateway::new(routing, secrets, opts);
+        println!("{}", banner(local, &origin, &providers));
+        if let PolicyOrigin::File(path) = &origin
+            && !args.no_reload
+            && path != Path::new("-")
+        {
+            let build = Arc::new(factory).reload_builder();
+            gateway::reload::spawn(
+                gw.clone(),
+                PathBuf::from(path),
+                Duration::from_secs(1),
+                build,
+            );
+        }
+        match gateway::serve(listener, gw, shutdown_signal()).await {
+            Ok(()) => {
+                eprintln!("aigw: stopped");
+                Exit::Success
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Error
+            }
+        }
+    })
+}
+
+/// Ctrl-C (or SIGTERM) once: graceful shutdown; a second one exits at once.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("aigw: shutting down (Ctrl-C again to exit now)");
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+}
+
+/// A non-loopback address needs an inbound token: a policy holding API keys would otherwise be
+/// an open relay.
+pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
+    if gateway::is_loopback(addr) || token.is_some_and(|t| !t.is_empty()) {
+        return Ok(());
+    }
+    Err(format!(
+        "{addr} is not a loopback address; pass --auth-token TOKEN (or AIGW_AUTH_TOKEN) so the gateway is not an \
+         open relay for the policy's API keys"
+    ))
+}
+
+/// `127.0.0.1:8080`, `localhost:8080`, `:8080` or `8080`.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let port_only = t.strip_prefix(':').unwrap_or(t);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Some(port) = t
+        .strip_prefix("localhost:")
+        .and_then(|p| p.parse::<u16>().ok())
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err(format!(
+        "--listen {text}: expected an address such as 127.0.0.1:8080"
+    ))
+}
+
+/// The start-up banner (UX.md): where the gateway listens, which policy, and how each provider is
+/// reached.
+pub fn banner(addr: SocketAddr, origin: &PolicyOrigin, providers: &[ProviderView]) -> String {
+    let mut out = format!(
+        "aigw {} serving on http://{addr}  (policy: {})\n",
+        env!("CARGO_PKG_VERSION"),
+        origin.describe()
+    );
+    let shown: Vec<&ProviderView> = providers
+        .iter()
+        .filter(|p| p.configured || p.ollama)
+        .collect();
+    let width = shown.iter().map(|p| p.id.len()).max().unwrap_or(0);
+    for p in &shown {
+        let url = p.base_url.as_deref().unwrap_or("(no base URL)");
+        let from = match &p.origin {
+            UrlOrigin::AsConfigured => String::new(),
+            UrlOrigin::Override {
+                configured: Some(c),
+            } => format!(" (from {c}, mapped by --base-url)"),
+            UrlOrigin::Override { configured: None } => " (set by --base-url)".to_string(),
+            UrlOrigin::OllamaDefault { configured } => format!(" (from {configured})"),
+            UrlOrigin::UnmappedInternal => {
+                " (ngrok-internal: unreachable here; map it with --base-url ID=URL)".to_string()
+            }
+        };
+        let keys = match p.keys {
+            0 => "client key passthrough".to_string(),
+            1 => "1 key".to_string(),
+            n => format!("{n} keys"),
+        };
+        let models = match p.models {
+            0 => String::new(),
+            1 => "   1 model".to_string(),
+            n => format!("   {n} models"),
+        };
+        out.push_str(&format!(
+            "  {:width$} → {url}{from}   {keys}{models}\n",
+            p.id
+        ));
+    }
+    let builtins: Vec<&str> = providers
+        .iter()
+        .filter(|p| !p.configured && !p.ollama)
+        .map(|p| p.id.as_str())
+        .collect();
+    if !builtins.is_empty() {
+        out.push_str(&format!(
+            "  built-in providers ({}) → their public APIs, client key passthrough\n",
+            builtins.join(", ")
+        ));
+    }
+    out.push_str(&format!(
+        "  OpenAI API  http://{addr}/v1     Ollama API  http://{addr}/api"
+    ));
+    out
+}
+
+fn init_logging(format: LogFormat, color: ColorChoice) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AIGW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = common::style(color, std::io::stderr().is_terminal()).color;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(ansi)
+            .with_target(false)
+            .compact()
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Builds engines the same way at start-up and on reload.
+pub struct EngineFactory {
+    overrides: crate::routing::upstream::BaseUrlOverrides,
+    secrets: crate::policy::secrets::SecretStore,
+    max_attempts: usize,
+    style: Style,
+}
+
+impl EngineFactory {
+    pub fn new(
+        overrides: crate::routing::upstream::BaseUrlOverrides,
+        secrets: crate::policy::secrets::SecretStore,
+        max_attempts: usize,
+        style: Style,
+    ) -> Self {
+        EngineFactory {
+            overrides,
+            secrets,
+            max_attempts,
+            style,
+        }
+    }
+
+    /// What the reload watcher calls: read the file, build, render diagnostics.
+    pub fn reload_builder(self: Arc<Self>) -> gateway::reload::Builder {
+        Arc::new(move |p: &Path| {
+            let loaded = match common::load_policy(Some(p)) {
+                Ok((l, _)) => l,
+                Err(e) => return Err(format!("error: {e}\n")),
+            };
+            self.build(&loaded, Default::default())
+        })
+    }
+
+    fn render(&self, loaded: &Loaded, diags: &[policy::Diagnostic]) -> String {
+        diags
+            .iter()
+            .map(|d| human(d, &loaded.source, self.style))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn build(
+        &self,
+        loaded: &Loaded,
+        discovered: std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<(Arc<dyn Routing>, String), String> {
+        match self.engine(loaded, discovered) {
+            Ok((engine, warnings)) => Ok((
+                Arc::new(engine) as Arc<dyn Routing>,
+                self.render(loaded, &warnings),
+            )),
+            Err(diags) => Err(self.render(loaded, &diags)),
+        }
+    }
+
+    fn engine(
+        &self,
+        loaded: &Loaded,
+        discovered: std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<(Engine, Vec<policy::Diagnostic>), Vec<policy::Diagnostic>> {
+        let opts = EngineOptions {
+            overrides: self.overrides.clone(),
+            secrets: self.secrets.clone(),
+            max_attempts: self.max_attempts,
+            discovered,
+        };
+        Engine::build(loaded, opts)
+    }
+
+    /// Builds once, asks each Ollama provider which models it has installed (1 s budget), and
+    /// rebuilds with them so installed models are routable without listing them (a model the
+    /// policy lists, `llama3.2`, is not added again as `llama3.2:latest`).
+    pub async fn build_discovering(
+        &self,
+        loaded: &Loaded,
+    ) -> Result<(Arc<dyn Routing>, String), String> {
+        let (first, warnings) = self
+            .engine(loaded, Default::default())
+            .map_err(|d| self.render(loaded, &d))?;
+        let mut discovered =
+            gateway::ollama_api::discover(&Routing::providers(&first), Duration::from_secs(1))
+                .await;
+        for (provider, names) in discovered.iter_mut() {
+            let known: Vec<String> = first
+                .models()
+                .iter()
+                .filter(|m| &m.provider_id == provider)
+                .map(|m| m.id.to_ascii_lowercase())
+                .collect();
+            names.retain(|n| {
+                let n = n.to_ascii_lowercase();
+                let short = n.strip_suffix(":latest").unwrap_or(&n).to_string();
+                !known.contains(&n) && !known.contains(&short)
+            });
+        }
+        discovered.retain(|_, names| !names.is_empty());
+        if discovered.is_empty() {
+            return Ok((Arc::new(first), self.render(loaded, &warnings)));
+        }
+        self.build(loaded, discovered)
+    }
 }

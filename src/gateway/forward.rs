@@ -217,6 +217,17 @@ pub fn requested_models(
     Ok((model, models))
 }
 
+/// `http://127.x.y.z…` or `http://localhost…`.
+pub fn is_loopback_url(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| crate::policy::checks::host_of(rest))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+}
+
 /// The Ollama native URL for a provider base URL (`http://h:11434/v1` → `http://h:11434/api/chat`).
 pub fn native_url(base: &str, native_path: &str) -> String {
     let base = base.trim_end_matches('/');
@@ -387,6 +398,13 @@ async fn run_attempts(
             gw.metrics.attempt(&attempt.provider, "skipped");
             continue;
         };
+        if gw.opts.upstream_loopback_only && !is_loopback_url(&url) {
+            reasons.push(format!(
+                "{label}: {url} is not a loopback address (upstream_loopback_only)"
+            ));
+            gw.metrics.attempt(&attempt.provider, "skipped");
+            continue;
+        }
         let key = match &attempt.key {
             KeyChoice::Passthrough => None,
             KeyChoice::Configured { index, .. } => {
@@ -928,6 +946,15 @@ mod tests {
             native_url("http://localhost:11434/v1/", "/api/tags"),
             "http://localhost:11434/api/tags"
         );
+    }
+
+    #[test]
+    fn loopback_urls() {
+        assert!(is_loopback_url("http://127.0.0.1:9/v1"));
+        assert!(is_loopback_url("http://localhost:11434"));
+        assert!(is_loopback_url("http://[::1]:80/x"));
+        assert!(!is_loopback_url("https://api.openai.com/v1"));
+        assert!(!is_loopback_url("http://127.0.0.1.evil.com/"));
     }
 
     #[test]

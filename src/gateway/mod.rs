@@ -52,6 +52,8 @@ pub struct ProviderView {
     pub origin: UrlOrigin,
     pub ollama: bool,
     pub builtin: bool,
+    /// Listed under `providers` in the policy (else a built-in one reached by passthrough).
+    pub configured: bool,
     pub formats: Vec<ApiFormat>,
     /// Configured API keys (0 means the client's key passes through).
     pub keys: usize,
@@ -73,6 +75,8 @@ pub struct GatewayOptions {
     pub connect_timeout: Duration,
     /// How long shutdown waits for in-flight requests after cancelling streams.
     pub shutdown_grace: Duration,
+    /// Refuse upstreams outside 127.0.0.0/8 and `localhost` (tests use it as a safety net).
+    pub upstream_loopback_only: bool,
 }
 
 impl Default for GatewayOptions {
@@ -85,6 +89,7 @@ impl Default for GatewayOptions {
             max_body_bytes: 32 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            upstream_loopback_only: false,
         }
     }
 }
@@ -175,4 +180,36 @@ pub async fn serve(
 /// Whether an address is on the loopback interface (no inbound token needed).
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
+}
+
+impl Routing for crate::routing::engine::Engine {
+    fn plan(&self, req: &Request, seed: u64) -> Plan {
+        crate::routing::engine::Engine::plan(self, req, crate::routing::plan::PlanOptions { seed })
+    }
+
+    fn gateway(&self) -> &AiGateway {
+        crate::routing::engine::Engine::gateway(self)
+    }
+
+    fn key_value(&self, provider_id: &str, index: usize) -> Option<String> {
+        crate::routing::engine::Engine::key_value(self, provider_id, index)
+    }
+
+    fn providers(&self) -> Vec<ProviderView> {
+        let models = self.models();
+        crate::routing::engine::Engine::providers(self)
+            .iter()
+            .map(|p| ProviderView {
+                id: p.id.clone(),
+                base_url: p.base_url.clone(),
+                origin: p.origin.clone(),
+                ollama: p.ollama,
+                builtin: p.builtin,
+                configured: p.configured,
+                formats: p.formats.clone(),
+                keys: p.keys.len(),
+                models: models.iter().filter(|m| m.provider_id == p.id).count(),
+            })
+            .collect()
+    }
 }

@@ -193,13 +193,18 @@ pub fn log_request(
         status = report.status,
         error = report.error_code.unwrap_or("-"),
         stream = report.streaming,
-        upstream_ms = report.upstream.as_secs_f64() * 1000.0,
-        total_ms = total.as_secs_f64() * 1000.0,
+        upstream_ms = ms(report.upstream),
+        total_ms = ms(total),
         "{method} {path} {} → {} {}",
         report.model.as_deref().unwrap_or("-"),
         report.chosen.as_deref().unwrap_or("-"),
         report.status,
     );
+}
+
+/// Milliseconds with one decimal.
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 async fn openai(

@@ -147,6 +147,7 @@ impl Routing for FixedRouting {
                 origin: UrlOrigin::AsConfigured,
                 ollama: p.ollama,
                 builtin: false,
+                configured: true,
                 formats: vec![ApiFormat::OpenAi],
                 keys: p.keys.len(),
                 models: 0,
@@ -294,4 +295,43 @@ pub mod mini {
             }
         })
     }
+}
+
+/// Builds engines the way `aigw serve` does (`--base-url` pairs, `AIGW_SECRET_*` pairs).
+pub fn factory(
+    base_urls: &[(&str, String)],
+    secrets: &[(&str, &str)],
+) -> aigw::commands::serve::EngineFactory {
+    let flags: Vec<(String, String)> = base_urls
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let overrides = aigw::routing::upstream::BaseUrlOverrides::new(&flags, std::iter::empty());
+    aigw::commands::serve::EngineFactory::new(
+        overrides,
+        secret_store(secrets),
+        10,
+        aigw::render::diagnostics::Style {
+            color: false,
+            width: 100,
+        },
+    )
+}
+
+pub fn secret_store(secrets: &[(&str, &str)]) -> SecretStore {
+    SecretStore::from_vars(secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+/// Starts the gateway on a policy text through the real engine.
+pub async fn start_policy(
+    yaml: &str,
+    base_urls: &[(&str, String)],
+    secrets: &[(&str, &str)],
+    opts: GatewayOptions,
+) -> Started {
+    let loaded = aigw::policy::load_str("policy.yaml", yaml);
+    let (routing, _warnings) = factory(base_urls, secrets)
+        .build(&loaded, HashMap::new())
+        .unwrap_or_else(|d| panic!("the test policy does not build:\n{d}"));
+    start_with(routing, opts, secret_store(secrets)).await
 }
