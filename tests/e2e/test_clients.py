@@ -11,6 +11,7 @@ Plain script (no pytest): prints one line per check and `N passed, N failed`.
 
 import os
 import sys
+import time
 import traceback
 
 try:
@@ -121,15 +122,16 @@ def ollama_unknown_model_is_a_response_error():
 def main():
     passed = failed = 0
     for fn in CHECKS:
+        t0 = time.monotonic()
         try:
             fn()
-            print(f"ok    {fn.__name__}")
+            print(f"ok    {fn.__name__}  ({(time.monotonic() - t0) * 1000:.0f} ms)")
             passed += 1
         except Exception:  # noqa: BLE001 - report every failure, keep going
             print(f"FAIL  {fn.__name__}")
             traceback.print_exc()
             failed += 1
-    print(f"python clients: {passed} passed, {failed} failed")
+    print(f"python: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
 
