@@ -82,7 +82,9 @@ pub enum ReportFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TableFormat {
+    /// Text for people.
     Table,
+    /// JSON for scripts.
     Json,
 }
 
@@ -91,6 +93,7 @@ pub struct ValidateArgs {
     /// Policy files to check (`-` reads standard input).
     #[arg(value_name = "FILES", default_value = "policy.yaml")]
     pub files: Vec<PathBuf>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Human)]
     pub format: ReportFormat,
     /// Fail (exit 1) on warnings too.
@@ -118,6 +121,7 @@ pub struct ExplainArgs {
     /// Seed for `random()` / `randomize()`, for a reproducible answer.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = TableFormat::Table)]
     pub format: TableFormat,
 }
@@ -127,6 +131,7 @@ pub struct TestArgs {
     /// Test files (YAML). Default: every `*.aigw-test.yaml` under the current directory.
     #[arg(value_name = "FILES")]
     pub files: Vec<PathBuf>,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = TableFormat::Table)]
     pub format: TableFormat,
 }
@@ -191,6 +196,7 @@ pub struct ProbeArgs {
     /// Timeout for each check.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub timeout: String,
+    /// Output format.
     #[arg(long, value_enum, default_value_t = TableFormat::Table)]
     pub format: TableFormat,
 }

@@ -1,8 +1,11 @@
-//! `aigw schema` (in progress).
+//! `aigw schema`: the JSON Schema of policy.yaml (kept in `completions/policy.schema.json`).
+
+use std::io::Write;
 
 use crate::commands::Exit;
+use crate::policy::schema::policy_schema_text;
 
 pub fn run() -> Exit {
-    eprintln!("aigw schema: not available in this build yet");
-    Exit::Error
+    let _ = std::io::stdout().write_all(policy_schema_text().as_bytes());
+    Exit::Success
 }

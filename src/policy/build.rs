@@ -12,7 +12,7 @@ use super::node::{Key, Node, Span, Value};
 /// Token limits ngrok accepts for `max_input_tokens` / `max_output_tokens`.
 pub const MAX_TOKEN_LIMIT: u64 = 500_000;
 
-const GATEWAY_FIELDS: &[&str] = &[
+pub(crate) const GATEWAY_FIELDS: &[&str] = &[
     "max_input_tokens",
     "max_output_tokens",
     "headers",
@@ -27,7 +27,7 @@ const GATEWAY_FIELDS: &[&str] = &[
     "model_selection",
     "api_key_selection",
 ];
-const PROVIDER_FIELDS: &[&str] = &[
+pub(crate) const PROVIDER_FIELDS: &[&str] = &[
     "id",
     "id_aliases",
     "base_url",
@@ -40,7 +40,7 @@ const PROVIDER_FIELDS: &[&str] = &[
     "models",
     "supported_api_surfaces",
 ];
-const MODEL_FIELDS: &[&str] = &[
+pub(crate) const MODEL_FIELDS: &[&str] = &[
     "id",
     "id_aliases",
     "author_id",
@@ -55,9 +55,9 @@ const MODEL_FIELDS: &[&str] = &[
     "supported_features",
     "unsupported_params",
 ];
-const RULE_FIELDS: &[&str] = &["name", "expressions", "actions"];
-const ACTION_FIELDS: &[&str] = &["type", "config"];
-const SURFACE_FIELDS: &[&str] = &["format", "surface", "supported_params"];
+pub(crate) const RULE_FIELDS: &[&str] = &["name", "expressions", "actions"];
+pub(crate) const ACTION_FIELDS: &[&str] = &["type", "config"];
+pub(crate) const SURFACE_FIELDS: &[&str] = &["format", "surface", "supported_params"];
 /// Surfaces ngrok names for `supported_api_surfaces[].surface`.
 pub const SURFACES: &[&str] = &[
     "chat-completions",

@@ -91,13 +91,13 @@ fn multiple_gateways(policy: &TrafficPolicy, out: &mut Vec<Diagnostic>) {
 }
 
 fn two_gateways(second: &Action, first: &Action) -> Diagnostic {
-    let _ = first;
     Diagnostic::new(
         Code::MultipleAiGateways,
         second.kind.span.clone(),
         "a second ai-gateway action runs for the same requests as an earlier one",
     )
     .label("second ai-gateway")
+    .also(first.kind.span.clone(), "first ai-gateway")
     .help("keep one ai-gateway action, or guard each with rule `expressions` so that only one matches a request")
 }
 
@@ -107,8 +107,11 @@ fn gateway(
     secrets: Option<&SecretStore>,
     out: &mut Vec<Diagnostic>,
 ) {
-    // Provider ids and aliases share one namespace.
-    let mut names: HashMap<String, &Sp<String>> = HashMap::new();
+    // Provider ids must be unique, and so must aliases. An alias may equal another provider's
+    // id: ngrok's regional example (`id: openai-eu`, `id_aliases: [openai]`) uses exactly that
+    // to make `openai:` reach both providers.
+    let mut ids: HashMap<String, &Sp<String>> = HashMap::new();
+    let mut aliases: HashMap<String, &Sp<String>> = HashMap::new();
     for p in &g.providers {
         if p.id.contains(':') || p.id.chars().any(char::is_whitespace) {
             out.push(
@@ -116,9 +119,16 @@ fn gateway(
                     .help("clients write `provider:model`, so the id must not contain `:`; pick a name like `ollama-gpu-1`"),
             );
         }
-        for name in std::iter::once(&p.id).chain(p.id_aliases.iter()) {
+        let names = std::iter::once((&p.id, true)).chain(p.id_aliases.iter().map(|a| (a, false)));
+        let mut seen_here: Vec<String> = Vec::new();
+        for (name, is_id) in names {
             let key = name.to_ascii_lowercase();
-            if let Some(prev) = names.get(&key) {
+            if seen_here.contains(&key) {
+                continue;
+            }
+            seen_here.push(key.clone());
+            let table = if is_id { &mut ids } else { &mut aliases };
+            if let Some(prev) = table.get(&key) {
                 out.push(
                     Diagnostic::new(
                         Code::DuplicateProvider,
@@ -126,10 +136,11 @@ fn gateway(
                         format!("provider name `{}` is already used by another provider", name.value),
                     )
                     .label("duplicate")
-                    .help(format!("provider ids and aliases must be unique (case-insensitive); `{}` was first used at byte {}", prev.value, prev.span.start)),
+                    .also(prev.span.clone(), "first used here")
+                    .help("provider ids must be unique, and so must aliases (case-insensitive); rename one of them"),
                 );
             } else {
-                names.insert(key, name);
+                table.insert(key, name);
             }
         }
         provider(g, p, builtins, secrets, out);
@@ -253,7 +264,10 @@ fn provider(
     out: &mut Vec<Diagnostic>,
 ) {
     let _ = g;
-    let builtin = builtins.builtin_id(&p.id).is_some();
+    // A custom provider that aliases a built-in id serves that built-in's catalog.
+    let builtin = std::iter::once(&p.id)
+        .chain(p.id_aliases.iter())
+        .any(|n| builtins.builtin_id(n).is_some());
     match &p.base_url {
         None if !builtin => out.push(
             Diagnostic::new(Code::CustomProviderNoBaseUrl, p.id.span.clone(), format!("custom provider `{}` has no `base_url`", p.id.value))

@@ -168,6 +168,8 @@ pub struct Diagnostic {
     pub label: Option<String>,
     /// What to do about it.
     pub help: Option<String>,
+    /// Other places that explain this one ("first defined here").
+    pub related: Vec<(Span, String)>,
 }
 
 impl Diagnostic {
@@ -179,7 +181,14 @@ impl Diagnostic {
             span: span.into(),
             label: None,
             help: None,
+            related: Vec::new(),
         }
+    }
+
+    /// Points at a second place in the file with its own label.
+    pub fn also(mut self, span: Span, label: impl Into<String>) -> Self {
+        self.related.push((span, label.into()));
+        self
     }
 
     pub fn label(mut self, label: impl Into<String>) -> Self {

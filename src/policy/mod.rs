@@ -11,6 +11,7 @@ pub mod duration;
 pub mod interpolate;
 pub mod model;
 pub mod node;
+pub mod schema;
 pub mod secrets;
 
 use std::sync::Arc;

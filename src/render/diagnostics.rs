@@ -31,6 +31,10 @@ pub fn human(d: &Diagnostic, source: &Source, style: Style) -> String {
         let span = clamp(span.clone(), &source.text);
         diag = diag.with_label(LabeledSpan::new_with_span(d.label.clone(), span));
     }
+    for (span, label) in &d.related {
+        let span = clamp(span.clone(), &source.text);
+        diag = diag.with_label(LabeledSpan::new_with_span(Some(label.clone()), span));
+    }
     let report = miette::Report::new(diag).with_source_code(
         NamedSource::new(source.name.clone(), source.text.clone()).with_language("yaml"),
     );
@@ -110,6 +114,16 @@ pub struct JsonDiagnostic {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     pub help: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<JsonRelated>,
+}
+
+/// A secondary location of a diagnostic.
+#[derive(Debug, Serialize)]
+pub struct JsonRelated {
+    pub line: usize,
+    pub column: usize,
+    pub label: String,
 }
 
 impl JsonDiagnostic {
@@ -127,6 +141,18 @@ impl JsonDiagnostic {
             end_column: end.map(|p| p.1),
             label: d.label.clone(),
             help: d.help.clone(),
+            related: d
+                .related
+                .iter()
+                .map(|(span, label)| {
+                    let (line, column) = line_col(&source.text, span.start);
+                    JsonRelated {
+                        line,
+                        column,
+                        label: label.clone(),
+                    }
+                })
+                .collect(),
         }
     }
 }

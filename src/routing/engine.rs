@@ -266,7 +266,7 @@ impl Engine {
         };
 
         // ai.models: every candidate that speaks this path's format and surface.
-        let visible: Vec<usize> = (0..universe.models().len())
+        let visible: Vec<usize> = (0..universe.len())
             .filter(|&i| self.serves(&self.providers[settings(i).provider], route))
             .collect();
         if visible.is_empty() {
@@ -282,7 +282,7 @@ impl Engine {
             return plan;
         }
         let name = |i: usize| {
-            let m = &universe.models()[i];
+            let m = universe.model(i).expect("index from this universe");
             format!("{}:{}", m.provider_id, m.id)
         };
         for (text, indices) in texts.iter().zip(&named) {
@@ -294,6 +294,21 @@ impl Engine {
                     });
                 }
             }
+        }
+
+        let resolved: Vec<usize> = named.iter().flatten().copied().collect();
+        if !resolved.is_empty() && resolved.iter().all(|i| !visible.contains(i)) {
+            let (code, status) = codes::NO_COMPATIBLE_MODELS;
+            plan.error = Some(PlanError {
+                code,
+                status,
+                message: format!(
+                    "The gateway did not select any models compatible with the {} API format: none of the requested models is served on {}",
+                    route.format.name(),
+                    req.path
+                ),
+            });
+            return plan;
         }
 
         let allowed = |i: usize| self.allowed(i, settings(i));
@@ -479,7 +494,7 @@ impl Engine {
 
         // Attempts: key by key within a model, then model by model.
         for &i in &chosen {
-            let m = &universe.models()[i];
+            let m = universe.model(i).expect("index from this universe");
             let provider = &self.providers[settings(i).provider];
             let url = provider
                 .base_url
@@ -553,15 +568,18 @@ impl Engine {
     ) -> (ModelRef, Result<Vec<usize>, String>) {
         let models = self.universe.models();
         if let Some((prefix, rest)) = text.split_once(':')
-            && let Some(pi) = self.provider_index(prefix)
+            && let Some(&pi) = self.provider_indices(prefix).first()
         {
+            let pis = self.provider_indices(prefix);
             let mref = ModelRef {
                 text: text.into(),
                 provider: Some(self.providers[pi].id.clone()),
                 model: rest.into(),
             };
             let hits: Vec<usize> = (0..models.len())
-                .filter(|&i| self.settings[i].provider == pi && names_match(&models[i], rest))
+                .filter(|&i| {
+                    pis.contains(&self.settings[i].provider) && names_match(&models[i], rest)
+                })
                 .collect();
             if !hits.is_empty() {
                 return (mref, Ok(hits));
@@ -599,21 +617,32 @@ impl Engine {
                 Some((prefix, _)) if !text.contains('/') || prefix.len() < text.len() => format!(
                     "unknown model; `{prefix}` is not a configured or built-in provider, and no provider lists `{text}`"
                 ),
-                _ => format!(
-                    "unknown model; name its provider, e.g. `openai:{text}`, or list it under a provider's `models`"
-                ),
+                _ => {
+                    let example = self
+                        .providers
+                        .iter()
+                        .find(|p| p.configured)
+                        .map_or("openai", |p| p.id.as_str());
+                    format!(
+                        "unknown model; name its provider, e.g. `{example}:{text}`, or list it under a provider's `models`"
+                    )
+                }
             };
             return (mref, Err(reason));
         }
         (mref, Ok(hits))
     }
 
-    fn provider_index(&self, name: &str) -> Option<usize> {
-        // Configured providers come first, so a configured alias shadows a built-in id.
-        self.providers.iter().position(|p| {
-            p.id.eq_ignore_ascii_case(name)
-                || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
-        })
+    /// Every provider a prefix names: its id, or an alias (ngrok's regional pattern gives two
+    /// providers the name `openai`). Configured providers come first.
+    fn provider_indices(&self, name: &str) -> Vec<usize> {
+        (0..self.providers.len())
+            .filter(|&i| {
+                let p = &self.providers[i];
+                p.id.eq_ignore_ascii_case(name)
+                    || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+            })
+            .collect()
     }
 
     fn keys_for(&self, p: &ProviderInfo, seed: u64) -> Result<Vec<KeyChoice>, String> {
@@ -826,7 +855,10 @@ fn assemble(
     let mut views = Vec::new();
     let mut used_builtins: Vec<&str> = Vec::new();
     for p in &g.providers {
-        let builtin = catalog.provider(&p.id);
+        // A custom provider that aliases a built-in id (a regional endpoint) serves its catalog.
+        let builtin = catalog
+            .provider(&p.id)
+            .or_else(|| p.id_aliases.iter().find_map(|a| catalog.provider(a)));
         if let Some(b) = builtin {
             used_builtins.push(&b.id);
         }

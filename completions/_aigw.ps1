@@ -1,0 +1,167 @@
+
+using namespace System.Management.Automation
+using namespace System.Management.Automation.Language
+
+Register-ArgumentCompleter -Native -CommandName 'aigw' -ScriptBlock {
+    param($wordToComplete, $commandAst, $cursorPosition)
+
+    $commandElements = $commandAst.CommandElements
+    $command = @(
+        'aigw'
+        for ($i = 1; $i -lt $commandElements.Count; $i++) {
+            $element = $commandElements[$i]
+            if ($element -isnot [StringConstantExpressionAst] -or
+                $element.StringConstantType -ne [StringConstantType]::BareWord -or
+                $element.Value.StartsWith('-') -or
+                $element.Value -eq $wordToComplete) {
+                break
+        }
+        $element.Value
+    }) -join ';'
+
+    $completions = @(switch ($command) {
+        'aigw' {
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Check policy files: schema, meaning and CEL strategies, with located diagnostics')
+            [CompletionResult]::new('explain', 'explain', [CompletionResultType]::ParameterValue, 'Dry-run routing: which strategy matches and the ordered candidates a request would try')
+            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Run routing test files (request → expected candidates) against their policies')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover')
+            [CompletionResult]::new('probe', 'probe', [CompletionResultType]::ParameterValue, 'Check providers: reachability, installed models, pre-warm Ollama models')
+            [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Write the built-in default policy to a file to start from')
+            [CompletionResult]::new('schema', 'schema', [CompletionResultType]::ParameterValue, 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)')
+            [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'aigw;validate' {
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'format')
+            [CompletionResult]::new('--secrets', '--secrets', [CompletionResultType]::ParameterName, 'Secrets file, to check that every `secrets.get` resolves')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
+            [CompletionResult]::new('--deny-warnings', '--deny-warnings', [CompletionResultType]::ParameterName, 'Fail (exit 1) on warnings too')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'aigw;explain' {
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy')
+            [CompletionResult]::new('--policy', '--policy', [CompletionResultType]::ParameterName, 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy')
+            [CompletionResult]::new('--base-url', '--base-url', [CompletionResultType]::ParameterName, 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)')
+            [CompletionResult]::new('--secrets', '--secrets', [CompletionResultType]::ParameterName, 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(''vault'', ''name'')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it')
+            [CompletionResult]::new('-m', '-m', [CompletionResultType]::ParameterName, 'Requested model (`provider:model` or a bare name); repeat for a `models` list. Omit (or `ngrok/auto`) to let the strategies choose')
+            [CompletionResult]::new('--model', '--model', [CompletionResultType]::ParameterName, 'Requested model (`provider:model` or a bare name); repeat for a `models` list. Omit (or `ngrok/auto`) to let the strategies choose')
+            [CompletionResult]::new('--path', '--path', [CompletionResultType]::ParameterName, 'API path of the request')
+            [CompletionResult]::new('--fail', '--fail', [CompletionResultType]::ParameterName, 'Mark a provider (or provider:model) as failing to see where traffic would go next')
+            [CompletionResult]::new('--seed', '--seed', [CompletionResultType]::ParameterName, 'Seed for `random()` / `randomize()`, for a reproducible answer')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'format')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'aigw;test' {
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'format')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'aigw;serve' {
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy')
+            [CompletionResult]::new('--policy', '--policy', [CompletionResultType]::ParameterName, 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy')
+            [CompletionResult]::new('--base-url', '--base-url', [CompletionResultType]::ParameterName, 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)')
+            [CompletionResult]::new('--secrets', '--secrets', [CompletionResultType]::ParameterName, 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(''vault'', ''name'')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it')
+            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on. A non-loopback address requires --auth-token')
+            [CompletionResult]::new('--auth-token', '--auth-token', [CompletionResultType]::ParameterName, 'Token clients must send as `Authorization: Bearer TOKEN` (or AIGW_AUTH_TOKEN)')
+            [CompletionResult]::new('--max-attempts', '--max-attempts', [CompletionResultType]::ParameterName, 'Most attempts per request across keys and models')
+            [CompletionResult]::new('--first-byte-timeout', '--first-byte-timeout', [CompletionResultType]::ParameterName, 'Fail over when the first byte takes longer than this (time-to-first-token limit)')
+            [CompletionResult]::new('--stream-idle-timeout', '--stream-idle-timeout', [CompletionResultType]::ParameterName, 'End a stream that sends nothing for this long')
+            [CompletionResult]::new('--max-body-bytes', '--max-body-bytes', [CompletionResultType]::ParameterName, 'Largest request body accepted (bytes)')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format for request logs')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
+            [CompletionResult]::new('--no-reload', '--no-reload', [CompletionResultType]::ParameterName, 'Do not watch the policy file for changes')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'aigw;probe' {
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy')
+            [CompletionResult]::new('--policy', '--policy', [CompletionResultType]::ParameterName, 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy')
+            [CompletionResult]::new('--base-url', '--base-url', [CompletionResultType]::ParameterName, 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)')
+            [CompletionResult]::new('--secrets', '--secrets', [CompletionResultType]::ParameterName, 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(''vault'', ''name'')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it')
+            [CompletionResult]::new('--keep-alive', '--keep-alive', [CompletionResultType]::ParameterName, 'keep_alive sent with the pre-warm request')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Timeout for each check')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'format')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
+            [CompletionResult]::new('--warm', '--warm', [CompletionResultType]::ParameterName, 'Pre-warm each policy model on Ollama providers (default)')
+            [CompletionResult]::new('--no-warm', '--no-warm', [CompletionResultType]::ParameterName, 'Skip pre-warming')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'aigw;init' {
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Overwrite an existing file')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'aigw;schema' {
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'aigw;completions' {
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
+        'aigw;help' {
+            [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Check policy files: schema, meaning and CEL strategies, with located diagnostics')
+            [CompletionResult]::new('explain', 'explain', [CompletionResultType]::ParameterValue, 'Dry-run routing: which strategy matches and the ordered candidates a request would try')
+            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Run routing test files (request → expected candidates) against their policies')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover')
+            [CompletionResult]::new('probe', 'probe', [CompletionResultType]::ParameterValue, 'Check providers: reachability, installed models, pre-warm Ollama models')
+            [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Write the built-in default policy to a file to start from')
+            [CompletionResult]::new('schema', 'schema', [CompletionResultType]::ParameterValue, 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)')
+            [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'aigw;help;validate' {
+            break
+        }
+        'aigw;help;explain' {
+            break
+        }
+        'aigw;help;test' {
+            break
+        }
+        'aigw;help;serve' {
+            break
+        }
+        'aigw;help;probe' {
+            break
+        }
+        'aigw;help;init' {
+            break
+        }
+        'aigw;help;schema' {
+            break
+        }
+        'aigw;help;completions' {
+            break
+        }
+        'aigw;help;help' {
+            break
+        }
+    })
+
+    $completions.Where{ $_.CompletionText -like "$wordToComplete*" } |
+        Sort-Object -Property ListItemText
+}

@@ -1,0 +1,143 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[aigw] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'aigw'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'aigw'= {
+            cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand validate 'Check policy files: schema, meaning and CEL strategies, with located diagnostics'
+            cand explain 'Dry-run routing: which strategy matches and the ordered candidates a request would try'
+            cand test 'Run routing test files (request → expected candidates) against their policies'
+            cand serve 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover'
+            cand probe 'Check providers: reachability, installed models, pre-warm Ollama models'
+            cand init 'Write the built-in default policy to a file to start from'
+            cand schema 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
+            cand completions 'Print a shell completion script'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'aigw;validate'= {
+            cand --format 'format'
+            cand --secrets 'Secrets file, to check that every `secrets.get` resolves'
+            cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand --deny-warnings 'Fail (exit 1) on warnings too'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'aigw;explain'= {
+            cand -p 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy'
+            cand --policy 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy'
+            cand --base-url 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)'
+            cand --secrets 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(''vault'', ''name'')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it'
+            cand -m 'Requested model (`provider:model` or a bare name); repeat for a `models` list. Omit (or `ngrok/auto`) to let the strategies choose'
+            cand --model 'Requested model (`provider:model` or a bare name); repeat for a `models` list. Omit (or `ngrok/auto`) to let the strategies choose'
+            cand --path 'API path of the request'
+            cand --fail 'Mark a provider (or provider:model) as failing to see where traffic would go next'
+            cand --seed 'Seed for `random()` / `randomize()`, for a reproducible answer'
+            cand --format 'format'
+            cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'aigw;test'= {
+            cand --format 'format'
+            cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'aigw;serve'= {
+            cand -p 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy'
+            cand --policy 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy'
+            cand --base-url 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)'
+            cand --secrets 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(''vault'', ''name'')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it'
+            cand --listen 'Address to listen on. A non-loopback address requires --auth-token'
+            cand --auth-token 'Token clients must send as `Authorization: Bearer TOKEN` (or AIGW_AUTH_TOKEN)'
+            cand --max-attempts 'Most attempts per request across keys and models'
+            cand --first-byte-timeout 'Fail over when the first byte takes longer than this (time-to-first-token limit)'
+            cand --stream-idle-timeout 'End a stream that sends nothing for this long'
+            cand --max-body-bytes 'Largest request body accepted (bytes)'
+            cand --log-format 'Log format for request logs'
+            cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand --no-reload 'Do not watch the policy file for changes'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'aigw;probe'= {
+            cand -p 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy'
+            cand --policy 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy'
+            cand --base-url 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)'
+            cand --secrets 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(''vault'', ''name'')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it'
+            cand --keep-alive 'keep_alive sent with the pre-warm request'
+            cand --timeout 'Timeout for each check'
+            cand --format 'format'
+            cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand --warm 'Pre-warm each policy model on Ollama providers (default)'
+            cand --no-warm 'Skip pre-warming'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'aigw;init'= {
+            cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand --force 'Overwrite an existing file'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'aigw;schema'= {
+            cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'aigw;completions'= {
+            cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
+        &'aigw;help'= {
+            cand validate 'Check policy files: schema, meaning and CEL strategies, with located diagnostics'
+            cand explain 'Dry-run routing: which strategy matches and the ordered candidates a request would try'
+            cand test 'Run routing test files (request → expected candidates) against their policies'
+            cand serve 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover'
+            cand probe 'Check providers: reachability, installed models, pre-warm Ollama models'
+            cand init 'Write the built-in default policy to a file to start from'
+            cand schema 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
+            cand completions 'Print a shell completion script'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'aigw;help;validate'= {
+        }
+        &'aigw;help;explain'= {
+        }
+        &'aigw;help;test'= {
+        }
+        &'aigw;help;serve'= {
+        }
+        &'aigw;help;probe'= {
+        }
+        &'aigw;help;init'= {
+        }
+        &'aigw;help;schema'= {
+        }
+        &'aigw;help;completions'= {
+        }
+        &'aigw;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

@@ -1,0 +1,119 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_aigw_global_optspecs
+    string join \n color= h/help V/version
+end
+
+function __fish_aigw_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_aigw_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_aigw_using_subcommand
+    set -l cmd (__fish_aigw_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c aigw -n "__fish_aigw_needs_command" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c aigw -n "__fish_aigw_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c aigw -n "__fish_aigw_needs_command" -s V -l version -d 'Print version'
+complete -c aigw -n "__fish_aigw_needs_command" -f -a "validate" -d 'Check policy files: schema, meaning and CEL strategies, with located diagnostics'
+complete -c aigw -n "__fish_aigw_needs_command" -f -a "explain" -d 'Dry-run routing: which strategy matches and the ordered candidates a request would try'
+complete -c aigw -n "__fish_aigw_needs_command" -f -a "test" -d 'Run routing test files (request → expected candidates) against their policies'
+complete -c aigw -n "__fish_aigw_needs_command" -f -a "serve" -d 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover'
+complete -c aigw -n "__fish_aigw_needs_command" -f -a "probe" -d 'Check providers: reachability, installed models, pre-warm Ollama models'
+complete -c aigw -n "__fish_aigw_needs_command" -f -a "init" -d 'Write the built-in default policy to a file to start from'
+complete -c aigw -n "__fish_aigw_needs_command" -f -a "schema" -d 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
+complete -c aigw -n "__fish_aigw_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c aigw -n "__fish_aigw_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aigw -n "__fish_aigw_using_subcommand validate" -l format -r -f -a "human\t'Diagnostics with source snippets'
+json\t'One JSON object per file'
+github\t'GitHub Actions workflow annotations'"
+complete -c aigw -n "__fish_aigw_using_subcommand validate" -l secrets -d 'Secrets file, to check that every `secrets.get` resolves' -r -F
+complete -c aigw -n "__fish_aigw_using_subcommand validate" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand validate" -l deny-warnings -d 'Fail (exit 1) on warnings too'
+complete -c aigw -n "__fish_aigw_using_subcommand validate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -s p -l policy -d 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy' -r -F
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l base-url -d 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l secrets -d 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(\'vault\', \'name\')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it' -r -F
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -s m -l model -d 'Requested model (`provider:model` or a bare name); repeat for a `models` list. Omit (or `ngrok/auto`) to let the strategies choose' -r
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l path -d 'API path of the request' -r
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l fail -d 'Mark a provider (or provider:model) as failing to see where traffic would go next' -r
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l seed -d 'Seed for `random()` / `randomize()`, for a reproducible answer' -r
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l format -r -f -a "table\t''
+json\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -s h -l help -d 'Print help'
+complete -c aigw -n "__fish_aigw_using_subcommand test" -l format -r -f -a "table\t''
+json\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand test" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand test" -s h -l help -d 'Print help'
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -s p -l policy -d 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy' -r -F
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l base-url -d 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l secrets -d 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(\'vault\', \'name\')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it' -r -F
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l listen -d 'Address to listen on. A non-loopback address requires --auth-token' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l auth-token -d 'Token clients must send as `Authorization: Bearer TOKEN` (or AIGW_AUTH_TOKEN)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-attempts -d 'Most attempts per request across keys and models' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l first-byte-timeout -d 'Fail over when the first byte takes longer than this (time-to-first-token limit)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l stream-idle-timeout -d 'End a stream that sends nothing for this long' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-body-bytes -d 'Largest request body accepted (bytes)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l log-format -d 'Log format for request logs' -r -f -a "text\t''
+json\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l no-reload -d 'Do not watch the policy file for changes'
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -s p -l policy -d 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy' -r -F
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l base-url -d 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l secrets -d 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(\'vault\', \'name\')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it' -r -F
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l keep-alive -d 'keep_alive sent with the pre-warm request' -r
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l timeout -d 'Timeout for each check' -r
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l format -r -f -a "table\t''
+json\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l warm -d 'Pre-warm each policy model on Ollama providers (default)'
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l no-warm -d 'Skip pre-warming'
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -s h -l help -d 'Print help'
+complete -c aigw -n "__fish_aigw_using_subcommand init" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand init" -l force -d 'Overwrite an existing file'
+complete -c aigw -n "__fish_aigw_using_subcommand init" -s h -l help -d 'Print help'
+complete -c aigw -n "__fish_aigw_using_subcommand schema" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand schema" -s h -l help -d 'Print help'
+complete -c aigw -n "__fish_aigw_using_subcommand completions" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "validate" -d 'Check policy files: schema, meaning and CEL strategies, with located diagnostics'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "explain" -d 'Dry-run routing: which strategy matches and the ordered candidates a request would try'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "test" -d 'Run routing test files (request → expected candidates) against their policies'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "serve" -d 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "probe" -d 'Check providers: reachability, installed models, pre-warm Ollama models'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "init" -d 'Write the built-in default policy to a file to start from'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "schema" -d 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,0 +1,288 @@
+//! The broken-policy corpus: every file under `testdata/broken/` makes one mistake a user could
+//! make (its first line says which diagnostic codes it must produce). For each file we check the
+//! codes and snapshot what `aigw validate` would print, in human form and as JSON, so that a
+//! change in wording, span or help shows up in review.
+//!
+//! Edge inputs (binary junk, deep nesting, a 5 MB policy, an oversized file) are checked for
+//! "diagnostics, no panic" only.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use aigw::commands::validate::{check_text, summary};
+use aigw::policy::secrets::SecretStore;
+use aigw::policy::{Diagnostic, Severity, Source};
+use aigw::render::diagnostics::{JsonDiagnostic, Style, human};
+
+const STYLE: Style = Style {
+    color: false,
+    width: 100,
+};
+
+/// Codes no policy file can trigger today (nothing in `src/` emits them). Listed here so that the
+/// coverage check below fails if one starts being emitted without a corpus file, or if a corpus
+/// file claims one of them.
+const NOT_EMITTED: &[&str] = &["AIGW-E037", "AIGW-E040", "AIGW-W013"];
+
+/// Every stable code aigw defines (`src/policy/diagnostic.rs`).
+fn all_codes() -> Vec<String> {
+    (1..=40)
+        .map(|n| format!("AIGW-E{n:03}"))
+        .chain((1..=13).map(|n| format!("AIGW-W{n:03}")))
+        .collect()
+}
+
+/// No secrets at all: every `secrets.get` is unresolved, whatever the environment holds.
+fn no_secrets() -> SecretStore {
+    SecretStore::from_vars(std::iter::empty())
+}
+
+/// `# expect: AIGW-E005, AIGW-W003` on the first line.
+fn expected_codes(text: &str) -> Vec<String> {
+    let first = text.lines().next().unwrap_or_default();
+    let list = first
+        .strip_prefix("# expect:")
+        .unwrap_or_else(|| panic!("first line must be `# expect: CODE[, CODE]`, found {first:?}"));
+    let codes: Vec<String> = list.split(',').map(|c| c.trim().to_string()).collect();
+    assert!(
+        codes.iter().all(|c| c.starts_with("AIGW-")) && !codes.is_empty(),
+        "bad expect line {first:?}"
+    );
+    codes
+}
+
+/// The second line: what is wrong, in the user's terms.
+fn explanation(text: &str) -> String {
+    let second = text.lines().nth(1).unwrap_or_default();
+    let why = second
+        .strip_prefix("# ")
+        .unwrap_or_else(|| panic!("second line must be a `# ` comment, found {second:?}"));
+    why.to_string()
+}
+
+/// What `aigw validate FILE` writes to stderr (without colour), summary line included.
+fn render_human(source: &Source, diags: &[Diagnostic]) -> String {
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let mut out = String::new();
+    for d in diags {
+        out.push_str(&human(d, source, STYLE));
+        out.push('\n');
+    }
+    out.push_str(&summary(&source.name, errors, diags.len() - errors));
+    out.push('\n');
+    out
+}
+
+fn render_json(source: &Source, diags: &[Diagnostic]) -> Vec<JsonDiagnostic> {
+    diags.iter().map(|d| JsonDiagnostic::new(d, source)).collect()
+}
+
+fn codes_of(diags: &[Diagnostic]) -> BTreeSet<&'static str> {
+    diags.iter().map(|d| d.code.id()).collect()
+}
+
+#[test]
+fn broken_policies_report_their_mistakes() {
+    insta::with_settings!({
+        snapshot_path => "../snapshots/validate",
+        prepend_module_to_snapshot => false,
+    }, {
+        insta::glob!("../testdata/broken", "*.yaml", |path| {
+            check_one(path);
+        });
+    });
+}
+
+fn check_one(path: &Path) {
+    let file = path.file_name().unwrap().to_string_lossy().into_owned();
+    let bytes = std::fs::read(path).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let expected = expected_codes(&text);
+    let why = explanation(&text);
+
+    let name = format!("testdata/broken/{file}");
+    let (source, diags) = check_text(&name, &bytes, &no_secrets());
+    let found = codes_of(&diags);
+
+    for code in &expected {
+        assert!(
+            found.contains(code.as_str()),
+            "{file}: expected {code}, found {found:?}\n{}",
+            render_human(&source, &diags)
+        );
+    }
+    if expected.iter().all(|c| c.starts_with("AIGW-W")) {
+        assert!(
+            !diags.iter().any(Diagnostic::is_error),
+            "{file}: expects only warnings but reports an error\n{}",
+            render_human(&source, &diags)
+        );
+    } else {
+        assert!(
+            diags.iter().any(|d| d.severity == Severity::Error),
+            "{file}: expects an error"
+        );
+    }
+    // Every diagnostic points somewhere in the file, except the few about the file as a whole.
+    for d in &diags {
+        if let Some(span) = &d.span {
+            assert!(
+                span.start <= span.end && span.end <= source.text.len(),
+                "{file}: {} has span {span:?} outside the text",
+                d.code.id()
+            );
+        }
+        assert!(!d.message.trim().is_empty(), "{file}: empty message");
+        assert!(
+            d.help.as_deref().is_some_and(|h| !h.trim().is_empty()),
+            "{file}: {} `{}` has no help",
+            d.code.id(),
+            d.message
+        );
+    }
+
+    insta::with_settings!({ description => why }, {
+        insta::assert_snapshot!("human", render_human(&source, &diags));
+        insta::assert_json_snapshot!("json", render_json(&source, &diags));
+    });
+}
+
+/// Each code aigw emits has at least one corpus file that expects it.
+#[test]
+fn corpus_covers_every_emitted_code() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/broken");
+    let mut covered = BTreeSet::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            covered.extend(expected_codes(&text));
+        }
+    }
+    assert!(files >= 45, "only {files} corpus files");
+    for code in all_codes() {
+        if NOT_EMITTED.contains(&code.as_str()) {
+            assert!(
+                !covered.contains(&code),
+                "{code} is listed as never emitted, but a corpus file expects it: update NOT_EMITTED"
+            );
+        } else {
+            assert!(covered.contains(&code), "no corpus file expects {code}");
+        }
+    }
+}
+
+// --- edge inputs ------------------------------------------------------------------------------
+
+/// Checks an input end to end (diagnostics, human and JSON rendering) and returns its codes.
+fn survive(name: &str, bytes: &[u8]) -> (BTreeSet<&'static str>, Vec<Diagnostic>) {
+    let (source, diags) = check_text(name, bytes, &no_secrets());
+    let human = render_human(&source, &diags);
+    assert!(human.contains(&format!("{name}: ")), "no summary line");
+    serde_json::to_string(&render_json(&source, &diags)).unwrap();
+    (codes_of(&diags), diags)
+}
+
+#[test]
+fn binary_junk_is_not_utf8() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/broken/binary-junk.bin");
+    let bytes = std::fs::read(path).unwrap();
+    assert!(bytes.contains(&0) && std::str::from_utf8(&bytes).is_err());
+    let (codes, diags) = survive("binary-junk.bin", &bytes);
+    assert_eq!(codes, BTreeSet::from(["AIGW-E001"]));
+    assert!(diags[0].message.contains("not UTF-8"), "{}", diags[0].message);
+}
+
+#[test]
+fn nul_bytes_in_utf8_text_are_reported() {
+    let (codes, diags) = survive("nul.yaml", b"on_http_request:\n  - type: ai-gateway\0\0\n");
+    assert!(diags.iter().any(Diagnostic::is_error), "{codes:?}");
+}
+
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    for (open, close) in [("[", "]"), ("{a: ", "}"), ("- ", "")] {
+        let depth = 10_000;
+        let text = if open == "- " {
+            // Block sequences nested by indentation: `- - - - …`.
+            format!("{}x\n", open.repeat(depth))
+        } else {
+            format!("{}{}\n", open.repeat(depth), close.repeat(depth))
+        };
+        let (codes, _) = survive("deep.yaml", text.as_bytes());
+        assert_eq!(codes, BTreeSet::from(["AIGW-E001"]), "nesting with {open:?}");
+    }
+    // Unclosed: 10,000 `[` and nothing else.
+    let (codes, _) = survive("deep.yaml", "[".repeat(10_000).as_bytes());
+    assert_eq!(codes, BTreeSet::from(["AIGW-E001"]));
+}
+
+#[test]
+fn alias_bomb_is_refused() {
+    // Ten levels of ten: 10^10 nodes if expanded.
+    let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..10 {
+        let prev = format!("*a{}", i - 1);
+        let items = vec![prev.as_str(); 10].join(", ");
+        text.push_str(&format!("a{i}: &a{i} [{items}]\n"));
+    }
+    text.push_str("on_http_request:\n  - type: ai-gateway\n    config:\n      body:\n        x: *a9\n");
+    let (codes, _) = survive("bomb.yaml", text.as_bytes());
+    assert_eq!(codes, BTreeSet::from(["AIGW-E001"]));
+}
+
+/// A ~5 MB policy: many custom providers, each with a few models.
+fn big_policy(providers: usize, typo_every: usize) -> String {
+    let mut text = String::from(
+        "on_http_request:\n  - type: ai-gateway\n    config:\n      total_timeout: \"5m\"\n      providers:\n",
+    );
+    for i in 0..providers {
+        let models = if typo_every > 0 && i % typo_every == 0 {
+            "modles"
+        } else {
+            "models"
+        };
+        text.push_str(&format!(
+            "        - id: \"ollama-{i}\"\n          base_url: \"https://ollama-{i}.internal\"\n          metadata:\n            rack: \"r{}\"\n          {models}:\n            - id: \"llama3.2\"\n            - id: \"mistral\"\n              id_aliases: [\"mistral-{i}\"]\n",
+            i % 42
+        ));
+    }
+    text.push_str("      model_selection:\n        strategy:\n          - \"ai.models.filter(m, m.metadata.rack == 'r1')\"\n          - \"ai.models\"\n");
+    text
+}
+
+#[test]
+fn five_megabyte_policy_validates() {
+    let text = big_policy(24_000, 0);
+    assert!(text.len() > 5_000_000, "{} bytes", text.len());
+    let (codes, diags) = survive("big.yaml", text.as_bytes());
+    assert!(
+        !diags.iter().any(Diagnostic::is_error),
+        "unexpected errors: {codes:?}"
+    );
+}
+
+#[test]
+fn five_megabyte_policy_with_many_mistakes() {
+    let text = big_policy(24_000, 10);
+    let (codes, diags) = survive("big.yaml", text.as_bytes());
+    assert!(codes.contains("AIGW-E005"));
+    let unknown = diags
+        .iter()
+        .filter(|d| d.code.id() == "AIGW-E005")
+        .count();
+    assert_eq!(unknown, 2_400);
+}
+
+#[test]
+fn oversized_input_is_refused_before_parsing() {
+    let mut text = big_policy(24_000, 0);
+    while text.len() <= 17 * 1024 * 1024 {
+        text.push_str(&"# padding\n".repeat(100_000));
+    }
+    let (codes, diags) = survive("huge.yaml", text.as_bytes());
+    assert_eq!(codes, BTreeSet::from(["AIGW-E001"]));
+    assert!(diags[0].message.contains("MiB"), "{}", diags[0].message);
+}
