@@ -272,6 +272,7 @@ async fn exhausted_candidates_are_503_with_reasons() {
     let r = post(&s, &chat(false)).await;
     assert_eq!(r.status(), 503);
     assert_eq!(header(&r, "x-aigw-attempts"), "3");
+    assert_eq!(header(&r, "x-aigw-provider"), "backup");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "ERR_NGROK_3807");
     let msg = v["error"]["message"].as_str().unwrap();

@@ -380,6 +380,7 @@ async fn run_attempts(
     let mut reasons: Vec<String> = Vec::new();
     let mut upstream_wait = Duration::ZERO;
     let mut tried = 0usize;
+    let mut last_tried: Option<&Attempt> = None;
     for attempt in &plan.attempts {
         if tried >= cap {
             break;
@@ -421,6 +422,7 @@ async fn run_attempts(
             }
         };
         tried += 1;
+        last_tried = Some(attempt);
         if tried > 1 {
             gw.metrics.failover();
         }
@@ -501,8 +503,17 @@ async fn run_attempts(
         )
     };
     let (mut resp, report) = error_response(err, inb.dialect, &mut report);
-    resp.headers_mut()
-        .insert("x-aigw-attempts", HeaderValue::from(tried));
+    let h = resp.headers_mut();
+    h.insert("x-aigw-attempts", HeaderValue::from(tried));
+    // The last candidate tried, so a client can see where the request ended.
+    if let Some(last) = last_tried {
+        if let Ok(v) = HeaderValue::from_str(&last.provider) {
+            h.insert("x-aigw-provider", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&last.model) {
+            h.insert("x-aigw-model", v);
+        }
+    }
     (resp, report)
 }
 

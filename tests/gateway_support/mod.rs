@@ -335,3 +335,27 @@ pub async fn start_policy(
         .unwrap_or_else(|d| panic!("the test policy does not build:\n{d}"));
     start_with(routing, opts, secret_store(secrets)).await
 }
+
+/// Like [`start_policy`], but the server stops when `stop` resolves; returns the serve task.
+pub async fn start_policy_until(
+    yaml: &str,
+    base_urls: &[(&str, String)],
+    opts: GatewayOptions,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> (Started, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let loaded = aigw::policy::load_str("policy.yaml", yaml);
+    let (routing, _warnings) = factory(base_urls, &[])
+        .build(&loaded, HashMap::new())
+        .unwrap_or_else(|d| panic!("the test policy does not build:\n{d}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opts = GatewayOptions {
+        upstream_loopback_only: true,
+        ..opts
+    };
+    let gw = Gateway::new(routing, SecretStore::default(), opts);
+    let task = tokio::spawn(aigw::gateway::serve(listener, gw.clone(), async {
+        let _ = stop.await;
+    }));
+    (Started { addr, gw }, task)
+}
