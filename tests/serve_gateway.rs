@@ -33,6 +33,7 @@ on_http_request:
             - value: ${{secrets.get('primary', 'key2')}}
           models:
             - id: test-chat
+              unsupported_params: [logit_bias]
         - id: backup
           base_url: "https://backup.internal"
           models:
@@ -367,7 +368,7 @@ async fn request_decoration_headers_query_body_and_token_limits() {
         user: "aigw"
 "#;
     let s = setup_with(extra, GatewayOptions::default()).await;
-    let body = json!({"model": "test-chat", "max_tokens": 5000, "messages": [{"role": "user", "content": "short"}]});
+    let body = json!({"model": "test-chat", "max_tokens": 5000, "logit_bias": {"1": 2}, "messages": [{"role": "user", "content": "short"}]});
     let r = client()
         .post(s.gw.url("/v1/chat/completions"))
         .header("x-user", "ann")
@@ -383,6 +384,7 @@ async fn request_decoration_headers_query_body_and_token_limits() {
     let json = seen.json.as_ref().unwrap();
     assert_eq!(json["max_tokens"], 100);
     assert_eq!(json["user"], "aigw");
+    assert!(json.get("logit_bias").is_none(), "unsupported_params are stripped: {json}");
 
     let long = "x".repeat(400);
     let r = client()

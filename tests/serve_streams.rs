@@ -186,3 +186,89 @@ async fn shutdown_ends_open_streams_with_an_error_event() {
     assert!(served.unwrap().is_ok());
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
 }
+
+/// Two providers with the same model, for the timeout tests.
+fn pair_policy() -> String {
+    "on_http_request:\n  - type: ai-gateway\n    config:\n      only_allow_configured_providers: true\n      providers:\n        - id: first\n          base_url: \"https://first.internal\"\n          models:\n            - id: m\n        - id: second\n          base_url: \"https://second.internal\"\n          models:\n            - id: m\n".to_string()
+}
+
+#[tokio::test]
+async fn first_byte_timeout_fails_over_before_anything_is_sent() {
+    let first = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("first")
+        .with_models(&["m"]);
+    let second = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("second")
+        .with_models(&["m"]);
+    first.push_fault(standin::Fault::SlowFirstChunk(Duration::from_secs(30)));
+    let opts = GatewayOptions {
+        first_byte_timeout: Some(Duration::from_millis(500)),
+        ..GatewayOptions::default()
+    };
+    let gw = start_policy(
+        &pair_policy(),
+        &[("first", first.url()), ("second", second.url())],
+        &[],
+        opts,
+    )
+    .await;
+    let r = stream_client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aigw-provider"], "second");
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("[second]") || text.contains("second"),
+        "{text}"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}
+
+#[tokio::test]
+async fn a_stalled_stream_ends_after_the_idle_timeout() {
+    let first = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("first")
+        .with_models(&["m"]);
+    let second = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("second")
+        .with_models(&["m"]);
+    first.push_fault(standin::Fault::StreamStallAfter(2));
+    let opts = GatewayOptions {
+        stream_idle_timeout: Duration::from_millis(500),
+        ..GatewayOptions::default()
+    };
+    let gw = start_policy(
+        &pair_policy(),
+        &[("first", first.url()), ("second", second.url())],
+        &[],
+        opts,
+    )
+    .await;
+    let r = stream_client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "one two three"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(30), r.text())
+        .await
+        .expect("the stall was not cut")
+        .unwrap();
+    let last = text.trim_end().lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("data: {\"error\"") && last.contains("sent nothing for 500ms"),
+        "{text}"
+    );
+    assert_eq!(second.requests().len(), 0);
+}
