@@ -110,8 +110,9 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
         };
         let local = listener.local_addr().unwrap_or(addr);
         let providers = routing.providers();
+        let builtins_allowed = !routing.gateway().only_configured_providers();
         let gw = Gateway::new(routing, secrets, opts);
-        println!("{}", banner(local, &origin, &providers));
+        println!("{}", banner(local, &origin, &providers, builtins_allowed));
         if let PolicyOrigin::File(path) = &origin
             && !args.no_reload
             && path != Path::new("-")
@@ -192,7 +193,12 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 
 /// The start-up banner (UX.md): where the gateway listens, which policy, and how each provider is
 /// reached.
-pub fn banner(addr: SocketAddr, origin: &PolicyOrigin, providers: &[ProviderView]) -> String {
+pub fn banner(
+    addr: SocketAddr,
+    origin: &PolicyOrigin,
+    providers: &[ProviderView],
+    builtins_allowed: bool,
+) -> String {
     let mut out = format!(
         "aigw {} serving on http://{addr}  (policy: {})\n",
         env!("CARGO_PKG_VERSION"),
@@ -236,7 +242,7 @@ pub fn banner(addr: SocketAddr, origin: &PolicyOrigin, providers: &[ProviderView
         .filter(|p| !p.configured && !p.ollama)
         .map(|p| p.id.as_str())
         .collect();
-    if !builtins.is_empty() {
+    if builtins_allowed && !builtins.is_empty() {
         out.push_str(&format!(
             "  built-in providers ({}) → their public APIs, client key passthrough\n",
             builtins.join(", ")
@@ -366,5 +372,97 @@ impl EngineFactory {
             return Ok((Arc::new(first), self.render(loaded, &warnings)));
         }
         self.build(loaded, discovered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ApiFormat;
+
+    fn provider(
+        id: &str,
+        url: &str,
+        origin: UrlOrigin,
+        configured: bool,
+        keys: usize,
+        models: usize,
+    ) -> ProviderView {
+        ProviderView {
+            id: id.into(),
+            base_url: Some(url.into()),
+            origin,
+            ollama: id == "ollama",
+            builtin: !configured,
+            configured,
+            formats: vec![ApiFormat::OpenAi],
+            keys,
+            models,
+        }
+    }
+
+    #[test]
+    fn banner_says_how_each_provider_is_reached() {
+        let providers = [
+            provider(
+                "ollama",
+                "http://localhost:11434",
+                UrlOrigin::OllamaDefault {
+                    configured: "https://ollama.internal".into(),
+                },
+                true,
+                0,
+                4,
+            ),
+            provider(
+                "vllm",
+                "https://vllm.internal",
+                UrlOrigin::UnmappedInternal,
+                true,
+                1,
+                1,
+            ),
+            provider(
+                "openai",
+                "https://api.openai.com/v1",
+                UrlOrigin::AsConfigured,
+                false,
+                0,
+                0,
+            ),
+        ];
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let text = banner(addr, &PolicyOrigin::BuiltIn, &providers, true);
+        assert_eq!(
+            text,
+            "aigw 0.1.0 serving on http://127.0.0.1:8080  (policy: built-in default; `aigw init` writes it out)\n\
+             \x20 ollama → http://localhost:11434 (from https://ollama.internal)   client key passthrough   4 models\n\
+             \x20 vllm   → https://vllm.internal (ngrok-internal: unreachable here; map it with --base-url ID=URL)   1 key   1 model\n\
+             \x20 built-in providers (openai) → their public APIs, client key passthrough\n\
+             \x20 OpenAI API  http://127.0.0.1:8080/v1     Ollama API  http://127.0.0.1:8080/api"
+        );
+        let text = banner(
+            addr,
+            &PolicyOrigin::File("policy.yaml".into()),
+            &providers,
+            false,
+        );
+        assert!(text.contains("(policy: policy.yaml)"));
+        assert!(!text.contains("built-in providers"));
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("8080").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("localhost:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert!(parse_listen("nonsense").is_err());
+        assert!(check_bind(&"[::1]:80".parse().unwrap(), None).is_ok());
+        assert!(check_bind(&"10.0.0.1:80".parse().unwrap(), None).is_err());
     }
 }
