@@ -277,6 +277,8 @@ pub struct EngineFactory {
     secrets: crate::policy::secrets::SecretStore,
     max_attempts: usize,
     style: Style,
+    /// Models found on Ollama providers at start-up; reloads keep routing to them.
+    discovered: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 impl EngineFactory {
@@ -291,6 +293,7 @@ impl EngineFactory {
             secrets,
             max_attempts,
             style,
+            discovered: Default::default(),
         }
     }
 
@@ -301,7 +304,12 @@ impl EngineFactory {
                 Ok((l, _)) => l,
                 Err(e) => return Err(format!("error: {e}\n")),
             };
-            self.build(&loaded, Default::default())
+            let discovered = self
+                .discovered
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_default();
+            self.build(&loaded, discovered)
         })
     }
 
@@ -368,6 +376,9 @@ impl EngineFactory {
             });
         }
         discovered.retain(|_, names| !names.is_empty());
+        if let Ok(mut d) = self.discovered.lock() {
+            *d = discovered.clone();
+        }
         if discovered.is_empty() {
             return Ok((Arc::new(first), self.render(loaded, &warnings)));
         }
