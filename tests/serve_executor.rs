@@ -387,4 +387,24 @@ async fn bad_bodies_are_3801() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+    // Over --max-body-bytes: 413 in the OpenAI error shape.
+    let routing = FixedRouting::new(vec![], &[]);
+    let small = start(
+        Arc::new(routing),
+        GatewayOptions {
+            max_body_bytes: 1000,
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(5000)}]});
+    let resp = client()
+        .post(small.url("/v1/chat/completions"))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "ERR_NGROK_3801");
 }

@@ -32,7 +32,7 @@ pub async fn inference(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let (plan_path, native): (&str, &'static str) = match uri.path() {
         "/api/chat" => ("/v1/chat/completions", "/api/chat"),

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::middleware::{self, Next};
@@ -134,12 +135,20 @@ pub async fn handle(
     uri: Uri,
     headers: HeaderMap,
     client: SocketAddr,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let id = request_id(&headers);
     let path = uri.path().to_string();
-    let (mut resp, report) = match json_body(&body) {
+    let parsed = body
+        .map_err(|e| {
+            GatewayError::new(
+                (codes::INVALID_BODY.0, e.status().as_u16()),
+                format!("Invalid request body: {}", e.body_text()),
+            )
+        })
+        .and_then(|b| json_body(&b));
+    let (mut resp, report) = match parsed {
         Ok(body) => {
             let inb = Inbound {
                 dialect,
@@ -213,7 +222,7 @@ async fn openai(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let path = uri.path().to_string();
     handle(
