@@ -353,6 +353,20 @@ async fn models_lists_candidates_as_provider_model() {
     assert!(ids.contains(&"primary:test-chat"), "{ids:?}");
     assert!(ids.contains(&"backup:test-chat"), "{ids:?}");
     assert!(v["data"][0]["object"] == "model");
+    let r = client()
+        .get(s.gw.url("/v1/models/backup:test-chat"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m: Value = r.json().await.unwrap();
+    assert_eq!(m["id"], "backup:test-chat");
+    let r = client()
+        .get(s.gw.url("/v1/models/nope:nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 #[tokio::test]
@@ -384,7 +398,10 @@ async fn request_decoration_headers_query_body_and_token_limits() {
     let json = seen.json.as_ref().unwrap();
     assert_eq!(json["max_tokens"], 100);
     assert_eq!(json["user"], "aigw");
-    assert!(json.get("logit_bias").is_none(), "unsupported_params are stripped: {json}");
+    assert!(
+        json.get("logit_bias").is_none(),
+        "unsupported_params are stripped: {json}"
+    );
 
     let long = "x".repeat(400);
     let r = client()

@@ -379,6 +379,11 @@ async fn run_attempts(
     };
     let mut reasons: Vec<String> = Vec::new();
     let mut upstream_wait = Duration::ZERO;
+    let client_keys: Vec<&str> = ["authorization", "x-api-key"]
+        .iter()
+        .filter_map(|h| inb.headers.get(*h).and_then(|v| v.to_str().ok()))
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+        .collect();
     let mut tried = 0usize;
     let mut last_tried: Option<&Attempt> = None;
     for attempt in &plan.attempts {
@@ -472,8 +477,15 @@ async fn run_attempts(
         };
         gw.metrics.attempt(&attempt.provider, failure.outcome());
         let mut reason = format!("{label}{key_label}: {}", failure.describe());
-        if let Some(k) = &key {
-            reason = reason.replace(k.as_str(), &redact(k));
+        // Neither a configured key nor the client's own may show up in an error message.
+        for k in key
+            .iter()
+            .map(String::as_str)
+            .chain(client_keys.iter().copied())
+        {
+            if k.len() >= 8 {
+                reason = reason.replace(k, &redact(k));
+            }
         }
         tracing::debug!(request_id = %inb.request_id, "attempt failed: {reason}");
         reasons.push(reason);

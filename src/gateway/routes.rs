@@ -26,6 +26,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/responses", post(openai))
         .route("/v1/messages", post(openai))
         .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
         .route("/api/chat", post(ollama_api::inference))
         .route("/api/generate", post(ollama_api::inference))
         .route("/api/embed", post(ollama_api::inference))
@@ -241,7 +242,8 @@ async fn openai(
 
 /// `GET /v1/models`: the policy's candidates for a chat request with no model, as
 /// `provider:model`, in OpenAI's list shape.
-async fn models(State(gw): State<Arc<Gateway>>) -> Response {
+/// The models `/v1/models` lists: the candidates of a chat request with no model.
+fn model_list(gw: &Gateway) -> Vec<Value> {
     let routing = gw.current();
     let plan = routing.plan(
         &crate::routing::plan::Request {
@@ -252,14 +254,41 @@ async fn models(State(gw): State<Arc<Gateway>>) -> Response {
         0,
     );
     let mut seen = std::collections::HashSet::new();
-    let data: Vec<Value> = plan
-        .attempts
+    plan.attempts
         .iter()
         .filter(|a| seen.insert(format!("{}:{}", a.provider, a.model)))
         .map(|a| json!({"id": format!("{}:{}", a.provider, a.model), "object": "model", "created": 0, "owned_by": a.provider}))
-        .collect();
+        .collect()
+}
+
+/// `GET /v1/models`: the policy's candidates for a chat request with no model, as
+/// `provider:model`, in OpenAI's list shape.
+async fn models(State(gw): State<Arc<Gateway>>) -> Response {
+    let data = model_list(&gw);
     gw.metrics.request("/v1/models", 200);
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`); ids may hold `/` and `:`.
+async fn model(
+    State(gw): State<Arc<Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let found = model_list(&gw).into_iter().find(|m| m["id"] == id.as_str());
+    match found {
+        Some(m) => {
+            gw.metrics.request("/v1/models/{id}", 200);
+            axum::Json(m).into_response()
+        }
+        None => {
+            gw.metrics.request("/v1/models/{id}", 404);
+            GatewayError::new(
+                NOT_FOUND,
+                format!("The model `{id}` is not among this gateway's candidates"),
+            )
+            .response(Dialect::OpenAi)
+        }
+    }
 }
 
 async fn healthz() -> Response {
