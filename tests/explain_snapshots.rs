@@ -15,17 +15,94 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { name: "failover-llama", policy: "guide/03-failover-to-openai.yaml", models: &["llama3.2"], path: "/v1/chat/completions", fail: &[], seed: 0 },
-    Case { name: "failover-gpt4o", policy: "guide/03-failover-to-openai.yaml", models: &["gpt-4o"], path: "/v1/chat/completions", fail: &[], seed: 0 },
-    Case { name: "failover-both-ollama-down", policy: "guide/03-failover-to-openai.yaml", models: &["ollama:llama3.2", "openai:gpt-4o"], path: "/v1/chat/completions", fail: &["ollama"], seed: 0 },
-    Case { name: "restricted-rejects-openai", policy: "guide/02-restrict-ollama-only.yaml", models: &["openai:gpt-4o"], path: "/v1/chat/completions", fail: &[], seed: 0 },
-    Case { name: "basic-tagged-model", policy: "guide/01-basic.yaml", models: &["ollama:llama3.2:1b"], path: "/v1/chat/completions", fail: &[], seed: 0 },
-    Case { name: "basic-passthrough-unknown", policy: "guide/01-basic.yaml", models: &["ollama:qwen3:8b"], path: "/v1/chat/completions", fail: &[], seed: 0 },
-    Case { name: "basic-unknown-bare", policy: "guide/01-basic.yaml", models: &["qwen3"], path: "/v1/chat/completions", fail: &[], seed: 0 },
-    Case { name: "two-gpus-seed-1", policy: "guide/05-multiple-instances.yaml", models: &["llama3.2"], path: "/v1/chat/completions", fail: &[], seed: 1 },
-    Case { name: "two-gpus-seed-2", policy: "guide/05-multiple-instances.yaml", models: &["llama3.2"], path: "/v1/chat/completions", fail: &[], seed: 2 },
-    Case { name: "messages-path-ollama", policy: "guide/01-basic.yaml", models: &["ollama:llama3.2"], path: "/v1/messages", fail: &[], seed: 0 },
-    Case { name: "unknown-path", policy: "guide/01-basic.yaml", models: &["llama3.2"], path: "/v2/chat", fail: &[], seed: 0 },
+    Case {
+        name: "failover-llama",
+        policy: "guide/03-failover-to-openai.yaml",
+        models: &["llama3.2"],
+        path: "/v1/chat/completions",
+        fail: &[],
+        seed: 0,
+    },
+    Case {
+        name: "failover-gpt4o",
+        policy: "guide/03-failover-to-openai.yaml",
+        models: &["gpt-4o"],
+        path: "/v1/chat/completions",
+        fail: &[],
+        seed: 0,
+    },
+    Case {
+        name: "failover-both-ollama-down",
+        policy: "guide/03-failover-to-openai.yaml",
+        models: &["ollama:llama3.2", "openai:gpt-4o"],
+        path: "/v1/chat/completions",
+        fail: &["ollama"],
+        seed: 0,
+    },
+    Case {
+        name: "restricted-rejects-openai",
+        policy: "guide/02-restrict-ollama-only.yaml",
+        models: &["openai:gpt-4o"],
+        path: "/v1/chat/completions",
+        fail: &[],
+        seed: 0,
+    },
+    Case {
+        name: "basic-tagged-model",
+        policy: "guide/01-basic.yaml",
+        models: &["ollama:llama3.2:1b"],
+        path: "/v1/chat/completions",
+        fail: &[],
+        seed: 0,
+    },
+    Case {
+        name: "basic-passthrough-unknown",
+        policy: "guide/01-basic.yaml",
+        models: &["ollama:qwen3:8b"],
+        path: "/v1/chat/completions",
+        fail: &[],
+        seed: 0,
+    },
+    Case {
+        name: "basic-unknown-bare",
+        policy: "guide/01-basic.yaml",
+        models: &["qwen3"],
+        path: "/v1/chat/completions",
+        fail: &[],
+        seed: 0,
+    },
+    Case {
+        name: "two-gpus-seed-1",
+        policy: "guide/05-multiple-instances.yaml",
+        models: &["llama3.2"],
+        path: "/v1/chat/completions",
+        fail: &[],
+        seed: 1,
+    },
+    Case {
+        name: "two-gpus-seed-2",
+        policy: "guide/05-multiple-instances.yaml",
+        models: &["llama3.2"],
+        path: "/v1/chat/completions",
+        fail: &[],
+        seed: 2,
+    },
+    Case {
+        name: "messages-path-ollama",
+        policy: "guide/01-basic.yaml",
+        models: &["ollama:llama3.2"],
+        path: "/v1/messages",
+        fail: &[],
+        seed: 0,
+    },
+    Case {
+        name: "unknown-path",
+        policy: "guide/01-basic.yaml",
+        models: &["llama3.2"],
+        path: "/v2/chat",
+        fail: &[],
+        seed: 0,
+    },
 ];
 
 #[test]
@@ -35,14 +112,19 @@ fn explain_snapshots() {
         let path = format!("{root}{}", case.policy);
         let bytes = std::fs::read(&path).unwrap();
         let loaded = policy::load_bytes(&format!("testdata/policies/{}", case.policy), &bytes);
-        let (engine, _) = Engine::build(&loaded, EngineOptions::default()).expect("guide policies are valid");
+        let (engine, _) =
+            Engine::build(&loaded, EngineOptions::default()).expect("guide policies are valid");
         let req = Request {
             path: case.path.to_string(),
             model: case.models.first().map(|s| s.to_string()),
             models: case.models.iter().skip(1).map(|s| s.to_string()).collect(),
         };
         let plan = engine.plan(&req, PlanOptions { seed: case.seed });
-        let failing: Vec<bool> = plan.attempts.iter().map(|a| case.fail.contains(&a.provider.as_str())).collect();
+        let failing: Vec<bool> = plan
+            .attempts
+            .iter()
+            .map(|a| case.fail.contains(&a.provider.as_str()))
+            .collect();
         let models: Vec<String> = case.models.iter().map(|s| s.to_string()).collect();
         let view = ExplainView {
             policy: &loaded.source.name,

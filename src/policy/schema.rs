@@ -13,30 +13,54 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$|^0$"
 
 fn describe(field: &str) -> &'static str {
     match field {
-        "max_input_tokens" => "Most prompt tokens a request may carry (≤ 500,000); larger requests get 413 ERR_NGROK_3811.",
-        "max_output_tokens" => "Most completion tokens; aigw clamps max_tokens / max_completion_tokens to it.",
+        "max_input_tokens" => {
+            "Most prompt tokens a request may carry (≤ 500,000); larger requests get 413 ERR_NGROK_3811."
+        }
+        "max_output_tokens" => {
+            "Most completion tokens; aigw clamps max_tokens / max_completion_tokens to it."
+        }
         "headers" => "Headers added to every upstream request; values may use ${…}.",
         "query_params" => "Query parameters added to every upstream request; values may use ${…}.",
         "body" => "JSON fields merged into every request body, overriding the client's.",
-        "on_error" => "halt (return the error) or continue (run the next action) when every attempt failed.",
-        "total_timeout" => "Budget for all attempts of a request, e.g. \"6m\" (default); 504 ERR_NGROK_3810 when exceeded.",
-        "per_request_timeout" => "Budget for one upstream attempt, e.g. \"3m\" (default); then the next candidate is tried.",
-        "providers" => "Providers: built-in ids (openai, anthropic, google, …) or your own with base_url.",
-        "only_allow_configured_providers" => "Reject requests for providers not listed under providers.",
-        "only_allow_configured_models" => "Reject requests for models not listed under providers[].models.",
+        "on_error" => {
+            "halt (return the error) or continue (run the next action) when every attempt failed."
+        }
+        "total_timeout" => {
+            "Budget for all attempts of a request, e.g. \"6m\" (default); 504 ERR_NGROK_3810 when exceeded."
+        }
+        "per_request_timeout" => {
+            "Budget for one upstream attempt, e.g. \"3m\" (default); then the next candidate is tried."
+        }
+        "providers" => {
+            "Providers: built-in ids (openai, anthropic, google, …) or your own with base_url."
+        }
+        "only_allow_configured_providers" => {
+            "Reject requests for providers not listed under providers."
+        }
+        "only_allow_configured_models" => {
+            "Reject requests for models not listed under providers[].models."
+        }
         "model_selection" => "CEL strategies over ai.models; the first that returns models wins.",
         "api_key_selection" => "CEL strategies over ai.keys (deprecated for built-in providers).",
-        "id" => "Identifier (providers: used as the `provider:` prefix; models: as the provider knows it).",
+        "id" => {
+            "Identifier (providers: used as the `provider:` prefix; models: as the provider knows it)."
+        }
         "id_aliases" => "Other names clients may use (case-insensitive).",
-        "base_url" => "Endpoint URL: https://, or http:// only for ngrok .internal endpoints (and loopback with aigw).",
+        "base_url" => {
+            "Endpoint URL: https://, or http:// only for ngrok .internal endpoints (and loopback with aigw)."
+        }
         "display_name" => "Human-readable name.",
         "description" => "Description.",
         "website" => "Provider website.",
         "disabled" => "Keep the configuration but route nothing here.",
-        "metadata" => "Free-form data visible to strategies (m.metadata, m.getMetadata('a.b')); never sent upstream.",
+        "metadata" => {
+            "Free-form data visible to strategies (m.metadata, m.getMetadata('a.b')); never sent upstream."
+        }
         "api_keys" => "Keys tried in order; with none, the client's key passes through.",
         "models" => "Models this provider serves.",
-        "supported_api_surfaces" => "API formats and surfaces the provider speaks (default: openai).",
+        "supported_api_surfaces" => {
+            "API formats and surfaces the provider speaks (default: openai)."
+        }
         "author_id" => "Model author (e.g. meta for a Llama).",
         "input_modalities" => "text, image, audio, video, file.",
         "output_modalities" => "text, image, audio.",
@@ -45,7 +69,9 @@ fn describe(field: &str) -> &'static str {
         "unsupported_params" => "Top-level body fields removed before forwarding to this model.",
         "format" => "openai or anthropic.",
         "surface" => "chat-completions, completions, embeddings, responses or messages.",
-        "supported_params" => "Allow-list of top-level body fields for this surface (needs surface).",
+        "supported_params" => {
+            "Allow-list of top-level body fields for this surface (needs surface)."
+        }
         "name" => "A label for the rule.",
         "expressions" => "CEL conditions, all of which must be true for the rule to run.",
         "actions" => "Actions run in order when the rule matches.",
@@ -109,8 +135,14 @@ pub fn policy_schema() -> Value {
             ("metadata", json!({"type": "object"})),
             ("input_modalities", strings()),
             ("output_modalities", strings()),
-            ("max_context_window", json!({"type": "integer", "minimum": 0})),
-            ("max_output_tokens", json!({"type": "integer", "minimum": 0})),
+            (
+                "max_context_window",
+                json!({"type": "integer", "minimum": 0}),
+            ),
+            (
+                "max_output_tokens",
+                json!({"type": "integer", "minimum": 0}),
+            ),
             ("supported_features", strings()),
             ("unsupported_params", params()),
         ],
@@ -130,7 +162,10 @@ pub fn policy_schema() -> Value {
         vec![
             ("id", json!({"type": "string", "pattern": "^[^:\\s]+$"})),
             ("id_aliases", strings()),
-            ("base_url", json!({"type": "string", "pattern": "^https?://"})),
+            (
+                "base_url",
+                json!({"type": "string", "pattern": "^https?://"}),
+            ),
             ("display_name", json!({"type": "string"})),
             ("description", json!({"type": "string"})),
             ("website", json!({"type": "string"})),
@@ -141,8 +176,14 @@ pub fn policy_schema() -> Value {
                 json!({"type": "array", "items": {"type": "object", "additionalProperties": false, "required": ["value"],
                     "properties": {"value": {"type": "string", "description": "The key; use ${secrets.get('vault', 'name')}."}}}}),
             ),
-            ("models", json!({"type": "array", "items": {"$ref": "#/definitions/model"}})),
-            ("supported_api_surfaces", json!({"type": "array", "items": {"$ref": "#/definitions/surface"}})),
+            (
+                "models",
+                json!({"type": "array", "items": {"$ref": "#/definitions/model"}}),
+            ),
+            (
+                "supported_api_surfaces",
+                json!({"type": "array", "items": {"$ref": "#/definitions/surface"}}),
+            ),
         ],
         &["id"],
     );
@@ -157,8 +198,14 @@ pub fn policy_schema() -> Value {
             ("on_error", json!({"enum": ["halt", "continue"]})),
             ("total_timeout", duration.clone()),
             ("per_request_timeout", duration),
-            ("providers", json!({"type": "array", "items": {"$ref": "#/definitions/provider"}})),
-            ("only_allow_configured_providers", json!({"type": "boolean"})),
+            (
+                "providers",
+                json!({"type": "array", "items": {"$ref": "#/definitions/provider"}}),
+            ),
+            (
+                "only_allow_configured_providers",
+                json!({"type": "boolean"}),
+            ),
             ("only_allow_configured_models", json!({"type": "boolean"})),
             ("model_selection", selection()),
             ("api_key_selection", selection()),
@@ -183,7 +230,10 @@ pub fn policy_schema() -> Value {
         vec![
             ("name", json!({"type": "string"})),
             ("expressions", strings()),
-            ("actions", json!({"type": "array", "minItems": 1, "items": {"$ref": "#/definitions/action"}})),
+            (
+                "actions",
+                json!({"type": "array", "minItems": 1, "items": {"$ref": "#/definitions/action"}}),
+            ),
         ],
         &["actions"],
     );

@@ -127,13 +127,19 @@ impl Engine {
                     .help("add `- type: ai-gateway` with a `config:` under `on_http_request`; `aigw init` writes an example"),
             );
         }
+        // Every action's strategies are checked; the engine routes with the first unguarded
+        // action (or the first one), and with that action's own strategies.
+        let route_with = gateways
+            .iter()
+            .position(|(rule, _)| rule.expressions.is_empty())
+            .unwrap_or(0);
         let mut strategies = (Vec::new(), Vec::new());
-        for (_, g) in &gateways {
+        for (i, (_, g)) in gateways.iter().enumerate() {
             let text = &loaded.source.text;
             let models = compile_all(g.model_strategies(), StrategyKind::Models, text, &mut diags);
             let keys = compile_all(g.key_strategies(), StrategyKind::Keys, text, &mut diags);
             strategy_coverage(g.model_strategies(), &mut diags);
-            if strategies.0.is_empty() && strategies.1.is_empty() {
+            if i == route_with {
                 strategies = (models, keys);
             }
         }
@@ -142,9 +148,7 @@ impl Engine {
             return Err(diags);
         }
         let chosen = gateways
-            .iter()
-            .find(|(rule, _)| rule.expressions.is_empty())
-            .or(gateways.first())
+            .get(route_with)
             .map(|(_, g)| (*g).clone())
             .unwrap_or_default();
         let (providers, settings, views) = assemble(&chosen, catalog, &opts);
@@ -265,11 +269,31 @@ impl Engine {
                 .expect("index from this universe")
         };
 
-        // ai.models: every candidate that speaks this path's format and surface.
-        let visible: Vec<usize> = (0..universe.len())
+        // ai.models: every candidate that speaks this path's format and surface and that the
+        // configuration allows ("all available models"), so that `ai.models.random()` never
+        // draws a model the allowed filter would then drop (the docs' load-balancing example).
+        let compatible: Vec<usize> = (0..universe.len())
             .filter(|&i| self.serves(&self.providers[settings(i).provider], route))
             .collect();
-        if visible.is_empty() {
+        let visible: Vec<usize> = compatible
+            .iter()
+            .copied()
+            .filter(|&i| self.allowed(i, settings(i)).is_ok())
+            .collect();
+        for (text, indices) in texts.iter().zip(&named) {
+            for &i in indices {
+                if compatible.contains(&i)
+                    && let Err(reason) = self.allowed(i, settings(i))
+                {
+                    push_left_out(
+                        &mut plan.left_out,
+                        name_of(universe.model(i)),
+                        with_request(reason, text, &name_of(universe.model(i))),
+                    );
+                }
+            }
+        }
+        if compatible.is_empty() {
             let (code, status) = codes::NO_COMPATIBLE_MODELS;
             plan.error = Some(PlanError {
                 code,
@@ -287,7 +311,7 @@ impl Engine {
         };
         for (text, indices) in texts.iter().zip(&named) {
             for &i in indices {
-                if !visible.contains(&i) {
+                if !compatible.contains(&i) {
                     plan.left_out.push(LeftOut {
                         model: name(i),
                         reason: format!("does not serve the {} surface ({})", route.surface, text),
@@ -297,7 +321,7 @@ impl Engine {
         }
 
         let resolved: Vec<usize> = named.iter().flatten().copied().collect();
-        if !resolved.is_empty() && resolved.iter().all(|i| !visible.contains(i)) {
+        if !resolved.is_empty() && resolved.iter().all(|i| !compatible.contains(i)) {
             let (code, status) = codes::NO_COMPATIBLE_MODELS;
             plan.error = Some(PlanError {
                 code,
@@ -398,9 +422,10 @@ impl Engine {
                                         push_left_out(
                                             &mut plan.left_out,
                                             name(i),
-                                            format!(
-                                                "not returned by strategy {} (requested as {text})",
-                                                idx + 1
+                                            with_request(
+                                                format!("not returned by strategy {}", idx + 1),
+                                                text,
+                                                &name(i),
                                             ),
                                         );
                                     }
@@ -668,6 +693,10 @@ impl Engine {
                 }
             })
             .collect();
+        // Unlike model strategies, a key strategy that fails (typically a comparison with a
+        // quota the provider never reported, which is null) falls through to the next one: the
+        // docs' complete example relies on it. The last error is reported if none succeeds.
+        let mut last_error = None;
         for (source, strategy) in &self.key_strategies {
             match cel::eval_keys(strategy, &views, seed) {
                 Ok(order) if !order.is_empty() => {
@@ -681,15 +710,32 @@ impl Engine {
                             format!("must return a key or a list of keys, got {got}")
                         }
                     };
-                    return Err(format!("API key selection failed: `{source}`: {why}"));
+                    last_error = Some(format!("API key selection failed: `{source}`: {why}"));
                 }
             }
+        }
+        if let Some(e) = last_error {
+            return Err(e);
         }
         Err(format!(
             "API key selection failed: every api_key_selection strategy returned no keys for provider `{}`",
             p.id
         ))
     }
+}
+
+/// Adds "(requested as X)" when the client's text differs from the model's full name.
+fn with_request(reason: String, text: &str, name: &str) -> String {
+    if text.eq_ignore_ascii_case(name) {
+        reason
+    } else {
+        format!("{reason} (requested as {text})")
+    }
+}
+
+fn name_of(m: Option<&ModelView>) -> String {
+    m.map(|m| format!("{}:{}", m.provider_id, m.id))
+        .unwrap_or_default()
 }
 
 fn push_left_out(list: &mut Vec<LeftOut>, model: String, reason: String) {
@@ -1008,7 +1054,14 @@ fn assemble(
         // The catalog's other models for a configured built-in provider.
         if let Some(b) = builtin {
             for c in catalog.models_of(&b.id) {
-                if p.models.iter().any(|m| m.id.eq_ignore_ascii_case(&c.id)) {
+                // A configured model shadows the catalog entry it names by id or alias.
+                let shadowed = p.models.iter().any(|m| {
+                    std::iter::once(&m.id).chain(m.id_aliases.iter()).any(|n| {
+                        c.id.eq_ignore_ascii_case(n)
+                            || c.id_aliases.iter().any(|a| a.eq_ignore_ascii_case(n))
+                    })
+                });
+                if shadowed {
                     continue;
                 }
                 let mut view = catalog_view(c, &info);
