@@ -297,6 +297,14 @@ pub fn plan_for(
 /// Executes a request end to end: plan, attempts, response.
 pub async fn execute(gw: &Arc<Gateway>, inb: Inbound) -> (Response, Report) {
     let mut report = Report::default();
+    // Ollama's legacy `name` (show, pull…) names the model too.
+    let mut inb = inb;
+    if inb.dialect == Dialect::Ollama
+        && !inb.body.contains_key("model")
+        && let Some(name) = inb.body.remove("name")
+    {
+        inb.body.insert("model".into(), name);
+    }
     let (model, models) = match requested_models(&inb.body) {
         Ok(m) => m,
         Err(e) => return error_response(e, inb.dialect, &mut report),

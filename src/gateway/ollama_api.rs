@@ -6,7 +6,8 @@
 //! (`base_url` without `/v1`, plus `/api/chat`…). Bodies and NDJSON streams pass through
 //! unchanged apart from the model rewrite, so every Ollama feature (options, keep_alive, think,
 //! images, tools) works with no translation layer. `/api/tags` and `/api/ps` merge the lists of
-//! every reachable Ollama provider; `/api/version` reports the first reachable one's version.
+//! every reachable Ollama provider; `/api/version` reports the first reachable one's version;
+//! `/api/show` goes to the provider the model would be routed to.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ pub async fn inference(
         "/api/chat" => ("/v1/chat/completions", "/api/chat"),
         "/api/generate" => ("/v1/chat/completions", "/api/generate"),
         "/api/embeddings" => ("/v1/embeddings", "/api/embeddings"),
+        "/api/show" => ("/v1/chat/completions", "/api/show"),
         _ => ("/v1/embeddings", "/api/embed"),
     };
     handle(

@@ -31,6 +31,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/generate", post(ollama_api::inference))
         .route("/api/embed", post(ollama_api::inference))
         .route("/api/embeddings", post(ollama_api::inference))
+        .route("/api/show", post(ollama_api::inference))
         .route("/api/tags", get(ollama_api::tags))
         .route("/api/ps", get(ollama_api::ps))
         .route("/api/version", get(ollama_api::version))
