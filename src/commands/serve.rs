@@ -65,12 +65,12 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             return Exit::Error;
         }
     };
-    let factory = EngineFactory::new(
+    let factory = Arc::new(EngineFactory::new(
         common::overrides(&args.policy),
         secrets.clone(),
         args.max_attempts,
         style,
-    );
+    ));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,9 +86,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             Ok(r) => r,
             Err(diagnostics) => {
                 eprint!("{diagnostics}");
-                eprintln!(
-                    "aigw: the policy has errors; not serving (run `aigw validate` for details)"
-                );
+                eprintln!("aigw: {} has errors; not serving", origin.describe());
                 return Exit::Failure;
             }
         };
@@ -117,7 +115,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             && !args.no_reload
             && path != Path::new("-")
         {
-            let build = Arc::new(factory).reload_builder();
+            let build = factory.clone().reload_builder();
             gateway::reload::spawn(
                 gw.clone(),
                 PathBuf::from(path),
@@ -125,6 +123,11 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
                 build,
             );
         }
+        gateway::reload::spawn_metrics(
+            gw.clone(),
+            Duration::from_secs(5),
+            factory.clone().metrics_rebuilder(),
+        );
         match gateway::serve(listener, gw, shutdown_signal()).await {
             Ok(()) => {
                 eprintln!("aigw: stopped");
@@ -279,6 +282,8 @@ pub struct EngineFactory {
     style: Style,
     /// Models found on Ollama providers at start-up; reloads keep routing to them.
     discovered: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
+    /// The policy being served, for rebuilding with fresh `m.metrics`.
+    current: std::sync::Mutex<Option<Loaded>>,
 }
 
 impl EngineFactory {
@@ -294,6 +299,7 @@ impl EngineFactory {
             max_attempts,
             style,
             discovered: Default::default(),
+            current: Default::default(),
         }
     }
 
@@ -310,6 +316,24 @@ impl EngineFactory {
                 .map(|d| d.clone())
                 .unwrap_or_default();
             self.build(&loaded, discovered)
+        })
+    }
+
+    /// What the metrics refresher calls: the current policy rebuilt with fresh `m.metrics`, or
+    /// `None` when no strategy reads metrics (nothing would change).
+    pub fn metrics_rebuilder(self: Arc<Self>) -> gateway::reload::MetricsRebuilder {
+        Arc::new(move |metrics| {
+            let loaded = self.current.lock().ok()?.clone()?;
+            if !loaded.source.text.contains("metrics") {
+                return None;
+            }
+            let discovered = self
+                .discovered
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_default();
+            let (engine, _) = self.engine_with(&loaded, discovered, metrics).ok()?;
+            Some(Arc::new(engine) as Arc<dyn Routing>)
         })
     }
 
@@ -340,11 +364,27 @@ impl EngineFactory {
         loaded: &Loaded,
         discovered: std::collections::HashMap<String, Vec<String>>,
     ) -> Result<(Engine, Vec<policy::Diagnostic>), Vec<policy::Diagnostic>> {
+        let built = self.engine_with(loaded, discovered, Default::default());
+        if built.is_ok()
+            && let Ok(mut current) = self.current.lock()
+        {
+            *current = Some(loaded.clone());
+        }
+        built
+    }
+
+    fn engine_with(
+        &self,
+        loaded: &Loaded,
+        discovered: std::collections::HashMap<String, Vec<String>>,
+        metrics: std::collections::HashMap<(String, String), crate::routing::cel::ModelMetrics>,
+    ) -> Result<(Engine, Vec<policy::Diagnostic>), Vec<policy::Diagnostic>> {
         let opts = EngineOptions {
             overrides: self.overrides.clone(),
             secrets: self.secrets.clone(),
             max_attempts: self.max_attempts,
             discovered,
+            metrics,
         };
         Engine::build(loaded, opts)
     }

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use super::errors::{Dialect, GatewayError, codes};
 use super::stream::{Framing, Relay};
 use super::template::{self, RequestVars};
+use super::traffic::{Outcome, Sample};
 use super::{Gateway, Routing};
 use crate::policy::secrets::redact;
 use crate::policy::{AiGateway, ApiFormat};
@@ -458,12 +459,24 @@ async fn run_attempts(
         }
         let total_bound = budget >= remaining;
         let t0 = Instant::now();
+        let gateway_time = t0.duration_since(inb.started).saturating_sub(upstream_wait);
         let result =
             tokio::time::timeout(budget, send(gw, inb.method.clone(), &url, headers, body)).await;
         let waited = t0.elapsed();
         upstream_wait += waited;
         let failure = match result {
             Ok(Ok(success)) => {
+                gw.traffic.record(
+                    &attempt.provider,
+                    &attempt.model,
+                    Sample {
+                        at: t0,
+                        outcome: Outcome::Ok,
+                        upstream: waited,
+                        gateway: gateway_time,
+                        streaming: matches!(success, Success::Stream { .. }),
+                    },
+                );
                 gw.metrics.attempt(&attempt.provider, "ok");
                 gw.metrics.upstream_latency.observe(waited);
                 gw.metrics
@@ -484,6 +497,22 @@ async fn run_attempts(
             },
         };
         gw.metrics.attempt(&attempt.provider, failure.outcome());
+        let outcome = match &failure {
+            Failure::Http { status, .. } => Outcome::from_status(*status),
+            Failure::Timeout { .. } => Outcome::Timeout,
+            Failure::Connect(_) | Failure::Other(_) => Outcome::Connect,
+        };
+        gw.traffic.record(
+            &attempt.provider,
+            &attempt.model,
+            Sample {
+                at: t0,
+                outcome,
+                upstream: waited,
+                gateway: gateway_time,
+                streaming: false,
+            },
+        );
         let mut reason = format!("{label}{key_label}: {}", failure.describe());
         // Neither a configured key nor the client's own may show up in an error message.
         for k in key

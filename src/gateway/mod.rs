@@ -20,6 +20,7 @@ pub mod reload;
 pub mod routes;
 pub mod stream;
 pub mod template;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -101,6 +102,8 @@ pub struct Gateway {
     pub secrets: SecretStore,
     pub opts: GatewayOptions,
     pub metrics: Arc<metrics::Metrics>,
+    /// Per-model figures of recent attempts, for `m.metrics.*`.
+    pub traffic: Arc<traffic::Traffic>,
     /// Cancelled on shutdown: open streams end with an error event.
     pub shutdown: CancellationToken,
 }
@@ -125,6 +128,7 @@ impl Gateway {
             secrets,
             opts,
             metrics: Arc::default(),
+            traffic: Arc::default(),
             shutdown: CancellationToken::new(),
         })
     }
