@@ -157,7 +157,10 @@ impl Engine {
         let (providers, settings, mut views) = assemble(&chosen, catalog, &opts);
         if !opts.metrics.is_empty() {
             for v in &mut views {
-                let key = (v.provider_id.to_ascii_lowercase(), v.id.to_ascii_lowercase());
+                let key = (
+                    v.provider_id.to_ascii_lowercase(),
+                    v.id.to_ascii_lowercase(),
+                );
                 if let Some(m) = opts.metrics.get(&key) {
                     v.metrics = m.clone();
                 }
