@@ -34,7 +34,7 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'aigw;validate'= {
-            cand --format 'format'
+            cand --format 'Output format'
             cand --secrets 'Secrets file, to check that every `secrets.get` resolves'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
             cand --deny-warnings 'Fail (exit 1) on warnings too'
@@ -51,16 +51,16 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand --path 'API path of the request'
             cand --fail 'Mark a provider (or provider:model) as failing to see where traffic would go next'
             cand --seed 'Seed for `random()` / `randomize()`, for a reproducible answer'
-            cand --format 'format'
+            cand --format 'Output format'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'aigw;test'= {
-            cand --format 'format'
+            cand --format 'Output format'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'aigw;serve'= {
             cand -p 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy'
@@ -84,14 +84,14 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand --policy 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy'
             cand --base-url 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)'
             cand --secrets 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(''vault'', ''name'')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it'
-            cand --keep-alive 'keep_alive sent with the pre-warm request'
-            cand --timeout 'Timeout for each check'
-            cand --format 'format'
+            cand --keep-alive 'keep_alive sent with the pre-warm request (`-1` keeps the model loaded)'
+            cand --timeout 'Timeout for each check (a pre-warm waits at least 5m, Ollama''s own load limit)'
+            cand --format 'Output format'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
             cand --warm 'Pre-warm each policy model on Ollama providers (default)'
             cand --no-warm 'Skip pre-warming'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
         }
         &'aigw;init'= {
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'

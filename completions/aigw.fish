@@ -38,7 +38,7 @@ complete -c aigw -n "__fish_aigw_needs_command" -f -a "init" -d 'Write the built
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "schema" -d 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c aigw -n "__fish_aigw_using_subcommand validate" -l format -r -f -a "human\t'Diagnostics with source snippets'
+complete -c aigw -n "__fish_aigw_using_subcommand validate" -l format -d 'Output format' -r -f -a "human\t'Diagnostics with source snippets'
 json\t'One JSON object per file'
 github\t'GitHub Actions workflow annotations'"
 complete -c aigw -n "__fish_aigw_using_subcommand validate" -l secrets -d 'Secrets file, to check that every `secrets.get` resolves' -r -F
@@ -54,18 +54,18 @@ complete -c aigw -n "__fish_aigw_using_subcommand explain" -s m -l model -d 'Req
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l path -d 'API path of the request' -r
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l fail -d 'Mark a provider (or provider:model) as failing to see where traffic would go next' -r
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l seed -d 'Seed for `random()` / `randomize()`, for a reproducible answer' -r
-complete -c aigw -n "__fish_aigw_using_subcommand explain" -l format -r -f -a "table\t''
-json\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l format -d 'Output format' -r -f -a "table\t'Text for people'
+json\t'JSON for scripts'"
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c aigw -n "__fish_aigw_using_subcommand explain" -s h -l help -d 'Print help'
-complete -c aigw -n "__fish_aigw_using_subcommand test" -l format -r -f -a "table\t''
-json\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c aigw -n "__fish_aigw_using_subcommand test" -l format -d 'Output format' -r -f -a "table\t'Text for people'
+json\t'JSON for scripts'"
 complete -c aigw -n "__fish_aigw_using_subcommand test" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c aigw -n "__fish_aigw_using_subcommand test" -s h -l help -d 'Print help'
+complete -c aigw -n "__fish_aigw_using_subcommand test" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -s p -l policy -d 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy' -r -F
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l base-url -d 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l secrets -d 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(\'vault\', \'name\')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it' -r -F
@@ -85,16 +85,16 @@ complete -c aigw -n "__fish_aigw_using_subcommand serve" -s h -l help -d 'Print 
 complete -c aigw -n "__fish_aigw_using_subcommand probe" -s p -l policy -d 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy' -r -F
 complete -c aigw -n "__fish_aigw_using_subcommand probe" -l base-url -d 'Map a provider to a local address, e.g. `--base-url ollama=http://localhost:11434` (also AIGW_BASE_URL_<ID>)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand probe" -l secrets -d 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(\'vault\', \'name\')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it' -r -F
-complete -c aigw -n "__fish_aigw_using_subcommand probe" -l keep-alive -d 'keep_alive sent with the pre-warm request' -r
-complete -c aigw -n "__fish_aigw_using_subcommand probe" -l timeout -d 'Timeout for each check' -r
-complete -c aigw -n "__fish_aigw_using_subcommand probe" -l format -r -f -a "table\t''
-json\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l keep-alive -d 'keep_alive sent with the pre-warm request (`-1` keeps the model loaded)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l timeout -d 'Timeout for each check (a pre-warm waits at least 5m, Ollama\'s own load limit)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -l format -d 'Output format' -r -f -a "table\t'Text for people'
+json\t'JSON for scripts'"
 complete -c aigw -n "__fish_aigw_using_subcommand probe" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
 always\t''
 never\t''"
 complete -c aigw -n "__fish_aigw_using_subcommand probe" -l warm -d 'Pre-warm each policy model on Ollama providers (default)'
 complete -c aigw -n "__fish_aigw_using_subcommand probe" -l no-warm -d 'Skip pre-warming'
-complete -c aigw -n "__fish_aigw_using_subcommand probe" -s h -l help -d 'Print help'
+complete -c aigw -n "__fish_aigw_using_subcommand probe" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c aigw -n "__fish_aigw_using_subcommand init" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
 always\t''
 never\t''"

@@ -41,6 +41,8 @@ pub enum Command {
     /// Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover.
     Serve(ServeArgs),
     /// Check providers: reachability, installed models, pre-warm Ollama models.
+    #[command(after_help = "Exit status: 0 every check passed, 1 a check failed, 2 probe could not run \
+(bad flags, an unreadable policy, or a policy with errors).")]
     Probe(ProbeArgs),
     /// Write the built-in default policy to a file to start from.
     Init(InitArgs),
@@ -190,10 +192,10 @@ pub struct ProbeArgs {
     /// Skip pre-warming.
     #[arg(long)]
     pub no_warm: bool,
-    /// keep_alive sent with the pre-warm request.
-    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    /// keep_alive sent with the pre-warm request (`-1` keeps the model loaded).
+    #[arg(long, default_value = "5m", value_name = "DURATION", allow_hyphen_values = true)]
     pub keep_alive: String,
-    /// Timeout for each check.
+    /// Timeout for each check (a pre-warm waits at least 5m, Ollama's own load limit).
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub timeout: String,
     /// Output format.

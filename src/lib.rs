@@ -7,5 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod gateway;
 pub mod policy;
+pub mod probe;
+pub mod providers;
 pub mod render;
 pub mod routing;
