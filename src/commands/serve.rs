@@ -87,7 +87,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             Err(diagnostics) => {
                 eprint!("{diagnostics}");
                 eprintln!("aigw: {} has errors; not serving", origin.describe());
-                return Exit::Failure;
+                return Exit::Error;
             }
         };
         eprint!("{warnings}");
