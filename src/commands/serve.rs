@@ -333,7 +333,14 @@ impl EngineFactory {
                 .map(|d| d.clone())
                 .unwrap_or_default();
             let (engine, _) = self.engine_with(&loaded, discovered, metrics).ok()?;
-            Some(Arc::new(engine) as Arc<dyn Routing>)
+            // A reload that landed meanwhile wins: never swap an older policy back in.
+            let still_current = self
+                .current
+                .lock()
+                .ok()?
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(&c.source, &loaded.source));
+            still_current.then(|| Arc::new(engine) as Arc<dyn Routing>)
         })
     }
 
