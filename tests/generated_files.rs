@@ -35,7 +35,10 @@ fn completions_are_current() {
         (Shell::Elvish, "completions/aigw.elv"),
     ] {
         let s = script(shell);
-        assert!(s.contains("validate") && s.contains("explain"), "{file} misses subcommands");
+        assert!(
+            s.contains("validate") && s.contains("explain"),
+            "{file} misses subcommands"
+        );
         check(file, &s);
     }
 }

@@ -393,9 +393,7 @@ impl<'t> Builder<'t> {
 
     fn provider(&mut self, node: &Node) -> Option<ProviderConfig> {
         let f = self.fields(node, "a provider", PROVIDER_FIELDS)?;
-        let Some(id) = self.required_string(&f, node, "id", "a provider", "id: \"ollama\"") else {
-            return None;
-        };
+        let id = self.required_string(&f, node, "id", "a provider", "id: \"ollama\"")?;
         let mut p = ProviderConfig {
             span: node.span.clone(),
             id,

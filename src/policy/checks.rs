@@ -77,13 +77,13 @@ fn multiple_gateways(policy: &TrafficPolicy, out: &mut Vec<Diagnostic>) {
             for extra in gws.iter().skip(1) {
                 out.push(two_gateways(extra, gws[0]));
             }
-            if let Some(first) = gws.first() {
-                if rule.expressions.is_empty() {
-                    if let Some(prev) = first_unguarded {
-                        out.push(two_gateways(first, prev));
-                    } else {
-                        first_unguarded = Some(first);
-                    }
+            if let Some(first) = gws.first()
+                && rule.expressions.is_empty()
+            {
+                if let Some(prev) = first_unguarded {
+                    out.push(two_gateways(first, prev));
+                } else {
+                    first_unguarded = Some(first);
                 }
             }
         }
