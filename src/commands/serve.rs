@@ -345,11 +345,20 @@ impl EngineFactory {
     }
 
     fn render(&self, loaded: &Loaded, diags: &[policy::Diagnostic]) -> String {
-        diags
-            .iter()
-            .map(|d| human(d, &loaded.source, self.style))
-            .collect::<Vec<_>>()
-            .join("\n")
+        if diags.is_empty() {
+            return String::new();
+        }
+        let mut out = String::new();
+        for d in diags {
+            out.push_str(&human(d, &loaded.source, self.style));
+            out.push('\n');
+        }
+        let errors = diags.iter().filter(|d| d.is_error()).count();
+        let summary =
+            crate::commands::validate::summary(&loaded.source.name, errors, diags.len() - errors);
+        out.push_str(&summary);
+        out.push('\n');
+        out
     }
 
     pub fn build(
