@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod gateway;
 pub mod policy;
 pub mod probe;
 pub mod providers;

@@ -1,9 +1,535 @@
-//! `aigw serve` (in progress on another branch).
+//! `aigw serve`: parse flags, load the policy, build the engine, print the banner, run the gateway.
 
-use crate::cli::{ColorChoice, ServeArgs};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::{ColorChoice, LogFormat, ServeArgs};
 use crate::commands::Exit;
+use crate::commands::common::{self, PolicyOrigin};
+use crate::gateway::{self, Gateway, GatewayOptions, ProviderView, Routing};
+use crate::policy::{self, Loaded};
+use crate::render::diagnostics::{Style, human};
+use crate::routing::engine::{Engine, EngineOptions};
+use crate::routing::upstream::UrlOrigin;
 
-pub fn run(_args: ServeArgs, _color: ColorChoice) -> Exit {
-    eprintln!("aigw serve: not available in this build yet");
-    Exit::Error
+pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
+    init_logging(args.log_format, color);
+    let style = common::style(color, std::io::stderr().is_terminal());
+    let addr = match parse_listen(&args.listen) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    if let Err(e) = check_bind(&addr, args.auth_token.as_deref()) {
+        eprintln!("error: {e}");
+        return Exit::Error;
+    }
+    let duration = |flag: &str, text: &str| {
+        policy::duration::parse(text).map_err(|e| format!("--{flag} {text}: {e}"))
+    };
+    let first_byte_timeout = match args
+        .first_byte_timeout
+        .as_deref()
+        .map(|t| duration("first-byte-timeout", t))
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let stream_idle_timeout = match duration("stream-idle-timeout", &args.stream_idle_timeout) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let secrets = match common::secrets(args.policy.secrets.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let (loaded, origin) = match common::load_policy(args.policy.policy.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
+    let factory = Arc::new(EngineFactory::new(
+        common::overrides(&args.policy),
+        secrets.clone(),
+        args.max_attempts,
+        style,
+    ));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Error;
+        }
+    };
+    runtime.block_on(async move {
+        let (routing, warnings) = match factory.build_discovering(&loaded).await {
+            Ok(r) => r,
+            Err(diagnostics) => {
+                eprint!("{diagnostics}");
+                eprintln!("aigw: {} has errors; not serving", origin.describe());
+                return Exit::Error;
+            }
+        };
+        eprint!("{warnings}");
+        let opts = GatewayOptions {
+            auth_token: args.auth_token.filter(|t| !t.is_empty()),
+            max_attempts: args.max_attempts,
+            first_byte_timeout,
+            stream_idle_timeout,
+            max_body_bytes: args.max_body_bytes,
+            ..GatewayOptions::default()
+        };
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {addr}: {e}");
+                return Exit::Error;
+            }
+        };
+        let local = listener.local_addr().unwrap_or(addr);
+        let providers = routing.providers();
+        let builtins_allowed = !routing.gateway().only_configured_providers();
+        let gw = Gateway::new(routing, secrets, opts);
+        println!("{}", banner(local, &origin, &providers, builtins_allowed));
+        if let PolicyOrigin::File(path) = &origin
+            && !args.no_reload
+            && path != Path::new("-")
+        {
+            let build = factory.clone().reload_builder();
+            gateway::reload::spawn(
+                gw.clone(),
+                PathBuf::from(path),
+                Duration::from_secs(1),
+                build,
+            );
+        }
+        gateway::reload::spawn_metrics(
+            gw.clone(),
+            Duration::from_secs(5),
+            factory.clone().metrics_rebuilder(),
+        );
+        match gateway::serve(listener, gw, shutdown_signal()).await {
+            Ok(()) => {
+                eprintln!("aigw: stopped");
+                Exit::Success
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Exit::Error
+            }
+        }
+    })
+}
+
+/// Ctrl-C (or SIGTERM) once: graceful shutdown; a second one exits at once.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("aigw: shutting down (Ctrl-C again to exit now)");
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+}
+
+/// A non-loopback address needs an inbound token: a policy holding API keys would otherwise be
+/// an open relay.
+pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
+    if gateway::is_loopback(addr) || token.is_some_and(|t| !t.is_empty()) {
+        return Ok(());
+    }
+    Err(format!(
+        "{addr} is not a loopback address; pass --auth-token TOKEN (or AIGW_AUTH_TOKEN) so the gateway is not an \
+         open relay for the policy's API keys"
+    ))
+}
+
+/// `127.0.0.1:8080`, `localhost:8080`, `:8080` or `8080`.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let port_only = t.strip_prefix(':').unwrap_or(t);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Some(port) = t
+        .strip_prefix("localhost:")
+        .and_then(|p| p.parse::<u16>().ok())
+    {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err(format!(
+        "--listen {text}: expected an address such as 127.0.0.1:8080"
+    ))
+}
+
+/// The start-up banner (UX.md): where the gateway listens, which policy, and how each provider is
+/// reached.
+pub fn banner(
+    addr: SocketAddr,
+    origin: &PolicyOrigin,
+    providers: &[ProviderView],
+    builtins_allowed: bool,
+) -> String {
+    let mut out = format!(
+        "aigw {} serving on http://{addr}  (policy: {})\n",
+        env!("CARGO_PKG_VERSION"),
+        origin.describe()
+    );
+    let shown: Vec<&ProviderView> = providers
+        .iter()
+        .filter(|p| p.configured || p.ollama)
+        .collect();
+    let width = shown.iter().map(|p| p.id.len()).max().unwrap_or(0);
+    for p in &shown {
+        let url = p.base_url.as_deref().unwrap_or("(no base URL)");
+        let from = match &p.origin {
+            UrlOrigin::AsConfigured => String::new(),
+            UrlOrigin::Override {
+                configured: Some(c),
+            } => format!(" (from {c}, mapped by --base-url)"),
+            UrlOrigin::Override { configured: None } => " (set by --base-url)".to_string(),
+            UrlOrigin::OllamaDefault { configured } => format!(" (from {configured})"),
+            UrlOrigin::UnmappedInternal => {
+                " (ngrok-internal: unreachable here; map it with --base-url ID=URL)".to_string()
+            }
+        };
+        let keys = match p.keys {
+            0 => "client key passthrough".to_string(),
+            1 => "1 key".to_string(),
+            n => format!("{n} keys"),
+        };
+        let models = match p.models {
+            0 => String::new(),
+            1 => "   1 model".to_string(),
+            n => format!("   {n} models"),
+        };
+        out.push_str(&format!(
+            "  {:width$} → {url}{from}   {keys}{models}\n",
+            p.id
+        ));
+    }
+    let builtins: Vec<&str> = providers
+        .iter()
+        .filter(|p| !p.configured && !p.ollama)
+        .map(|p| p.id.as_str())
+        .collect();
+    if builtins_allowed && !builtins.is_empty() {
+        out.push_str(&format!(
+            "  built-in providers ({}) → their public APIs, client key passthrough\n",
+            builtins.join(", ")
+        ));
+    }
+    out.push_str(&format!(
+        "  OpenAI API  http://{addr}/v1     Ollama API  http://{addr}/api"
+    ));
+    out
+}
+
+fn init_logging(format: LogFormat, color: ColorChoice) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AIGW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = common::style(color, std::io::stderr().is_terminal()).color;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(ansi)
+            .with_target(false)
+            .compact()
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Builds engines the same way at start-up and on reload.
+pub struct EngineFactory {
+    overrides: crate::routing::upstream::BaseUrlOverrides,
+    secrets: crate::policy::secrets::SecretStore,
+    max_attempts: usize,
+    style: Style,
+    /// Models found on Ollama providers at start-up; reloads keep routing to them.
+    discovered: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
+    /// The policy being served, for rebuilding with fresh `m.metrics`.
+    current: std::sync::Mutex<Option<Loaded>>,
+}
+
+impl EngineFactory {
+    pub fn new(
+        overrides: crate::routing::upstream::BaseUrlOverrides,
+        secrets: crate::policy::secrets::SecretStore,
+        max_attempts: usize,
+        style: Style,
+    ) -> Self {
+        EngineFactory {
+            overrides,
+            secrets,
+            max_attempts,
+            style,
+            discovered: Default::default(),
+            current: Default::default(),
+        }
+    }
+
+    /// What the reload watcher calls: read the file, build, render diagnostics.
+    pub fn reload_builder(self: Arc<Self>) -> gateway::reload::Builder {
+        Arc::new(move |p: &Path| {
+            let loaded = match common::load_policy(Some(p)) {
+                Ok((l, _)) => l,
+                Err(e) => return Err(format!("error: {e}\n")),
+            };
+            let discovered = self
+                .discovered
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_default();
+            self.build(&loaded, discovered)
+        })
+    }
+
+    /// What the metrics refresher calls: the current policy rebuilt with fresh `m.metrics`, or
+    /// `None` when no strategy reads metrics (nothing would change).
+    pub fn metrics_rebuilder(self: Arc<Self>) -> gateway::reload::MetricsRebuilder {
+        Arc::new(move |metrics| {
+            let loaded = self.current.lock().ok()?.clone()?;
+            if !loaded.source.text.contains("metrics") {
+                return None;
+            }
+            let discovered = self
+                .discovered
+                .lock()
+                .map(|d| d.clone())
+                .unwrap_or_default();
+            let (engine, _) = self.engine_with(&loaded, discovered, metrics).ok()?;
+            // A reload that landed meanwhile wins: never swap an older policy back in.
+            let still_current = self
+                .current
+                .lock()
+                .ok()?
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(&c.source, &loaded.source));
+            still_current.then(|| Arc::new(engine) as Arc<dyn Routing>)
+        })
+    }
+
+    fn render(&self, loaded: &Loaded, diags: &[policy::Diagnostic]) -> String {
+        if diags.is_empty() {
+            return String::new();
+        }
+        let mut out = String::new();
+        for d in diags {
+            out.push_str(&human(d, &loaded.source, self.style));
+            out.push('\n');
+        }
+        let errors = diags.iter().filter(|d| d.is_error()).count();
+        let summary =
+            crate::commands::validate::summary(&loaded.source.name, errors, diags.len() - errors);
+        out.push_str(&summary);
+        out.push('\n');
+        out
+    }
+
+    pub fn build(
+        &self,
+        loaded: &Loaded,
+        discovered: std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<(Arc<dyn Routing>, String), String> {
+        match self.engine(loaded, discovered) {
+            Ok((engine, warnings)) => Ok((
+                Arc::new(engine) as Arc<dyn Routing>,
+                self.render(loaded, &warnings),
+            )),
+            Err(diags) => Err(self.render(loaded, &diags)),
+        }
+    }
+
+    fn engine(
+        &self,
+        loaded: &Loaded,
+        discovered: std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<(Engine, Vec<policy::Diagnostic>), Vec<policy::Diagnostic>> {
+        let built = self.engine_with(loaded, discovered, Default::default());
+        if built.is_ok()
+            && let Ok(mut current) = self.current.lock()
+        {
+            *current = Some(loaded.clone());
+        }
+        built
+    }
+
+    fn engine_with(
+        &self,
+        loaded: &Loaded,
+        discovered: std::collections::HashMap<String, Vec<String>>,
+        metrics: std::collections::HashMap<(String, String), crate::routing::cel::ModelMetrics>,
+    ) -> Result<(Engine, Vec<policy::Diagnostic>), Vec<policy::Diagnostic>> {
+        let opts = EngineOptions {
+            overrides: self.overrides.clone(),
+            secrets: self.secrets.clone(),
+            max_attempts: self.max_attempts,
+            discovered,
+            metrics,
+        };
+        Engine::build(loaded, opts)
+    }
+
+    /// Builds once, asks each Ollama provider which models it has installed (1 s budget), and
+    /// rebuilds with them so installed models are routable without listing them (a model the
+    /// policy lists, `llama3.2`, is not added again as `llama3.2:latest`).
+    pub async fn build_discovering(
+        &self,
+        loaded: &Loaded,
+    ) -> Result<(Arc<dyn Routing>, String), String> {
+        let (first, warnings) = self
+            .engine(loaded, Default::default())
+            .map_err(|d| self.render(loaded, &d))?;
+        let mut discovered =
+            gateway::ollama_api::discover(&Routing::providers(&first), Duration::from_secs(1))
+                .await;
+        for (provider, names) in discovered.iter_mut() {
+            let known: Vec<String> = first
+                .models()
+                .iter()
+                .filter(|m| &m.provider_id == provider)
+                .map(|m| m.id.to_ascii_lowercase())
+                .collect();
+            names.retain(|n| {
+                let n = n.to_ascii_lowercase();
+                let short = n.strip_suffix(":latest").unwrap_or(&n).to_string();
+                !known.contains(&n) && !known.contains(&short)
+            });
+        }
+        discovered.retain(|_, names| !names.is_empty());
+        if let Ok(mut d) = self.discovered.lock() {
+            *d = discovered.clone();
+        }
+        if discovered.is_empty() {
+            return Ok((Arc::new(first), self.render(loaded, &warnings)));
+        }
+        self.build(loaded, discovered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ApiFormat;
+
+    fn provider(
+        id: &str,
+        url: &str,
+        origin: UrlOrigin,
+        configured: bool,
+        keys: usize,
+        models: usize,
+    ) -> ProviderView {
+        ProviderView {
+            id: id.into(),
+            base_url: Some(url.into()),
+            origin,
+            ollama: id == "ollama",
+            builtin: !configured,
+            configured,
+            formats: vec![ApiFormat::OpenAi],
+            keys,
+            models,
+        }
+    }
+
+    #[test]
+    fn banner_says_how_each_provider_is_reached() {
+        let providers = [
+            provider(
+                "ollama",
+                "http://localhost:11434",
+                UrlOrigin::OllamaDefault {
+                    configured: "https://ollama.internal".into(),
+                },
+                true,
+                0,
+                4,
+            ),
+            provider(
+                "vllm",
+                "https://vllm.internal",
+                UrlOrigin::UnmappedInternal,
+                true,
+                1,
+                1,
+            ),
+            provider(
+                "openai",
+                "https://api.openai.com/v1",
+                UrlOrigin::AsConfigured,
+                false,
+                0,
+                0,
+            ),
+        ];
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let text = banner(addr, &PolicyOrigin::BuiltIn, &providers, true);
+        assert_eq!(
+            text,
+            "aigw 0.1.0 serving on http://127.0.0.1:8080  (policy: built-in default; `aigw init` writes it out)\n\
+             \x20 ollama → http://localhost:11434 (from https://ollama.internal)   client key passthrough   4 models\n\
+             \x20 vllm   → https://vllm.internal (ngrok-internal: unreachable here; map it with --base-url ID=URL)   1 key   1 model\n\
+             \x20 built-in providers (openai) → their public APIs, client key passthrough\n\
+             \x20 OpenAI API  http://127.0.0.1:8080/v1     Ollama API  http://127.0.0.1:8080/api"
+        );
+        let text = banner(
+            addr,
+            &PolicyOrigin::File("policy.yaml".into()),
+            &providers,
+            false,
+        );
+        assert!(text.contains("(policy: policy.yaml)"));
+        assert!(!text.contains("built-in providers"));
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("8080").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("localhost:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert!(parse_listen("nonsense").is_err());
+        assert!(check_bind(&"[::1]:80".parse().unwrap(), None).is_ok());
+        assert!(check_bind(&"10.0.0.1:80".parse().unwrap(), None).is_err());
+    }
 }

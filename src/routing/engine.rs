@@ -25,6 +25,8 @@ pub struct EngineOptions {
     pub max_attempts: usize,
     /// Live model lists by provider id (from `probe`), added to configured models.
     pub discovered: HashMap<String, Vec<String>>,
+    /// `m.metrics` by (provider id, model id), lower-cased: serve's own traffic figures.
+    pub metrics: HashMap<(String, String), cel::ModelMetrics>,
 }
 
 impl Default for EngineOptions {
@@ -34,6 +36,7 @@ impl Default for EngineOptions {
             secrets: SecretStore::default(),
             max_attempts: 10,
             discovered: HashMap::new(),
+            metrics: HashMap::new(),
         }
     }
 }
@@ -151,7 +154,18 @@ impl Engine {
             .get(route_with)
             .map(|(_, g)| (*g).clone())
             .unwrap_or_default();
-        let (providers, settings, views) = assemble(&chosen, catalog, &opts);
+        let (providers, settings, mut views) = assemble(&chosen, catalog, &opts);
+        if !opts.metrics.is_empty() {
+            for v in &mut views {
+                let key = (
+                    v.provider_id.to_ascii_lowercase(),
+                    v.id.to_ascii_lowercase(),
+                );
+                if let Some(m) = opts.metrics.get(&key) {
+                    v.metrics = m.clone();
+                }
+            }
+        }
         let provider_views = providers.iter().map(provider_view).collect();
         let authors = catalog
             .authors

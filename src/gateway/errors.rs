@@ -1,0 +1,127 @@
+//! Errors the gateway itself produces, in the shape each client family expects.
+//!
+//! - OpenAI routes: `{"error":{"message","type","code"}}` with ngrok's code (`ERR_NGROK_3807`…).
+//! - Anthropic `/v1/messages`: `{"type":"error","error":{"type","message","code"}}`.
+//! - Ollama `/api/*`: `{"error":"…"}`.
+//!
+//! Every error also carries an `ngrok-error-code` header, as ngrok sets on its own errors.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::json;
+
+pub use crate::routing::plan::codes;
+
+/// Which client family a route serves; decides error shapes and stream framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+    Ollama,
+}
+
+/// Could not reach the provider (connection error mid-stream and similar).
+pub const UPSTREAM_FAILED: (&str, u16) = ("ERR_NGROK_3800", 502);
+/// aigw's own code for a missing or wrong inbound token (ngrok's AI Gateway API key error).
+pub const UNAUTHORIZED: (&str, u16) = ("ERR_NGROK_27007", 401);
+/// An unknown route.
+pub const NOT_FOUND: (&str, u16) = ("AIGW_NOT_FOUND", 404);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl GatewayError {
+    pub fn new((code, status): (&'static str, u16), message: impl Into<String>) -> Self {
+        GatewayError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// OpenAI's `type`: client mistakes are `invalid_request_error`, the rest `gateway_error`.
+    pub fn kind(&self) -> &'static str {
+        match self.status {
+            401 => "authentication_error",
+            400..=499 => "invalid_request_error",
+            _ => "gateway_error",
+        }
+    }
+
+    pub fn body(&self, dialect: Dialect) -> serde_json::Value {
+        match dialect {
+            Dialect::OpenAi => {
+                json!({"error": {"message": self.message, "type": self.kind(), "code": self.code}})
+            }
+            Dialect::Anthropic => {
+                json!({"type": "error", "error": {"type": anthropic_type(self.status), "message": self.message, "code": self.code}})
+            }
+            Dialect::Ollama => json!({"error": format!("{} ({})", self.message, self.code)}),
+        }
+    }
+
+    pub fn response(&self, dialect: Dialect) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let mut resp = Response::new(Body::from(self.body(dialect).to_string()));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert("ngrok-error-code", HeaderValue::from_static(self.code));
+        resp
+    }
+
+    /// The last event of a stream that failed after it started: an SSE `data:` event for
+    /// OpenAI clients, an `event: error` for Anthropic ones, an NDJSON line for Ollama ones.
+    pub fn stream_event(&self, dialect: Dialect) -> Bytes {
+        let body = self.body(dialect);
+        match dialect {
+            Dialect::OpenAi => Bytes::from(format!("data: {body}\n\n")),
+            Dialect::Anthropic => Bytes::from(format!("event: error\ndata: {body}\n\n")),
+            Dialect::Ollama => Bytes::from(format!("{body}\n")),
+        }
+    }
+}
+
+fn anthropic_type(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let e = GatewayError::new(codes::ALL_FAILED, "all 2 candidates failed: a; b");
+        assert_eq!(
+            e.body(Dialect::OpenAi),
+            json!({"error": {"message": "all 2 candidates failed: a; b", "type": "gateway_error", "code": "ERR_NGROK_3807"}})
+        );
+        assert_eq!(
+            e.body(Dialect::Ollama),
+            json!({"error": "all 2 candidates failed: a; b (ERR_NGROK_3807)"})
+        );
+        assert_eq!(e.response(Dialect::OpenAi).status(), 503);
+        let ev = e.stream_event(Dialect::OpenAi);
+        assert!(ev.starts_with(b"data: {\"error\""));
+        assert!(ev.ends_with(b"\n\n"));
+        let e = GatewayError::new(codes::INPUT_TOO_LARGE, "too big");
+        assert_eq!(e.kind(), "invalid_request_error");
+    }
+}

@@ -1,0 +1,1024 @@
+//! The failover executor: runs a [`Plan`]'s attempts in order until one succeeds.
+//!
+//! Per attempt: rewrite the body (upstream model id, no `models`, merged `body`, parameter
+//! stripping, `max_output_tokens` clamp), build the headers (hop-by-hop and inbound auth
+//! stripped, `headers` templates, the provider key or the client's), add `query_params`, send.
+//! Connection errors, timeouts and any non-2xx move on to the next attempt, key by key and model
+//! by model as planned; `per_request_timeout` bounds each attempt up to its first byte (the whole
+//! body for non-streaming responses), `total_timeout` bounds the whole loop (504
+//! ERR_NGROK_3810), and when nothing is left the client gets 503 ERR_NGROK_3807 with every
+//! attempt's reason. A streaming response is committed once its first chunk has arrived; after
+//! that [`super::stream`] relays it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+use super::errors::{Dialect, GatewayError, codes};
+use super::stream::{Framing, Relay};
+use super::template::{self, RequestVars};
+use super::traffic::{Outcome, Sample};
+use super::{Gateway, Routing};
+use crate::policy::secrets::redact;
+use crate::policy::{AiGateway, ApiFormat};
+use crate::routing::plan::{Attempt, KeyChoice, Plan, Request};
+
+/// ngrok's documented defaults (DESIGN.md).
+pub const DEFAULT_PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(180);
+pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(360);
+
+/// A parsed inbound request, ready for planning.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub dialect: Dialect,
+    /// The path the engine plans for (`/v1/chat/completions` also for Ollama's `/api/chat`).
+    pub plan_path: String,
+    /// For the Ollama native API: the native path to call on Ollama providers instead.
+    pub native_path: Option<&'static str>,
+    pub method: Method,
+    /// The path as the client called it.
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Map<String, Value>,
+    pub client: SocketAddr,
+    pub request_id: String,
+    pub started: Instant,
+}
+
+/// What the request log line says about a request.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub model: Option<String>,
+    pub chosen: Option<String>,
+    pub attempts: usize,
+    pub status: u16,
+    pub upstream: Duration,
+    pub error_code: Option<&'static str>,
+    pub streaming: bool,
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus those aigw sets.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// Why one attempt failed.
+#[derive(Debug)]
+enum Failure {
+    Http { status: u16, detail: String },
+    Connect(String),
+    Timeout { after: Duration, total: bool },
+    Other(String),
+}
+
+impl Failure {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Failure::Http { .. } => "http_error",
+            Failure::Connect(_) => "connect_error",
+            Failure::Timeout { .. } => "timeout",
+            Failure::Other(_) => "error",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Failure::Http { status, detail } if detail.is_empty() => format!("HTTP {status}"),
+            Failure::Http { status, detail } => format!("HTTP {status} ({detail})"),
+            Failure::Connect(s) | Failure::Other(s) => s.clone(),
+            Failure::Timeout { after, .. } => format!(
+                "timed out after {}",
+                crate::policy::duration::format(*after)
+            ),
+        }
+    }
+}
+
+enum Success {
+    Whole {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Stream {
+        status: u16,
+        headers: HeaderMap,
+        first: Bytes,
+        rest: super::stream::Upstream,
+        framing: Framing,
+    },
+}
+
+/// A reqwest error as a short reason (`connection refused`, `timed out`…), without URLs' secrets.
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    let mut io_kind = None;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        source = s.source();
+    }
+    match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => return "connection refused".into(),
+        Some(std::io::ErrorKind::ConnectionReset) => return "connection reset".into(),
+        Some(std::io::ErrorKind::TimedOut) => return "connection timed out".into(),
+        _ => {}
+    }
+    if e.is_connect() {
+        return "cannot connect".into();
+    }
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    if e.is_body() || e.is_decode() {
+        return "the response body broke off".into();
+    }
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text
+            .replace(&format!(" for url ({url})"), "")
+            .replace(url.as_str(), "<url>");
+    }
+    text.truncate(200);
+    text
+}
+
+/// Estimated input tokens: characters of every string in the body but `model`/`models`, over 4
+/// (rounded up). aigw has no tokenizer; this is a deliberately simple, documented estimate.
+pub fn estimate_tokens(body: &Map<String, Value>) -> u64 {
+    fn chars(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.chars().count(),
+            Value::Array(a) => a.iter().map(chars).sum(),
+            Value::Object(o) => o.values().map(chars).sum(),
+            _ => 0,
+        }
+    }
+    let n: usize = body
+        .iter()
+        .filter(|(k, _)| k.as_str() != "model" && k.as_str() != "models")
+        .map(|(_, v)| chars(v))
+        .sum();
+    (n as u64).div_ceil(4)
+}
+
+/// Reads `model` and `models` (ERR_NGROK_3801 when they have the wrong type).
+pub fn requested_models(
+    body: &Map<String, Value>,
+) -> Result<(Option<String>, Vec<String>), GatewayError> {
+    let model = match body.get("model") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            return Err(GatewayError::new(
+                codes::INVALID_BODY,
+                "Invalid request body: `model` must be a string",
+            ));
+        }
+    };
+    let models = match body.get("models") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                GatewayError::new(
+                    codes::INVALID_BODY,
+                    "Invalid request body: `models` must be a list of strings",
+                )
+            })?,
+        Some(_) => {
+            return Err(GatewayError::new(
+                codes::INVALID_BODY,
+                "Invalid request body: `models` must be a list of strings",
+            ));
+        }
+    };
+    Ok((model, models))
+}
+
+/// `http://127.x.y.z…` or `http://localhost…`.
+pub fn is_loopback_url(url: &str) -> bool {
+    url.split_once("://")
+        .map(|(_, rest)| crate::policy::checks::host_of(rest))
+        .is_some_and(|h| {
+            h == "localhost"
+                || h.parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+}
+
+/// The Ollama native URL for a provider base URL (`http://h:11434/v1` → `http://h:11434/api/chat`).
+pub fn native_url(base: &str, native_path: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let base = base.strip_suffix("/v1").unwrap_or(base);
+    format!("{base}{native_path}")
+}
+
+/// Plans the request; for the Ollama native API keeps only Ollama providers and points attempts
+/// at their native path.
+pub fn plan_for(
+    routing: &dyn Routing,
+    inb: &Inbound,
+    model: Option<String>,
+    models: Vec<String>,
+) -> Plan {
+    let seed = rand::random::<u64>();
+    let req = Request {
+        path: inb.plan_path.clone(),
+        model: model.clone(),
+        models: models.clone(),
+    };
+    let mut plan = routing.plan(&req, seed);
+    let Some(native) = inb.native_path else {
+        return plan;
+    };
+    let providers = routing.providers();
+    let restrict = |plan: &mut Plan| {
+        plan.attempts
+            .retain(|a| providers.iter().any(|p| p.ollama && p.id == a.provider));
+        for a in &mut plan.attempts {
+            let base = providers
+                .iter()
+                .find(|p| p.id == a.provider)
+                .and_then(|p| p.base_url.clone());
+            a.url = base.map(|b| native_url(&b, native));
+        }
+    };
+    restrict(&mut plan);
+    // Ollama clients say `llama3.2:latest` for the policy's `llama3.2`.
+    if plan.attempts.is_empty()
+        && let Some(stripped) = model.as_deref().and_then(|m| m.strip_suffix(":latest"))
+    {
+        let req = Request {
+            path: inb.plan_path.clone(),
+            model: Some(stripped.to_string()),
+            models,
+        };
+        let mut again = routing.plan(&req, seed);
+        restrict(&mut again);
+        if !again.attempts.is_empty() {
+            return again;
+        }
+    }
+    if plan.error.is_none() && plan.attempts.is_empty() {
+        plan.error = Some(crate::routing::plan::PlanError {
+            code: codes::NO_COMPATIBLE_MODELS.0,
+            status: 404,
+            message: format!(
+                "model '{}' not found: no Ollama provider in the policy serves it",
+                model.unwrap_or_else(|| "?".into())
+            ),
+        });
+    }
+    plan
+}
+
+/// Executes a request end to end: plan, attempts, response.
+pub async fn execute(gw: &Arc<Gateway>, inb: Inbound) -> (Response, Report) {
+    let mut report = Report::default();
+    // Ollama's legacy `name` (show, pull…) names the model too.
+    let mut inb = inb;
+    if inb.dialect == Dialect::Ollama
+        && !inb.body.contains_key("model")
+        && let Some(name) = inb.body.remove("name")
+    {
+        inb.body.insert("model".into(), name);
+    }
+    let (model, models) = match requested_models(&inb.body) {
+        Ok(m) => m,
+        Err(e) => return error_response(e, inb.dialect, &mut report),
+    };
+    report.model = model.clone().or_else(|| models.first().cloned());
+    let routing = gw.current();
+    let g = routing.gateway();
+    if let Some(max) = &g.max_input_tokens {
+        let estimate = estimate_tokens(&inb.body);
+        if estimate > max.value {
+            let e = GatewayError::new(
+                codes::INPUT_TOO_LARGE,
+                format!(
+                    "Input too large: about {estimate} tokens (max {}). Shorten your prompt. (aigw estimates tokens as characters / 4)",
+                    max.value
+                ),
+            );
+            return error_response(e, inb.dialect, &mut report);
+        }
+    }
+    let plan = plan_for(routing.as_ref(), &inb, model, models);
+    if let Some(e) = &plan.error {
+        let err = GatewayError {
+            status: e.status,
+            code: e.code,
+            message: e.message.clone(),
+        };
+        return error_response(err, inb.dialect, &mut report);
+    }
+    if plan.attempts.is_empty() {
+        let e = GatewayError::new(
+            codes::SELECTION_EMPTY,
+            "Model selection returned no results",
+        );
+        return error_response(e, inb.dialect, &mut report);
+    }
+    run_attempts(gw, routing.as_ref(), &inb, &plan, report).await
+}
+
+async fn run_attempts(
+    gw: &Arc<Gateway>,
+    routing: &dyn Routing,
+    inb: &Inbound,
+    plan: &Plan,
+    mut report: Report,
+) -> (Response, Report) {
+    let g = routing.gateway();
+    let per_request = g
+        .per_request_timeout
+        .as_ref()
+        .map(|d| d.value)
+        .unwrap_or(DEFAULT_PER_REQUEST_TIMEOUT);
+    let total = g
+        .total_timeout
+        .as_ref()
+        .map(|d| d.value)
+        .unwrap_or(DEFAULT_TOTAL_TIMEOUT);
+    let deadline = inb.started + total;
+    let cap = gw.opts.max_attempts.max(1);
+    let format = if inb.dialect == Dialect::Anthropic {
+        ApiFormat::Anthropic
+    } else {
+        ApiFormat::OpenAi
+    };
+    let surface = plan.route.map(|r| r.surface).unwrap_or("");
+    let host = inb
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let method = inb.method.as_str();
+    let vars = RequestVars {
+        id: &inb.request_id,
+        method,
+        path: &inb.path,
+        query: &inb.query,
+        host,
+        headers: &inb.headers,
+        client: inb.client,
+    };
+    let mut reasons: Vec<String> = Vec::new();
+    let mut upstream_wait = Duration::ZERO;
+    let client_keys: Vec<&str> = ["authorization", "x-api-key"]
+        .iter()
+        .filter_map(|h| inb.headers.get(*h).and_then(|v| v.to_str().ok()))
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+        .collect();
+    let mut tried = 0usize;
+    let mut last_tried: Option<&Attempt> = None;
+    for attempt in &plan.attempts {
+        if tried >= cap {
+            break;
+        }
+        let label = format!("{}:{}", attempt.provider, attempt.model);
+        let key_label = match &attempt.key {
+            KeyChoice::Configured { index, .. } => format!(" (key #{})", index + 1),
+            KeyChoice::Passthrough => String::new(),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return total_timeout(total, &reasons, inb.dialect, tried, report);
+        }
+        let Some(url) = attempt.url.clone() else {
+            reasons.push(format!("{label}: the provider has no base URL"));
+            gw.metrics.attempt(&attempt.provider, "skipped");
+            continue;
+        };
+        if gw.opts.upstream_loopback_only && !is_loopback_url(&url) {
+            reasons.push(format!(
+                "{label}: {url} is not a loopback address (upstream_loopback_only)"
+            ));
+            gw.metrics.attempt(&attempt.provider, "skipped");
+            continue;
+        }
+        let key = match &attempt.key {
+            KeyChoice::Passthrough => None,
+            KeyChoice::Configured { index, .. } => {
+                match routing.key_value(&attempt.provider, *index) {
+                    Some(k) if !k.is_empty() => Some(k),
+                    _ => {
+                        reasons.push(format!(
+                            "{label}{key_label}: the API key did not resolve (is its secret set?)"
+                        ));
+                        gw.metrics.attempt(&attempt.provider, "skipped");
+                        continue;
+                    }
+                }
+            }
+        };
+        tried += 1;
+        last_tried = Some(attempt);
+        if tried > 1 {
+            gw.metrics.failover();
+        }
+        let body = upstream_body(
+            &inb.body,
+            attempt,
+            g,
+            format,
+            surface,
+            inb.native_path.is_some(),
+            &vars,
+            &gw.secrets,
+        );
+        let headers = upstream_headers(&inb.headers, key.as_deref(), format, g, &vars, gw);
+        let url = with_query(&url, &inb.query, g, &vars, gw);
+        let remaining = deadline - now;
+        let mut budget = per_request.min(remaining);
+        if let Some(fb) = gw.opts.first_byte_timeout {
+            budget = budget.min(fb);
+        }
+        let total_bound = budget >= remaining;
+        let t0 = Instant::now();
+        let gateway_time = t0.duration_since(inb.started).saturating_sub(upstream_wait);
+        let result =
+            tokio::time::timeout(budget, send(gw, inb.method.clone(), &url, headers, body)).await;
+        let waited = t0.elapsed();
+        upstream_wait += waited;
+        let failure = match result {
+            Ok(Ok(success)) => {
+                gw.traffic.record(
+                    &attempt.provider,
+                    &attempt.model,
+                    Sample {
+                        at: t0,
+                        outcome: Outcome::Ok,
+                        upstream: waited,
+                        gateway: gateway_time,
+                        streaming: matches!(success, Success::Stream { .. }),
+                    },
+                );
+                gw.metrics.attempt(&attempt.provider, "ok");
+                gw.metrics.upstream_latency.observe(waited);
+                gw.metrics
+                    .overhead
+                    .observe(inb.started.elapsed().saturating_sub(upstream_wait));
+                report.attempts = tried;
+                report.chosen = Some(label.clone());
+                report.upstream = upstream_wait;
+                return (
+                    respond(gw, success, inb, attempt, tried, label, &mut report),
+                    report,
+                );
+            }
+            Ok(Err(f)) => f,
+            Err(_) => Failure::Timeout {
+                after: budget,
+                total: total_bound,
+            },
+        };
+        gw.metrics.attempt(&attempt.provider, failure.outcome());
+        let outcome = match &failure {
+            Failure::Http { status, .. } => Outcome::from_status(*status),
+            Failure::Timeout { .. } => Outcome::Timeout,
+            Failure::Connect(_) | Failure::Other(_) => Outcome::Connect,
+        };
+        gw.traffic.record(
+            &attempt.provider,
+            &attempt.model,
+            Sample {
+                at: t0,
+                outcome,
+                upstream: waited,
+                gateway: gateway_time,
+                streaming: false,
+            },
+        );
+        let mut reason = format!("{label}{key_label}: {}", failure.describe());
+        // Neither a configured key nor the client's own may show up in an error message.
+        for k in key
+            .iter()
+            .map(String::as_str)
+            .chain(client_keys.iter().copied())
+        {
+            if k.len() >= 8 {
+                reason = reason.replace(k, &redact(k));
+            }
+        }
+        tracing::debug!(request_id = %inb.request_id, "attempt failed: {reason}");
+        reasons.push(reason);
+        if let Failure::Timeout { total: true, .. } = failure {
+            report.upstream = upstream_wait;
+            return total_timeout(total, &reasons, inb.dialect, tried, report);
+        }
+    }
+    report.attempts = tried;
+    report.upstream = upstream_wait;
+    let n = reasons.len();
+    let err = if plan.attempts.len() > cap || plan.truncated > 0 {
+        GatewayError::new(
+            codes::TOO_MANY_ATTEMPTS,
+            format!(
+                "Too many failed attempts to upstream providers ({tried} tried, cap {cap}). Errors: {}",
+                reasons.join("; ")
+            ),
+        )
+    } else {
+        GatewayError::new(
+            codes::ALL_FAILED,
+            format!(
+                "All providers failed: all {n} candidates failed: {}",
+                reasons.join("; ")
+            ),
+        )
+    };
+    let (mut resp, report) = error_response(err, inb.dialect, &mut report);
+    let h = resp.headers_mut();
+    h.insert("x-aigw-attempts", HeaderValue::from(tried));
+    // The last candidate tried, so a client can see where the request ended.
+    if let Some(last) = last_tried {
+        if let Ok(v) = HeaderValue::from_str(&last.provider) {
+            h.insert("x-aigw-provider", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&last.model) {
+            h.insert("x-aigw-model", v);
+        }
+    }
+    (resp, report)
+}
+
+fn total_timeout(
+    total: Duration,
+    reasons: &[String],
+    dialect: Dialect,
+    tried: usize,
+    mut report: Report,
+) -> (Response, Report) {
+    report.attempts = tried;
+    let mut msg = format!(
+        "Request timed out after {} (total_timeout). Try a shorter prompt or increase your timeout.",
+        crate::policy::duration::format(total)
+    );
+    if !reasons.is_empty() {
+        msg.push_str(&format!(" Errors: {}", reasons.join("; ")));
+    }
+    let (mut resp, report) = error_response(
+        GatewayError::new(codes::TOTAL_TIMEOUT, msg),
+        dialect,
+        &mut report,
+    );
+    resp.headers_mut()
+        .insert("x-aigw-attempts", HeaderValue::from(tried));
+    (resp, report)
+}
+
+fn error_response(e: GatewayError, dialect: Dialect, report: &mut Report) -> (Response, Report) {
+    report.status = e.status;
+    report.error_code = Some(e.code);
+    (e.response(dialect), report.clone())
+}
+
+async fn send(
+    gw: &Gateway,
+    method: Method,
+    url: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Success, Failure> {
+    let resp = gw
+        .client
+        .request(method, url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_connect() {
+                Failure::Connect(describe_reqwest(&e))
+            } else {
+                Failure::Other(describe_reqwest(&e))
+            }
+        })?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    if !resp.status().is_success() {
+        let detail = error_detail(resp).await;
+        return Err(Failure::Http { status, detail });
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let framing = if content_type.starts_with("text/event-stream") {
+        Some(Framing::Sse)
+    } else if content_type.starts_with("application/x-ndjson") {
+        Some(Framing::Ndjson)
+    } else {
+        None
+    };
+    match framing {
+        None => {
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| Failure::Other(describe_reqwest(&e)))?;
+            Ok(Success::Whole {
+                status,
+                headers,
+                body,
+            })
+        }
+        Some(framing) => {
+            let mut rest: super::stream::Upstream = Box::pin(resp.bytes_stream());
+            loop {
+                match rest.next().await {
+                    Some(Ok(b)) if b.is_empty() => continue,
+                    Some(Ok(first)) => {
+                        return Ok(Success::Stream {
+                            status,
+                            headers,
+                            first,
+                            rest,
+                            framing,
+                        });
+                    }
+                    Some(Err(e)) => return Err(Failure::Other(describe_reqwest(&e))),
+                    None => {
+                        return Err(Failure::Other(
+                            "the upstream stream ended before its first byte".into(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A short reason from an upstream error body: `error.message`, `error` or the text.
+async fn error_detail(resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= 2048 {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    let detail = match serde_json::from_str::<Value>(&text) {
+        Ok(v) => v
+            .pointer("/error/message")
+            .or_else(|| v.get("error"))
+            .or_else(|| v.get("message"))
+            .and_then(|m| m.as_str().map(String::from))
+            .unwrap_or_else(|| text.trim().to_string()),
+        Err(_) => text.trim().to_string(),
+    };
+    let mut detail: String = detail
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    if detail.len() < text.trim().len() && detail.chars().count() == 200 {
+        detail.push('…');
+    }
+    detail
+}
+
+fn respond(
+    gw: &Arc<Gateway>,
+    success: Success,
+    inb: &Inbound,
+    attempt: &Attempt,
+    tried: usize,
+    label: String,
+    report: &mut Report,
+) -> Response {
+    let (status, up_headers, body, streaming) = match success {
+        Success::Whole {
+            status,
+            headers,
+            body,
+        } => (status, headers, Body::from(body), false),
+        Success::Stream {
+            status,
+            headers,
+            first,
+            rest,
+            framing,
+        } => {
+            let relay = Relay {
+                first,
+                upstream: rest,
+                idle: gw.opts.stream_idle_timeout,
+                dialect: inb.dialect,
+                framing,
+                cancel: gw.shutdown.clone(),
+                guard: gw.metrics.stream_opened(),
+                label,
+            };
+            (
+                status,
+                headers,
+                Body::from_stream(super::stream::relay(relay)),
+                true,
+            )
+        }
+    };
+    report.status = status;
+    report.streaming = streaming;
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let h = resp.headers_mut();
+    for (name, value) in up_headers.iter() {
+        if HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("x-aigw-") {
+            continue;
+        }
+        h.append(name.clone(), value.clone());
+    }
+    if streaming {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+    if let Ok(v) = HeaderValue::from_str(&attempt.provider) {
+        h.insert("x-aigw-provider", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&attempt.model) {
+        h.insert("x-aigw-model", v);
+    }
+    h.insert("x-aigw-attempts", HeaderValue::from(tried));
+    resp
+}
+
+/// The body sent to one attempt.
+#[allow(clippy::too_many_arguments)]
+pub fn upstream_body(
+    body: &Map<String, Value>,
+    attempt: &Attempt,
+    g: &AiGateway,
+    format: ApiFormat,
+    surface: &str,
+    native: bool,
+    vars: &RequestVars<'_>,
+    secrets: &crate::policy::secrets::SecretStore,
+) -> Bytes {
+    let mut b = body.clone();
+    b.insert("model".into(), Value::String(attempt.model.clone()));
+    b.remove("models");
+    for (key, node) in &g.body {
+        b.insert(
+            key.value.clone(),
+            render_json(node.to_json(), vars, secrets),
+        );
+    }
+    let provider = g
+        .providers
+        .iter()
+        .find(|p| p.id.eq_ignore_ascii_case(&attempt.provider));
+    let mut limit = g.max_output_tokens.as_ref().map(|m| m.value);
+    if let Some(p) = provider {
+        let allowed: Vec<&str> = p
+            .supported_api_surfaces
+            .iter()
+            .filter(|s| {
+                *s.format == format && s.surface.as_ref().is_none_or(|n| n.value == surface)
+            })
+            .flat_map(|s| s.supported_params.iter().map(|p| p.value.as_str()))
+            .collect();
+        if !allowed.is_empty() && !native {
+            b.retain(|k, _| k == "model" || k == "stream" || allowed.contains(&k.as_str()));
+        }
+        if let Some(m) = p.models.iter().find(|m| {
+            m.id.value == attempt.model || m.id_aliases.iter().any(|a| a.value == attempt.model)
+        }) {
+            for param in &m.unsupported_params {
+                b.remove(param.value.as_str());
+            }
+            if let Some(mo) = m.max_output_tokens {
+                limit = Some(limit.map_or(mo, |l| l.min(mo)));
+            }
+        }
+    }
+    if let Some(limit) = limit {
+        for key in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
+            clamp(b.get_mut(key), limit);
+        }
+        if native && let Some(Value::Object(options)) = b.get_mut("options") {
+            clamp(options.get_mut("num_predict"), limit);
+        }
+    }
+    Bytes::from(serde_json::to_vec(&Value::Object(b)).unwrap_or_default())
+}
+
+fn clamp(v: Option<&mut Value>, limit: u64) {
+    if let Some(v) = v
+        && let Some(n) = v.as_u64()
+        && n > limit
+    {
+        *v = Value::from(limit);
+    }
+}
+
+fn render_json(
+    v: Value,
+    vars: &RequestVars<'_>,
+    secrets: &crate::policy::secrets::SecretStore,
+) -> Value {
+    match v {
+        Value::String(s) => Value::String(template::render_str(&s, vars, secrets)),
+        Value::Array(a) => Value::Array(
+            a.into_iter()
+                .map(|v| render_json(v, vars, secrets))
+                .collect(),
+        ),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, render_json(v, vars, secrets)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Whether an inbound header carries the gateway's own token (never forwarded).
+fn is_inbound_token(value: &HeaderValue, token: Option<&str>) -> bool {
+    let Some(token) = token else { return false };
+    let v = value.to_str().unwrap_or("");
+    let v = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .unwrap_or(v);
+    super::routes::ct_eq(v.trim().as_bytes(), token.as_bytes())
+}
+
+/// The headers sent to one attempt.
+pub fn upstream_headers(
+    inbound: &HeaderMap,
+    key: Option<&str>,
+    format: ApiFormat,
+    g: &AiGateway,
+    vars: &RequestVars<'_>,
+    gw: &Gateway,
+) -> HeaderMap {
+    let token = gw.opts.auth_token.as_deref();
+    let connection_listed: Vec<String> = inbound
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    let mut out = HeaderMap::new();
+    for (name, value) in inbound.iter() {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || connection_listed.iter().any(|c| c == n)
+            || n == "authorization"
+            || n == "x-api-key"
+            || n == "accept-encoding"
+            || n.starts_with("x-aigw-")
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    match key {
+        Some(k) => match format {
+            ApiFormat::OpenAi => {
+                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {k}")) {
+                    out.insert(header::AUTHORIZATION, v);
+                }
+            }
+            ApiFormat::Anthropic => {
+                if let Ok(v) = HeaderValue::from_str(k) {
+                    out.insert("x-api-key", v);
+                }
+                if !out.contains_key("anthropic-version") {
+                    out.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+                }
+            }
+        },
+        None => {
+            for name in [header::AUTHORIZATION, HeaderName::from_static("x-api-key")] {
+                if let Some(v) = inbound.get(&name)
+                    && !is_inbound_token(v, token)
+                {
+                    out.insert(name, v.clone());
+                }
+            }
+        }
+    }
+    for (name, t) in &g.headers {
+        let value = template::render(&t.value, vars, &gw.secrets);
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.value.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            out.insert(n, v);
+        }
+    }
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}
+
+/// The URL of one attempt: the client's query string, then `query_params`.
+fn with_query(
+    url: &str,
+    client_query: &str,
+    g: &AiGateway,
+    vars: &RequestVars<'_>,
+    gw: &Gateway,
+) -> String {
+    let mut pairs: Vec<String> = Vec::new();
+    if !client_query.is_empty() {
+        pairs.push(client_query.to_string());
+    }
+    for (name, t) in &g.query_params {
+        let value = template::render(&t.value, vars, &gw.secrets);
+        pairs.push(format!("{}={}", encode(&name.value), encode(&value)));
+    }
+    if pairs.is_empty() {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{}", pairs.join("&"))
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_models() {
+        let body: Map<String, Value> = serde_json::from_str(
+            r#"{"model":"x","messages":[{"role":"user","content":"12345678"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(estimate_tokens(&body), 3); // "user" + "12345678" = 12 chars
+        assert_eq!(requested_models(&body).unwrap().0.as_deref(), Some("x"));
+        let bad: Map<String, Value> = serde_json::from_str(r#"{"model":1}"#).unwrap();
+        assert_eq!(requested_models(&bad).unwrap_err().code, "ERR_NGROK_3801");
+        let bad: Map<String, Value> = serde_json::from_str(r#"{"models":["a",2]}"#).unwrap();
+        assert!(requested_models(&bad).is_err());
+    }
+
+    #[test]
+    fn native_urls() {
+        assert_eq!(
+            native_url("http://localhost:11434", "/api/chat"),
+            "http://localhost:11434/api/chat"
+        );
+        assert_eq!(
+            native_url("http://localhost:11434/v1/", "/api/tags"),
+            "http://localhost:11434/api/tags"
+        );
+    }
+
+    #[test]
+    fn loopback_urls() {
+        assert!(is_loopback_url("http://127.0.0.1:9/v1"));
+        assert!(is_loopback_url("http://localhost:11434"));
+        assert!(is_loopback_url("http://[::1]:80/x"));
+        assert!(!is_loopback_url("https://api.openai.com/v1"));
+        assert!(!is_loopback_url("http://127.0.0.1.evil.com/"));
+    }
+
+    #[test]
+    fn query_encoding() {
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}

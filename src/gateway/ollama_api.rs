@@ -1,0 +1,186 @@
+//! The Ollama native API (`/api/*`), so Ollama clients can use the gateway too.
+//!
+//! Choice: requests are routed with the same planning and failover as `/v1` (planned as the
+//! matching OpenAI surface: `/api/chat` and `/api/generate` as chat completions, `/api/embed` as
+//! embeddings), restricted to Ollama providers, and sent to each provider's **native** API
+//! (`base_url` without `/v1`, plus `/api/chat`…). Bodies and NDJSON streams pass through
+//! unchanged apart from the model rewrite, so every Ollama feature (options, keep_alive, think,
+//! images, tools) works with no translation layer. `/api/tags` and `/api/ps` merge the lists of
+//! every reachable Ollama provider; `/api/version` reports the first reachable one's version;
+//! `/api/show` goes to the provider the model would be routed to.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::Gateway;
+use super::errors::Dialect;
+use super::forward::native_url;
+use super::routes::handle;
+
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn inference(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let (plan_path, native): (&str, &'static str) = match uri.path() {
+        "/api/chat" => ("/v1/chat/completions", "/api/chat"),
+        "/api/generate" => ("/v1/chat/completions", "/api/generate"),
+        "/api/embeddings" => ("/v1/embeddings", "/api/embeddings"),
+        "/api/show" => ("/v1/chat/completions", "/api/show"),
+        _ => ("/v1/embeddings", "/api/embed"),
+    };
+    handle(
+        gw,
+        Dialect::Ollama,
+        plan_path.into(),
+        Some(native),
+        method,
+        uri,
+        headers,
+        client,
+        body,
+    )
+    .await
+}
+
+/// Native base URLs of the policy's Ollama providers, without duplicates.
+fn ollama_bases(gw: &Gateway) -> Vec<String> {
+    let mut seen = HashSet::new();
+    gw.current()
+        .providers()
+        .into_iter()
+        .filter(|p| p.ollama)
+        .filter_map(|p| p.base_url)
+        .map(|b| native_url(&b, ""))
+        .filter(|b| seen.insert(b.clone()))
+        .collect()
+}
+
+async fn get_json(gw: &Gateway, url: String) -> Option<Value> {
+    let resp = tokio::time::timeout(LIST_TIMEOUT, gw.client.get(&url).send())
+        .await
+        .ok()?
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    tokio::time::timeout(LIST_TIMEOUT, resp.json::<Value>())
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn merged_models(gw: &Gateway, path: &str) -> Vec<Value> {
+    let futures = ollama_bases(gw)
+        .into_iter()
+        .map(|b| get_json(gw, format!("{b}{path}")));
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for v in futures_util::future::join_all(futures)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        for m in v
+            .get("models")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            let name = m
+                .get("model")
+                .or_else(|| m.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if seen.insert(name) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+pub async fn tags(State(gw): State<Arc<Gateway>>) -> Response {
+    let models = merged_models(&gw, "/api/tags").await;
+    gw.metrics.request("/api/tags", 200);
+    axum::Json(json!({"models": models})).into_response()
+}
+
+pub async fn ps(State(gw): State<Arc<Gateway>>) -> Response {
+    let models = merged_models(&gw, "/api/ps").await;
+    gw.metrics.request("/api/ps", 200);
+    axum::Json(json!({"models": models})).into_response()
+}
+
+pub async fn version(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut version = None;
+    for b in ollama_bases(&gw) {
+        if let Some(v) = get_json(&gw, format!("{b}/api/version")).await
+            && let Some(s) = v.get("version").and_then(Value::as_str)
+        {
+            version = Some(s.to_string());
+            break;
+        }
+    }
+    gw.metrics.request("/api/version", 200);
+    let version = version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+    axum::Json(json!({"version": version})).into_response()
+}
+
+/// Installed models of each reachable Ollama provider (`/api/tags`), for the engine's
+/// `discovered` input. Unreachable providers are left out; nothing waits longer than `budget`.
+pub async fn discover(
+    providers: &[super::ProviderView],
+    budget: Duration,
+) -> std::collections::HashMap<String, Vec<String>> {
+    let Ok(client) = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(budget)
+        .build()
+    else {
+        return Default::default();
+    };
+    let lookups = providers.iter().filter(|p| p.ollama).filter_map(|p| {
+        let url = format!("{}/api/tags", native_url(p.base_url.as_deref()?, ""));
+        let client = client.clone();
+        let id = p.id.clone();
+        Some(async move {
+            let resp = tokio::time::timeout(budget, client.get(&url).send())
+                .await
+                .ok()?
+                .ok()?;
+            let v: Value = tokio::time::timeout(budget, resp.json()).await.ok()?.ok()?;
+            let names: Vec<String> = v
+                .get("models")?
+                .as_array()?
+                .iter()
+                .filter_map(|m| {
+                    m.get("model")
+                        .or_else(|| m.get("name"))
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                })
+                .collect();
+            Some((id, names))
+        })
+    });
+    futures_util::future::join_all(lookups)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}

@@ -1,0 +1,325 @@
+//! The router: OpenAI, Anthropic and Ollama routes, inbound auth, `/healthz`, `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+
+use super::errors::{Dialect, GatewayError, NOT_FOUND, UNAUTHORIZED, codes};
+use super::forward::{self, Inbound, Report};
+use super::{Gateway, ollama_api};
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let api = Router::new()
+        .route("/v1/chat/completions", post(openai))
+        .route("/v1/completions", post(openai))
+        .route("/v1/embeddings", post(openai))
+        .route("/v1/responses", post(openai))
+        .route("/v1/messages", post(openai))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
+        .route("/api/chat", post(ollama_api::inference))
+        .route("/api/generate", post(ollama_api::inference))
+        .route("/api/embed", post(ollama_api::inference))
+        .route("/api/embeddings", post(ollama_api::inference))
+        .route("/api/show", post(ollama_api::inference))
+        .route("/api/tags", get(ollama_api::tags))
+        .route("/api/ps", get(ollama_api::ps))
+        .route("/api/version", get(ollama_api::version))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(gw.clone(), auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/", get(|| async { "aigw is running" }))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(gw.opts.max_body_bytes))
+        .with_state(gw)
+}
+
+pub fn dialect_of(path: &str) -> Dialect {
+    if path.starts_with("/api/") {
+        Dialect::Ollama
+    } else if path == "/v1/messages" {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    }
+}
+
+/// Constant-time comparison (for equal lengths) of the inbound token.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// With `--auth-token`, every route but `/healthz` needs the token as `Authorization: Bearer`,
+/// `x-api-key` (Anthropic SDKs) or `x-aigw-token` (which leaves `Authorization` free for a
+/// passthrough provider key). The token is never forwarded upstream.
+async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    if let Some(token) = gw.opts.auth_token.as_deref() {
+        let h = req.headers();
+        let bearer = h
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        let others = ["x-api-key", "x-aigw-token"].map(|n| h.get(n).and_then(|v| v.to_str().ok()));
+        let ok = bearer
+            .into_iter()
+            .chain(others.into_iter().flatten())
+            .any(|v| ct_eq(v.trim().as_bytes(), token.as_bytes()));
+        if !ok {
+            let path = req.uri().path().to_string();
+            gw.metrics.request(&path, 401);
+            let e = GatewayError::new(
+                UNAUTHORIZED,
+                "missing or wrong gateway token: send `Authorization: Bearer <token>` (the serve --auth-token)",
+            );
+            return e.response(dialect_of(&path));
+        }
+    }
+    next.run(req).await
+}
+
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(String::from)
+        .unwrap_or_else(|| format!("req_{:016x}", rand::random::<u64>()))
+}
+
+/// Parses a JSON object body (ERR_NGROK_3801 otherwise).
+pub fn json_body(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(GatewayError::new(
+            codes::INVALID_BODY,
+            "Invalid request body: the body is empty",
+        ));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(GatewayError::new(
+            codes::INVALID_BODY,
+            "Invalid request body: expected a JSON object",
+        )),
+        Err(e) => Err(GatewayError::new(
+            codes::INVALID_BODY,
+            format!("Invalid request body: {e}"),
+        )),
+    }
+}
+
+/// Runs one proxied request and writes its log line and metrics.
+#[allow(clippy::too_many_arguments)]
+pub async fn handle(
+    gw: Arc<Gateway>,
+    dialect: Dialect,
+    plan_path: String,
+    native_path: Option<&'static str>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    client: SocketAddr,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let id = request_id(&headers);
+    let path = uri.path().to_string();
+    let parsed = body
+        .map_err(|e| {
+            GatewayError::new(
+                (codes::INVALID_BODY.0, e.status().as_u16()),
+                format!("Invalid request body: {}", e.body_text()),
+            )
+        })
+        .and_then(|b| json_body(&b));
+    let (mut resp, report) = match parsed {
+        Ok(body) => {
+            let inb = Inbound {
+                dialect,
+                plan_path,
+                native_path,
+                method: method.clone(),
+                path: path.clone(),
+                query: uri.query().unwrap_or("").to_string(),
+                headers,
+                body,
+                client,
+                request_id: id.clone(),
+                started,
+            };
+            forward::execute(&gw, inb).await
+        }
+        Err(e) => {
+            let report = Report {
+                status: e.status,
+                error_code: Some(e.code),
+                ..Report::default()
+            };
+            (e.response(dialect), report)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    log_request(&gw, &method, &path, &id, &report, started);
+    resp
+}
+
+pub fn log_request(
+    gw: &Gateway,
+    method: &Method,
+    path: &str,
+    id: &str,
+    report: &Report,
+    started: Instant,
+) {
+    gw.metrics.request(path, report.status);
+    let total = started.elapsed();
+    tracing::info!(
+        target: "aigw::request",
+        request_id = id,
+        method = %method,
+        path,
+        model = report.model.as_deref().unwrap_or("-"),
+        chosen = report.chosen.as_deref().unwrap_or("-"),
+        attempts = report.attempts,
+        status = report.status,
+        error = report.error_code.unwrap_or("-"),
+        stream = report.streaming,
+        upstream_ms = ms(report.upstream),
+        total_ms = ms(total),
+        "{method} {path} {} → {} {}",
+        report.model.as_deref().unwrap_or("-"),
+        report.chosen.as_deref().unwrap_or("-"),
+        report.status,
+    );
+}
+
+/// Milliseconds with one decimal.
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+async fn openai(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let path = uri.path().to_string();
+    handle(
+        gw,
+        dialect_of(&path),
+        path,
+        None,
+        method,
+        uri,
+        headers,
+        client,
+        body,
+    )
+    .await
+}
+
+/// `GET /v1/models`: the policy's candidates for a chat request with no model, as
+/// `provider:model`, in OpenAI's list shape.
+/// The models `/v1/models` lists: the candidates of a chat request with no model.
+fn model_list(gw: &Gateway) -> Vec<Value> {
+    let routing = gw.current();
+    let plan = routing.plan(
+        &crate::routing::plan::Request {
+            path: "/v1/chat/completions".into(),
+            model: None,
+            models: Vec::new(),
+        },
+        0,
+    );
+    let mut seen = std::collections::HashSet::new();
+    plan.attempts
+        .iter()
+        .filter(|a| seen.insert(format!("{}:{}", a.provider, a.model)))
+        .map(|a| json!({"id": format!("{}:{}", a.provider, a.model), "object": "model", "created": 0, "owned_by": a.provider}))
+        .collect()
+}
+
+/// `GET /v1/models`: the policy's candidates for a chat request with no model, as
+/// `provider:model`, in OpenAI's list shape.
+async fn models(State(gw): State<Arc<Gateway>>) -> Response {
+    let data = model_list(&gw);
+    gw.metrics.request("/v1/models", 200);
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`); ids may hold `/` and `:`.
+async fn model(
+    State(gw): State<Arc<Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let found = model_list(&gw).into_iter().find(|m| m["id"] == id.as_str());
+    match found {
+        Some(m) => {
+            gw.metrics.request("/v1/models/{id}", 200);
+            axum::Json(m).into_response()
+        }
+        None => {
+            gw.metrics.request("/v1/models/{id}", 404);
+            GatewayError::new(
+                NOT_FOUND,
+                format!("The model `{id}` is not among this gateway's candidates"),
+            )
+            .response(Dialect::OpenAi)
+        }
+    }
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut resp = gw.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+async fn not_found(State(gw): State<Arc<Gateway>>, method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    gw.metrics.request("other", 404);
+    GatewayError::new(NOT_FOUND, format!("aigw has no route {method} {path}"))
+        .response(dialect_of(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq() {
+        assert!(ct_eq(b"secret", b"secret"));
+        assert!(!ct_eq(b"secret", b"secreT"));
+        assert!(!ct_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,195 @@
+//! `m.metrics.*` from the gateway's own traffic.
+//!
+//! Every upstream attempt is recorded per (provider, model); a snapshot over a sliding window
+//! (5 minutes, at most 1000 attempts per model) gives the figures ngrok documents: request
+//! count, error rates (total, timeout, rate_limit, client, server; connection errors count in
+//! `total` only), and average / p95 latencies (`upstream_ms`: to the full response, or to the
+//! first chunk of a stream; `time_to_first_token_ms`: streams only; `gateway_ms`: time in aigw
+//! before the attempt was sent). A local gateway is its own region, account and endpoint, so
+//! every scope (`global`, `region`, `account`, `endpoint`) holds the same figures. Token counts
+//! stay zero. The engine is rebuilt with a fresh snapshot every few seconds when there was new
+//! traffic and the policy mentions `metrics` (see [`super::reload::spawn_metrics`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::routing::cel::{ErrorRate, Latency, MetricsScope, ModelMetrics};
+
+pub const WINDOW: Duration = Duration::from_secs(300);
+const MAX_SAMPLES: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Timeout,
+    RateLimit,
+    Client,
+    Server,
+    Connect,
+}
+
+impl Outcome {
+    pub fn from_status(status: u16) -> Outcome {
+        match status {
+            429 => Outcome::RateLimit,
+            400..=499 => Outcome::Client,
+            500..=599 => Outcome::Server,
+            _ => Outcome::Server,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub at: Instant,
+    pub outcome: Outcome,
+    pub upstream: Duration,
+    pub gateway: Duration,
+    pub streaming: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Traffic {
+    samples: Mutex<HashMap<(String, String), VecDeque<Sample>>>,
+    version: AtomicU64,
+}
+
+impl Traffic {
+    pub fn record(&self, provider: &str, model: &str, sample: Sample) {
+        let key = (provider.to_ascii_lowercase(), model.to_ascii_lowercase());
+        let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let q = all.entry(key).or_default();
+        q.push_back(sample);
+        while q.len() > MAX_SAMPLES {
+            q.pop_front();
+        }
+        self.version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes whenever an attempt is recorded.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// Figures per (provider, model), lower-cased, over the last [`WINDOW`].
+    pub fn snapshot(&self) -> HashMap<(String, String), ModelMetrics> {
+        let now = Instant::now();
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = HashMap::new();
+        for ((provider, model), q) in all.iter_mut() {
+            while q.front().is_some_and(|s| now.duration_since(s.at) > WINDOW) {
+                q.pop_front();
+            }
+            if q.is_empty() {
+                continue;
+            }
+            let scope = scope(provider, model, q, now, unix_now);
+            out.insert(
+                (provider.clone(), model.clone()),
+                ModelMetrics {
+                    global: scope.clone(),
+                    region: scope.clone(),
+                    account: scope.clone(),
+                    endpoint: scope,
+                    ..ModelMetrics::default()
+                },
+            );
+        }
+        out
+    }
+}
+
+fn scope(
+    provider: &str,
+    model: &str,
+    q: &VecDeque<Sample>,
+    now: Instant,
+    unix_now: u64,
+) -> MetricsScope {
+    let n = q.len() as f64;
+    let rate = |o: Outcome| q.iter().filter(|s| s.outcome == o).count() as f64 / n;
+    let ok: Vec<&Sample> = q.iter().filter(|s| s.outcome == Outcome::Ok).collect();
+    let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+    let stats = |values: Vec<u64>| -> (u64, u64) {
+        if values.is_empty() {
+            return (0, 0);
+        }
+        let mut v = values;
+        v.sort_unstable();
+        let avg = v.iter().sum::<u64>() / v.len() as u64;
+        let p95 = v[((v.len() as f64 * 0.95).ceil() as usize).clamp(1, v.len()) - 1];
+        (avg, p95)
+    };
+    let (up_avg, up_p95) = stats(ok.iter().map(|s| ms(s.upstream)).collect());
+    let (gw_avg, gw_p95) = stats(q.iter().map(|s| ms(s.gateway)).collect());
+    let (tt_avg, tt_p95) = stats(
+        ok.iter()
+            .filter(|s| s.streaming)
+            .map(|s| ms(s.upstream))
+            .collect(),
+    );
+    let oldest = q
+        .front()
+        .map(|s| now.duration_since(s.at).as_secs())
+        .unwrap_or(0);
+    MetricsScope {
+        provider: provider.to_string(),
+        model: model.to_string(),
+        request_count: q.len() as u64,
+        start_time: unix_now.saturating_sub(oldest),
+        end_time: unix_now,
+        latency: Latency {
+            gateway_ms_avg: gw_avg,
+            gateway_ms_p95: gw_p95,
+            upstream_ms_avg: up_avg,
+            upstream_ms_p95: up_p95,
+            time_to_first_token_ms_avg: tt_avg,
+            time_to_first_token_ms_p95: tt_p95,
+            ..Latency::default()
+        },
+        error_rate: ErrorRate {
+            total: 1.0 - ok.len() as f64 / n,
+            timeout: rate(Outcome::Timeout),
+            rate_limit: rate(Outcome::RateLimit),
+            client: rate(Outcome::Client),
+            server: rate(Outcome::Server),
+        },
+        ..MetricsScope::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures() {
+        let t = Traffic::default();
+        let s = |outcome, ms| Sample {
+            at: Instant::now(),
+            outcome,
+            upstream: Duration::from_millis(ms),
+            gateway: Duration::from_millis(1),
+            streaming: false,
+        };
+        t.record("Ollama", "llama3.2", s(Outcome::Ok, 100));
+        t.record("ollama", "llama3.2", s(Outcome::Ok, 300));
+        t.record("ollama", "llama3.2", s(Outcome::Server, 0));
+        t.record("ollama", "llama3.2", s(Outcome::RateLimit, 0));
+        let snap = t.snapshot();
+        let m = &snap[&("ollama".to_string(), "llama3.2".to_string())].global;
+        assert_eq!(m.request_count, 4);
+        assert_eq!(m.error_rate.total, 0.5);
+        assert_eq!(m.error_rate.server, 0.25);
+        assert_eq!(m.error_rate.rate_limit, 0.25);
+        assert_eq!(m.latency.upstream_ms_avg, 200);
+        assert_eq!(m.latency.upstream_ms_p95, 300);
+        assert_eq!(t.version(), 4);
+    }
+}

@@ -1,0 +1,123 @@
+//! End to end with the official Python clients: starts stand-in providers and the gateway
+//! in-process, then runs `python3 tests/e2e/test_clients.py` against it (openai + ollama SDKs:
+//! chat, streaming, models.list, embeddings, an SDK-typed error, Ollama chat/stream/list/embed).
+//!
+//! Needs `pip install -r tests/e2e/requirements.txt`; without the packages this test fails and
+//! says so (CI installs them).
+
+#[path = "support/standin/mod.rs"]
+mod standin;
+#[path = "gateway_support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use aigw::gateway::GatewayOptions;
+use standin::{Fault, Kind, StandIn};
+
+const POLICY: &str = r#"
+on_http_request:
+  - type: ai-gateway
+    config:
+      only_allow_configured_providers: true
+      per_request_timeout: 30s
+      providers:
+        - id: local
+          base_url: "https://local.internal"
+          models:
+            - id: test-chat
+            - id: test-embed
+        - id: broken
+          base_url: "https://broken.internal"
+          models:
+            - id: broken-model
+        - id: ollama
+          base_url: "https://ollama.internal"
+          models:
+            - id: llama3.2
+"#;
+
+fn python_packages_present() -> Result<(), String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import openai, ollama"])
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_python_clients_work_through_the_gateway() {
+    if let Err(e) = python_packages_present() {
+        panic!(
+            "the Python e2e test needs the official clients: run `pip install -r tests/e2e/requirements.txt`\n({e})"
+        );
+    }
+    let local = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("local")
+        .with_models(&["test-chat", "test-embed"]);
+    let broken = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("broken")
+        .with_models(&["broken-model"]);
+    broken.set_fault(Some(Fault::status(500)));
+    let ollama = StandIn::start(Kind::Ollama)
+        .await
+        .with_models(&["llama3.2"]);
+    let gw = support::start_policy(
+        POLICY,
+        &[
+            ("local", local.url()),
+            ("broken", broken.url()),
+            ("ollama", ollama.url()),
+        ],
+        &[],
+        GatewayOptions::default(),
+    )
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/test_clients.py");
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.arg(script)
+        .env("AIGW_E2E_URL", gw.url(""))
+        .env("AIGW_E2E_CHAT_MODEL", "local:test-chat")
+        .env("AIGW_E2E_EMBED_MODEL", "local:test-embed")
+        .env("AIGW_E2E_FAIL_MODEL", "broken:broken-model")
+        .env("AIGW_E2E_OLLAMA_MODEL", "llama3.2")
+        .env("NO_PROXY", "*")
+        .env("no_proxy", "*")
+        .env_remove("OLLAMA_HOST")
+        .env_remove("OPENAI_BASE_URL")
+        .kill_on_drop(true);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+        .await
+        .expect("the Python clients did not finish within 300 s")
+        .expect("cannot run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "Python e2e failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains(" 0 failed"), "{stdout}\n{stderr}");
+    // The SDKs' traffic really went through the gateway to the stand-ins.
+    assert!(local.hits("/v1/chat/completions") >= 3);
+    assert!(local.hits("/v1/embeddings") >= 1);
+    assert!(broken.hits("/v1/chat/completions") >= 1);
+    assert!(ollama.hits("/api/chat") >= 2);
+}
