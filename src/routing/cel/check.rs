@@ -203,6 +203,7 @@ pub(super) fn check(src: &str, kind: StrategyKind) -> Vec<CelIssue> {
         kind,
         issues: Vec::new(),
         scope: Vec::new(),
+        guarded: Vec::new(),
     };
     let ty = checker.expr(&ast);
     checker.result(&ast, &ty);
@@ -313,6 +314,27 @@ struct Checker<'s> {
     kind: StrategyKind,
     issues: Vec<CelIssue>,
     scope: Vec<(String, Ty)>,
+    /// Keys known to be in `m.metrics.api_keys` here: tested by `'k' in …` on the left of an
+    /// enclosing `&&`, or in the condition of an enclosing `?:`.
+    guarded: Vec<String>,
+}
+
+/// The literal keys `e` tests with `'k' in x` in its `&&` conjuncts.
+fn tested_keys(e: &IdedExpr, out: &mut Vec<String>) {
+    if let Expr::Call(c) = &e.expr {
+        match (c.func_name.as_str(), c.args.as_slice()) {
+            (operators::LOGICAL_AND, [a, b]) => {
+                tested_keys(a, out);
+                tested_keys(b, out);
+            }
+            (operators::IN, [key, _]) => {
+                if let Expr::Literal(LiteralValue::String(k)) = &key.expr {
+                    out.push(k.inner().to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Checker<'_> {
@@ -356,8 +378,8 @@ impl Checker<'_> {
         let rest = &self.src[start..];
         if rest.starts_with(field) {
             start..start + field.len()
-        } else if rest.starts_with('`') {
-            let close = rest[1..].find('`').map_or(rest.len(), |i| i + 2);
+        } else if let Some(quoted) = rest.strip_prefix('`') {
+            let close = quoted.find('`').map_or(rest.len(), |i| i + 2);
             start..start + close
         } else {
             dot
@@ -673,8 +695,15 @@ impl Checker<'_> {
     fn call(&mut self, e: &IdedExpr, c: &cel::common::ast::CallExpr) -> Ty {
         let name = c.func_name.as_str();
         match name {
-            operators::LOGICAL_AND
-            | operators::LOGICAL_OR
+            operators::LOGICAL_AND => {
+                self.expr(&c.args[0]);
+                let before = self.guarded.len();
+                tested_keys(&c.args[0], &mut self.guarded);
+                self.expr(&c.args[1]);
+                self.guarded.truncate(before);
+                return Ty::Bool;
+            }
+            operators::LOGICAL_OR
             | operators::LOGICAL_NOT
             | operators::NOT_STRICTLY_FALSE
             | operators::EQUALS
@@ -714,8 +743,13 @@ impl Checker<'_> {
                 };
             }
             operators::CONDITIONAL => {
-                let tys = self.args(c);
-                return join(tys[1].clone(), tys[2].clone());
+                self.expr(&c.args[0]);
+                let before = self.guarded.len();
+                tested_keys(&c.args[0], &mut self.guarded);
+                let yes = self.expr(&c.args[1]);
+                self.guarded.truncate(before);
+                let no = self.expr(&c.args[2]);
+                return join(yes, no);
             }
             operators::INDEX => {
                 let container = self.expr(&c.args[0]);
@@ -726,7 +760,15 @@ impl Checker<'_> {
                         self.select(&container, field.inner(), range)
                     }
                     (Ty::List(e), _) => (**e).clone(),
-                    (Ty::ObjMap(k), _) => Ty::Obj(*k),
+                    (Ty::ObjMap(k), key) => {
+                        if let Expr::Literal(LiteralValue::String(key)) = key
+                            && !self.guarded.iter().any(|g| g == key.inner())
+                        {
+                            let key = key.inner().to_owned();
+                            self.unguarded(e, &key);
+                        }
+                        Ty::Obj(*k)
+                    }
                     _ => Ty::Dyn,
                 };
             }
@@ -757,6 +799,11 @@ impl Checker<'_> {
             return Ty::Bool;
         }
         let receiver = c.target.as_ref().map(|t| self.expr(t));
+        let known = AIGW_FUNCTIONS.contains(&name) || STANDARD_FUNCTIONS.contains(&name);
+        if !known {
+            let element = receiver.as_ref().and_then(Ty::element).unwrap_or(Ty::Dyn);
+            return self.unknown_function(e, c, element);
+        }
         let args = self.args(c);
         if AIGW_FUNCTIONS.contains(&name) {
             return self.aigw_function(e, c, receiver, &args);
@@ -778,6 +825,19 @@ impl Checker<'_> {
                 _ => Ty::Dyn,
             };
         }
+        unreachable!("unknown functions are handled above")
+    }
+
+    /// An unknown function; its arguments are still checked, the first bound as a macro
+    /// variable when it looks like one (`ai.models.fitler(m, m.known)`).
+    fn unknown_function(
+        &mut self,
+        e: &IdedExpr,
+        c: &cel::common::ast::CallExpr,
+        element: Ty,
+    ) -> Ty {
+        let name = c.func_name.as_str();
+        self.args_binding_first(c, element);
         let range = self.name_range(e.id, name);
         let all = AIGW_FUNCTIONS
             .iter()
@@ -797,8 +857,39 @@ impl Checker<'_> {
         Ty::Dyn
     }
 
+    /// `m.metrics.api_keys['key']` with no `'key' in m.metrics.api_keys` guard.
+    fn unguarded(&mut self, e: &IdedExpr, key: &str) {
+        let range = self.span(e);
+        self.issues.push(CelIssue {
+            code: "cel-unguarded-key",
+            severity: Severity::Warning,
+            message: format!("`api_keys['{key}']` fails while the key has no metrics yet"),
+            help: Some(format!(
+                "test for it first: `'{key}' in m.metrics.api_keys && …`"
+            )),
+            range,
+        });
+    }
+
     fn args(&mut self, c: &cel::common::ast::CallExpr) -> Vec<Ty> {
         c.args.iter().map(|a| self.expr(a)).collect()
+    }
+
+    /// Checks the arguments of a call that may be a misspelt macro: with two or more, a first
+    /// one that is a bare name is the macro's variable, of type `element`, in the others.
+    fn args_binding_first(&mut self, c: &cel::common::ast::CallExpr, element: Ty) {
+        match (c.args.first().map(|a| &a.expr), c.args.len()) {
+            (Some(Expr::Ident(var)), n) if n >= 2 || self.lookup(var).is_none() => {
+                self.scope.push((var.clone(), element));
+                for a in &c.args[1..] {
+                    self.expr(a);
+                }
+                self.scope.pop();
+            }
+            _ => {
+                self.args(c);
+            }
+        }
     }
 
     /// `filter`, `map`, `all`, `exists`, `exists_one`, `sortBy(m, key)`.
@@ -828,7 +919,7 @@ impl Checker<'_> {
                 let message =
                     format!("`{name}` takes a variable and an expression: `{name}{form}`");
                 self.issue("cel-arity", range, message, None);
-                self.args(c);
+                self.args_binding_first(c, Ty::Dyn);
                 return Ty::Dyn;
             }
         };
@@ -1035,7 +1126,8 @@ impl Checker<'_> {
             Ty::List(e) => fine(e),
             t => fine(t),
         };
-        if ok {
+        // Other errors usually explain a strange result type already.
+        if ok || self.issues.iter().any(|i| i.severity == Severity::Error) {
             return;
         }
         let (expected, example) = match self.kind {

@@ -6,14 +6,14 @@
 //! sets up and clears (evaluation is synchronous, so it never spans threads).
 
 use super::schema::{ObjKind, PRICE_TYPES, price_index};
-use super::values::{NULL, ObjVal};
+use super::values::{List, NULL, ObjVal};
 use cel::ExecutionError;
 use cel::common::ast::{
     CallExpr, ComprehensionExpr, Expr, IdedExpr, ListExpr, LiteralValue, operators,
 };
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelString, CelUInt, DOUBLE_TYPE, DYN_TYPE, INT_TYPE, Kind,
-    LIST_TYPE, NULL_TYPE, STRING_TYPE, Type, UINT_TYPE,
+    LIST_TYPE, NULL_TYPE, STRING_TYPE, UINT_TYPE,
 };
 use cel::common::value::{CowVal, Val};
 use cel::parser::{Macro, MacroExprHelper, ParseError};
@@ -31,6 +31,9 @@ pub(crate) static ENV: LazyLock<Arc<Env>> =
 
 /// The function `has(x.f)` is rewritten to, so that free-form maps answer it (see `compile`).
 pub(crate) const HAS: &str = "@aigw_has";
+
+/// The function `x.metadata.a.b` is rewritten to (see `compile`).
+pub(crate) const PATH: &str = "@aigw_path";
 
 /// The overload the two-argument `sortBy` macro expands to; CEL source can't name it.
 const SORT_BY_KEYS: &str = "@aigw_sortByKeys";
@@ -144,6 +147,13 @@ fn build_env() -> Result<Env, DeclarationError> {
         get_metadata,
     )?;
     env.add_overload(HAS, "@aigw_has(dyn,string)", vec![DYN_TYPE, string()], has)?;
+    env.add_overload(PATH, "@aigw_path(dyn,list)", vec![DYN_TYPE, list()], path)?;
+    env.add_overload(
+        super::native::COLLECT,
+        "@aigw_collect(dyn,int)",
+        vec![DYN_TYPE, INT_TYPE],
+        super::native::collect_fn,
+    )?;
     Ok(env)
 }
 
@@ -251,9 +261,20 @@ fn matches_any(names: &[Box<str>], wanted: &[String]) -> bool {
         .any(|n| wanted.iter().any(|w| n.eq_ignore_ascii_case(w)))
 }
 
+/// A new list of `items`: of objects without a box each when they all are objects.
 fn owned_list<'b, 'v>(items: Vec<&(dyn Val + 'v)>) -> CowVal<'b, 'v> {
-    let boxed: Vec<Box<dyn Val + 'v>> = items.into_iter().map(|i| i.clone_as_boxed()).collect();
-    CowVal::owned(CelList::from(boxed))
+    let objects: Option<Vec<ObjVal>> = items
+        .iter()
+        .map(|i| i.downcast_ref::<ObjVal>().cloned())
+        .collect();
+    match objects {
+        Some(objects) => CowVal::owned(List(objects)),
+        None => {
+            let boxed: Vec<Box<dyn Val + 'v>> =
+                items.into_iter().map(|i| i.clone_as_boxed()).collect();
+            CowVal::owned(CelList::from(boxed))
+        }
+    }
 }
 
 /// Keeps the objects of the receiver (`args[0]`) for which `keep` holds.
@@ -544,15 +565,72 @@ fn get_metadata<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     Ok(CowVal::Owned(node.as_val().clone_as_boxed()))
 }
 
-/// `has(x.f)`: whether the free-form map `x` has the key `f`; for any other `x`, CEL's own
-/// answer (the field can be read, or reading it fails for want of it).
+/// `x.a.b…` where `x` is a free-form map: `null` as soon as a key is missing or a value on the
+/// way is `null`; other values are selected as CEL does.
+fn path<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
+    let mut fields = elements("_._", &*args[1])?.into_iter();
+    let mut node: Box<dyn Val + 'v> = args[0].clone().into_owned();
+    loop {
+        let Some(field) = fields.next() else {
+            return Ok(CowVal::Owned(node));
+        };
+        if node.get_type().kind() == Kind::NullType {
+            return Ok(CowVal::Borrowed(&NULL));
+        }
+        let field = field
+            .downcast_ref::<CelString>()
+            .ok_or_else(|| ExecutionError::function_error("_._", "field names are strings"))?;
+        node = select_path_step(node.as_ref(), field)?.into_owned();
+    }
+}
+
+/// `v.field`, as the interpreter selects a field (without optionals, which the environment's
+/// values never hold).
+pub(crate) fn select_path_step<'b, 'v>(
+    v: &'b (dyn Val + 'v),
+    field: &CelString<'_>,
+) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let is_map = v.get_type().kind() == Kind::Map;
+    let missing = || {
+        if is_map {
+            ExecutionError::no_such_key(field.inner())
+        } else {
+            ExecutionError::no_such_overload(
+                "_._",
+                vec![v.get_type().name().to_owned(), "string".to_owned()],
+            )
+        }
+    };
+    let indexer = v.as_indexer().ok_or_else(missing)?;
+    indexer.get(field).map_err(|e| match e {
+        ExecutionError::NoSuchOverload(_)
+        | ExecutionError::ValuesNotComparable(..)
+        | ExecutionError::UnsupportedKeyType(_)
+        | ExecutionError::UnexpectedType { .. } => ExecutionError::no_such_overload(
+            "_._",
+            vec![v.get_type().name().to_owned(), "string".to_owned()],
+        ),
+        other => other,
+    })
+}
+
+/// `has(x.f)`, see [`has_field`].
 fn has<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
-    let target = &*args[0];
     let field = string_arg("has", &*args[1])?;
+    Ok(CowVal::owned(CelBool::from(has_field(&*args[0], field)?)))
+}
+
+/// `has(x.f)`: whether the free-form map `x` has the key `f`; `false` on `null` (a missing
+/// free-form key); for anything else, CEL's own answer (the field can be read, or reading it
+/// fails for want of it).
+pub(crate) fn has_field(target: &dyn Val, field: &str) -> Result<bool, ExecutionError> {
+    if target.get_type().kind() == Kind::NullType {
+        return Ok(false);
+    }
     if let Some(map) = target.downcast_ref::<super::values::MapVal>()
         && map.is_free_form()
     {
-        return Ok(CowVal::owned(CelBool::from(map.lookup(field).is_some())));
+        return Ok(map.lookup(field).is_some());
     }
     let indexer = target.as_indexer().ok_or_else(|| {
         ExecutionError::no_such_overload(
@@ -561,8 +639,8 @@ fn has<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
         )
     })?;
     match indexer.get(&CelString::from(field)) {
-        Ok(_) => Ok(CowVal::owned(CelBool::from(true))),
-        Err(ExecutionError::NoSuchKey(_)) => Ok(CowVal::owned(CelBool::from(false))),
+        Ok(_) => Ok(true),
+        Err(ExecutionError::NoSuchKey(_)) => Ok(false),
         Err(e) => Err(e),
     }
 }

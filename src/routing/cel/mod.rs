@@ -28,10 +28,19 @@
 //!   documents: guard with `'id' in m.metrics.api_keys`.
 //! - Standard CEL (`in`, `size`, `contains`, `startsWith`, `endsWith`, `matches`, ternary,
 //!   arithmetic, macros `filter`, `map`, `all`, `exists`, `exists_one`, `has`) and the strings
-//!   extension (`lowerAscii`, `split`, `replace`, …).
+//!   extension (`lowerAscii`, `split`, `replace`, …). The lists extension is not loaded: its
+//!   `sortBy` macro would shadow ngrok's (nulls last, mixed numbers).
+//!
+//! # Performance
+//! The views are converted to CEL values once ([`Universe::new`]); an evaluation borrows them.
+//! `filter` / `map` bodies made of field paths, literals, comparisons, `&&` `||` `!` `?:`, `in`,
+//! `size`, `contains`, `startsWith`, `endsWith` and `has` are compiled to a native form that
+//! keeps the interpreter's semantics and errors (the `native` module); anything else runs in
+//! the `cel` interpreter.
 
 mod check;
 mod functions;
+mod native;
 mod schema;
 mod values;
 pub mod views;
@@ -49,7 +58,7 @@ use cel::{Context, Value};
 use schema::ObjKind;
 use std::collections::HashMap;
 use std::sync::Arc;
-use values::{ListRef, ListVal, ObjVal};
+use values::{List, ObjVal, Selection};
 
 /// Which `strategy` list an expression belongs to, and so which roots it may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,8 +81,9 @@ pub enum Severity {
 /// A problem found while compiling a strategy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CelIssue {
-    /// Stable code: `cel-syntax`, `cel-unknown-variable`, `cel-wrong-root`, `cel-unknown-field`,
-    /// `cel-unknown-function`, `cel-arity`, `cel-price-type`, `cel-result-type`.
+    /// Stable code. Errors: `cel-syntax`, `cel-unknown-variable`, `cel-wrong-root`,
+    /// `cel-unknown-field`, `cel-unknown-function`, `cel-arity`, `cel-price-type`,
+    /// `cel-result-type`. Warnings: `cel-unguarded-key`.
     pub code: &'static str,
     /// Error or warning.
     pub severity: Severity,
@@ -91,6 +101,8 @@ pub struct Strategy {
     source: String,
     kind: StrategyKind,
     expr: IdedExpr,
+    /// The comprehensions compiled to native code, see [`native`].
+    natives: Arc<[native::Collect]>,
 }
 
 impl Strategy {
@@ -140,23 +152,39 @@ pub fn compile(expr: &str, kind: StrategyKind) -> Result<(Strategy, Vec<CelIssue
         return Err(errors);
     }
     let mut ast = program.expression().clone();
-    rewrite_has(&mut ast);
+    rewrite(&mut ast);
+    let mut natives = Vec::new();
+    if NATIVE.with(std::cell::Cell::get) {
+        native::compile_comprehensions(&mut ast, &mut natives);
+    }
     let strategy = Strategy {
         source: expr.to_owned(),
         kind,
         expr: ast,
+        natives: natives.into(),
     };
     Ok((strategy, warnings))
 }
 
-/// Rewrites every `has(x.f)` into `@aigw_has(x, 'f')`, which also answers for free-form maps,
-/// whose missing keys otherwise read as `null`.
-fn rewrite_has(e: &mut IdedExpr) {
+thread_local! {
+    /// Whether `compile` uses the native fast path; tests turn it off to compare.
+    static NATIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Rewrites the compiled expression for the free-form maps, whose missing keys read as `null`:
+/// - `has(x.f)` becomes `@aigw_has(x, 'f')`, which tells a missing key from a `null` value;
+/// - `x.metadata.a.b` (and `x.pricing.a.b`: two or more fields past `metadata` / `pricing`)
+///   becomes `@aigw_path(x.metadata, ['a', 'b'])`, `null` as soon as a key is missing, like
+///   `getMetadata('a.b')`, where plain CEL would fail selecting `b` on `null`.
+fn rewrite(e: &mut IdedExpr) {
+    if rewrite_path(e) {
+        return;
+    }
     if let Expr::Select(select) = &mut e.expr
         && select.test
     {
         let mut operand = std::mem::take(&mut *select.operand);
-        rewrite_has(&mut operand);
+        rewrite(&mut operand);
         let field = CelString::from(std::mem::take(&mut select.field));
         e.expr = Expr::Call(CallExpr {
             func_name: functions::HAS.to_owned(),
@@ -174,9 +202,9 @@ fn rewrite_has(e: &mut IdedExpr) {
     match &mut e.expr {
         Expr::Call(call) => {
             if let Some(target) = &mut call.target {
-                rewrite_has(target);
+                rewrite(target);
             }
-            call.args.iter_mut().for_each(rewrite_has);
+            call.args.iter_mut().for_each(rewrite);
         }
         Expr::Comprehension(c) => {
             for part in [
@@ -186,28 +214,77 @@ fn rewrite_has(e: &mut IdedExpr) {
                 &mut c.loop_step,
                 &mut c.result,
             ] {
-                rewrite_has(part);
+                rewrite(part);
             }
         }
-        Expr::List(list) => list.elements.iter_mut().for_each(rewrite_has),
+        Expr::List(list) => list.elements.iter_mut().for_each(rewrite),
         Expr::Map(map) => {
             for entry in &mut map.entries {
                 if let EntryExpr::MapEntry(m) = &mut entry.expr {
-                    rewrite_has(&mut m.key);
-                    rewrite_has(&mut m.value);
+                    rewrite(&mut m.key);
+                    rewrite(&mut m.value);
                 }
             }
         }
         Expr::Struct(s) => {
             for entry in &mut s.entries {
                 if let EntryExpr::StructField(f) = &mut entry.expr {
-                    rewrite_has(&mut f.value);
+                    rewrite(&mut f.value);
                 }
             }
         }
-        Expr::Select(select) => rewrite_has(&mut select.operand),
+        Expr::Select(select) => rewrite(&mut select.operand),
         Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
     }
+}
+
+/// Rewrites `e`, a select chain two or more fields past a free-form map, into `@aigw_path`.
+fn rewrite_path(e: &mut IdedExpr) -> bool {
+    let mut depth = 0;
+    let mut node: &IdedExpr = e;
+    let found = loop {
+        match &node.expr {
+            Expr::Select(s) if !s.test => {
+                if depth >= 2 && (s.field == "metadata" || s.field == "pricing") {
+                    break true;
+                }
+                depth += 1;
+                node = &s.operand;
+            }
+            _ => break false,
+        }
+    };
+    if !found {
+        return false;
+    }
+    let id = e.id;
+    let mut base = std::mem::take(e);
+    let mut fields = Vec::with_capacity(depth);
+    for _ in 0..depth {
+        let Expr::Select(s) = base.expr else {
+            unreachable!("counted above")
+        };
+        fields.push(IdedExpr {
+            id,
+            expr: Expr::Literal(LiteralValue::String(CelString::from(s.field))),
+        });
+        base = *s.operand;
+    }
+    fields.reverse();
+    rewrite(&mut base);
+    e.id = id;
+    e.expr = Expr::Call(CallExpr {
+        func_name: functions::PATH.to_owned(),
+        target: None,
+        args: vec![
+            base,
+            IdedExpr {
+                id,
+                expr: Expr::List(cel::common::ast::ListExpr::new(fields)),
+            },
+        ],
+    });
+    true
 }
 
 /// The models, providers and authors of a policy, converted to CEL values once.
@@ -326,10 +403,10 @@ impl Universe {
 
 /// The root variables of one evaluation.
 struct Roots<'a> {
-    models: ListVal<'a>,
-    providers: ListVal<'a>,
-    authors: ListVal<'a>,
-    keys: ListVal<'a>,
+    models: List<Selection<'a>>,
+    providers: List<Selection<'a>>,
+    authors: List<Selection<'a>>,
+    keys: List<Selection<'a>>,
 }
 
 impl VariableResolver for Roots<'_> {
@@ -358,6 +435,7 @@ fn run(s: &Strategy, roots: &Roots<'_>, want: ObjKind, seed: u64) -> Result<Vec<
     let mut ctx = Context::with_env(functions::ENV.clone());
     ctx.set_variable_resolver(roots);
     let _rng = functions::SeededRng::new(seed);
+    let _natives = native::Installed::new(&s.natives);
     let value = Value::resolve_val(&s.expr, &ctx).map_err(|e| EvalError::Failed {
         message: e.to_string(),
     })?;
@@ -419,10 +497,10 @@ pub fn eval_models(
         });
     }
     let roots = Roots {
-        models: ListVal::Ref(ListRef::Picked(&u.models, visible)),
-        providers: ListVal::Ref(ListRef::All(&u.providers)),
-        authors: ListVal::Ref(ListRef::All(&u.authors)),
-        keys: ListVal::Ref(ListRef::All(&[])),
+        models: List(Selection::Picked(&u.models, visible)),
+        providers: List(Selection::All(&u.providers)),
+        authors: List(Selection::All(&u.authors)),
+        keys: List(Selection::All(&[])),
     };
     run(s, &roots, ObjKind::Model, seed)
 }
@@ -441,10 +519,10 @@ pub fn eval_keys(s: &Strategy, keys: &[KeyView], seed: u64) -> Result<Vec<usize>
         .map(|(i, k)| values::key(k, i))
         .collect();
     let roots = Roots {
-        models: ListVal::Ref(ListRef::All(&[])),
-        providers: ListVal::Ref(ListRef::All(&[])),
-        authors: ListVal::Ref(ListRef::All(&[])),
-        keys: ListVal::Ref(ListRef::All(&keys)),
+        models: List(Selection::All(&[])),
+        providers: List(Selection::All(&[])),
+        authors: List(Selection::All(&[])),
+        keys: List(Selection::All(&keys)),
     };
     run(s, &roots, ObjKind::Key, seed)
 }

@@ -171,21 +171,28 @@ static QUOTA_TYPE: Type = Type::new_unspecified_type("quota");
 impl ObjKind {
     /// Every kind, for tests.
     #[cfg(test)]
-    pub(crate) const ALL: [ObjKind; 12] = [
-        ObjKind::Model,
-        ObjKind::Provider,
-        ObjKind::Author,
-        ObjKind::Key,
-        ObjKind::Datacenter,
-        ObjKind::Metrics,
-        ObjKind::Scope,
-        ObjKind::KeyScope,
-        ObjKind::Latency,
-        ObjKind::ErrorRate,
-        ObjKind::Token,
-        ObjKind::Quota,
-    ];
+    pub(crate) const ALL: [ObjKind; KINDS] = ALL_KINDS;
+}
 
+/// How many kinds there are.
+pub(crate) const KINDS: usize = 12;
+
+const ALL_KINDS: [ObjKind; KINDS] = [
+    ObjKind::Model,
+    ObjKind::Provider,
+    ObjKind::Author,
+    ObjKind::Key,
+    ObjKind::Datacenter,
+    ObjKind::Metrics,
+    ObjKind::Scope,
+    ObjKind::KeyScope,
+    ObjKind::Latency,
+    ObjKind::ErrorRate,
+    ObjKind::Token,
+    ObjKind::Quota,
+];
+
+impl ObjKind {
     /// The fields, in storage order.
     pub(crate) fn fields(self) -> &'static [(&'static str, FieldTy)] {
         match self {
@@ -202,6 +209,22 @@ impl ObjKind {
             ObjKind::Token => TOKEN_FIELDS,
             ObjKind::Quota => QUOTA_FIELDS,
         }
+    }
+
+    /// A dense number for tables indexed by kind.
+    pub(crate) fn ordinal(self) -> usize {
+        self as usize
+    }
+
+    /// For every kind, the position of `name` among its fields (`u8::MAX`: none).
+    pub(crate) fn slots(name: &str) -> [u8; KINDS] {
+        let mut slots = [u8::MAX; KINDS];
+        for kind in ALL_KINDS {
+            if let Some(i) = kind.field_index(name) {
+                slots[kind.ordinal()] = i as u8;
+            }
+        }
+        slots
     }
 
     /// Position of `name` among the fields.

@@ -4,7 +4,9 @@
 //! an evaluation copies nothing but the few values it creates (lists returned by functions, the
 //! loop variable of a macro).
 
-use super::schema::{FieldTy, ObjKind, PRICE_TYPES};
+#[cfg(test)]
+use super::schema::FieldTy;
+use super::schema::{ObjKind, PRICE_TYPES};
 use super::views::{
     AuthorView, Datacenter, ErrorRate, KeyMetrics, KeyView, Latency, MetricsScope, ModelMetrics,
     ModelView, Pricing, ProviderView, Quota, TokenUsage,
@@ -31,7 +33,7 @@ pub(crate) enum Data {
     UInt(CelUInt),
     Double(CelDouble),
     Str(CelString<'static>),
-    List(ListVal<'static>),
+    List(OwnedList),
     Map(MapVal),
     Obj(ObjVal),
 }
@@ -77,7 +79,7 @@ impl Data {
     }
 
     fn strs(items: &[String]) -> Data {
-        Data::List(ListVal::Owned(items.iter().map(|s| Data::str(s)).collect()))
+        Data::List(List(items.iter().map(|s| Data::str(s)).collect()))
     }
 
     fn bool(b: bool) -> Data {
@@ -101,7 +103,7 @@ impl Data {
                 }
             }
             J::String(s) => Data::str(s),
-            J::Array(items) => Data::List(ListVal::Owned(items.iter().map(Data::json).collect())),
+            J::Array(items) => Data::List(List(items.iter().map(Data::json).collect())),
             J::Object(map) => Data::Map(MapVal::free(
                 map.iter()
                     .map(|(k, v)| (k.clone(), Data::json(v)))
@@ -139,71 +141,97 @@ impl Data {
 // ---------------------------------------------------------------------------------------------
 // Lists
 
-/// A CEL `list`: either stored data, or a selection of the universe's objects (`ai.models` for
-/// one request) that borrows them rather than copying.
+/// The elements of a CEL `list`, however they are stored.
+pub(crate) trait Seq {
+    fn len(&self) -> usize;
+    fn at(&self, i: usize) -> Option<&(dyn Val + 'static)>;
+}
+
+impl Seq for Arc<[Data]> {
+    fn len(&self) -> usize {
+        <[Data]>::len(self)
+    }
+
+    fn at(&self, i: usize) -> Option<&(dyn Val + 'static)> {
+        self.get(i).map(Data::as_val)
+    }
+}
+
+impl Seq for Vec<ObjVal> {
+    fn len(&self) -> usize {
+        <[ObjVal]>::len(self)
+    }
+
+    fn at(&self, i: usize) -> Option<&(dyn Val + 'static)> {
+        self.get(i).map(|o| o as &dyn Val)
+    }
+}
+
+/// A selection of the universe's objects (`ai.models` for one request), borrowed rather than
+/// copied.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum ListRef<'a> {
+pub(crate) enum Selection<'a> {
     /// Every object of the slice, in order.
     All(&'a [ObjVal]),
     /// The objects at these positions of the slice, in this order.
     Picked(&'a [ObjVal], &'a [usize]),
 }
 
-/// A CEL `list` value.
-#[derive(Clone, Debug)]
-pub(crate) enum ListVal<'a> {
-    Owned(Arc<[Data]>),
-    Ref(ListRef<'a>),
-}
-
-impl<'a> ListVal<'a> {
-    pub(crate) fn len(&self) -> usize {
+impl Seq for Selection<'_> {
+    fn len(&self) -> usize {
         match self {
-            ListVal::Owned(items) => items.len(),
-            ListVal::Ref(ListRef::All(items)) => items.len(),
-            ListVal::Ref(ListRef::Picked(_, picked)) => picked.len(),
+            Selection::All(items) => items.len(),
+            Selection::Picked(_, picked) => picked.len(),
         }
     }
 
     fn at(&self, i: usize) -> Option<&(dyn Val + 'static)> {
         match self {
-            ListVal::Owned(items) => items.get(i).map(Data::as_val),
-            ListVal::Ref(ListRef::All(items)) => items.get(i).map(|o| o as &dyn Val),
-            ListVal::Ref(ListRef::Picked(items, picked)) => picked
+            Selection::All(items) => items.get(i).map(|o| o as &dyn Val),
+            Selection::Picked(items, picked) => picked
                 .get(i)
                 .and_then(|&p| items.get(p))
                 .map(|o| o as &dyn Val),
         }
     }
+}
 
+/// A CEL `list` value over some [`Seq`].
+#[derive(Clone, Debug)]
+pub(crate) struct List<S>(pub(crate) S);
+
+/// A stored list.
+pub(crate) type OwnedList = List<Arc<[Data]>>;
+
+impl<S: Seq> List<S> {
     fn iter_vals(&self) -> impl std::iter::Iterator<Item = &(dyn Val + 'static)> + '_ {
-        (0..self.len()).filter_map(|i| self.at(i))
-    }
-
-    /// The stored items (owned lists only; tests).
-    #[cfg(test)]
-    fn items(&self) -> impl std::iter::Iterator<Item = &Data> {
-        match self {
-            ListVal::Owned(items) => items.iter(),
-            ListVal::Ref(_) => [].iter(),
-        }
+        (0..self.0.len()).filter_map(|i| self.0.at(i))
     }
 }
 
-struct ListIter<'b, 'a> {
-    list: &'b ListVal<'a>,
+impl OwnedList {
+    /// The stored items (tests).
+    #[cfg(test)]
+    fn items(&self) -> impl std::iter::Iterator<Item = &Data> {
+        self.0.iter()
+    }
+}
+
+struct ListIter<'b, S> {
+    list: &'b S,
     next: usize,
 }
 
-impl<'b, 'v> traits::Iterator<'b, 'v> for ListIter<'b, '_> {
+impl<'b, 'v, S: Seq> traits::Iterator<'b, 'v> for ListIter<'b, S> {
     fn next(&mut self) -> Option<&'b (dyn Val + 'v)> {
-        let item = self.list.at(self.next)?;
+        let list: &'b S = self.list;
+        let item = list.at(self.next)?;
         self.next += 1;
         Some(item)
     }
 }
 
-impl<'a> Val for ListVal<'a> {
+impl<S: Seq + Clone + std::fmt::Debug + Send + Sync> Val for List<S> {
     fn get_type(&self) -> &Type {
         &LIST_TYPE
     }
@@ -248,7 +276,7 @@ impl<'a> Val for ListVal<'a> {
         let (Some(sizer), Some(iterable)) = (other.as_sizer(), other.as_iterable()) else {
             return false;
         };
-        if usize::try_from(*sizer.size().inner()) != Ok(self.len()) {
+        if usize::try_from(*sizer.size().inner()) != Ok(self.0.len()) {
             return false;
         }
         let mut theirs = iterable.iter();
@@ -264,7 +292,7 @@ impl<'a> Val for ListVal<'a> {
     }
 }
 
-impl<'a> Adder for ListVal<'a> {
+impl<S: Seq> Adder for List<S> {
     fn add<'b, 'v>(&'b self, rhs: &(dyn Val + 'v)) -> Result<CowVal<'b, 'v>, ExecutionError>
     where
         Self: 'v,
@@ -285,25 +313,25 @@ impl<'a> Adder for ListVal<'a> {
     }
 }
 
-impl Container for ListVal<'_> {
+impl<S: Seq> Container for List<S> {
     fn contains(&self, value: &dyn Val) -> Result<bool, ExecutionError> {
         Ok(self.iter_vals().any(|item| item.equals(value)))
     }
 }
 
-impl Sizer for ListVal<'_> {
+impl<S: Seq> Sizer for List<S> {
     fn size(&self) -> CelInt {
-        CelInt::from(self.len() as i64)
+        CelInt::from(self.0.len() as i64)
     }
 }
 
-impl<'a> Iterable for ListVal<'a> {
+impl<S: Seq> Iterable for List<S> {
     fn iter<'b, 'v>(&'b self) -> Box<dyn traits::Iterator<'b, 'v> + 'b>
     where
         Self: 'v,
     {
         Box::new(ListIter {
-            list: self,
+            list: &self.0,
             next: 0,
         })
     }
@@ -333,13 +361,13 @@ fn list_position(idx: &dyn Val, len: usize) -> Result<usize, ExecutionError> {
     }
 }
 
-impl<'a> Indexer for ListVal<'a> {
+impl<S: Seq> Indexer for List<S> {
     fn get<'b, 'v>(&'b self, idx: &dyn Val) -> Result<CowVal<'b, 'v>, ExecutionError>
     where
         Self: 'v,
     {
-        let pos = list_position(idx, self.len())?;
-        Ok(CowVal::Borrowed(self.at(pos).expect("position checked")))
+        let pos = list_position(idx, self.0.len())?;
+        Ok(CowVal::Borrowed(self.0.at(pos).expect("position checked")))
     }
 
     fn steal<'v>(self: Box<Self>, idx: &dyn Val) -> Result<Box<dyn Val + 'v>, ExecutionError>
@@ -541,39 +569,49 @@ pub(crate) struct Names {
     pub(crate) countries: Box<[Box<str>]>,
     /// Models: the price of each of [`PRICE_TYPES`].
     pub(crate) prices: [Option<f64>; PRICE_TYPES.len()],
+    /// Providers: their models, for `getModel`.
+    pub(crate) models: Vec<ObjVal>,
 }
 
-/// A structured value: a model, provider, key, metrics scope, ….
+/// A structured value: a model, provider, key, metrics scope, …. The fields follow the header
+/// in the same allocation, so reading one touches a single block of memory.
 #[derive(Debug)]
-pub(crate) struct Obj {
+#[repr(C)]
+pub(crate) struct Obj<V: ?Sized> {
     kind: ObjKind,
     /// Position in the universe (models, providers, authors) or key list.
     index: usize,
+    /// Only for models, providers, authors and keys.
+    names: Option<Box<Names>>,
     /// The fields, in [`ObjKind::fields`] order.
-    values: Box<[Data]>,
-    names: Names,
-    /// Providers: their models, for `getModel`.
-    models: Vec<ObjVal>,
+    values: V,
 }
 
 /// A shared [`Obj`]; the CEL value of a model, provider, ….
 #[derive(Clone, Debug)]
-pub(crate) struct ObjVal(Arc<Obj>);
+pub(crate) struct ObjVal(Arc<Obj<[Data]>>);
+
+static NO_NAMES: std::sync::LazyLock<Names> = std::sync::LazyLock::new(Names::default);
 
 impl ObjVal {
-    fn new(kind: ObjKind, index: usize, values: Vec<Data>, names: Names) -> ObjVal {
-        debug_assert_eq!(values.len(), kind.fields().len(), "{kind:?}");
-        ObjVal(Arc::new(Obj {
+    fn new<const N: usize>(
+        kind: ObjKind,
+        index: usize,
+        values: [Data; N],
+        names: Option<Names>,
+    ) -> ObjVal {
+        debug_assert_eq!(N, kind.fields().len(), "{kind:?}");
+        let obj: Arc<Obj<[Data; N]>> = Arc::new(Obj {
             kind,
             index,
-            values: values.into(),
-            names,
-            models: Vec::new(),
-        }))
+            names: names.map(Box::new),
+            values,
+        });
+        ObjVal(obj)
     }
 
-    fn plain(kind: ObjKind, values: Vec<Data>) -> Data {
-        Data::Obj(ObjVal::new(kind, 0, values, Names::default()))
+    fn plain<const N: usize>(kind: ObjKind, values: [Data; N]) -> Data {
+        Data::Obj(ObjVal::new(kind, 0, values, None))
     }
 
     pub(crate) fn kind(&self) -> ObjKind {
@@ -585,17 +623,24 @@ impl ObjVal {
     }
 
     pub(crate) fn names(&self) -> &Names {
-        &self.0.names
+        self.0.names.as_deref().unwrap_or(&NO_NAMES)
     }
 
     /// A field by name.
+    #[inline]
     pub(crate) fn field(&self, name: &str) -> Option<&Data> {
         self.kind().field_index(name).map(|i| &self.0.values[i])
     }
 
+    /// The field at `slot`, a position from [`ObjKind::slots`].
+    #[inline]
+    pub(crate) fn field_at(&self, slots: &[u8; super::schema::KINDS]) -> Option<&Data> {
+        self.0.values.get(usize::from(slots[self.kind().ordinal()]))
+    }
+
     /// A provider's models.
     pub(crate) fn models(&self) -> &[ObjVal] {
-        &self.0.models
+        &self.names().models
     }
 
     /// The fields in order (tests).
@@ -715,10 +760,39 @@ fn pricing(p: &Pricing) -> Data {
     metadata(&root)
 }
 
+/// All-zero metrics objects are shared: most models have no traffic yet.
+fn shared(kind: ObjKind, is_default: bool, build: impl FnOnce() -> Data) -> Data {
+    use std::sync::LazyLock;
+    static LATENCY: LazyLock<Data> = LazyLock::new(|| latency_obj(&Latency::default()));
+    static ERROR_RATE: LazyLock<Data> = LazyLock::new(|| error_rate_obj(&ErrorRate::default()));
+    static TOKEN: LazyLock<Data> = LazyLock::new(|| token_obj(&TokenUsage::default()));
+    static QUOTA: LazyLock<Data> = LazyLock::new(|| quota_obj(&Quota::default()));
+    static SCOPE: LazyLock<Data> = LazyLock::new(|| scope_obj(&MetricsScope::default()));
+    static METRICS: LazyLock<Data> = LazyLock::new(|| metrics_obj(&ModelMetrics::default()));
+    if !is_default {
+        return build();
+    }
+    match kind {
+        ObjKind::Latency => LATENCY.clone(),
+        ObjKind::ErrorRate => ERROR_RATE.clone(),
+        ObjKind::Token => TOKEN.clone(),
+        ObjKind::Quota => QUOTA.clone(),
+        ObjKind::Scope => SCOPE.clone(),
+        ObjKind::Metrics => METRICS.clone(),
+        _ => build(),
+    }
+}
+
 fn latency(l: &Latency) -> Data {
+    shared(ObjKind::Latency, *l == Latency::default(), || {
+        latency_obj(l)
+    })
+}
+
+fn latency_obj(l: &Latency) -> Data {
     ObjVal::plain(
         ObjKind::Latency,
-        vec![
+        [
             Data::int(l.gateway_ms_avg),
             Data::int(l.gateway_ms_p95),
             Data::int(l.upstream_ms_avg),
@@ -732,9 +806,15 @@ fn latency(l: &Latency) -> Data {
 }
 
 fn error_rate(e: &ErrorRate) -> Data {
+    shared(ObjKind::ErrorRate, *e == ErrorRate::default(), || {
+        error_rate_obj(e)
+    })
+}
+
+fn error_rate_obj(e: &ErrorRate) -> Data {
     ObjVal::plain(
         ObjKind::ErrorRate,
-        vec![
+        [
             Data::double(e.total),
             Data::double(e.timeout),
             Data::double(e.rate_limit),
@@ -745,9 +825,13 @@ fn error_rate(e: &ErrorRate) -> Data {
 }
 
 fn token(t: &TokenUsage) -> Data {
+    shared(ObjKind::Token, *t == TokenUsage::default(), || token_obj(t))
+}
+
+fn token_obj(t: &TokenUsage) -> Data {
     ObjVal::plain(
         ObjKind::Token,
-        vec![
+        [
             Data::int(t.provider_input),
             Data::int(t.provider_output),
             Data::int(t.estimated_input),
@@ -757,9 +841,13 @@ fn token(t: &TokenUsage) -> Data {
 }
 
 fn quota(q: &Quota) -> Data {
+    shared(ObjKind::Quota, *q == Quota::default(), || quota_obj(q))
+}
+
+fn quota_obj(q: &Quota) -> Data {
     ObjVal::plain(
         ObjKind::Quota,
-        vec![
+        [
             Data::opt_i64(q.remaining_requests),
             Data::opt_i64(q.remaining_tokens),
             Data::opt_i64(q.limit_requests),
@@ -768,8 +856,8 @@ fn quota(q: &Quota) -> Data {
     )
 }
 
-fn scope_values(s: &MetricsScope) -> Vec<Data> {
-    vec![
+fn scope_values(s: &MetricsScope) -> [Data; 8] {
+    [
         Data::str(&s.provider),
         Data::str(&s.model),
         Data::int(s.request_count),
@@ -782,19 +870,52 @@ fn scope_values(s: &MetricsScope) -> Vec<Data> {
 }
 
 fn scope(s: &MetricsScope) -> Data {
+    shared(ObjKind::Scope, *s == MetricsScope::default(), || {
+        scope_obj(s)
+    })
+}
+
+fn scope_obj(s: &MetricsScope) -> Data {
     ObjVal::plain(ObjKind::Scope, scope_values(s))
 }
 
 fn key_scope(k: &KeyMetrics) -> Data {
-    let mut values = scope_values(&k.scope);
-    values.push(quota(&k.quota));
-    ObjVal::plain(ObjKind::KeyScope, values)
+    let [
+        provider,
+        model,
+        requests,
+        start,
+        end,
+        latency,
+        errors,
+        token,
+    ] = scope_values(&k.scope);
+    ObjVal::plain(
+        ObjKind::KeyScope,
+        [
+            provider,
+            model,
+            requests,
+            start,
+            end,
+            latency,
+            errors,
+            token,
+            quota(&k.quota),
+        ],
+    )
 }
 
 fn metrics(m: &ModelMetrics) -> Data {
+    shared(ObjKind::Metrics, *m == ModelMetrics::default(), || {
+        metrics_obj(m)
+    })
+}
+
+fn metrics_obj(m: &ModelMetrics) -> Data {
     ObjVal::plain(
         ObjKind::Metrics,
-        vec![
+        [
             scope(&m.global),
             scope(&m.region),
             scope(&m.account),
@@ -812,7 +933,7 @@ fn metrics(m: &ModelMetrics) -> Data {
 fn datacenter(d: &Datacenter) -> Data {
     ObjVal::plain(
         ObjKind::Datacenter,
-        vec![Data::str(&d.country_code), Data::str(&d.region)],
+        [Data::str(&d.country_code), Data::str(&d.region)],
     )
 }
 
@@ -829,8 +950,9 @@ pub(crate) fn model(m: &ModelView, index: usize) -> ObjVal {
         regions: boxed(m.datacenters.iter().map(|d| &d.region)),
         countries: boxed(m.datacenters.iter().map(|d| &d.country_code)),
         prices,
+        models: Vec::new(),
     };
-    let values = vec![
+    let values = [
         Data::str(&m.id),
         Data::strs(&m.id_aliases),
         Data::str(&m.provider_id),
@@ -853,21 +975,31 @@ pub(crate) fn model(m: &ModelView, index: usize) -> ObjVal {
         Data::opt_int(m.data_retention_days),
         Data::opt_str(&m.data_retention_policy),
         pricing(&m.pricing),
-        Data::List(ListVal::Owned(
-            m.datacenters.iter().map(datacenter).collect(),
-        )),
+        Data::List(List(m.datacenters.iter().map(datacenter).collect())),
         metrics(&m.metrics),
     ];
-    ObjVal::new(ObjKind::Model, index, values, names)
+    ObjVal::new(ObjKind::Model, index, values, Some(names))
 }
 
 /// The CEL value of a provider, with its models (those of `models` it serves) for `getModel`.
 pub(crate) fn provider(p: &ProviderView, index: usize, models: &[ObjVal]) -> ObjVal {
+    let ids = with_aliases(&p.id, &p.id_aliases);
+    let mine: Vec<ObjVal> = models
+        .iter()
+        .filter(|m| {
+            m.names()
+                .providers
+                .iter()
+                .any(|pid| ids.iter().any(|id| id.eq_ignore_ascii_case(pid)))
+        })
+        .cloned()
+        .collect();
     let names = Names {
-        ids: with_aliases(&p.id, &p.id_aliases),
+        ids,
+        models: mine,
         ..Names::default()
     };
-    let values = vec![
+    let values = [
         Data::str(&p.id),
         Data::strs(&p.id_aliases),
         Data::str(&p.display_name),
@@ -875,21 +1007,7 @@ pub(crate) fn provider(p: &ProviderView, index: usize, models: &[ObjVal]) -> Obj
         Data::str(&p.website),
         metadata(&p.metadata),
     ];
-    let mut obj = ObjVal::new(ObjKind::Provider, index, values, names);
-    let mine: Vec<ObjVal> = models
-        .iter()
-        .filter(|m| {
-            m.names().providers.iter().any(|pid| {
-                obj.names()
-                    .ids
-                    .iter()
-                    .any(|id| id.eq_ignore_ascii_case(pid))
-            })
-        })
-        .cloned()
-        .collect();
-    Arc::get_mut(&mut obj.0).expect("not shared yet").models = mine;
-    obj
+    ObjVal::new(ObjKind::Provider, index, values, Some(names))
 }
 
 /// The CEL value of an author.
@@ -898,12 +1016,12 @@ pub(crate) fn author(a: &AuthorView, index: usize) -> ObjVal {
         ids: with_aliases(&a.id, &a.id_aliases),
         ..Names::default()
     };
-    let values = vec![
+    let values = [
         Data::str(&a.id),
         Data::strs(&a.id_aliases),
         Data::str(&a.display_name),
     ];
-    ObjVal::new(ObjKind::Author, index, values, names)
+    ObjVal::new(ObjKind::Author, index, values, Some(names))
 }
 
 /// The CEL value of an API key; `index` is its position in the key list.
@@ -912,11 +1030,11 @@ pub(crate) fn key(k: &KeyView, index: usize) -> ObjVal {
         ids: boxed([&k.id]),
         ..Names::default()
     };
-    let values = vec![
+    let values = [
         Data::str(&k.id),
         Data::str(&k.value),
         quota(&k.quota),
         error_rate(&k.error_rate),
     ];
-    ObjVal::new(ObjKind::Key, index, values, names)
+    ObjVal::new(ObjKind::Key, index, values, Some(names))
 }
