@@ -10,7 +10,8 @@ pub enum Severity {
 }
 
 /// Every check aigw makes, with its stable code. Codes never change meaning once released;
-/// retired checks keep their number unused.
+/// retired checks keep their number unused (E037, E040 and W013 are reserved: checks of
+/// `${…}` roots, rule `expressions` and provider names in strategies are not written yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     YamlSyntax,
@@ -49,10 +50,8 @@ pub enum Code {
     StrategyNotAList,
     InterpolationSyntax,
     SecretsGetArity,
-    InterpolationUnknownRoot,
     EmptyValue,
     InvalidProviderId,
-    RuleExpressionSyntax,
     LegacyPhase,
     UnresolvedSecret,
     NoCatchAllStrategy,
@@ -65,7 +64,7 @@ pub enum Code {
     UnreachableStrategy,
     NotInterpolated,
     AllProvidersDisabled,
-    UnknownProviderInStrategy,
+    CelUnguardedKey,
 }
 
 impl Code {
@@ -109,10 +108,8 @@ impl Code {
             StrategyNotAList => "AIGW-E034",
             InterpolationSyntax => "AIGW-E035",
             SecretsGetArity => "AIGW-E036",
-            InterpolationUnknownRoot => "AIGW-E037",
             EmptyValue => "AIGW-E038",
             InvalidProviderId => "AIGW-E039",
-            RuleExpressionSyntax => "AIGW-E040",
             LegacyPhase => "AIGW-W001",
             UnresolvedSecret => "AIGW-W002",
             NoCatchAllStrategy => "AIGW-W003",
@@ -125,7 +122,7 @@ impl Code {
             UnreachableStrategy => "AIGW-W010",
             NotInterpolated => "AIGW-W011",
             AllProvidersDisabled => "AIGW-W012",
-            UnknownProviderInStrategy => "AIGW-W013",
+            CelUnguardedKey => "AIGW-W014",
         }
     }
 
@@ -149,9 +146,7 @@ impl Code {
             MultipleAiGateways => Some("ERR_NGROK_2266"),
             DeprecatedKeySelection => Some("ERR_NGROK_2267"),
             CelResultType => Some("ERR_NGROK_3806"),
-            InterpolationSyntax | SecretsGetArity | InterpolationUnknownRoot => {
-                Some("ERR_NGROK_2224")
-            }
+            InterpolationSyntax | SecretsGetArity => Some("ERR_NGROK_2224"),
             _ => None,
         }
     }
