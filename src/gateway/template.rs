@@ -54,30 +54,17 @@ pub fn render_str(s: &str, vars: &RequestVars<'_>, secrets: &SecretStore) -> Str
 /// Splits at `+` outside quotes, brackets and parentheses.
 fn split_plus(src: &str) -> Vec<&str> {
     let mut parts = Vec::new();
-    let bytes = src.as_bytes();
-    let (mut depth, mut quote, mut start, mut i) = (0i32, None::<u8>, 0, 0);
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) => {
-                if b == b'\\' {
-                    i += 1;
-                } else if b == q {
-                    quote = None;
-                }
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, b) in crate::policy::interpolate::unquoted_bytes(src, 0) {
+        match b {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            b'+' if depth == 0 => {
+                parts.push(&src[start..i]);
+                start = i + 1;
             }
-            None => match b {
-                b'\'' | b'"' => quote = Some(b),
-                b'(' | b'[' | b'{' => depth += 1,
-                b')' | b']' | b'}' => depth -= 1,
-                b'+' if depth == 0 => {
-                    parts.push(&src[start..i]);
-                    start = i + 1;
-                }
-                _ => {}
-            },
+            _ => {}
         }
-        i += 1;
     }
     parts.push(&src[start..]);
     parts

@@ -147,34 +147,49 @@ impl Template {
     }
 }
 
-/// Finds the `}` that closes a `${` whose expression starts at `start`, skipping quoted strings
-/// and nested braces (CEL map literals).
-fn find_close(raw: &str, start: usize) -> Option<usize> {
-    let bytes = raw.as_bytes();
-    let mut depth = 0usize;
+/// The bytes of `s` from `start` on that are outside CEL string literals, with their offsets.
+/// Every scanner of `${…}` text (closing braces, `secrets.get(…)` arguments, `+` splits) reads
+/// through this one, so quotes and escapes are handled the same way everywhere.
+pub fn unquoted_bytes(s: &str, start: usize) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let bytes = s.as_bytes();
     let mut quote: Option<u8> = None;
     let mut i = start;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) => {
-                if b == b'\\' {
-                    i += 1;
-                } else if b == q {
-                    quote = None;
-                }
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            let (at, b) = (i, bytes[i]);
+            i += 1;
+            match quote {
+                Some(_) if b == b'\\' => i += 1,
+                Some(q) if b == q => quote = None,
+                Some(_) => {}
+                None if b == b'\'' || b == b'"' => quote = Some(b),
+                None => return Some((at, b)),
             }
-            None => match b {
-                b'\'' | b'"' => quote = Some(b),
-                b'{' => depth += 1,
-                b'}' if depth == 0 => return Some(i),
-                b'}' => depth -= 1,
-                _ => {}
-            },
         }
-        i += 1;
+        None
+    })
+}
+
+/// The offset of the `close` that ends a group whose contents start at `start`, skipping
+/// nested `open`/`close` pairs and string literals.
+fn find_closing(s: &str, start: usize, open: u8, close: u8) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in unquoted_bytes(s, start) {
+        if b == open {
+            depth += 1;
+        } else if b == close {
+            if depth == 0 {
+                return Some(i);
+            }
+            depth -= 1;
+        }
     }
     None
+}
+
+/// Finds the `}` that closes a `${` whose expression starts at `start` (CEL map literals nest).
+fn find_close(raw: &str, start: usize) -> Option<usize> {
+    find_closing(raw, start, b'{', b'}')
 }
 
 /// Identifiers that start a member chain (`req` in `req.headers`), outside string literals.
@@ -267,31 +282,7 @@ fn find_secrets(source: &str, offset: usize) -> (Vec<SecretRef>, Vec<TemplateErr
 }
 
 fn find_paren_close(source: &str, start: usize) -> Option<usize> {
-    let bytes = source.as_bytes();
-    let mut quote = None;
-    let mut depth = 0usize;
-    let mut i = start;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match quote {
-            Some(q) => {
-                if b == b'\\' {
-                    i += 1;
-                } else if b == q {
-                    quote = None;
-                }
-            }
-            None => match b {
-                b'\'' | b'"' => quote = Some(b),
-                b'(' => depth += 1,
-                b')' if depth == 0 => return Some(i),
-                b')' => depth -= 1,
-                _ => {}
-            },
-        }
-        i += 1;
-    }
-    None
+    find_closing(source, start, b'(', b')')
 }
 
 /// Parses `'a', "b"` into string values; `None` if any argument is not a plain string literal.
