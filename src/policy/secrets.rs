@@ -97,7 +97,8 @@ pub fn env_name(vault: Option<&str>, name: &str) -> String {
 /// `sk-…7890`: enough to recognise a key, never enough to use it.
 pub fn redact(value: &str) -> String {
     let chars: Vec<char> = value.chars().collect();
-    if chars.len() <= 8 {
+    // Below 12 characters, seven shown characters would give most of the key away.
+    if chars.len() < 12 {
         return "…".into();
     }
     let head: String = chars[..3].iter().collect();
@@ -163,5 +164,7 @@ mod tests {
     fn redaction_keeps_prefix_and_last_four() {
         assert_eq!(redact("sk-proj-abcdefghij7890"), "sk-…7890");
         assert_eq!(redact("short"), "…");
+        assert_eq!(redact("elevenchars"), "…");
+        assert_eq!(redact("twelve-chars"), "twe…hars");
     }
 }

@@ -254,16 +254,7 @@ impl std::fmt::Debug for KeyView {
     }
 }
 
-/// `sk-…7890`: the first three and last four characters of a long secret, `…` otherwise.
-pub fn redact(secret: &str) -> String {
-    let chars: Vec<char> = secret.chars().collect();
-    if chars.len() < 12 {
-        return "…".to_owned();
-    }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}…{tail}")
-}
+pub use crate::policy::secrets::redact;
 
 fn serialize_redacted<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&redact(value))
