@@ -74,7 +74,8 @@ complete -c aigw -n "__fish_aigw_using_subcommand serve" -l auth-token -d 'Token
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-attempts -d 'Most attempts per request across keys and models' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l first-byte-timeout -d 'Fail over when the first byte takes longer than this (time-to-first-token limit)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l stream-idle-timeout -d 'End a stream that sends nothing for this long' -r
-complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-body-bytes -d 'Largest request body accepted (bytes)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-body-bytes -d 'Largest request body accepted (bytes); larger ones get 413' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l header-read-timeout -d 'Close connections that do not send a full request head (line and headers) within this time (slow clients, slow-loris)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l log-format -d 'Log format for request logs' -r -f -a "text\t''
 json\t''"
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''

@@ -164,9 +164,13 @@ pub struct ServeArgs {
     /// End a stream that sends nothing for this long.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub stream_idle_timeout: String,
-    /// Largest request body accepted (bytes).
+    /// Largest request body accepted (bytes); larger ones get 413.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Close connections that do not send a full request head (line and headers) within this
+    /// time (slow clients, slow-loris).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub header_read_timeout: String,
     /// Do not watch the policy file for changes.
     #[arg(long)]
     pub no_reload: bool,

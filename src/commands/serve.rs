@@ -51,6 +51,13 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             return Exit::Error;
         }
     };
+    let header_read_timeout = match duration("header-read-timeout", &args.header_read_timeout) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Error;
+        }
+    };
     let secrets = match common::secrets(args.policy.secrets.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -97,6 +104,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             first_byte_timeout,
             stream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
+            header_read_timeout,
             ..GatewayOptions::default()
         };
         let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -111,6 +119,13 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
         let builtins_allowed = !routing.gateway().only_configured_providers();
         let gw = Gateway::new(routing, secrets, opts);
         println!("{}", banner(local, &origin, &providers, builtins_allowed));
+        for (id, url) in gateway::hops::self_pointing(&providers, local).await {
+            eprintln!(
+                "warning: provider `{id}` has base_url {url}, which is this aigw's own address ({local}): requests \
+                 routed to it would loop back here and are refused with 508 Loop Detected; point it (or its \
+                 --base-url mapping) at the real upstream"
+            );
+        }
         if let PolicyOrigin::File(path) = &origin
             && !args.no_reload
             && path != Path::new("-")

@@ -28,6 +28,10 @@ pub const UPSTREAM_FAILED: (&str, u16) = ("ERR_NGROK_3800", 502);
 pub const UNAUTHORIZED: (&str, u16) = ("ERR_NGROK_27007", 401);
 /// An unknown route.
 pub const NOT_FOUND: (&str, u16) = ("AIGW_NOT_FOUND", 404);
+/// A known route called with the wrong method.
+pub const METHOD_NOT_ALLOWED: (&str, u16) = ("AIGW_METHOD_NOT_ALLOWED", 405);
+/// A request body over `--max-body-bytes`: ngrok's invalid-body code, with status 413.
+pub const BODY_TOO_LARGE: (&str, u16) = ("ERR_NGROK_3801", 413);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayError {

@@ -14,6 +14,7 @@
 
 pub mod errors;
 pub mod forward;
+pub mod hops;
 pub mod metrics;
 pub mod ollama_api;
 pub mod reload;
@@ -72,7 +73,11 @@ pub struct GatewayOptions {
     pub first_byte_timeout: Option<Duration>,
     /// A stream that sends nothing for this long ends with an error event.
     pub stream_idle_timeout: Duration,
+    /// Largest request body accepted (bytes); a larger one gets 413 naming `--max-body-bytes`.
     pub max_body_bytes: usize,
+    /// A client must send its request head (line and headers) within this time, else the
+    /// connection is closed (slow-loris defence; HTTP/1).
+    pub header_read_timeout: Duration,
     pub connect_timeout: Duration,
     /// How long shutdown waits for in-flight requests after cancelling streams.
     pub shutdown_grace: Duration,
@@ -88,6 +93,7 @@ impl Default for GatewayOptions {
             first_byte_timeout: None,
             stream_idle_timeout: Duration::from_secs(60),
             max_body_bytes: 32 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             upstream_loopback_only: false,
@@ -106,6 +112,8 @@ pub struct Gateway {
     pub traffic: Arc<traffic::Traffic>,
     /// Cancelled on shutdown: open streams end with an error event.
     pub shutdown: CancellationToken,
+    /// This process's id in `x-aigw-via` (routing-loop detection, see [`hops`]).
+    pub instance_id: String,
 }
 
 impl Gateway {
@@ -130,6 +138,7 @@ impl Gateway {
             metrics: Arc::default(),
             traffic: Arc::default(),
             shutdown: CancellationToken::new(),
+            instance_id: hops::new_instance_id(),
         })
     }
 
@@ -149,32 +158,73 @@ impl Gateway {
 
 /// Serves `gateway` on `listener` until `signal` resolves; then cancels open streams and waits at
 /// most `shutdown_grace` for in-flight requests.
+///
+/// A hand-written accept loop rather than `axum::serve`, which has no header-read timeout: each
+/// connection is served by hyper-util's auto (HTTP/1 + HTTP/2) builder with
+/// `header_read_timeout`, TCP_NODELAY, and hyper-util's graceful shutdown.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
     let app = routes::router(gateway.clone());
-    // Without TCP_NODELAY small SSE writes wait for delayed ACKs (tens of ms per event).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let token = gateway.shutdown.clone();
     let trigger = token.clone();
     tokio::spawn(async move {
         signal.await;
         trigger.cancel();
     });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(token.clone().cancelled_owned());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(gateway.opts.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = token.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        // Without TCP_NODELAY small SSE writes wait for delayed ACKs (tens of ms per event).
+        let _ = tcp.set_nodelay(true);
+        let svc =
+            app.clone()
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(remote));
+                    req
+                });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(svc))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(target: "aigw::conn", %remote, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
     let grace = gateway.opts.shutdown_grace;
     tokio::select! {
-        r = server => r,
-        _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
+        _ = graceful.shutdown() => Ok(()),
+        _ = tokio::time::sleep(grace) => {
             tracing::warn!("shutdown: in-flight requests did not finish within {grace:?}; closing");
             Ok(())
         }

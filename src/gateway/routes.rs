@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use super::errors::{Dialect, GatewayError, NOT_FOUND, UNAUTHORIZED, codes};
+use super::errors::{
+    BODY_TOO_LARGE, Dialect, GatewayError, METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, codes,
+};
 use super::forward::{self, Inbound, Report};
 use super::{Gateway, ollama_api};
 
@@ -37,11 +39,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/version", get(ollama_api::version))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(gw.clone(), auth));
+        .layer(middleware::from_fn_with_state(gw.clone(), auth))
+        // Before auth: a request looping back through aigw carries no inbound token.
+        .layer(middleware::from_fn_with_state(gw.clone(), loop_guard));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/", get(|| async { "aigw is running" }))
         .merge(api)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(gw.opts.max_body_bytes))
         .with_state(gw)
 }
@@ -56,13 +61,44 @@ pub fn dialect_of(path: &str) -> Dialect {
     }
 }
 
-/// Constant-time comparison (for equal lengths) of the inbound token.
+/// Constant-time comparison of the inbound token with the configured one.
+///
+/// `subtle`'s `ConstantTimeEq` (a well-reviewed crate, RustCrypto's dependency) rather than a
+/// hand-written fold: it guards the comparison with optimisation barriers so the compiler cannot
+/// turn it back into an early-exit loop. Only the length is revealed by timing (it returns at
+/// once on a length mismatch), which tells an attacker nothing useful about a random token.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
+}
+
+/// Refuses requests that already went through this aigw (508 Loop Detected, see [`super::hops`]).
+async fn loop_guard(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    if let Some(e) = super::hops::check(req.headers(), &gw.instance_id) {
+        let path = req.uri().path().to_string();
+        gw.metrics.request(&path, e.status);
+        tracing::warn!(target: "aigw::request", path, "{}", e.message);
+        return e.response(dialect_of(&path));
     }
-    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
-    std::hint::black_box(diff) == 0
+    next.run(req).await
+}
+
+/// The error for a body extractor's rejection: 413 names the limit and the flag that raises it.
+pub fn body_error(e: &BytesRejection, max_body_bytes: usize) -> GatewayError {
+    let status = e.status().as_u16();
+    if status == 413 {
+        return GatewayError::new(
+            BODY_TOO_LARGE,
+            format!(
+                "Request body too large: aigw accepts at most {max_body_bytes} bytes; send a smaller body or \
+                 restart the gateway with a higher `aigw serve --max-body-bytes`"
+            ),
+        );
+    }
+    GatewayError::new(
+        (codes::INVALID_BODY.0, status),
+        format!("Invalid request body: {}", e.body_text()),
+    )
 }
 
 /// With `--auth-token`, every route but `/healthz` needs the token as `Authorization: Bearer`,
@@ -143,12 +179,7 @@ pub async fn handle(
     let id = request_id(&headers);
     let path = uri.path().to_string();
     let parsed = body
-        .map_err(|e| {
-            GatewayError::new(
-                (codes::INVALID_BODY.0, e.status().as_u16()),
-                format!("Invalid request body: {}", e.body_text()),
-            )
-        })
+        .map_err(|e| body_error(&e, gw.opts.max_body_bytes))
         .and_then(|b| json_body(&b));
     let (mut resp, report) = match parsed {
         Ok(body) => {
@@ -273,8 +304,19 @@ async fn models(State(gw): State<Arc<Gateway>>) -> Response {
 /// `GET /v1/models/{id}` (the SDKs' `models.retrieve`); ids may hold `/` and `:`.
 async fn model(
     State(gw): State<Arc<Gateway>>,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
+    let id = match id {
+        Ok(axum::extract::Path(id)) => id,
+        Err(e) => {
+            gw.metrics.request("/v1/models/{id}", 400);
+            return GatewayError::new(
+                (codes::INVALID_BODY.0, 400),
+                format!("Invalid model id in the path: {}", e.body_text()),
+            )
+            .response(Dialect::OpenAi);
+        }
+    };
     let found = model_list(&gw).into_iter().find(|m| m["id"] == id.as_str());
     match found {
         Some(m) => {
@@ -310,6 +352,16 @@ async fn not_found(State(gw): State<Arc<Gateway>>, method: Method, uri: Uri) -> 
     gw.metrics.request("other", 404);
     GatewayError::new(NOT_FOUND, format!("aigw has no route {method} {path}"))
         .response(dialect_of(path))
+}
+
+async fn method_not_allowed(State(gw): State<Arc<Gateway>>, method: Method, uri: Uri) -> Response {
+    let path = uri.path();
+    gw.metrics.request("other", 405);
+    GatewayError::new(
+        METHOD_NOT_ALLOWED,
+        format!("aigw serves {path} but not with {method}: use POST for inference routes and GET for listings"),
+    )
+    .response(dialect_of(path))
 }
 
 #[cfg(test)]
