@@ -450,7 +450,13 @@ async fn run_attempts(
             &vars,
             &gw.secrets,
         );
-        let headers = upstream_headers(&inb.headers, key.as_deref(), format, g, &vars, gw);
+        let mut headers = upstream_headers(&inb.headers, key.as_deref(), format, g, &vars, gw);
+        super::hops::stamp(
+            &mut headers,
+            &inb.headers,
+            &gw.instance_id,
+            &attempt.provider,
+        );
         let url = with_query(&url, &inb.query, g, &vars, gw);
         let remaining = deadline - now;
         let mut budget = per_request.min(remaining);
