@@ -133,6 +133,17 @@ pub fn run_with(
         TableFormat::Json => format!("{}\n", render::probe::json(&report)),
         TableFormat::Table => render::probe::table(&report, out_style),
     };
+    // Findings quote upstream error bodies, which may echo a key back: scrub every secret.
+    let mut known: Vec<String> = secrets.values().map(String::from).collect();
+    for t in &targets {
+        if let targets::Keys::Resolved(keys) = &t.keys {
+            known.extend(keys.iter().cloned());
+        }
+    }
+    known.retain(|s| s.chars().count() >= 8);
+    known.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    known.dedup();
+    let text = crate::gateway::redact::scrub(&text, &known);
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         return fail(format!("cannot write the report: {e}"));
     }

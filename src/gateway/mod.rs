@@ -17,6 +17,7 @@ pub mod forward;
 pub mod hops;
 pub mod metrics;
 pub mod ollama_api;
+pub mod redact;
 pub mod reload;
 pub mod routes;
 pub mod stream;

@@ -58,6 +58,11 @@ impl SecretStore {
         Ok(self)
     }
 
+    /// Every secret value (for scrubbing them out of messages).
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.values.values().map(String::as_str)
+    }
+
     pub fn get(&self, secret: &SecretRef) -> Option<&str> {
         self.values
             .get(&env_name(secret.vault.as_deref(), &secret.name))
