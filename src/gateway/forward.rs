@@ -26,7 +26,6 @@ use super::stream::{Framing, Relay};
 use super::template::{self, RequestVars};
 use super::traffic::{Outcome, Sample};
 use super::{Gateway, Routing};
-use crate::policy::secrets::redact;
 use crate::policy::{AiGateway, ApiFormat};
 use crate::routing::plan::{Attempt, KeyChoice, Plan, Request};
 
@@ -519,17 +518,10 @@ async fn run_attempts(
                 streaming: false,
             },
         );
-        let mut reason = format!("{label}{key_label}: {}", failure.describe());
-        // Neither a configured key nor the client's own may show up in an error message.
-        for k in key
-            .iter()
-            .map(String::as_str)
-            .chain(client_keys.iter().copied())
-        {
-            if k.len() >= 8 {
-                reason = reason.replace(k, &redact(k));
-            }
-        }
+        let reason = format!("{label}{key_label}: {}", failure.describe());
+        // No secret aigw knows (any key, secret value, token, the client's keys) may show up.
+        let secrets = super::redact::known_secrets(gw, routing, &client_keys, key.as_deref());
+        let reason = super::redact::scrub(&reason, &secrets);
         tracing::debug!(request_id = %inb.request_id, "attempt failed: {reason}");
         reasons.push(reason);
         if let Failure::Timeout { total: true, .. } = failure {
