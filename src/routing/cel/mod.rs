@@ -40,6 +40,7 @@
 
 mod check;
 mod functions;
+mod guard;
 mod native;
 mod schema;
 mod values;
@@ -141,6 +142,19 @@ pub enum EvalError {
 /// Returns the strategy and its warnings, or every error found (syntax errors alone when the
 /// text does not parse). Ranges are byte ranges in `expr`.
 pub fn compile(expr: &str, kind: StrategyKind) -> Result<(Strategy, Vec<CelIssue>), Vec<CelIssue>> {
+    if let Some(issue) = guard::too_deep(expr) {
+        return Err(vec![issue]);
+    }
+    // Read on the caller's thread: `NATIVE` is thread-local.
+    let native = NATIVE.with(std::cell::Cell::get);
+    guard::with_stack(|| compile_checked(expr, kind, native))
+}
+
+fn compile_checked(
+    expr: &str,
+    kind: StrategyKind,
+    native: bool,
+) -> Result<(Strategy, Vec<CelIssue>), Vec<CelIssue>> {
     let program = match functions::ENV.compile(expr) {
         Ok(program) => program,
         Err(errors) => return Err(check::syntax_issues(expr, &errors)),
@@ -154,7 +168,7 @@ pub fn compile(expr: &str, kind: StrategyKind) -> Result<(Strategy, Vec<CelIssue
     let mut ast = program.expression().clone();
     rewrite(&mut ast);
     let mut natives = Vec::new();
-    if NATIVE.with(std::cell::Cell::get) {
+    if native {
         native::compile_comprehensions(&mut ast, &mut natives);
     }
     let strategy = Strategy {
