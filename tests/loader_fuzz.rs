@@ -143,3 +143,214 @@ fn mutated_policies_never_panic() {
         })
         .unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// CEL strategy expressions: arbitrary and mutated expressions through `Engine::build` + `plan`.
+
+/// The strategy expressions of the docs corpus, plus some that exercise more of CEL.
+fn cel_corpus() -> &'static Vec<String> {
+    static CEL: OnceLock<Vec<String>> = OnceLock::new();
+    CEL.get_or_init(|| {
+        let mut out: Vec<String> = Vec::new();
+        for text in corpus() {
+            for line in text.lines() {
+                let t = line.trim().trim_start_matches("- ").trim();
+                let unquoted = t
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .or_else(|| t.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')));
+                if let Some(e) = unquoted
+                    && e.contains("ai.models")
+                {
+                    out.push(e.to_string());
+                }
+            }
+        }
+        out.extend(
+            [
+                "ai.models",
+                "ai.models.filter(m, m.provider_id == 'alpha' && m.id.startsWith('made'))",
+                "ai.models.sortBy(m, -m.pricing.input)",
+                "ai.models.filter(m, size(m.id) > 3 ? true : false)",
+                "ai.models.filter(m, m.metrics.global.error_rate.total < 0.5)",
+                "ai.models.filter(m, m.id in ['made-up-a', 'made-up-b'])",
+                "ai.models.random()",
+                "ai.models.filter(m, m.id.matches('^made-.*$'))",
+                "ai.models.filter(m, int(m.pricing.input * 1000.0) % 2 == 0)",
+                "ai.models.filter(m, has(m.metrics) && m.metrics.global.latency.upstream_ms_avg < 1000.0)",
+            ]
+            .map(String::from),
+        );
+        out.sort();
+        out.dedup();
+        out
+    })
+}
+
+fn cel_policy(expr: &str) -> String {
+    // A JSON string is a valid YAML double-quoted scalar.
+    let quoted = serde_json::to_string(expr).unwrap();
+    format!(
+        r#"on_http_request:
+  - type: ai-gateway
+    config:
+      only_allow_configured_providers: true
+      providers:
+        - id: alpha
+          base_url: "https://alpha.internal"
+          models:
+            - id: made-up-a
+            - id: made-up-b
+        - id: beta
+          base_url: "https://beta.internal"
+          models:
+            - id: made-up-a
+      model_selection:
+        strategy:
+          - {quoted}
+          - "ai.models"
+"#
+    )
+}
+
+/// Builds and plans one expression; `true` when the engine accepted it.
+fn check_cel(expr: &str) -> bool {
+    let text = cel_policy(expr);
+    let (_, _diags) = check_text("cel.yaml", text.as_bytes(), &SecretStore::default());
+    let loaded = policy::load_bytes("cel.yaml", text.as_bytes());
+    let Ok((engine, _)) = Engine::build(&loaded, EngineOptions::default()) else {
+        return false;
+    };
+    for model in [
+        None,
+        Some("made-up-a"),
+        Some("alpha:made-up-b"),
+        Some("nope"),
+    ] {
+        for seed in [0, 7, u64::MAX] {
+            let req = Request {
+                path: "/v1/chat/completions".into(),
+                model: model.map(String::from),
+                models: Vec::new(),
+            };
+            let _ = engine.plan(&req, PlanOptions { seed });
+        }
+    }
+    true
+}
+
+#[test]
+fn mutated_cel_strategies_never_panic() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let n = cel_corpus().len();
+    assert!(n >= 10, "the CEL corpus went missing ({n} expressions)");
+    let insert = prop_oneof![
+        Just("".to_string()),
+        Just("(".to_string()),
+        Just(")".to_string()),
+        Just(".".to_string()),
+        Just("m.".to_string()),
+        Just("'".to_string()),
+        Just("\"".to_string()),
+        Just(" && ".to_string()),
+        Just(" || !".to_string()),
+        Just(" ? 1 : ".to_string()),
+        Just("1/0".to_string()),
+        Just("[".to_string()),
+        Just("{'a': ".to_string()),
+        Just("size(".to_string()),
+        Just("int(".to_string()),
+        Just("9223372036854775807 + 1".to_string()),
+        Just("ai.models.filter(m, ".to_string()),
+        Just("ai.models.sortBy(m, ".to_string()),
+        Just(".random()".to_string()),
+        Just("m.metrics.global.latency.".to_string()),
+        Just("((((((((((((((((((((".to_string()),
+        Just("\\u0000".to_string()),
+        "[ -~]{0,8}",
+    ];
+    let strategy = (0..n, any::<usize>(), 0usize..20, any::<u8>(), insert);
+    let (ran, built) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    runner(2_000)
+        .run(&strategy, |(i, at, len, how, insert)| {
+            let expr = mutate(&cel_corpus()[i], at, len, how, &insert);
+            ran.fetch_add(1, Ordering::Relaxed);
+            if check_cel(&expr) {
+                built.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .unwrap();
+    for e in cel_corpus() {
+        assert!(
+            check_cel(e) || e.contains("metrics"),
+            "corpus expression rejected: {e}"
+        );
+    }
+    eprintln!(
+        "CEL fuzz (mutated): {} expressions from a corpus of {n}, {} built an engine and were planned",
+        ran.load(Ordering::Relaxed),
+        built.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn arbitrary_cel_text_never_panics() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Bodies of `ai.models.filter(m, …)` from CEL tokens (a bare token soup rarely parses).
+    let body = "(m\\.(id|provider_id|pricing\\.input|metrics\\.global\\.error_rate\\.total)|'made-up-a'|[0-9]{1,3}|true|false|null|size\\(m\\.id\\)|==|!=|<|>|&&|\\|\\||!|\\?|:|\\(|\\)|\\[|\\]|,| |\\+|-|in ){1,24}";
+    // Well-typed boolean expressions, nested up to 8 deep.
+    let leaf = proptest::sample::select(vec![
+        "true",
+        "m.id == 'made-up-a'",
+        "m.provider_id != 'beta'",
+        "m.pricing.input < 1.5",
+        "size(m.id) > 3",
+        "m.id in ['made-up-a', 'x']",
+        "m.id.startsWith('made')",
+        "m.metrics.global.error_rate.total < 0.5",
+    ])
+    .prop_map(String::from);
+    let typed = leaf.prop_recursive(8, 64, 3, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} && {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} || {b})")),
+            inner.clone().prop_map(|a| format!("!({a})")),
+            (inner.clone(), inner.clone(), inner)
+                .prop_map(|(a, b, c)| format!("({a} ? {b} : {c})")),
+        ]
+    });
+    let strategy = prop_oneof![
+        2 => body.prop_map(|b| format!("ai.models.filter(m, {b})")),
+        1 => body.prop_map(|b| format!("ai.models.sortBy(m, {b})")),
+        3 => typed.prop_map(|b| format!("ai.models.filter(m, {b})")),
+    ];
+    let (ran, built) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    runner(1_000)
+        .run(&strategy, |expr| {
+            ran.fetch_add(1, Ordering::Relaxed);
+            if check_cel(&expr) {
+                built.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Deep nesting: a parse error, not a stack overflow.
+    for depth in [50, 500, 5_000] {
+        check_cel(&format!(
+            "{}ai.models{}",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        ));
+        check_cel(&format!(
+            "ai.models.filter(m, {}true{})",
+            "!(".repeat(depth),
+            ")".repeat(depth)
+        ));
+    }
+    eprintln!(
+        "CEL fuzz (generated): {} expressions, {} built an engine and were planned",
+        ran.load(Ordering::Relaxed),
+        built.load(Ordering::Relaxed)
+    );
+}
