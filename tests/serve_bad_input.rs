@@ -329,7 +329,19 @@ async fn a_broken_policy_reloaded_under_load_drops_nothing() {
         "on_http_request:\n  - type: ai-gateway\n    config:\n      only_allow_configured_providers: true\n      providers:\n        - id: local\n          base_url: \"https://local.internal\"\n          models:\n            - id: made-up-chat\n      model_selection:\n        strategy:\n          - \"ai.models.filter(m, m.nope == 1\"\n",
         "\u{0}\u{1}binary",
         "",
-    ];
+    ]
+    .map(String::from)
+    .into_iter()
+    // Nested deep enough to overflow a reload thread's stack before the CEL nesting guard.
+    .chain([POLICY.replace(
+        "            - id: made-up-chat\n",
+        &format!(
+            "            - id: made-up-chat\n      model_selection:\n        strategy:\n          - \"{}ai.models{}\"\n",
+            "(".repeat(2000),
+            ")".repeat(2000)
+        ),
+    )])
+    .collect::<Vec<String>>();
     let metric = |gw: &support::Started| {
         let gw = gw.gw.clone();
         move || gw.metrics.render()
