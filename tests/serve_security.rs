@@ -538,3 +538,29 @@ fn serve_warns_when_a_provider_points_at_its_own_address() {
     assert!(text.contains("warning: provider `myself`"), "{text}");
     assert!(text.contains("508 Loop Detected"), "{text}");
 }
+
+#[tokio::test]
+async fn ollama_listings_through_a_provider_pointing_back_are_cut_short() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let me = format!("http://{addr}");
+    let yaml = "on_http_request:\n  - type: ai-gateway\n    config:\n      only_allow_configured_providers: true\n      providers:\n        - id: ollama\n          base_url: \"https://ollama.internal\"\n          models:\n            - id: made-up-chat\n";
+    let gw = start_on(listener, yaml, &[("ollama", me.clone())]).await;
+    assert!(gw.current().providers().iter().any(|p| p.ollama));
+    for path in ["/api/tags", "/api/ps", "/api/version"] {
+        let r = client().get(format!("{me}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        if path != "/api/version" {
+            assert_eq!(v["models"], json!([]), "{path}: {v}");
+        }
+    }
+    // Each listing called itself exactly once and that call was refused.
+    let m = gw.metrics.render();
+    let refused: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("aigw_requests_total") && l.contains("status=\"508\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(refused, 3, "{m}");
+}

@@ -57,20 +57,24 @@ pub async fn inference(
 }
 
 /// Native base URLs of the policy's Ollama providers, without duplicates.
-fn ollama_bases(gw: &Gateway) -> Vec<String> {
+/// `(provider id, native base URL)` of each Ollama provider, without duplicate URLs.
+fn ollama_bases(gw: &Gateway) -> Vec<(String, String)> {
     let mut seen = HashSet::new();
     gw.current()
         .providers()
         .into_iter()
         .filter(|p| p.ollama)
-        .filter_map(|p| p.base_url)
-        .map(|b| native_url(&b, ""))
-        .filter(|b| seen.insert(b.clone()))
+        .filter_map(|p| Some((p.id, native_url(&p.base_url?, ""))))
+        .filter(|(_, b)| seen.insert(b.clone()))
         .collect()
 }
 
-async fn get_json(gw: &Gateway, url: String) -> Option<Value> {
-    let resp = tokio::time::timeout(LIST_TIMEOUT, gw.client.get(&url).send())
+/// GETs a listing from one Ollama provider, with `x-aigw-via` (a provider pointing back at aigw
+/// would otherwise make each listing call itself, see [`super::hops`]).
+async fn get_json(gw: &Gateway, inbound: &HeaderMap, provider: &str, url: String) -> Option<Value> {
+    let mut headers = HeaderMap::new();
+    super::hops::stamp(&mut headers, inbound, &gw.instance_id, provider);
+    let resp = tokio::time::timeout(LIST_TIMEOUT, gw.client.get(&url).headers(headers).send())
         .await
         .ok()?
         .ok()?;
@@ -83,10 +87,10 @@ async fn get_json(gw: &Gateway, url: String) -> Option<Value> {
         .ok()
 }
 
-async fn merged_models(gw: &Gateway, path: &str) -> Vec<Value> {
+async fn merged_models(gw: &Gateway, inbound: &HeaderMap, path: &str) -> Vec<Value> {
     let futures = ollama_bases(gw)
         .into_iter()
-        .map(|b| get_json(gw, format!("{b}{path}")));
+        .map(|(id, b)| async move { get_json(gw, inbound, &id, format!("{b}{path}")).await });
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for v in futures_util::future::join_all(futures)
@@ -114,22 +118,22 @@ async fn merged_models(gw: &Gateway, path: &str) -> Vec<Value> {
     out
 }
 
-pub async fn tags(State(gw): State<Arc<Gateway>>) -> Response {
-    let models = merged_models(&gw, "/api/tags").await;
+pub async fn tags(State(gw): State<Arc<Gateway>>, inbound: HeaderMap) -> Response {
+    let models = merged_models(&gw, &inbound, "/api/tags").await;
     gw.metrics.request("/api/tags", 200);
     axum::Json(json!({"models": models})).into_response()
 }
 
-pub async fn ps(State(gw): State<Arc<Gateway>>) -> Response {
-    let models = merged_models(&gw, "/api/ps").await;
+pub async fn ps(State(gw): State<Arc<Gateway>>, inbound: HeaderMap) -> Response {
+    let models = merged_models(&gw, &inbound, "/api/ps").await;
     gw.metrics.request("/api/ps", 200);
     axum::Json(json!({"models": models})).into_response()
 }
 
-pub async fn version(State(gw): State<Arc<Gateway>>) -> Response {
+pub async fn version(State(gw): State<Arc<Gateway>>, inbound: HeaderMap) -> Response {
     let mut version = None;
-    for b in ollama_bases(&gw) {
-        if let Some(v) = get_json(&gw, format!("{b}/api/version")).await
+    for (id, b) in ollama_bases(&gw) {
+        if let Some(v) = get_json(&gw, &inbound, &id, format!("{b}/api/version")).await
             && let Some(s) = v.get("version").and_then(Value::as_str)
         {
             version = Some(s.to_string());
