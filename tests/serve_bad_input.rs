@@ -234,6 +234,16 @@ async fn slow_loris_connections_are_closed_after_the_header_read_timeout() {
     })
     .await;
     let mut slow = Vec::new();
+    // Connected, nothing sent at all (before the HTTP version is even known).
+    for _ in 0..5 {
+        slow.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+    }
+    // Half an HTTP/2 preface.
+    for _ in 0..5 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        slow.push(s);
+    }
     for _ in 0..20 {
         let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
         s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")

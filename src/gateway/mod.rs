@@ -77,7 +77,8 @@ pub struct GatewayOptions {
     /// Largest request body accepted (bytes); a larger one gets 413 naming `--max-body-bytes`.
     pub max_body_bytes: usize,
     /// A client must send its request head (line and headers) within this time, else the
-    /// connection is closed (slow-loris defence; HTTP/1).
+    /// connection is closed (slow-loris defence). Also bounds the time from connecting to the
+    /// first complete request (HTTP/1 or HTTP/2).
     pub header_read_timeout: Duration,
     pub connect_timeout: Duration,
     /// How long shutdown waits for in-flight requests after cancelling streams.
@@ -204,9 +205,13 @@ pub async fn serve(
         };
         // Without TCP_NODELAY small SSE writes wait for delayed ACKs (tens of ms per event).
         let _ = tcp.set_nodelay(true);
+        // Set once the connection's first request is parsed (see the first-request deadline).
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = started.clone();
         let svc =
             app.clone()
                 .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    seen.store(true, std::sync::atomic::Ordering::Relaxed);
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(remote));
                     req
@@ -215,8 +220,23 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(svc))
             .into_owned();
         let conn = graceful.watch(conn);
+        let head_timeout = gateway.opts.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // hyper's header_read_timeout covers HTTP/1 heads that have begun; a client that
+            // sends nothing, or half an HTTP/2 preface, would hold the connection forever: it
+            // must have sent a whole first request head within the same time.
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = &mut conn => r,
+                _ = tokio::time::sleep(head_timeout) => {
+                    if !started.load(std::sync::atomic::Ordering::Relaxed) {
+                        tracing::debug!(target: "aigw::conn", %remote, "closed: no request within {head_timeout:?}");
+                        return;
+                    }
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(target: "aigw::conn", %remote, "connection ended: {e}");
             }
         });
