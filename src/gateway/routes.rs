@@ -146,18 +146,18 @@ pub fn json_body(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(GatewayError::new(
             codes::INVALID_BODY,
-            "Invalid request body: the body is empty",
+            "Invalid request body: the body is empty; send a JSON object such as {\"model\": \"…\", \"messages\": […]}",
         ));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(GatewayError::new(
             codes::INVALID_BODY,
-            "Invalid request body: expected a JSON object",
+            "Invalid request body: expected a JSON object such as {\"model\": \"…\", \"messages\": […]}",
         )),
         Err(e) => Err(GatewayError::new(
             codes::INVALID_BODY,
-            format!("Invalid request body: {e}"),
+            format!("Invalid request body: {e}; the body must be one JSON object"),
         )),
     }
 }
