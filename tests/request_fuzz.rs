@@ -8,6 +8,7 @@
 //! `testdata/fuzz/request_fuzz.proptest-regressions` and replayed first on every run.
 //! Deterministic: the RNG seed is fixed unless `PROPTEST_RNG_SEED` is set; `AIGW_FUZZ_CASES`
 //! changes the number of generated cases (default 4000). The test prints how many inputs ran.
+//! A second test sends 1500 mutated seed requests and arbitrary byte strings to a live listener.
 
 #[path = "support/standin/mod.rs"]
 mod standin;
@@ -473,5 +474,151 @@ fn requests_through_the_router_never_panic_and_errors_are_well_formed() {
         statuses.lock().unwrap()
     );
     result.unwrap();
+    rt.block_on(up.stop());
+}
+
+/// Raw bytes on a live listener (the hyper layer before the router): mutated seed requests and
+/// arbitrary bytes never take the server down; whatever answer comes is HTTP, any JSON it claims
+/// is JSON, and the gateway still serves afterwards.
+#[test]
+fn raw_bytes_on_a_live_listener_never_take_the_server_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (up, gw) = rt.block_on(async {
+        let up = StandIn::start(Kind::OpenAi)
+            .await
+            .with_label("local")
+            .with_models(&["made-up-chat", "made-up-embed"]);
+        let gw = support::start_policy(
+            POLICY,
+            &[("local", up.url())],
+            &[],
+            GatewayOptions {
+                upstream_loopback_only: true,
+                header_read_timeout: Duration::from_secs(2),
+                max_body_bytes: 64 * 1024,
+                ..GatewayOptions::default()
+            },
+        )
+        .await;
+        (up, gw)
+    });
+    let raw_seeds: Vec<Vec<u8>> = seeds()
+        .iter()
+        .map(|s| {
+            let mut r = format!("{} {} HTTP/1.1\r\nHost: x\r\n", s.method, s.path).into_bytes();
+            for (n, v) in &s.headers {
+                r.extend_from_slice(n.as_bytes());
+                r.extend_from_slice(b": ");
+                r.extend_from_slice(v);
+                r.extend_from_slice(b"\r\n");
+            }
+            r.extend_from_slice(
+                format!(
+                    "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    s.body.len()
+                )
+                .as_bytes(),
+            );
+            r.extend_from_slice(&s.body);
+            r
+        })
+        .collect();
+    let n = raw_seeds.len();
+    let ran = AtomicUsize::new(0);
+    let answered = AtomicUsize::new(0);
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&0x5eed_b17e_u64.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 1500,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
+    let strategy = prop_oneof![
+        3 => (0..n, any::<usize>(), 0usize..40, any::<u8>(), prop_oneof![
+            Just(b"\r\n".to_vec()),
+            Just(b"\r\n\r\n".to_vec()),
+            Just(b"Content-Length: 99999999\r\n".to_vec()),
+            Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+            Just(b"\x00".to_vec()),
+            Just(b" HTTP/2.0".to_vec()),
+            "[ -~]{0,12}".prop_map(String::into_bytes),
+        ]).prop_map(move |(i, at, len, how, ins)| (i, at, len, how, ins)),
+        1 => proptest::collection::vec(any::<u8>(), 0..200).prop_map(|b| (usize::MAX, 0, 0, 0, b)),
+    ];
+    let addr = gw.addr;
+    let result = runner.run(&strategy, |(i, at, len, how, ins)| {
+        let data = if i == usize::MAX {
+            ins
+        } else {
+            mutate(&raw_seeds[i], at, len, how, &ins)
+        };
+        ran.fetch_add(1, Ordering::Relaxed);
+        let reply = rt.block_on(async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let _ = s.write_all(&data).await;
+            let _ = s.shutdown().await;
+            let mut buf = Vec::new();
+            // The header-read timeout (2 s) closes whatever stalls; 60 s is a safety net.
+            let r = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf)).await;
+            (r.is_ok(), buf)
+        });
+        let (closed, buf) = reply;
+        prop_assert!(
+            closed,
+            "connection never closed: {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        if !buf.is_empty() {
+            answered.fetch_add(1, Ordering::Relaxed);
+            prop_assert!(
+                buf.starts_with(b"HTTP/1.1 "),
+                "{:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            let text = String::from_utf8_lossy(&buf);
+            // The first response (a mutated seed may pipeline a second request).
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let head = head.to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|n| n.trim().parse::<usize>().ok());
+                if let Some(length) = length
+                    && head.contains("content-type: application/json")
+                    && length > 0
+                    && rest.len() >= length
+                {
+                    let body = &rest.as_bytes()[..length];
+                    prop_assert!(
+                        serde_json::from_slice::<Value>(body).is_ok(),
+                        "JSON answer that is not JSON: {text}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    });
+    let healthy = rt.block_on(async {
+        support::client()
+            .get(gw.url("/healthz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    eprintln!(
+        "raw request fuzz: {} byte strings sent to a live listener ({} answered with HTTP, the rest closed)",
+        ran.load(Ordering::Relaxed),
+        answered.load(Ordering::Relaxed)
+    );
+    result.unwrap();
+    assert_eq!(healthy.unwrap(), 200, "the gateway stopped serving");
     rt.block_on(up.stop());
 }
