@@ -97,6 +97,15 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             first_byte_timeout,
             stream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
+            retry: gateway::failure::RetryOptions {
+                rate_limit_retries: args.rate_limit_retries,
+                max_wait: args.max_retry_wait,
+                ..Default::default()
+            },
+            breaker: gateway::breaker::BreakerOptions {
+                failures: args.breaker_failures,
+                cooldown: args.breaker_cooldown,
+            },
             ..GatewayOptions::default()
         };
         let listener = match tokio::net::TcpListener::bind(addr).await {
