@@ -47,7 +47,7 @@ pub struct Events {
 fn contains(hay: &[u8], needles: &[&[u8]]) -> bool {
     needles
         .iter()
-        .any(|n| hay.windows(n.len()).any(|w| w == *n))
+        .any(|n| memchr::memmem::find(hay, n).is_some())
 }
 
 impl Events {
@@ -104,7 +104,7 @@ impl Events {
     fn scan(&mut self, buf: &[u8]) -> (usize, bool) {
         let mut end = 0;
         let mut all_good = true;
-        for (start, stop) in self.boundaries(buf) {
+        for (start, stop) in Self::boundaries(self.framing, buf) {
             all_good &= self.check(&buf[start..stop]);
             end = stop;
         }
@@ -114,7 +114,7 @@ impl Events {
     /// Copies the well-formed whole events of `buf` into `out`; returns where the rest starts.
     fn scan_into(&mut self, buf: &[u8], out: &mut BytesMut) -> usize {
         let mut end = 0;
-        for (start, stop) in self.boundaries(buf) {
+        for (start, stop) in Self::boundaries(self.framing, buf) {
             if self.check(&buf[start..stop]) {
                 out.extend_from_slice(&buf[start..stop]);
             } else {
@@ -131,30 +131,19 @@ impl Events {
 
     /// `(start, end)` of every whole event in `buf` (an SSE event ends with a blank line, an
     /// NDJSON one with a newline); `end` includes the delimiter.
-    fn boundaries(&self, buf: &[u8]) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
+    fn boundaries(framing: Framing, buf: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
         let mut start = 0;
         let mut line_start = 0;
-        for (i, b) in buf.iter().enumerate() {
-            if *b != b'\n' {
-                continue;
-            }
+        memchr::memchr_iter(b'\n', buf).filter_map(move |i| {
             let line = &buf[line_start..i];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let blank = line.strip_suffix(b"\r").unwrap_or(line).is_empty();
             line_start = i + 1;
-            match self.framing {
-                Framing::Ndjson => {
-                    out.push((start, i + 1));
-                    start = i + 1;
-                }
-                Framing::Sse if line.is_empty() => {
-                    out.push((start, i + 1));
-                    start = i + 1;
-                }
-                Framing::Sse => {}
-            }
-        }
-        out
+            (framing == Framing::Ndjson || blank).then(|| {
+                let event = (start, i + 1);
+                start = i + 1;
+                event
+            })
+        })
     }
 
     /// Whether one event (with or without its delimiter) is well-formed; notes what it says.
@@ -294,6 +283,43 @@ mod tests {
         e.push(Bytes::from_static(b"data: {\"trunc"));
         assert!(e.finish().is_empty());
         assert_eq!(e.dropped, 1);
+    }
+
+    proptest::proptest! {
+        /// However the upstream cuts its bytes, the client gets the same well-formed events.
+        #[test]
+        fn chunking_does_not_change_what_passes(cuts in proptest::collection::vec(0usize..400, 0..12), bad in 0usize..6) {
+            let mut stream = String::new();
+            let mut expected = String::new();
+            for i in 0..6 {
+                let event = if i == bad {
+                    "data: {not json\n\n".to_string()
+                } else {
+                    format!("data: {{\"i\":{i},\"s\":\"a\\nb\"}}\n\n")
+                };
+                if i != bad {
+                    expected.push_str(&event);
+                }
+                stream.push_str(&event);
+            }
+            stream.push_str("data: [DONE]\n\n");
+            expected.push_str("data: [DONE]\n\n");
+            let bytes = stream.as_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % bytes.len()).collect();
+            cuts.sort();
+            cuts.dedup();
+            let mut e = Events::new(Framing::Sse);
+            let mut out = Vec::new();
+            let mut at = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                out.extend_from_slice(&e.push(Bytes::copy_from_slice(&bytes[at..c])));
+                at = c;
+            }
+            out.extend_from_slice(&e.finish());
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), expected);
+            proptest::prop_assert!(e.terminal);
+            proptest::prop_assert_eq!(e.dropped, 1);
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub fn mentions_usage(bytes: &[u8]) -> bool {
     const NEEDLES: [&[u8]; 2] = [b"\"usage\"", b"\"eval_count\""];
     NEEDLES
         .iter()
-        .any(|n| bytes.windows(n.len()).any(|w| w == *n))
+        .any(|n| memchr::memmem::find(bytes, n).is_some())
 }
 
 #[cfg(test)]
