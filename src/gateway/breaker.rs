@@ -5,8 +5,8 @@
 //! `cooldown` the model is skipped and traffic goes to the plan's next candidates. Then one
 //! request is let through as a probe; its success closes the circuit, its failure opens it for
 //! another `cooldown`. A probe that never reports (its client went away) is replaced after
-//! `cooldown`. Rate limits and rejected requests say nothing about the provider's health and
-//! leave the circuit alone. ngrok has no circuit breaker; `--breaker-failures 0` turns it off.
+//! `cooldown`. A refused key or request is an answer, so it closes the circuit like a success;
+//! a rate limit leaves it as it is. ngrok has no circuit breaker; `--breaker-failures 0` turns it off.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -556,6 +556,9 @@ async fn run_attempts(
         if failure.counts_against_provider() {
             gw.breakers
                 .failure(&attempt.provider, &attempt.model, Instant::now());
+        } else if !matches!(failure, Failure::Http { status: 429, .. }) {
+            // It answered (refusing the key or the request): the provider itself is up.
+            gw.breakers.success(&attempt.provider, &attempt.model);
         }
         if !matches!(failure, Failure::Http { status: 429, .. }) {
             let reason = redact_keys(format!("{label}{key_label}: {}", failure.describe()));
