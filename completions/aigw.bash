@@ -393,7 +393,7 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__serve)
-            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --max-body-bytes --header-read-timeout --no-reload --log-format --color --help"
+            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --rate-limit-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --no-reload --log-format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -432,6 +432,22 @@ _aigw() {
                     return 0
                     ;;
                 --stream-idle-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate-limit-retries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-retry-wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --breaker-failures)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --breaker-cooldown)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

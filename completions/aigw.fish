@@ -74,6 +74,10 @@ complete -c aigw -n "__fish_aigw_using_subcommand serve" -l auth-token -d 'Token
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-attempts -d 'Most attempts per request across keys and models' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l first-byte-timeout -d 'Fail over when the first byte takes longer than this (time-to-first-token limit)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l stream-idle-timeout -d 'End a stream that sends nothing for this long' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l rate-limit-retries -d 'After a 429 on a model\'s last key: times to send it again (honouring Retry-After, else backing off with jitter) before failing over; 0 fails over at once' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-retry-wait -d 'Longest wait accepted before a retry; a longer Retry-After fails over instead' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l breaker-failures -d 'Consecutive failures (5xx, timeouts, connection errors) that open a model\'s circuit; 0 turns circuit breaking off' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l breaker-cooldown -d 'How long an open circuit skips its model before one request probes it again' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-body-bytes -d 'Largest request body accepted (bytes); larger ones get 413' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l header-read-timeout -d 'Close connections that do not send a full request head (line and headers) within this time (slow clients, slow-loris)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l log-format -d 'Log format for request logs' -r -f -a "text\t''

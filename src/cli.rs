@@ -1,6 +1,7 @@
 //! Command-line definitions (clap). Completions and `--help` snapshots come from here.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -164,13 +165,27 @@ pub struct ServeArgs {
     /// End a stream that sends nothing for this long.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub stream_idle_timeout: String,
+    /// After a 429 on a model's last key: times to send it again (honouring Retry-After, else
+    /// backing off with jitter) before failing over; 0 fails over at once.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub rate_limit_retries: u32,
+    /// Longest wait accepted before a retry; a longer Retry-After fails over instead.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub max_retry_wait: Duration,
+    /// Consecutive failures (5xx, timeouts, connection errors) that open a model's circuit;
+    /// 0 turns circuit breaking off.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub breaker_failures: u32,
+    /// How long an open circuit skips its model before one request probes it again.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub breaker_cooldown: Duration,
     /// Largest request body accepted (bytes); larger ones get 413.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Close connections that do not send a full request head (line and headers) within this
     /// time (slow clients, slow-loris).
-    #[arg(long, value_name = "DURATION", default_value = "30s")]
-    pub header_read_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
     /// Do not watch the policy file for changes.
     #[arg(long)]
     pub no_reload: bool,
@@ -222,6 +237,10 @@ pub struct InitArgs {
     /// Overwrite an existing file.
     #[arg(long)]
     pub force: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::policy::duration::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

@@ -1,6 +1,7 @@
 //! End to end with the official Python clients: starts stand-in providers and the gateway
 //! in-process, then runs `python3 tests/e2e/test_clients.py` against it (openai + ollama SDKs:
-//! chat, streaming, models.list, embeddings, an SDK-typed error, Ollama chat/stream/list/embed).
+//! chat, streaming, models.list, embeddings, SDK-typed errors (a provider's context-length 400, a
+//! stream cut mid-answer, a stream with a malformed event), Ollama chat/stream/list/embed).
 //!
 //! Needs `pip install -r tests/e2e/requirements.txt`; without the packages this test fails and
 //! says so (CI installs them).
@@ -35,6 +36,18 @@ on_http_request:
           base_url: "https://ollama.internal"
           models:
             - id: llama3.2
+        - id: toolong
+          base_url: "https://toolong.internal"
+          models:
+            - id: too-long
+        - id: faulty
+          base_url: "https://faulty.internal"
+          models:
+            - id: cut-stream
+        - id: garbled
+          base_url: "https://garbled.internal"
+          models:
+            - id: garbled-stream
 "#;
 
 fn python_packages_present() -> Result<(), String> {
@@ -65,6 +78,22 @@ async fn official_python_clients_work_through_the_gateway() {
         .with_label("broken")
         .with_models(&["broken-model"]);
     broken.set_fault(Some(Fault::status(500)));
+    // One stand-in per fault that must hold for every request the SDK sends.
+    let faulty = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("faulty")
+        .with_models(&["cut-stream"]);
+    faulty.set_fault(Some(Fault::StreamCutAfter(3)));
+    let toolong = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("toolong")
+        .with_models(&["too-long"]);
+    toolong.set_fault(Some(Fault::ContextLengthExceeded));
+    let garbled = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("garbled")
+        .with_models(&["garbled-stream"]);
+    garbled.set_fault(Some(Fault::MalformedChunkAt(2)));
     let ollama = StandIn::start(Kind::Ollama)
         .await
         .with_models(&["llama3.2"]);
@@ -74,6 +103,9 @@ async fn official_python_clients_work_through_the_gateway() {
             ("local", local.url()),
             ("broken", broken.url()),
             ("ollama", ollama.url()),
+            ("faulty", faulty.url()),
+            ("toolong", toolong.url()),
+            ("garbled", garbled.url()),
         ],
         &[],
         GatewayOptions::default(),
@@ -87,6 +119,9 @@ async fn official_python_clients_work_through_the_gateway() {
         .env("AIGW_E2E_EMBED_MODEL", "local:test-embed")
         .env("AIGW_E2E_FAIL_MODEL", "broken:broken-model")
         .env("AIGW_E2E_OLLAMA_MODEL", "llama3.2")
+        .env("AIGW_E2E_TOOLONG_MODEL", "toolong:too-long")
+        .env("AIGW_E2E_CUT_MODEL", "faulty:cut-stream")
+        .env("AIGW_E2E_GARBLED_MODEL", "garbled:garbled-stream")
         .env("NO_PROXY", "*")
         .env("no_proxy", "*")
         .env_remove("OLLAMA_HOST")
@@ -120,4 +155,11 @@ async fn official_python_clients_work_through_the_gateway() {
     assert!(local.hits("/v1/embeddings") >= 1);
     assert!(broken.hits("/v1/chat/completions") >= 1);
     assert!(ollama.hits("/api/chat") >= 2);
+    assert_eq!(
+        toolong.hits("/v1/chat/completions"),
+        1,
+        "a context-length refusal is not retried"
+    );
+    assert_eq!(faulty.hits("/v1/chat/completions"), 1);
+    assert_eq!(garbled.hits("/v1/chat/completions"), 1);
 }

@@ -51,13 +51,6 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             return Exit::Error;
         }
     };
-    let header_read_timeout = match duration("header-read-timeout", &args.header_read_timeout) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
     let secrets = match common::secrets(args.policy.secrets.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -104,7 +97,16 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             first_byte_timeout,
             stream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
-            header_read_timeout,
+            header_read_timeout: args.header_read_timeout,
+            retry: gateway::failure::RetryOptions {
+                rate_limit_retries: args.rate_limit_retries,
+                max_wait: args.max_retry_wait,
+                ..Default::default()
+            },
+            breaker: gateway::breaker::BreakerOptions {
+                failures: args.breaker_failures,
+                cooldown: args.breaker_cooldown,
+            },
             ..GatewayOptions::default()
         };
         let listener = match tokio::net::TcpListener::bind(addr).await {

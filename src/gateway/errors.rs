@@ -95,6 +95,45 @@ impl GatewayError {
     }
 }
 
+/// A provider refused the request itself (context length, content policy, a bad parameter): its
+/// status, reason and code reach the client as the provider gave them, in the client's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+    /// The provider's `error.code` (or `error.type`), e.g. `context_length_exceeded`.
+    pub code: Option<String>,
+}
+
+impl Refusal {
+    pub fn body(&self, dialect: Dialect) -> serde_json::Value {
+        match dialect {
+            Dialect::OpenAi => json!({"error": {
+                "message": self.message,
+                "type": "invalid_request_error",
+                "param": null,
+                "code": self.code,
+            }}),
+            Dialect::Anthropic => json!({"type": "error", "error": {
+                "type": anthropic_type(self.status),
+                "message": self.message,
+            }}),
+            Dialect::Ollama => json!({"error": self.message}),
+        }
+    }
+
+    pub fn response(&self, dialect: Dialect) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut resp = Response::new(Body::from(self.body(dialect).to_string()));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}
+
 fn anthropic_type(status: u16) -> &'static str {
     match status {
         400 | 413 | 422 => "invalid_request_error",

@@ -3,11 +3,13 @@
 //! Per attempt: rewrite the body (upstream model id, no `models`, merged `body`, parameter
 //! stripping, `max_output_tokens` clamp), build the headers (hop-by-hop and inbound auth
 //! stripped, `headers` templates, the provider key or the client's), add `query_params`, send.
-//! Connection errors, timeouts and any non-2xx move on to the next attempt, key by key and model
-//! by model as planned; `per_request_timeout` bounds each attempt up to its first byte (the whole
-//! body for non-streaming responses), `total_timeout` bounds the whole loop (504
-//! ERR_NGROK_3810), and when nothing is left the client gets 503 ERR_NGROK_3807 with every
-//! attempt's reason. A streaming response is committed once its first chunk has arrived; after
+//! What a failure means for the attempts after it (next key, next model, wait and retry a 429)
+//! is [`super::failure`]'s; models whose circuit is open are skipped ([`super::breaker`]).
+//! `per_request_timeout` bounds each attempt up to its first byte (the whole body for
+//! non-streaming responses), `total_timeout` bounds the whole loop (504 ERR_NGROK_3810), and
+//! when nothing is left the client gets the first failure: the provider's own refusal when it
+//! refused the request, else 503 ERR_NGROK_3807 with every attempt's reason. A streaming
+//! response is committed once its first chunk has arrived; after
 //! that [`super::stream`] relays it.
 
 use std::net::SocketAddr;
@@ -21,7 +23,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
-use super::errors::{Dialect, GatewayError, codes};
+use super::breaker::Admit;
+use super::errors::{Dialect, GatewayError, Refusal, codes};
+use super::failure::{Failure, Next};
 use super::stream::{Framing, Relay};
 use super::template::{self, RequestVars};
 use super::traffic::{Outcome, Sample};
@@ -78,38 +82,6 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
     "content-length",
 ];
-
-/// Why one attempt failed.
-#[derive(Debug)]
-enum Failure {
-    Http { status: u16, detail: String },
-    Connect(String),
-    Timeout { after: Duration, total: bool },
-    Other(String),
-}
-
-impl Failure {
-    fn outcome(&self) -> &'static str {
-        match self {
-            Failure::Http { .. } => "http_error",
-            Failure::Connect(_) => "connect_error",
-            Failure::Timeout { .. } => "timeout",
-            Failure::Other(_) => "error",
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Failure::Http { status, detail } if detail.is_empty() => format!("HTTP {status}"),
-            Failure::Http { status, detail } => format!("HTTP {status} ({detail})"),
-            Failure::Connect(s) | Failure::Other(s) => s.clone(),
-            Failure::Timeout { after, .. } => format!(
-                "timed out after {}",
-                crate::policy::duration::format(*after)
-            ),
-        }
-    }
-}
 
 enum Success {
     Whole {
@@ -394,7 +366,12 @@ async fn run_attempts(
         .collect();
     let mut tried = 0usize;
     let mut last_tried: Option<&Attempt> = None;
-    for attempt in &plan.attempts {
+    // The first failure is the real one: later candidates may refuse what only the first
+    // could serve, and must not mask it.
+    let mut first_failure: Option<(&Attempt, Failure, String)> = None;
+    // Models that refused the request or stayed silent: their other keys are not tried.
+    let mut done_models: Vec<(&str, &str)> = Vec::new();
+    for (index, attempt) in plan.attempts.iter().enumerate() {
         if tried >= cap {
             break;
         }
@@ -406,6 +383,10 @@ async fn run_attempts(
         let now = Instant::now();
         if now >= deadline {
             return total_timeout(total, &reasons, inb.dialect, tried, report);
+        }
+        if done_models.contains(&(attempt.provider.as_str(), attempt.model.as_str())) {
+            gw.metrics.attempt(&attempt.provider, "skipped");
+            continue;
         }
         let Some(url) = attempt.url.clone() else {
             reasons.push(format!("{label}: the provider has no base URL"));
@@ -434,6 +415,17 @@ async fn run_attempts(
                 }
             }
         };
+        if let Admit::Open { failures, retry_in } =
+            gw.breakers.admit(&attempt.provider, &attempt.model, now)
+        {
+            reasons.push(format!(
+                "{label}: skipped, its circuit is open after {failures} consecutive failures (next try in {})",
+                crate::policy::duration::format(retry_in.max(Duration::from_secs(1)))
+            ));
+            gw.metrics.attempt(&attempt.provider, "circuit_open");
+            done_models.push((&attempt.provider, &attempt.model));
+            continue;
+        }
         tried += 1;
         last_tried = Some(attempt);
         if tried > 1 {
@@ -457,74 +449,145 @@ async fn run_attempts(
             &attempt.provider,
         );
         let url = with_query(&url, &inb.query, g, &vars, gw);
-        let remaining = deadline - now;
-        let mut budget = per_request.min(remaining);
-        if let Some(fb) = gw.opts.first_byte_timeout {
-            budget = budget.min(fb);
-        }
-        let total_bound = budget >= remaining;
-        let t0 = Instant::now();
-        let gateway_time = t0.duration_since(inb.started).saturating_sub(upstream_wait);
-        let result =
-            tokio::time::timeout(budget, send(gw, inb.method.clone(), &url, headers, body)).await;
-        let waited = t0.elapsed();
-        upstream_wait += waited;
-        let failure = match result {
-            Ok(Ok(success)) => {
-                gw.traffic.record(
-                    &attempt.provider,
-                    &attempt.model,
-                    Sample {
-                        at: t0,
-                        outcome: Outcome::Ok,
-                        upstream: waited,
-                        gateway: gateway_time,
-                        streaming: matches!(success, Success::Stream { .. }),
-                    },
-                );
-                gw.metrics.attempt(&attempt.provider, "ok");
-                gw.metrics.upstream_latency.observe(waited);
-                gw.metrics
-                    .overhead
-                    .observe(inb.started.elapsed().saturating_sub(upstream_wait));
-                report.attempts = tried;
-                report.chosen = Some(label.clone());
-                report.upstream = upstream_wait;
-                return (
-                    respond(gw, success, inb, attempt, tried, label, &mut report),
-                    report,
-                );
+        // No secret aigw knows (any key, secret value, token, the client's keys) may show up;
+        // the list is gathered on the first failure only (the success path stays cheap).
+        let secrets = std::sync::OnceLock::new();
+        let redact_keys = |text: String| {
+            let known = secrets.get_or_init(|| {
+                super::redact::known_secrets(gw, routing, &client_keys, key.as_deref())
+            });
+            super::redact::scrub(&text, known)
+        };
+        let mut retries = 0u32;
+        let failure = loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let mut budget = per_request.min(remaining);
+            if let Some(fb) = gw.opts.first_byte_timeout {
+                budget = budget.min(fb);
             }
-            Ok(Err(f)) => f,
-            Err(_) => Failure::Timeout {
-                after: budget,
-                total: total_bound,
-            },
+            let total_bound = budget >= remaining;
+            let t0 = Instant::now();
+            let gateway_time = t0.duration_since(inb.started).saturating_sub(upstream_wait);
+            let sent = send(gw, inb.method.clone(), &url, headers.clone(), body.clone());
+            let result = tokio::time::timeout(budget, sent).await;
+            let waited = t0.elapsed();
+            upstream_wait += waited;
+            let failure = match result {
+                Ok(Ok(success)) => {
+                    gw.traffic.record(
+                        &attempt.provider,
+                        &attempt.model,
+                        Sample {
+                            at: t0,
+                            outcome: Outcome::Ok,
+                            upstream: waited,
+                            gateway: gateway_time,
+                            streaming: matches!(success, Success::Stream { .. }),
+                        },
+                    );
+                    gw.breakers.success(&attempt.provider, &attempt.model);
+                    gw.metrics.attempt(&attempt.provider, "ok");
+                    gw.metrics.upstream_latency.observe(waited);
+                    gw.metrics
+                        .overhead
+                        .observe(inb.started.elapsed().saturating_sub(upstream_wait));
+                    report.attempts = tried;
+                    report.chosen = Some(label.clone());
+                    report.upstream = upstream_wait;
+                    return (
+                        respond(gw, success, inb, attempt, tried, &mut report),
+                        report,
+                    );
+                }
+                Ok(Err(f)) => f,
+                Err(_) => Failure::Timeout {
+                    after: budget,
+                    total: total_bound,
+                },
+            };
+            gw.metrics.attempt(&attempt.provider, failure.outcome());
+            let outcome = match &failure {
+                Failure::Http { status, .. } => Outcome::from_status(*status),
+                Failure::Timeout { .. } => Outcome::Timeout,
+                Failure::Connect(_) | Failure::Other(_) => Outcome::Connect,
+            };
+            gw.traffic.record(
+                &attempt.provider,
+                &attempt.model,
+                Sample {
+                    at: t0,
+                    outcome,
+                    upstream: waited,
+                    gateway: gateway_time,
+                    streaming: false,
+                },
+            );
+            let Next::RateLimited(retry_after) = failure.next() else {
+                break failure;
+            };
+            // Limits are per key: another key of this model goes first, without a wait.
+            let other_key = plan.attempts[index + 1..]
+                .iter()
+                .any(|a| a.provider == attempt.provider && a.model == attempt.model);
+            if other_key {
+                reasons.push(redact_keys(format!(
+                    "{label}{key_label}: {}",
+                    failure.describe()
+                )));
+                break failure;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            // (The thread-local RNG must not live across the wait below.)
+            let decision = gw
+                .opts
+                .retry
+                .wait(retries, retry_after, remaining, &mut rand::rng());
+            match decision {
+                Ok(wait) => {
+                    reasons.push(redact_keys(format!(
+                        "{label}{key_label}: {}, retried after {}",
+                        failure.describe(),
+                        crate::policy::duration::format(wait)
+                    )));
+                    retries += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = gw.shutdown.cancelled() => break failure,
+                    }
+                }
+                Err(why) => {
+                    reasons.push(redact_keys(format!(
+                        "{label}{key_label}: {}; {why}",
+                        failure.describe()
+                    )));
+                    break failure;
+                }
+            }
         };
-        gw.metrics.attempt(&attempt.provider, failure.outcome());
-        let outcome = match &failure {
-            Failure::Http { status, .. } => Outcome::from_status(*status),
-            Failure::Timeout { .. } => Outcome::Timeout,
-            Failure::Connect(_) | Failure::Other(_) => Outcome::Connect,
-        };
-        gw.traffic.record(
-            &attempt.provider,
-            &attempt.model,
-            Sample {
-                at: t0,
-                outcome,
-                upstream: waited,
-                gateway: gateway_time,
-                streaming: false,
-            },
-        );
-        let reason = format!("{label}{key_label}: {}", failure.describe());
-        // No secret aigw knows (any key, secret value, token, the client's keys) may show up.
-        let secrets = super::redact::known_secrets(gw, routing, &client_keys, key.as_deref());
-        let reason = super::redact::scrub(&reason, &secrets);
-        tracing::debug!(request_id = %inb.request_id, "attempt failed: {reason}");
-        reasons.push(reason);
-        if let Failure::Timeout { total: true, .. } = failure {
+        if failure.counts_against_provider() {
+            gw.breakers
+                .failure(&attempt.provider, &attempt.model, Instant::now());
+        } else if !matches!(failure, Failure::Http { status: 429, .. }) {
+            // It answered (refusing the key or the request): the provider itself is up.
+            gw.breakers.success(&attempt.provider, &attempt.model);
+        }
+        if !matches!(failure, Failure::Http { status: 429, .. }) {
+            let reason = redact_keys(format!("{label}{key_label}: {}", failure.describe()));
+            tracing::debug!(request_id = %inb.request_id, "attempt failed: {reason}");
+            reasons.push(reason);
+        }
+        if let Next::NextModel(_) = failure.next() {
+            done_models.push((&attempt.provider, &attempt.model));
+        }
+        let total_bound = matches!(failure, Failure::Timeout { total: true, .. });
+        if first_failure.is_none() {
+            let detail = match &failure {
+                Failure::Http { detail, .. } => redact_keys(detail.clone()),
+                _ => String::new(),
+            };
+            first_failure = Some((attempt, failure, detail));
+        }
+        if total_bound {
             report.upstream = upstream_wait;
             return total_timeout(total, &reasons, inb.dialect, tried, report);
         }
@@ -532,24 +595,50 @@ async fn run_attempts(
     report.attempts = tried;
     report.upstream = upstream_wait;
     let n = reasons.len();
-    let err = if plan.attempts.len() > cap || plan.truncated > 0 {
-        GatewayError::new(
-            codes::TOO_MANY_ATTEMPTS,
-            format!(
-                "Too many failed attempts to upstream providers ({tried} tried, cap {cap}). Errors: {}",
-                reasons.join("; ")
-            ),
-        )
-    } else {
-        GatewayError::new(
-            codes::ALL_FAILED,
-            format!(
-                "All providers failed: all {n} candidates failed: {}",
-                reasons.join("; ")
-            ),
-        )
+    let mut resp = match first_failure {
+        // The provider refused the request itself: its status and reason reach the client.
+        Some((first, f, mut message)) if f.rejection().is_some() => {
+            let Failure::Http { status, code, .. } = f else {
+                unreachable!("only HTTP failures are rejections")
+            };
+            if n > 1 {
+                message.push_str(&format!(
+                    " (aigw: {}:{} refused the request; every other candidate failed too: {})",
+                    first.provider,
+                    first.model,
+                    reasons[1..].join("; ")
+                ));
+            }
+            report.status = status;
+            report.error_code = Some("upstream_refused");
+            Refusal {
+                status,
+                message,
+                code,
+            }
+            .response(inb.dialect)
+        }
+        _ => {
+            let err = if plan.attempts.len() > cap || plan.truncated > 0 {
+                GatewayError::new(
+                    codes::TOO_MANY_ATTEMPTS,
+                    format!(
+                        "Too many failed attempts to upstream providers ({tried} tried, cap {cap}). Errors: {}",
+                        reasons.join("; ")
+                    ),
+                )
+            } else {
+                GatewayError::new(
+                    codes::ALL_FAILED,
+                    format!(
+                        "All providers failed: all {n} candidates failed: {}",
+                        reasons.join("; ")
+                    ),
+                )
+            };
+            error_response(err, inb.dialect, &mut report).0
+        }
     };
-    let (mut resp, report) = error_response(err, inb.dialect, &mut report);
     let h = resp.headers_mut();
     h.insert("x-aigw-attempts", HeaderValue::from(tried));
     // The last candidate tried, so a client can see where the request ended.
@@ -619,8 +708,14 @@ async fn send(
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     if !resp.status().is_success() {
-        let detail = error_detail(resp).await;
-        return Err(Failure::Http { status, detail });
+        let retry_after = super::failure::retry_after(&headers);
+        let (detail, code) = error_detail(resp).await;
+        return Err(Failure::Http {
+            status,
+            detail,
+            code,
+            retry_after,
+        });
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -672,35 +767,17 @@ async fn send(
     }
 }
 
-/// A short reason from an upstream error body: `error.message`, `error` or the text.
-async fn error_detail(resp: reqwest::Response) -> String {
+/// The provider's reason and code from an error body (at most its first 4 KiB are read).
+async fn error_detail(resp: reqwest::Response) -> (String, Option<String>) {
     let mut body = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(Ok(chunk)) = stream.next().await {
         body.extend_from_slice(&chunk);
-        if body.len() >= 2048 {
+        if body.len() >= 4096 {
             break;
         }
     }
-    let text = String::from_utf8_lossy(&body);
-    let detail = match serde_json::from_str::<Value>(&text) {
-        Ok(v) => v
-            .pointer("/error/message")
-            .or_else(|| v.get("error"))
-            .or_else(|| v.get("message"))
-            .and_then(|m| m.as_str().map(String::from))
-            .unwrap_or_else(|| text.trim().to_string()),
-        Err(_) => text.trim().to_string(),
-    };
-    let mut detail: String = detail
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect();
-    if detail.len() < text.trim().len() && detail.chars().count() == 200 {
-        detail.push('…');
-    }
-    detail
+    super::failure::parse_error_body(&body)
 }
 
 fn respond(
@@ -709,7 +786,6 @@ fn respond(
     inb: &Inbound,
     attempt: &Attempt,
     tried: usize,
-    label: String,
     report: &mut Report,
 ) -> Response {
     let (status, up_headers, body, streaming) = match success {
@@ -717,7 +793,12 @@ fn respond(
             status,
             headers,
             body,
-        } => (status, headers, Body::from(body), false),
+        } => {
+            if let Some(usage) = super::usage::Usage::from_json(&body) {
+                gw.metrics.tokens(&attempt.provider, &attempt.model, usage);
+            }
+            (status, headers, Body::from(body), false)
+        }
         Success::Stream {
             status,
             headers,
@@ -733,7 +814,8 @@ fn respond(
                 framing,
                 cancel: gw.shutdown.clone(),
                 guard: gw.metrics.stream_opened(),
-                label,
+                provider: attempt.provider.clone(),
+                model: attempt.model.clone(),
             };
             (
                 status,

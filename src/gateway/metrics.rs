@@ -1,14 +1,16 @@
 //! `/metrics`: a small hand-written Prometheus text exposition (no extra crate).
 //!
 //! - `aigw_requests_total{route,status}`: requests answered, by route and HTTP status.
-//! - `aigw_attempts_total{provider,outcome}`: upstream attempts (`ok`, `http_error`, `connect_error`,
-//!   `timeout`, `skipped`).
+//! - `aigw_attempts_total{provider,outcome}`: upstream attempts (`ok`, `http_error`,
+//!   `rate_limited`, `rejected`, `connect_error`, `timeout`, `error`, `skipped`, `circuit_open`).
 //! - `aigw_failovers_total`: attempts that moved on to another key or model.
 //! - `aigw_upstream_latency_seconds`: time to the upstream's response headers (and first chunk
 //!   for streams), successful attempts only.
 //! - `aigw_gateway_overhead_seconds`: time spent in aigw itself before the response starts
 //!   (total time to first byte minus the time spent waiting on upstreams).
 //! - `aigw_open_streams`: streaming responses in flight.
+//! - `aigw_tokens_total{provider,model,kind}`: input and output tokens as providers reported them,
+//!   counted for the model that answered.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -78,6 +80,7 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     pub overhead: Histogram,
     open_streams: AtomicI64,
+    tokens: Mutex<BTreeMap<(String, String, &'static str), u64>>,
 }
 
 impl Default for Metrics {
@@ -90,6 +93,7 @@ impl Default for Metrics {
             upstream_latency: Histogram::new(LATENCY_BOUNDS),
             overhead: Histogram::new(OVERHEAD_BOUNDS),
             open_streams: AtomicI64::new(0),
+            tokens: Mutex::default(),
         }
     }
 }
@@ -97,6 +101,12 @@ impl Default for Metrics {
 /// Decrements the open-streams gauge when a stream ends, however it ends.
 #[derive(Debug)]
 pub struct StreamGuard(std::sync::Arc<Metrics>);
+
+impl StreamGuard {
+    pub fn metrics(&self) -> &Metrics {
+        &self.0
+    }
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
@@ -121,6 +131,21 @@ impl Metrics {
             .unwrap()
             .entry((provider.to_string(), outcome))
             .or_default() += 1;
+    }
+
+    /// Adds a response's reported token usage to its model's totals.
+    pub fn tokens(&self, provider: &str, model: &str, usage: super::usage::Usage) {
+        if usage.input.is_none() && usage.output.is_none() {
+            return;
+        }
+        let mut tokens = self.tokens.lock().unwrap();
+        for (kind, n) in [("input", usage.input), ("output", usage.output)] {
+            if let Some(n) = n {
+                *tokens
+                    .entry((provider.to_string(), model.to_string(), kind))
+                    .or_default() += n;
+            }
+        }
     }
 
     pub fn failover(&self) {
@@ -186,6 +211,15 @@ impl Metrics {
             "# HELP aigw_open_streams Streaming responses in flight.\n# TYPE aigw_open_streams gauge\naigw_open_streams {}",
             self.open_streams()
         );
+        out.push_str("# HELP aigw_tokens_total Tokens reported by providers, by the model that answered.\n# TYPE aigw_tokens_total counter\n");
+        for ((provider, model, kind), n) in self.tokens.lock().unwrap().iter() {
+            let _ = writeln!(
+                out,
+                "aigw_tokens_total{{provider=\"{}\",model=\"{}\",kind=\"{kind}\"}} {n}",
+                escape(provider),
+                escape(model)
+            );
+        }
         out
     }
 }

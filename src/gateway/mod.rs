@@ -12,7 +12,10 @@
 //! The gateway sees the engine through the small [`Routing`] trait, so it can be tested with a
 //! fixed plan and swapped on reload.
 
+pub mod breaker;
 pub mod errors;
+pub mod events;
+pub mod failure;
 pub mod forward;
 pub mod hops;
 pub mod metrics;
@@ -23,6 +26,7 @@ pub mod routes;
 pub mod stream;
 pub mod template;
 pub mod traffic;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -85,6 +89,10 @@ pub struct GatewayOptions {
     pub shutdown_grace: Duration,
     /// Refuse upstreams outside 127.0.0.0/8 and `localhost` (tests use it as a safety net).
     pub upstream_loopback_only: bool,
+    /// Waiting and retrying after a 429.
+    pub retry: failure::RetryOptions,
+    /// Skipping a model whose circuit is open.
+    pub breaker: breaker::BreakerOptions,
 }
 
 impl Default for GatewayOptions {
@@ -99,6 +107,8 @@ impl Default for GatewayOptions {
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             upstream_loopback_only: false,
+            retry: failure::RetryOptions::default(),
+            breaker: breaker::BreakerOptions::default(),
         }
     }
 }
@@ -112,6 +122,8 @@ pub struct Gateway {
     pub metrics: Arc<metrics::Metrics>,
     /// Per-model figures of recent attempts, for `m.metrics.*`.
     pub traffic: Arc<traffic::Traffic>,
+    /// One circuit breaker per `provider:model`.
+    pub breakers: breaker::Breakers,
     /// Cancelled on shutdown: open streams end with an error event.
     pub shutdown: CancellationToken,
     /// This process's id in `x-aigw-via` (routing-loop detection, see [`hops`]).
@@ -134,6 +146,7 @@ impl Gateway {
             .expect("a reqwest client with no custom TLS always builds");
         Arc::new(Gateway {
             routing: RwLock::new(routing),
+            breakers: breaker::Breakers::new(opts.breaker),
             client,
             secrets,
             opts,

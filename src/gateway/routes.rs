@@ -339,7 +339,9 @@ async fn healthz() -> Response {
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    let mut resp = gw.metrics.render().into_response();
+    let mut text = gw.metrics.render();
+    text.push_str(&gw.breakers.render(std::time::Instant::now()));
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -5,7 +5,10 @@
 //! connection (cancellation). Each chunk must arrive within the idle timeout. Once bytes have
 //! reached the client there is no failover, so a stream that fails (upstream error, idle timeout,
 //! shutdown, or an upstream that closes before its terminal event) ends with one error event in
-//! the client's framing: never a silently truncated "success".
+//! the client's framing: never a silently truncated "success". Events pass through
+//! [`super::events::Events`], so a malformed event is dropped whole rather than passed on, and an
+//! upstream that closes after a finished answer but without its terminal event (`[DONE]`,
+//! `message_stop`) gets one added, so the client's stream ends promptly and cleanly.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -16,6 +19,7 @@ use futures_util::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::errors::{Dialect, GatewayError, UPSTREAM_FAILED};
+use super::events::Events;
 use super::metrics::StreamGuard;
 
 pub type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
@@ -30,54 +34,6 @@ pub enum Framing {
     Ndjson,
 }
 
-/// Watches the bytes going by for the stream's terminal marker (across chunk boundaries).
-#[derive(Debug)]
-pub struct Terminal {
-    framing: Framing,
-    tail: Vec<u8>,
-    pub seen: bool,
-}
-
-const SSE_MARKERS: &[&[u8]] = &[
-    b"[DONE]",
-    b"message_stop",
-    b"response.completed",
-    b"response.incomplete",
-    b"response.failed",
-    b"\"error\"",
-];
-const NDJSON_MARKERS: &[&[u8]] = &[b"\"done\":true", b"\"done\": true", b"\"error\""];
-
-impl Terminal {
-    pub fn new(framing: Framing) -> Self {
-        Terminal {
-            framing,
-            tail: Vec::new(),
-            seen: false,
-        }
-    }
-
-    pub fn feed(&mut self, chunk: &[u8]) {
-        if self.seen {
-            return;
-        }
-        let markers = match self.framing {
-            Framing::Sse => SSE_MARKERS,
-            Framing::Ndjson => NDJSON_MARKERS,
-        };
-        let mut window = std::mem::take(&mut self.tail);
-        window.extend_from_slice(chunk);
-        if markers
-            .iter()
-            .any(|m| window.windows(m.len()).any(|w| w == *m))
-        {
-            self.seen = true;
-        }
-        let keep = window.len().saturating_sub(24);
-        self.tail = window.split_off(keep);
-    }
-}
-
 pub struct Relay {
     pub first: Bytes,
     pub upstream: Upstream,
@@ -86,54 +42,102 @@ pub struct Relay {
     pub framing: Framing,
     pub cancel: CancellationToken,
     pub guard: StreamGuard,
-    /// `provider:model`, for the error message.
-    pub label: String,
+    pub provider: String,
+    pub model: String,
 }
 
 struct State {
     relay: Relay,
     first: Option<Bytes>,
-    terminal: Terminal,
+    events: Events,
     done: bool,
+}
+
+/// The terminal event a finished answer lacks, in the client's framing.
+fn terminator(dialect: Dialect, framing: Framing) -> Option<Bytes> {
+    match (dialect, framing) {
+        (Dialect::OpenAi, Framing::Sse) => Some(Bytes::from_static(b"data: [DONE]\n\n")),
+        (Dialect::Anthropic, Framing::Sse) => Some(Bytes::from_static(
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        )),
+        _ => None,
+    }
 }
 
 /// The client-facing body stream.
 pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let mut terminal = Terminal::new(r.framing);
-    terminal.feed(&r.first);
     let state = State {
+        events: Events::new(r.framing),
         first: Some(r.first.clone()),
         relay: r,
-        terminal,
         done: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
-        if let Some(first) = st.first.take() {
-            return Some((Ok(first), st));
-        }
-        if st.done {
-            return None;
-        }
-        let idle = st.relay.idle;
-        let failure = tokio::select! {
-            biased;
-            _ = st.relay.cancel.cancelled() => Some("the gateway is shutting down".to_string()),
-            next = tokio::time::timeout(idle, st.relay.upstream.next()) => match next {
-                Ok(Some(Ok(bytes))) => {
-                    st.terminal.feed(&bytes);
-                    return Some((Ok(bytes), st));
-                }
-                Ok(Some(Err(e))) => Some(format!("the upstream stream failed: {}", super::forward::describe_reqwest(&e))),
-                Ok(None) if st.terminal.seen => None,
-                Ok(None) => Some("the upstream closed the stream before it finished".to_string()),
-                Err(_) => Some(format!("the upstream sent nothing for {}", crate::policy::duration::format(idle))),
+        loop {
+            if st.done {
+                return None;
             }
-        };
-        st.done = true;
-        let message = failure?;
-        tracing::warn!(upstream = %st.relay.label, "stream ended early: {message}");
-        let err = GatewayError::new(UPSTREAM_FAILED, format!("{}: {message}", st.relay.label));
-        Some((Ok(err.stream_event(st.relay.dialect)), st))
+            if let Some(first) = st.first.take() {
+                let out = st.events.push(first);
+                if !out.is_empty() {
+                    return Some((Ok(out), st));
+                }
+                continue;
+            }
+            let idle = st.relay.idle;
+            let failure = tokio::select! {
+                biased;
+                _ = st.relay.cancel.cancelled() => Some("the gateway is shutting down".to_string()),
+                next = tokio::time::timeout(idle, st.relay.upstream.next()) => match next {
+                    Ok(Some(Ok(bytes))) => {
+                        let out = st.events.push(bytes);
+                        if out.is_empty() {
+                            continue;
+                        }
+                        return Some((Ok(out), st));
+                    }
+                    Ok(Some(Err(e))) => Some(format!("the upstream stream failed: {}", super::forward::describe_reqwest(&e))),
+                    Ok(None) => None,
+                    Err(_) => Some(format!("the upstream sent nothing for {}", crate::policy::duration::format(idle))),
+                }
+            };
+            st.done = true;
+            let r = &st.relay;
+            let usage = st.events.usage;
+            r.guard.metrics().tokens(&r.provider, &r.model, usage);
+            let mut tail = match failure {
+                Some(_) => Bytes::new(),
+                None => st.events.finish(),
+            };
+            let message = match failure {
+                Some(m) => m,
+                None if st.events.terminal => {
+                    return (!tail.is_empty()).then_some((Ok(tail), st));
+                }
+                None if st.events.finished
+                    && let Some(end) = terminator(r.dialect, r.framing) =>
+                {
+                    let mut out = bytes::BytesMut::from(&tail[..]);
+                    out.extend_from_slice(&end);
+                    return Some((Ok(out.freeze()), st));
+                }
+                None => "the upstream closed the stream before it finished".to_string(),
+            };
+            tracing::warn!(upstream = %format!("{}:{}", r.provider, r.model), "stream ended early: {message}");
+            let err = GatewayError::new(
+                UPSTREAM_FAILED,
+                format!("{}:{}: {message}", r.provider, r.model),
+            );
+            let event = err.stream_event(r.dialect);
+            tail = if tail.is_empty() {
+                event
+            } else {
+                let mut out = bytes::BytesMut::from(&tail[..]);
+                out.extend_from_slice(&event);
+                out.freeze()
+            };
+            return Some((Ok(tail), st));
+        }
     })
 }
 
@@ -142,16 +146,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn terminal_markers_across_chunks() {
-        let mut t = Terminal::new(Framing::Sse);
-        t.feed(b"data: {\"x\":1}\n\ndata: [DO");
-        assert!(!t.seen);
-        t.feed(b"NE]\n\n");
-        assert!(t.seen);
-        let mut t = Terminal::new(Framing::Ndjson);
-        t.feed(b"{\"done\":false}\n");
-        assert!(!t.seen);
-        t.feed(b"{\"done\":true}\n");
-        assert!(t.seen);
+    fn terminators_in_the_clients_framing() {
+        assert_eq!(
+            terminator(Dialect::OpenAi, Framing::Sse).unwrap(),
+            Bytes::from_static(b"data: [DONE]\n\n")
+        );
+        assert!(
+            terminator(Dialect::Anthropic, Framing::Sse)
+                .unwrap()
+                .starts_with(b"event: message_stop")
+        );
+        assert_eq!(terminator(Dialect::Ollama, Framing::Ndjson), None);
     }
 }

@@ -6,6 +6,9 @@ Run by tests/e2e_python.rs, which starts stand-in providers and the gateway and 
   AIGW_E2E_EMBED_MODEL   an embeddings model
   AIGW_E2E_FAIL_MODEL    a model whose every candidate fails (expects 503 ERR_NGROK_3807)
   AIGW_E2E_OLLAMA_MODEL  a model served by an Ollama provider (native /api/*)
+  AIGW_E2E_TOOLONG_MODEL a model whose provider answers 400 context_length_exceeded
+  AIGW_E2E_CUT_MODEL     a model whose streams are cut mid-answer
+  AIGW_E2E_GARBLED_MODEL a model whose streams carry one malformed event
 Plain script (no pytest): prints one line per check and `N passed, N failed`.
 """
 
@@ -26,6 +29,9 @@ CHAT = os.environ["AIGW_E2E_CHAT_MODEL"]
 EMBED = os.environ["AIGW_E2E_EMBED_MODEL"]
 FAIL = os.environ["AIGW_E2E_FAIL_MODEL"]
 OLLAMA_MODEL = os.environ["AIGW_E2E_OLLAMA_MODEL"]
+TOOLONG = os.environ["AIGW_E2E_TOOLONG_MODEL"]
+CUT = os.environ["AIGW_E2E_CUT_MODEL"]
+GARBLED = os.environ["AIGW_E2E_GARBLED_MODEL"]
 
 oai = openai.OpenAI(base_url=BASE + "/v1", api_key="sk-e2e-client", max_retries=0, timeout=60)
 oll = ollama.Client(host=BASE, timeout=60)
@@ -86,6 +92,44 @@ def openai_error_is_an_api_status_error():
         assert "failed" in str(e), str(e)
         return
     raise AssertionError("no APIStatusError raised")
+
+
+@check
+def openai_context_length_is_the_providers_bad_request():
+    try:
+        oai.chat.completions.create(model=TOOLONG, messages=[{"role": "user", "content": "hi"}])
+    except openai.BadRequestError as e:
+        assert e.status_code == 400, e.status_code
+        assert e.code == "context_length_exceeded", (e.code, e.body)
+        assert "maximum context length" in str(e), str(e)
+        return
+    raise AssertionError("no BadRequestError raised")
+
+
+@check
+def openai_stream_cut_mid_answer_raises():
+    stream = oai.chat.completions.create(
+        model=CUT, messages=[{"role": "user", "content": "a long answer"}], stream=True
+    )
+    parts = []
+    try:
+        for c in stream:
+            if c.choices and c.choices[0].delta.content:
+                parts.append(c.choices[0].delta.content)
+    except openai.APIError as e:
+        assert "ERR_NGROK_3800" in str(e.body) or "stream" in str(e), (str(e), e.body)
+        assert parts, "some of the answer arrived before the cut"
+        return
+    raise AssertionError(f"a cut stream ended as a success: {parts}")
+
+
+@check
+def openai_stream_with_a_malformed_event_still_parses():
+    stream = oai.chat.completions.create(
+        model=GARBLED, messages=[{"role": "user", "content": "one two three four"}], stream=True
+    )
+    parts = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert parts, parts
 
 
 @check

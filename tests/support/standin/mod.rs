@@ -129,6 +129,8 @@ pub struct Recorded {
     pub json: Option<Value>,
     /// The fault applied to this request, if any.
     pub fault: Option<Fault>,
+    /// When the request arrived (its body read).
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -476,6 +478,7 @@ async fn dispatch(
             body: body.clone(),
             json: json.clone(),
             fault: fault.clone(),
+            at: std::time::Instant::now(),
         });
         let ctx = Ctx {
             kind,

@@ -1,0 +1,578 @@
+//! The fault suite: each of the sixteen upstream faults of issue 8, one test each, against
+//! stand-in providers on 127.0.0.1 with that fault injected.
+//!
+//! Two OpenAI-format providers: `primary` (model `chat-a`, two keys) and `fallback` (model
+//! `chat-b`, one key); requests ask for `models: [primary:chat-a, fallback:chat-b]`. Tests
+//! assert on what the stand-ins saw and what the client got; where time matters they assert
+//! lower bounds that a sleep guarantees, or upper bounds with generous slack, never a target.
+
+#[path = "support/standin/mod.rs"]
+mod standin;
+#[path = "gateway_support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aigw::gateway::GatewayOptions;
+use serde_json::{Value, json};
+use standin::{Fault, Kind, StandIn};
+use support::{client, start_policy};
+
+const SECRETS: &[(&str, &str)] = &[
+    ("AIGW_SECRET_PRIMARY_KEY1", "sk-fault-primary-key-one-1111"),
+    ("AIGW_SECRET_PRIMARY_KEY2", "sk-fault-primary-key-two-2222"),
+    ("AIGW_SECRET_FALLBACK_KEY1", "sk-fault-fallback-key-3333"),
+];
+
+fn policy(timeouts: &str) -> String {
+    format!(
+        r#"
+on_http_request:
+  - type: ai-gateway
+    config:
+      only_allow_configured_providers: true
+{timeouts}
+      providers:
+        - id: primary
+          base_url: "https://primary.internal"
+          api_keys:
+            - value: ${{secrets.get('primary', 'key1')}}
+            - value: ${{secrets.get('primary', 'key2')}}
+          models:
+            - id: chat-a
+        - id: fallback
+          base_url: "https://fallback.internal"
+          api_keys:
+            - value: ${{secrets.get('fallback', 'key1')}}
+          models:
+            - id: chat-b
+"#
+    )
+}
+
+struct Setup {
+    primary: StandIn,
+    fallback: StandIn,
+    gw: support::Started,
+}
+
+fn opts() -> GatewayOptions {
+    let mut o = GatewayOptions {
+        upstream_loopback_only: true,
+        ..GatewayOptions::default()
+    };
+    o.retry.backoff_base = Duration::from_millis(100);
+    o
+}
+
+async fn setup_with(timeouts: &str, opts: GatewayOptions) -> Setup {
+    let primary = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("primary")
+        .with_models(&["chat-a"]);
+    let fallback = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("fallback")
+        .with_models(&["chat-b"]);
+    let gw = start_policy(
+        &policy(timeouts),
+        &[("primary", primary.url()), ("fallback", fallback.url())],
+        SECRETS,
+        opts,
+    )
+    .await;
+    Setup {
+        primary,
+        fallback,
+        gw,
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with("", opts()).await
+}
+
+/// Both candidates, primary first.
+fn both(stream: bool) -> Value {
+    json!({"model": "primary:chat-a", "models": ["primary:chat-a", "fallback:chat-b"],
+           "stream": stream, "messages": [{"role": "user", "content": "hello there"}]})
+}
+
+/// The fallback alone (one key).
+fn only_fallback() -> Value {
+    json!({"model": "fallback:chat-b", "messages": [{"role": "user", "content": "hello there"}]})
+}
+
+/// The primary alone.
+fn only_primary(stream: bool) -> Value {
+    json!({"model": "primary:chat-a", "stream": stream,
+           "messages": [{"role": "user", "content": "hello there"}]})
+}
+
+async fn post(s: &Setup, body: &Value) -> reqwest::Response {
+    client()
+        .post(s.gw.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .expect("the gateway answers")
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn error_message(r: reqwest::Response) -> String {
+    let v: Value = r.json().await.expect("a JSON error");
+    v["error"]["message"].as_str().unwrap_or("").to_string()
+}
+
+/// Every `data:` payload of an SSE body, checked to be JSON or `[DONE]`.
+fn sse_payloads(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| {
+            assert!(
+                d == "[DONE]" || serde_json::from_str::<Value>(d).is_ok(),
+                "garbled event reached the client: {d:?}"
+            );
+            d.to_string()
+        })
+        .collect()
+}
+
+async fn metrics(s: &Setup) -> String {
+    client()
+        .get(s.gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+// 1 -------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f01_429_with_retry_after_is_honoured() {
+    let s = setup().await;
+    // The fallback's only key is limited for a second: wait, then send it again.
+    s.fallback.push_fault(Fault::rate_limited(1));
+    let r = post(&s, &only_fallback()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    let seen = s.fallback.requests();
+    assert_eq!(seen.len(), 2, "sent again after the wait");
+    assert!(
+        seen[1].at.duration_since(seen[0].at) >= Duration::from_secs(1),
+        "waited the Retry-After second"
+    );
+
+    // Limits are per key: with a second key there is no wait at all.
+    s.primary.push_fault(Fault::rate_limited(1));
+    let r = post(&s, &only_primary(false)).await;
+    assert_eq!(r.status(), 200);
+    let seen = s.primary.requests();
+    assert_eq!(
+        seen[1].header("authorization"),
+        Some("Bearer sk-fault-primary-key-two-2222")
+    );
+
+    // A Retry-After longer than --max-retry-wait fails over at once.
+    s.primary.clear_requests();
+    s.primary.push_fault(Fault::rate_limited(3600));
+    s.primary.push_fault(Fault::rate_limited(3600));
+    let t0 = Instant::now();
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    assert_eq!(s.primary.requests().len(), 2, "key 1 limited, then key 2");
+    assert!(t0.elapsed() < Duration::from_secs(600), "no hour-long wait");
+}
+
+// 2 -------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f02_persistent_429_backs_off_with_jitter_then_fails_over() {
+    let s = setup().await;
+    s.primary.set_fault(Some(Fault::status(429)));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    // Key 1, then key 2 with 2 retries; never a tight loop: each wait is at least half its step.
+    let seen = s.primary.requests();
+    assert_eq!(seen.len(), 4);
+    assert!(seen[2].at.duration_since(seen[1].at) >= Duration::from_millis(50));
+    assert!(seen[3].at.duration_since(seen[2].at) >= Duration::from_millis(100));
+
+    // Nowhere left: a clean error that says what happened.
+    let r = post(&s, &only_primary(false)).await;
+    assert_eq!(r.status(), 503);
+    let msg = error_message(r).await;
+    assert!(msg.contains("still rate limited after 2 retries"), "{msg}");
+    assert!(msg.contains("HTTP 429"), "{msg}");
+}
+
+// 3 -------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f03_a_500_once_then_healthy() {
+    let s = setup().await;
+    s.primary.push_fault(Fault::status(500));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    // ngrok's semantics: the next key of the same model, not the same pair again.
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
+    assert_eq!(header(&r, "x-aigw-attempts"), "2");
+    let r = post(&s, &both(false)).await;
+    assert_eq!(header(&r, "x-aigw-attempts"), "1", "healthy again");
+    assert_eq!(s.fallback.requests().len(), 0);
+}
+
+// 4 -------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f04_persistent_503_fails_over_then_surfaces_the_original_error() {
+    let s = setup().await;
+    s.primary.set_fault(Some(Fault::status(503)));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+
+    s.fallback.set_fault(Some(Fault::status(503)));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(header(&r, "x-aigw-attempts"), "3");
+    let msg = error_message(r).await;
+    assert!(msg.contains("primary:chat-a (key #1): HTTP 503"), "{msg}");
+    assert!(
+        msg.contains("The engine is currently overloaded"),
+        "the provider's words: {msg}"
+    );
+}
+
+// 5 -------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f05_tcp_reset_before_headers() {
+    let s = setup().await;
+    s.primary.set_fault(Some(Fault::ResetBeforeHeaders));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    let r = post(&s, &only_primary(false)).await;
+    assert_eq!(r.status(), 503);
+    let msg = error_message(r).await;
+    assert!(
+        msg.contains("connection reset") || msg.contains("closed"),
+        "{msg}"
+    );
+}
+
+// 6 -------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f06_a_silent_upstream_times_out_inside_its_budget_and_is_not_retried() {
+    let s = setup_with(
+        "      per_request_timeout: 1s\n      total_timeout: 6s",
+        opts(),
+    )
+    .await;
+    s.primary.set_fault(Some(Fault::Hang));
+    let t0 = Instant::now();
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "inside total_timeout"
+    );
+    // The silent route's second key was not tried.
+    assert_eq!(s.primary.requests().len(), 1);
+
+    let t0 = Instant::now();
+    let r = post(&s, &only_primary(false)).await;
+    assert_eq!(r.status(), 503);
+    assert!(t0.elapsed() < Duration::from_secs(6));
+    let msg = error_message(r).await;
+    assert!(msg.contains("timed out after 1s"), "{msg}");
+}
+
+// 7 -------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f07_slow_first_token_fails_over_before_any_byte() {
+    let mut o = opts();
+    o.first_byte_timeout = Some(Duration::from_millis(500));
+    let s = setup_with("", o).await;
+    s.primary
+        .set_fault(Some(Fault::SlowFirstChunk(Duration::from_secs(30))));
+    let r = post(&s, &both(true)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("[primary]"), "nothing from the slow one");
+    assert!(text.contains("[fallback]"));
+    assert_eq!(
+        sse_payloads(&text).last().map(String::as_str),
+        Some("[DONE]")
+    );
+    assert_eq!(s.primary.requests().len(), 1, "a slow model is not retried");
+}
+
+// 8 -------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f08_a_stream_cut_mid_answer_ends_with_an_explicit_error() {
+    let s = setup().await;
+    s.primary.push_fault(Fault::StreamCutAfter(3));
+    let r = post(&s, &both(true)).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let payloads = sse_payloads(&text);
+    assert!(!payloads.iter().any(|p| p == "[DONE]"), "{text}");
+    let last: Value = serde_json::from_str(payloads.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "ERR_NGROK_3800", "{text}");
+    assert_eq!(
+        s.fallback.requests().len(),
+        0,
+        "no failover after bytes went out"
+    );
+}
+
+// 9 -------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f09_a_stalled_stream_ends_cleanly_and_the_gateway_stays_healthy() {
+    let mut o = opts();
+    o.stream_idle_timeout = Duration::from_millis(500);
+    let s = setup_with("", o).await;
+    s.primary.push_fault(Fault::StreamStallAfter(2));
+    let text = post(&s, &both(true)).await.text().await.unwrap();
+    let payloads = sse_payloads(&text);
+    let last: Value = serde_json::from_str(payloads.last().unwrap()).unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sent nothing for"),
+        "{text}"
+    );
+    assert_eq!(s.gw.gw.metrics.open_streams(), 0);
+    let r = post(&s, &both(true)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().trim_end().ends_with("data: [DONE]"));
+}
+
+// 10 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f10_a_malformed_event_is_dropped_and_nothing_garbled_reaches_the_client() {
+    let s = setup().await;
+    s.primary.push_fault(Fault::MalformedChunkAt(2));
+    let r = post(&s, &both(true)).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let payloads = sse_payloads(&text);
+    assert_eq!(
+        payloads.last().map(String::as_str),
+        Some("[DONE]"),
+        "{text}"
+    );
+    // The clean run has one event more: exactly the malformed one is missing.
+    let clean = sse_payloads(&post(&s, &both(true)).await.text().await.unwrap());
+    assert_eq!(payloads.len() + 1, clean.len());
+}
+
+// 11 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f11_a_stream_without_done_is_finalised_promptly() {
+    let mut o = opts();
+    o.stream_idle_timeout = Duration::from_secs(120);
+    let s = setup_with("", o).await;
+    s.primary.push_fault(Fault::NoDoneMarker);
+    let t0 = Instant::now();
+    let text = post(&s, &both(true)).await.text().await.unwrap();
+    // Well before the idle timeout: the upstream's close ends the stream.
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    let payloads = sse_payloads(&text);
+    assert_eq!(
+        payloads.last().map(String::as_str),
+        Some("[DONE]"),
+        "{text}"
+    );
+    assert_eq!(payloads.iter().filter(|p| *p == "[DONE]").count(), 1);
+    assert!(!text.contains("\"error\""));
+}
+
+// 12 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f12_context_length_is_not_retried_on_the_same_model() {
+    let s = setup().await;
+    s.primary.push_fault(Fault::ContextLengthExceeded);
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    assert_eq!(
+        s.primary.requests().len(),
+        1,
+        "key 2 would fail the same way"
+    );
+
+    // No other candidate: the provider's 400 and code reach the client as they are.
+    s.primary.push_fault(Fault::ContextLengthExceeded);
+    let r = post(&s, &only_primary(false)).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("This model's maximum context length is 128000 tokens")
+    );
+    assert_eq!(s.primary.requests().len(), 2);
+}
+
+// 13 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f13_content_policy_reaches_the_client_with_the_providers_reason() {
+    let s = setup().await;
+    s.primary.set_fault(Some(Fault::ContentPolicy));
+    let r = post(&s, &only_primary(false)).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "content_policy_violation");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected as a result of our safety system")
+    );
+    assert_eq!(s.primary.requests().len(), 1, "not retried with key 2");
+
+    // With a fallback that fails too, the refusal is still what the client sees.
+    s.fallback.set_fault(Some(Fault::status(503)));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 400);
+    let msg = error_message(r).await;
+    assert!(msg.contains("safety system"), "{msg}");
+    assert!(msg.contains("every other candidate failed too"), "{msg}");
+}
+
+// 14 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f14_a_fallbacks_400_does_not_mask_the_real_failure() {
+    let s = setup().await;
+    s.primary.set_fault(Some(Fault::status(503)));
+    s.fallback.set_fault(Some(Fault::Status {
+        code: 400,
+        body: Some(
+            r#"{"error":{"message":"Unrecognized request argument supplied: seed","type":"invalid_request_error","code":null}}"#
+                .into(),
+        ),
+        retry_after: None,
+    }));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(
+        r.status(),
+        503,
+        "the primary's failure, not the fallback's 400"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "ERR_NGROK_3807");
+    let msg = v["error"]["message"].as_str().unwrap();
+    let primary = msg.find("primary:chat-a (key #1): HTTP 503").expect(msg);
+    let fallback = msg.find("fallback:chat-b (key #1): HTTP 400").expect(msg);
+    assert!(primary < fallback, "the real failure first: {msg}");
+}
+
+// 15 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f15_a_flapping_primary_opens_its_circuit_and_a_probe_closes_it() {
+    let mut o = opts();
+    o.breaker.failures = 2;
+    o.breaker.cooldown = Duration::from_secs(1);
+    let s = setup_with("", o).await;
+    s.primary.set_fault(Some(Fault::status(500)));
+    // Two failures (key 1, key 2) open chat-a's circuit; the fallback answers.
+    let r = post(&s, &both(false)).await;
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    assert_eq!(s.primary.requests().len(), 2);
+    assert!(
+        metrics(&s)
+            .await
+            .contains("aigw_circuit_open{model=\"primary:chat-a\"} 1")
+    );
+    // While it is open, traffic goes straight to the fallback.
+    for _ in 0..3 {
+        let r = post(&s, &both(false)).await;
+        assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+        assert_eq!(header(&r, "x-aigw-attempts"), "1");
+    }
+    assert_eq!(
+        s.primary.requests().len(),
+        2,
+        "no traffic to an open circuit"
+    );
+    // Only one candidate and its circuit is open: a clear error, no upstream call.
+    let r = post(&s, &only_primary(false)).await;
+    assert_eq!(r.status(), 503);
+    assert!(error_message(r).await.contains("circuit is open"));
+
+    // It recovers; after the cooldown one request probes it and closes the circuit.
+    s.primary.set_fault(None);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = post(&s, &both(false)).await;
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
+    let r = post(&s, &both(false)).await;
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
+    assert!(
+        !metrics(&s)
+            .await
+            .contains("aigw_circuit_open{model=\"primary:chat-a\"} 1")
+    );
+}
+
+// 16 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f16_after_failover_the_response_names_the_model_that_answered_with_its_usage() {
+    let s = setup().await;
+    s.primary.set_fault(Some(Fault::status(500)));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    assert_eq!(header(&r, "x-aigw-model"), "chat-b");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["model"], "chat-b");
+    let input = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    let output = v["usage"]["completion_tokens"].as_u64().unwrap();
+
+    // A stream with usage is accounted too.
+    let mut body = both(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let text = post(&s, &body).await.text().await.unwrap();
+    let usage = sse_payloads(&text)
+        .iter()
+        .filter_map(|p| serde_json::from_str::<Value>(p).ok())
+        .find(|v| v["usage"].is_object())
+        .expect("a usage chunk");
+    let m = metrics(&s).await;
+    let counted = |kind: &str| -> u64 {
+        let line =
+            format!("aigw_tokens_total{{provider=\"fallback\",model=\"chat-b\",kind=\"{kind}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {kind} tokens in\n{m}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        counted("input"),
+        input + usage["usage"]["prompt_tokens"].as_u64().unwrap()
+    );
+    assert_eq!(
+        counted("output"),
+        output + usage["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    assert!(
+        !m.contains("aigw_tokens_total{provider=\"primary\""),
+        "nothing counted for the model that failed"
+    );
+}
