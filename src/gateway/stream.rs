@@ -52,11 +52,13 @@ impl Terminal {
     pub fn new(framing: Framing) -> Self {
         Terminal {
             framing,
-            tail: Vec::new(),
+            tail: Vec::with_capacity(2 * KEEP),
             seen: false,
         }
     }
 
+    /// Looks for a terminal marker in `chunk` and across its boundary with the previous one,
+    /// keeping only the last [`KEEP`] bytes seen (in a buffer reused chunk after chunk).
     pub fn feed(&mut self, chunk: &[u8]) {
         if self.seen {
             return;
@@ -65,18 +67,28 @@ impl Terminal {
             Framing::Sse => SSE_MARKERS,
             Framing::Ndjson => NDJSON_MARKERS,
         };
-        let mut window = std::mem::take(&mut self.tail);
-        window.extend_from_slice(chunk);
-        if markers
-            .iter()
-            .any(|m| window.windows(m.len()).any(|w| w == *m))
-        {
+        let found = |hay: &[u8]| {
+            markers
+                .iter()
+                .any(|m| hay.windows(m.len()).any(|w| w == *m))
+        };
+        // A marker that straddles the boundary lies within the old tail and this chunk's head.
+        self.tail.extend_from_slice(&chunk[..chunk.len().min(KEEP)]);
+        if found(&self.tail) || found(chunk) {
             self.seen = true;
         }
-        let keep = window.len().saturating_sub(24);
-        self.tail = window.split_off(keep);
+        if chunk.len() >= KEEP {
+            self.tail.clear();
+            self.tail.extend_from_slice(&chunk[chunk.len() - KEEP..]);
+        } else {
+            let excess = self.tail.len().saturating_sub(KEEP);
+            self.tail.drain(..excess);
+        }
     }
 }
+
+/// Bytes kept between chunks: more than the longest marker.
+const KEEP: usize = 24;
 
 pub struct Relay {
     pub first: Bytes,
@@ -152,6 +164,13 @@ mod tests {
         t.feed(b"{\"done\":false}\n");
         assert!(!t.seen);
         t.feed(b"{\"done\":true}\n");
+        assert!(t.seen);
+        // A long chunk ending in half a marker, a short one, then the rest.
+        let mut t = Terminal::new(Framing::Sse);
+        t.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [D");
+        t.feed(b"ON");
+        assert!(!t.seen);
+        t.feed(b"E]\n\n");
         assert!(t.seen);
     }
 }
