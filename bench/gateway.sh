@@ -25,6 +25,7 @@ HOLD_WRK=5         # seconds per c=1 wrk run while the streams are open
 WITH_LITELLM=0
 WITH_CRITERION=0
 RESULTS=""
+ARGS="$*"
 
 usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -191,7 +192,7 @@ if [ "$WITH_LITELLM" = 1 ]; then
         mkdir -p "$CACHE"
         { python3 -m venv "$CACHE/litellm-venv" &&
             timeout 600 "$CACHE/litellm-venv/bin/pip" install -q 'litellm[proxy]'; } >"$TMP/pip.log" 2>&1 ||
-            log "LiteLLM could not be installed (see pip's output above)"; tail -3 "$TMP/pip.log" >&2 || true
+            { log "LiteLLM could not be installed; pip's last lines:"; tail -3 "$TMP/pip.log" >&2; }
     fi
     if [ -x "$LL" ]; then
         cat >"$TMP/litellm.yaml" <<EOF
@@ -364,8 +365,9 @@ cat "$TABLE"
 
 if [ "$WITH_CRITERION" = 1 ]; then
     log "criterion: cargo bench --bench engine / --bench cel -- --quick"
+    # Criterion prints a long name on its own line and the figures on the next.
     (cd "$ROOT" && cargo bench --quiet --bench engine -- --quick 2>/dev/null; cargo bench --quiet --bench cel -- --quick 2>/dev/null) |
-        grep -E '^[A-Za-z0-9_/ .:-]+time:|^\S.*\s+time:' >"$TMP/criterion.txt" || true
+        awk '/time:/ { n = ($1 == "time:") ? last : $1; sub(/^.*time: */, ""); printf "%-48s %s\n", n, $0 } { last = $1 }' >"$TMP/criterion.txt" || true
     echo; echo "Criterion (--quick):"; echo '```'; cat "$TMP/criterion.txt"; echo '```'
 fi
 
@@ -373,7 +375,7 @@ if [ -n "$RESULTS" ]; then
     {
         echo "# Gateway benchmark results"
         echo
-        echo "Written by \`bash bench/gateway.sh $*\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
+        echo "Written by \`bash bench/gateway.sh $ARGS\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
         echo
         echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, kernel $(uname -r), $(rustc --version), load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
         echo
