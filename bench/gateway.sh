@@ -372,6 +372,11 @@ if [ "$WITH_CRITERION" = 1 ]; then
 fi
 
 if [ -n "$RESULTS" ]; then
+    # Hand-written notes below a `<!-- notes -->` line survive a rerun.
+    NOTES=""
+    if [ -f "$RESULTS" ] && grep -q '^<!-- notes' "$RESULTS"; then
+        NOTES=$(sed -n '/^<!-- notes/,$p' "$RESULTS")
+    fi
     {
         echo "# Gateway benchmark results"
         echo
@@ -383,6 +388,7 @@ if [ -n "$RESULTS" ]; then
         if [ -s "$TMP/criterion.txt" ]; then
             echo; echo "Criterion (\`cargo bench --bench engine|cel -- --quick\`):"; echo; echo '```'; cat "$TMP/criterion.txt"; echo '```'
         fi
+        if [ -n "$NOTES" ]; then echo; echo "$NOTES"; fi
     } >"$RESULTS"
     log "wrote $RESULTS"
 fi
