@@ -73,9 +73,11 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # --- start-up and clean-up ---------------------------------------------------------------------
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/aigw-bench.XXXXXX")
 PIDS=()
+CUR=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    [ -z "$CUR" ] || kill -TERM "$CUR" 2>/dev/null || true
     for pid in "${PIDS[@]}"; do
         # Every helper runs in its own session (setsid): end its whole group, then the process.
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -91,6 +93,17 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
 trap 'exit 143' TERM
 
+# run CMD...: runs a measuring command in the background and waits for it, so that a Ctrl-C is
+# handled at once (bash runs a trap only after a foreground command ends, and wrk catches SIGINT
+# to print its figures); cleanup() ends it.
+run() {
+    "$@" &
+    CUR=$!
+    local rc=0
+    wait "$CUR" || rc=$?
+    CUR=""
+    return "$rc"
+}
 # start NAME CMD...: runs CMD in its own session, output to $TMP/NAME.log; sets $LAST_PID.
 start() {
     local name=$1; shift
@@ -225,7 +238,7 @@ to_us() { awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) m=1; else if (v ~ /ms$/) 
 # wrk_run NAME URL THREADS CONNS SECS: writes $TMP/wrk-NAME.txt; sets P50 P99 RPS ERRS.
 wrk_run() {
     local name=$1 url=$2 t=$3 c=$4 d=$5 out="$TMP/wrk-$1.txt"
-    wrk -t"$t" -c"$c" -d"${d}s" --latency -s "$TMP/post.lua" "$url" >"$out" 2>&1 || true
+    run wrk -t"$t" -c"$c" -d"${d}s" --latency -s "$TMP/post.lua" "$url" >"$out" 2>&1 || true
     P50=$(to_us "$(awk '$1=="50%" {print $2}' "$out")")
     P99=$(to_us "$(awk '$1=="99%" {print $2}' "$out")")
     RPS=$(awk '$1=="Requests/sec:" {printf "%d", $2}' "$out")
@@ -248,7 +261,7 @@ if [ "$HAVE_LL" = 1 ]; then
 fi
 
 log "warm-up"
-for t in "${TARGETS[@]}"; do wrk_run "warm-$t" "${URL[$t]}" 1 4 2 >/dev/null 2>&1; done
+for t in "${TARGETS[@]}"; do wrk_run "warm-$t" "${URL[$t]}" 1 4 2 2>/dev/null; done
 
 log "concurrency 1: wrk -t1 -c1 -d${DURATION}s, each target in turn"
 for t in "${TARGETS[@]}"; do
@@ -266,8 +279,9 @@ done
 log "streaming: $TTFB_N sequential streams of 10 events, one every 2 ms"
 for t in "${TARGETS[@]}"; do
     model=benchsse:bench
-    line=$("$CLIENT" ttfb --url "${SSE_URL[$t]}" --model "$model" --n "$TTFB_N" --warmup 30 \
-        --chunks 10 --delay-ms 2 2>&1 || true)
+    run "$CLIENT" ttfb --url "${SSE_URL[$t]}" --model "$model" --n "$TTFB_N" --warmup 30 \
+        --chunks 10 --delay-ms 2 >"$TMP/ttfb-$t.txt" 2>&1 || true
+    line=$(tail -1 "$TMP/ttfb-$t.txt")
     log "ttfb $t: $line"
     for k in ttfb_p50_us ttfb_p99_us lag_p99_us coalesced_reads bad_streams events; do
         R[$k-$t]=$(sed -n "s/.*\b$k=\([0-9]*\).*/\1/p" <<<"$line")
