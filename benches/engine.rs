@@ -12,6 +12,18 @@ use aigw::policy::{self, secrets::SecretStore};
 use aigw::routing::engine::{Engine, EngineOptions};
 use aigw::routing::plan::{PlanOptions, Request};
 
+/// The policy `bench/gateway.sh` serves (ports aside).
+const BENCH_POLICY: &str = "on_http_request:
+  - type: ai-gateway
+    config:
+      only_allow_configured_providers: true
+      providers:
+        - id: bench
+          base_url: \"http://127.0.0.1:9/v1\"
+          models:
+            - id: bench
+";
+
 const SEED_FAILOVER: &str = include_str!("../testdata/policies/guide/03-failover-to-openai.yaml");
 
 /// A policy with `providers` custom providers of `models_each` models and three strategies.
@@ -85,6 +97,23 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("plan/1000-models-3-strategies/named", |b| {
         b.iter(|| thousand.plan(black_box(&named), PlanOptions::default()))
+    });
+    // What `serve` runs: the same plans without the strategy trace.
+    c.bench_function("plan-untraced/1000-models-3-strategies/auto", |b| {
+        b.iter(|| thousand.plan_untraced(black_box(&auto), PlanOptions::default()))
+    });
+    c.bench_function("plan-untraced/1000-models-3-strategies/named", |b| {
+        b.iter(|| thousand.plan_untraced(black_box(&named), PlanOptions::default()))
+    });
+    // bench/gateway.sh's policy: one configured provider, the built-in catalog refused.
+    let gateway = engine(BENCH_POLICY);
+    let bench_model = Request {
+        path: "/v1/chat/completions".into(),
+        model: Some("bench:bench".into()),
+        models: vec![],
+    };
+    c.bench_function("plan-untraced/gateway-bench-policy", |b| {
+        b.iter(|| gateway.plan_untraced(black_box(&bench_model), PlanOptions::default()))
     });
 }
 

@@ -73,8 +73,10 @@ const OVERHEAD_BOUNDS: &[f64] = &[
 
 #[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    attempts: Mutex<BTreeMap<(String, &'static str), u64>>,
+    // Keyed by route (provider) first, so counting looks the name up by `&str` and allocates
+    // only the first time it is seen; rendered in the same (route, status) order.
+    requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
+    attempts: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     failovers: AtomicU64,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
     pub upstream_latency: Histogram,
@@ -116,21 +118,13 @@ impl Drop for StreamGuard {
 
 impl Metrics {
     pub fn request(&self, route: &str, status: u16) {
-        *self
-            .requests
-            .lock()
-            .unwrap()
-            .entry((route.to_string(), status))
-            .or_default() += 1;
+        let mut all = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        *by_name(&mut all, route).entry(status).or_default() += 1;
     }
 
     pub fn attempt(&self, provider: &str, outcome: &'static str) {
-        *self
-            .attempts
-            .lock()
-            .unwrap()
-            .entry((provider.to_string(), outcome))
-            .or_default() += 1;
+        let mut all = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        *by_name(&mut all, provider).entry(outcome).or_default() += 1;
     }
 
     /// Adds a response's reported token usage to its model's totals.
@@ -169,7 +163,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP aigw_requests_total Requests answered, by route and HTTP status.\n# TYPE aigw_requests_total counter\n");
-        for ((route, status), n) in self.requests.lock().unwrap().iter() {
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        for (route, status, n) in requests
+            .iter()
+            .flat_map(|(r, m)| m.iter().map(move |(s, n)| (r, s, n)))
+        {
             let _ = writeln!(
                 out,
                 "aigw_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
@@ -177,13 +175,19 @@ impl Metrics {
             );
         }
         out.push_str("# HELP aigw_attempts_total Upstream attempts, by provider and outcome.\n# TYPE aigw_attempts_total counter\n");
-        for ((provider, outcome), n) in self.attempts.lock().unwrap().iter() {
+        drop(requests);
+        let attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        for (provider, outcome, n) in attempts
+            .iter()
+            .flat_map(|(p, m)| m.iter().map(move |(o, n)| (p, o, n)))
+        {
             let _ = writeln!(
                 out,
                 "aigw_attempts_total{{provider=\"{}\",outcome=\"{outcome}\"}} {n}",
                 escape(provider)
             );
         }
+        drop(attempts);
         let _ = writeln!(
             out,
             "# HELP aigw_failovers_total Attempts that failed and moved on to the next key or model.\n# TYPE aigw_failovers_total counter\naigw_failovers_total {}",
@@ -222,6 +226,14 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The counters of `name`, created on first use (the only allocation).
+fn by_name<'a, V: Default>(all: &'a mut BTreeMap<String, V>, name: &str) -> &'a mut V {
+    if !all.contains_key(name) {
+        all.insert(name.to_string(), V::default());
+    }
+    all.get_mut(name).expect("inserted above")
 }
 
 fn escape(s: &str) -> String {

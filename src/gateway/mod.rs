@@ -272,7 +272,9 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 
 impl Routing for crate::routing::engine::Engine {
     fn plan(&self, req: &Request, seed: u64) -> Plan {
-        crate::routing::engine::Engine::plan(self, req, crate::routing::plan::PlanOptions { seed })
+        // serve never prints the strategy trace: skip formatting it (explain still gets it all).
+        let opts = crate::routing::plan::PlanOptions { seed };
+        crate::routing::engine::Engine::plan_untraced(self, req, opts)
     }
 
     fn gateway(&self) -> &AiGateway {

@@ -50,17 +50,36 @@ pub struct Sample {
     pub streaming: bool,
 }
 
+/// Samples by lower-cased provider, then lower-cased model.
+type Samples = HashMap<String, HashMap<String, VecDeque<Sample>>>;
+
 #[derive(Debug, Default)]
 pub struct Traffic {
-    samples: Mutex<HashMap<(String, String), VecDeque<Sample>>>,
+    samples: Mutex<Samples>,
     version: AtomicU64,
+}
+
+/// `s` lower-cased, borrowed when it already is (the usual case: no allocation per attempt).
+fn lower(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 impl Traffic {
     pub fn record(&self, provider: &str, model: &str, sample: Sample) {
-        let key = (provider.to_ascii_lowercase(), model.to_ascii_lowercase());
+        let (provider, model) = (lower(provider), lower(model));
         let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        let q = all.entry(key).or_default();
+        if !all.contains_key(provider.as_ref()) {
+            all.insert(provider.to_string(), HashMap::new());
+        }
+        let models = all.get_mut(provider.as_ref()).expect("inserted above");
+        if !models.contains_key(model.as_ref()) {
+            models.insert(model.to_string(), VecDeque::new());
+        }
+        let q = models.get_mut(model.as_ref()).expect("inserted above");
         q.push_back(sample);
         while q.len() > MAX_SAMPLES {
             q.pop_front();
@@ -82,7 +101,10 @@ impl Traffic {
             .unwrap_or(0);
         let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = HashMap::new();
-        for ((provider, model), q) in all.iter_mut() {
+        for ((provider, model), q) in all
+            .iter_mut()
+            .flat_map(|(p, m)| m.iter_mut().map(move |(m, q)| ((p, m), q)))
+        {
             while q.front().is_some_and(|s| now.duration_since(s.at) > WINDOW) {
                 q.pop_front();
             }

@@ -222,6 +222,18 @@ impl Engine {
 
     /// Plans one request.
     pub fn plan(&self, req: &Request, opts: PlanOptions) -> Plan {
+        self.plan_traced(req, opts, true)
+    }
+
+    /// The same plan (route, attempts, error, left-out reasons) without the strategy trace:
+    /// each [`StrategyStep`] keeps its expression and outcome kind but not the lists of model
+    /// names it returned, which cost one `format!` per returned model (hundreds of µs at 1,000
+    /// models). `serve` executes plans and never prints the trace; `explain` and `test` do.
+    pub fn plan_untraced(&self, req: &Request, opts: PlanOptions) -> Plan {
+        self.plan_traced(req, opts, false)
+    }
+
+    fn plan_traced(&self, req: &Request, opts: PlanOptions, trace: bool) -> Plan {
         let mut plan = Plan {
             route: route_for(&req.path),
             requested: Vec::new(),
@@ -292,7 +304,7 @@ impl Engine {
         let visible: Vec<usize> = compatible
             .iter()
             .copied()
-            .filter(|&i| self.allowed(i, settings(i)).is_ok())
+            .filter(|&i| self.permits(settings(i)))
             .collect();
         for (text, indices) in texts.iter().zip(&named) {
             for &i in indices {
@@ -349,7 +361,15 @@ impl Engine {
             return plan;
         }
 
+        let names = |list: &[usize]| -> Vec<String> {
+            if trace {
+                list.iter().map(|&i| name(i)).collect()
+            } else {
+                Vec::new()
+            }
+        };
         let allowed = |i: usize| self.allowed(i, settings(i));
+        let permits = |i: usize| self.permits(settings(i));
         let client_filter = |list: Vec<usize>| -> Vec<usize> {
             if !client_named {
                 return list;
@@ -377,12 +397,12 @@ impl Engine {
             } else {
                 visible.clone()
             };
-            for &i in &base {
+            for &i in base.iter().filter(|&&i| !permits(i)) {
                 if let Err(reason) = allowed(i) {
                     push_left_out(&mut plan.left_out, name(i), reason);
                 }
             }
-            chosen = client_filter(base.into_iter().filter(|&i| allowed(i).is_ok()).collect());
+            chosen = client_filter(base.into_iter().filter(|&i| permits(i)).collect());
             chosen.dedup();
         } else {
             let mut any_returned = false;
@@ -399,15 +419,12 @@ impl Engine {
                 match cel::eval_models(strategy, universe, &visible, seed) {
                     Ok(returned) => {
                         any_returned |= !returned.is_empty();
-                        let after_allowed: Vec<usize> = returned
-                            .iter()
-                            .copied()
-                            .filter(|&i| allowed(i).is_ok())
-                            .collect();
+                        let after_allowed: Vec<usize> =
+                            returned.iter().copied().filter(|&i| permits(i)).collect();
                         let after_client = client_filter(after_allowed.clone());
                         let won = !after_client.is_empty();
                         if won {
-                            for &i in &returned {
+                            for &i in returned.iter().filter(|&&i| !permits(i)) {
                                 if let Err(reason) = allowed(i) {
                                     push_left_out(&mut plan.left_out, name(i), reason);
                                 }
@@ -416,15 +433,9 @@ impl Engine {
                         plan.strategies.push(StrategyStep {
                             expression: source.clone(),
                             outcome: StrategyOutcome::Evaluated {
-                                returned: returned.iter().map(|&i| name(i)).collect(),
-                                after_allowed_filter: after_allowed
-                                    .iter()
-                                    .map(|&i| name(i))
-                                    .collect(),
-                                after_client_filter: after_client
-                                    .iter()
-                                    .map(|&i| name(i))
-                                    .collect(),
+                                returned: names(&returned),
+                                after_allowed_filter: names(&after_allowed),
+                                after_client_filter: names(&after_client),
                             },
                             chosen: won,
                         });
@@ -576,7 +587,17 @@ impl Engine {
                 .is_none_or(|s| s.iter().any(|x| x == route.surface))
     }
 
-    /// ngrok's "allowed filter": disabled and `only_allow_configured_*`.
+    /// ngrok's "allowed filter" as a yes/no, without building the reason: it runs for every
+    /// candidate of every request, and most candidates of a restrictive policy are refused.
+    fn permits(&self, s: &ModelSettings) -> bool {
+        let p = &self.providers[s.provider];
+        !p.disabled
+            && !s.disabled
+            && (p.configured || !self.config.only_configured_providers())
+            && (s.configured || !self.config.only_configured_models())
+    }
+
+    /// ngrok's "allowed filter": disabled and `only_allow_configured_*`, with the reason.
     fn allowed(&self, _i: usize, s: &ModelSettings) -> Result<(), String> {
         let p = &self.providers[s.provider];
         if p.disabled {
