@@ -16,7 +16,7 @@ use crate::routing::engine::{Engine, EngineOptions};
 use crate::routing::upstream::UrlOrigin;
 
 pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
-    init_logging(args.log_format, color);
+    let _log_guard = init_logging(args.log_format, color);
     let style = common::style(color, std::io::stderr().is_terminal());
     let addr = match parse_listen(&args.listen) {
         Ok(a) => a,
@@ -274,13 +274,23 @@ pub fn banner(
     out
 }
 
-fn init_logging(format: LogFormat, color: ColorChoice) {
+/// Logs go to stderr from a background thread (tracing-appender): a request's log line costs a
+/// channel send, not a write syscall on the worker serving it. Lines are never dropped (a full
+/// buffer makes the sender wait); the returned guard flushes them when serve ends.
+fn init_logging(
+    format: LogFormat,
+    color: ColorChoice,
+) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("AIGW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = common::style(color, std::io::stderr().is_terminal()).color;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("aigw-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder
             .with_ansi(ansi)
@@ -289,6 +299,7 @@ fn init_logging(format: LogFormat, color: ColorChoice) {
             .try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }
 
 /// Builds engines the same way at start-up and on reload.
