@@ -286,6 +286,9 @@ fn init_logging(
     let ansi = common::style(color, std::io::stderr().is_terminal()).color;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        // The default (128,000 lines) preallocates about 4 MB of channel; a burst of 8,192
+        // lines in flight is plenty, and a full buffer only makes the logging request wait.
+        .buffered_lines_limit(8_192)
         .thread_name("aigw-log")
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
