@@ -368,9 +368,17 @@ async fn run_attempts(
     let mut last_tried: Option<&Attempt> = None;
     // The first failure is the real one: later candidates may refuse what only the first
     // could serve, and must not mask it.
-    let mut first_failure: Option<(&Attempt, Failure, String)> = None;
+    // (The attempt, its failure, the provider's message redacted, and its index in `reasons`.)
+    let mut first_failure: Option<(&Attempt, Failure, String, usize)> = None;
     // Models that refused the request or stayed silent: their other keys are not tried.
     let mut done_models: Vec<(&str, &str)> = Vec::new();
+    // No secret aigw knows (every configured key, secret value, token, the client's keys) may
+    // show up; the list is gathered once, on the first failure (the success path stays cheap).
+    let secrets = std::sync::OnceLock::new();
+    let redact_keys = |text: String| {
+        let known = secrets.get_or_init(|| super::redact::known_secrets(gw, routing, &client_keys));
+        super::redact::scrub(&text, known)
+    };
     for (index, attempt) in plan.attempts.iter().enumerate() {
         if tried >= cap {
             break;
@@ -449,17 +457,9 @@ async fn run_attempts(
             &attempt.provider,
         );
         let url = with_query(&url, &inb.query, g, &vars, gw);
-        // No secret aigw knows (any key, secret value, token, the client's keys) may show up;
-        // the list is gathered on the first failure only (the success path stays cheap).
-        let secrets = std::sync::OnceLock::new();
-        let redact_keys = |text: String| {
-            let known = secrets.get_or_init(|| {
-                super::redact::known_secrets(gw, routing, &client_keys, key.as_deref())
-            });
-            super::redact::scrub(&text, known)
-        };
         let mut retries = 0u32;
-        let failure = loop {
+        // The failure that ended this attempt, and why a 429 was not retried (if it was one).
+        let (failure, no_retry) = loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut budget = per_request.min(remaining);
             if let Some(fb) = gw.opts.first_byte_timeout {
@@ -523,18 +523,14 @@ async fn run_attempts(
                 },
             );
             let Next::RateLimited(retry_after) = failure.next() else {
-                break failure;
+                break (failure, String::new());
             };
             // Limits are per key: another key of this model goes first, without a wait.
             let other_key = plan.attempts[index + 1..]
                 .iter()
                 .any(|a| a.provider == attempt.provider && a.model == attempt.model);
             if other_key {
-                reasons.push(redact_keys(format!(
-                    "{label}{key_label}: {}",
-                    failure.describe()
-                )));
-                break failure;
+                break (failure, String::new());
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             // (The thread-local RNG must not live across the wait below.)
@@ -552,31 +548,27 @@ async fn run_attempts(
                     retries += 1;
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => continue,
-                        _ = gw.shutdown.cancelled() => break failure,
+                        _ = gw.shutdown.cancelled() => break (failure, String::new()),
                     }
                 }
-                Err(why) => {
-                    reasons.push(redact_keys(format!(
-                        "{label}{key_label}: {}; {why}",
-                        failure.describe()
-                    )));
-                    break failure;
-                }
+                Err(why) => break (failure, format!("; {why}")),
             }
         };
+        let next = failure.next();
         if failure.counts_against_provider() {
             gw.breakers
                 .failure(&attempt.provider, &attempt.model, Instant::now());
-        } else if !matches!(failure, Failure::Http { status: 429, .. }) {
+        } else if !matches!(next, Next::RateLimited(_)) {
             // It answered (refusing the key or the request): the provider itself is up.
             gw.breakers.success(&attempt.provider, &attempt.model);
         }
-        if !matches!(failure, Failure::Http { status: 429, .. }) {
-            let reason = redact_keys(format!("{label}{key_label}: {}", failure.describe()));
-            tracing::debug!(request_id = %inb.request_id, "attempt failed: {reason}");
-            reasons.push(reason);
-        }
-        if let Next::NextModel(_) = failure.next() {
+        let reason = redact_keys(format!(
+            "{label}{key_label}: {}{no_retry}",
+            failure.describe()
+        ));
+        tracing::debug!(request_id = %inb.request_id, "attempt failed: {reason}");
+        reasons.push(reason);
+        if let Next::NextModel(_) = next {
             done_models.push((&attempt.provider, &attempt.model));
         }
         let total_bound = matches!(failure, Failure::Timeout { total: true, .. });
@@ -585,7 +577,7 @@ async fn run_attempts(
                 Failure::Http { detail, .. } => redact_keys(detail.clone()),
                 _ => String::new(),
             };
-            first_failure = Some((attempt, failure, detail));
+            first_failure = Some((attempt, failure, detail, reasons.len() - 1));
         }
         if total_bound {
             report.upstream = upstream_wait;
@@ -597,16 +589,23 @@ async fn run_attempts(
     let n = reasons.len();
     let mut resp = match first_failure {
         // The provider refused the request itself: its status and reason reach the client.
-        Some((first, f, mut message)) if f.rejection().is_some() => {
+        Some((first, f, mut message, at)) if f.rejection().is_some() => {
             let Failure::Http { status, code, .. } = f else {
                 unreachable!("only HTTP failures are rejections")
             };
-            if n > 1 {
+            // Skipped candidates may come before the refusal in `reasons`.
+            let others: Vec<&str> = reasons
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != at)
+                .map(|(_, r)| r.as_str())
+                .collect();
+            if !others.is_empty() {
                 message.push_str(&format!(
                     " (aigw: {}:{} refused the request; every other candidate failed too: {})",
                     first.provider,
                     first.model,
-                    reasons[1..].join("; ")
+                    others.join("; ")
                 ));
             }
             report.status = status;

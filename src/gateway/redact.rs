@@ -13,13 +13,9 @@ use crate::policy::secrets::redact;
 /// Shorter values are not scrubbed (too likely to match ordinary words).
 const MIN_LEN: usize = 8;
 
-/// Every secret that could appear in a reason for this request, longest first.
-pub fn known_secrets(
-    gw: &Gateway,
-    routing: &dyn Routing,
-    client_keys: &[&str],
-    key: Option<&str>,
-) -> Vec<String> {
+/// Every secret that could appear in a reason for this request, longest first. (The key an
+/// attempt sent is one of the configured keys, or one of the client's.)
+pub fn known_secrets(gw: &Gateway, routing: &dyn Routing, client_keys: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = gw.secrets.values().map(String::from).collect();
     for p in routing.providers() {
         for i in 0..p.keys {
@@ -30,7 +26,6 @@ pub fn known_secrets(
     }
     out.extend(gw.opts.auth_token.iter().cloned());
     out.extend(client_keys.iter().map(|k| k.to_string()));
-    out.extend(key.map(String::from));
     out.retain(|s| s.chars().count() >= MIN_LEN);
     out.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
     out.dedup();
