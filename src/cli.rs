@@ -240,7 +240,8 @@ pub struct InitArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::policy::duration::parse(s).map_err(|e| e.to_string())
+    crate::policy::duration::parse(s)
+        .map_err(|e| format!("{e} (write a duration such as 500ms, 20s or 2m)"))
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
