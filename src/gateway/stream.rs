@@ -64,6 +64,13 @@ fn terminator(dialect: Dialect, framing: Framing) -> Option<Bytes> {
     }
 }
 
+/// The stream's last whole event (if any) followed by what aigw adds at its end.
+fn append(tail: Bytes, end: &[u8]) -> Bytes {
+    let mut out = bytes::BytesMut::from(&tail[..]);
+    out.extend_from_slice(end);
+    out.freeze()
+}
+
 /// The client-facing body stream.
 pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let state = State {
@@ -105,7 +112,7 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
             let r = &st.relay;
             let usage = st.events.usage;
             r.guard.metrics().tokens(&r.provider, &r.model, usage);
-            let mut tail = match failure {
+            let tail = match failure {
                 Some(_) => Bytes::new(),
                 None => st.events.finish(),
             };
@@ -117,9 +124,7 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
                 None if st.events.finished
                     && let Some(end) = terminator(r.dialect, r.framing) =>
                 {
-                    let mut out = bytes::BytesMut::from(&tail[..]);
-                    out.extend_from_slice(&end);
-                    return Some((Ok(out.freeze()), st));
+                    return Some((Ok(append(tail, &end)), st));
                 }
                 None => "the upstream closed the stream before it finished".to_string(),
             };
@@ -128,15 +133,7 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
                 UPSTREAM_FAILED,
                 format!("{}:{}: {message}", r.provider, r.model),
             );
-            let event = err.stream_event(r.dialect);
-            tail = if tail.is_empty() {
-                event
-            } else {
-                let mut out = bytes::BytesMut::from(&tail[..]);
-                out.extend_from_slice(&event);
-                out.freeze()
-            };
-            return Some((Ok(tail), st));
+            return Some((Ok(append(tail, &err.stream_event(r.dialect))), st));
         }
     })
 }
