@@ -115,6 +115,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("plan-untraced/gateway-bench-policy", |b| {
         b.iter(|| gateway.plan_untraced(black_box(&bench_model), PlanOptions::default()))
     });
+    // What serve runs per request since plans are remembered: a cache hit.
+    c.bench_function("plan-shared/gateway-bench-policy", |b| {
+        b.iter(|| gateway.plan_shared(black_box(&bench_model), PlanOptions::default()))
+    });
+    c.bench_function("plan-shared/1000-models-3-strategies/named", |b| {
+        b.iter(|| thousand.plan_shared(black_box(&named), PlanOptions::default()))
+    });
 }
 
 criterion_group!(engine_benches, benches);

@@ -78,6 +78,7 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand --breaker-cooldown 'How long an open circuit skips its model before one request probes it again'
             cand --max-body-bytes 'Largest request body accepted (bytes); larger ones get 413'
             cand --header-read-timeout 'Close connections that do not send a full request head (line and headers) within this time (slow clients, slow-loris)'
+            cand --workers 'Threads serving connections; 0 means one per core. A connection and the upstream connections its requests use stay on one thread'
             cand --log-format 'Log format for request logs'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
             cand --no-reload 'Do not watch the policy file for changes'

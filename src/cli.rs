@@ -186,6 +186,10 @@ pub struct ServeArgs {
     /// time (slow clients, slow-loris).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// Threads serving connections; 0 means one per core. A connection and the upstream
+    /// connections its requests use stay on one thread.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub workers: usize,
     /// Do not watch the policy file for changes.
     #[arg(long)]
     pub no_reload: bool,

@@ -16,7 +16,7 @@ use crate::routing::engine::{Engine, EngineOptions};
 use crate::routing::upstream::UrlOrigin;
 
 pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
-    let _log_guard = init_logging(args.log_format, color);
+    let (_log_guard, access_log) = init_logging(args.log_format, color);
     let style = common::style(color, std::io::stderr().is_terminal());
     let addr = match parse_listen(&args.listen) {
         Ok(a) => a,
@@ -71,7 +71,8 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
         args.max_attempts,
         style,
     ));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Worker 0 (see gateway::workers): the accept loop, reloads and signals run here too.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -106,6 +107,11 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             breaker: gateway::breaker::BreakerOptions {
                 failures: args.breaker_failures,
                 cooldown: args.breaker_cooldown,
+            },
+            access_log,
+            workers: match args.workers {
+                0 => gateway::workers::auto(),
+                n => n,
             },
             ..GatewayOptions::default()
         };
@@ -276,11 +282,16 @@ pub fn banner(
 
 /// Logs go to stderr from a background thread (tracing-appender): a request's log line costs a
 /// channel send, not a write syscall on the worker serving it. Lines are never dropped (a full
-/// buffer makes the sender wait); the returned guard flushes them when serve ends.
+/// buffer makes the sender wait); the returned guard flushes them when serve ends. In text form
+/// request lines skip `tracing`'s formatter (see [`gateway::access_log`]) but share its writer.
 fn init_logging(
     format: LogFormat,
     color: ColorChoice,
-) -> tracing_appender::non_blocking::WorkerGuard {
+) -> (
+    tracing_appender::non_blocking::WorkerGuard,
+    Option<gateway::access_log::AccessLog>,
+) {
+    use std::io::Write;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("AIGW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = common::style(color, std::io::stderr().is_terminal()).color;
@@ -291,18 +302,28 @@ fn init_logging(
         .buffered_lines_limit(8_192)
         .thread_name("aigw-log")
         .finish(std::io::stderr());
+    let lines = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(ansi)
-            .with_target(false)
-            .compact()
-            .try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let access_log = match format {
+        LogFormat::Text => {
+            let _ = builder
+                .with_ansi(ansi)
+                .with_target(false)
+                .compact()
+                .try_init();
+            let sink: gateway::access_log::Sink = Arc::new(move |line: &[u8]| {
+                let _ = lines.clone().write_all(line);
+            });
+            Some(gateway::access_log::AccessLog::new(sink, ansi))
+        }
+        LogFormat::Json => {
+            let _ = builder.json().flatten_event(true).try_init();
+            None
+        }
     };
-    guard
+    (guard, access_log)
 }
 
 /// Builds engines the same way at start-up and on reload.

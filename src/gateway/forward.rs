@@ -17,11 +17,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use serde_json::{Map, Value};
+use http_body_util::{BodyDataStream, BodyExt};
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use super::body::{Field, JsonBody};
 
 use super::breaker::Admit;
 use super::errors::{Dialect, GatewayError, Refusal, codes};
@@ -50,7 +55,7 @@ pub struct Inbound {
     pub path: String,
     pub query: String,
     pub headers: HeaderMap,
-    pub body: Map<String, Value>,
+    pub body: JsonBody,
     pub client: SocketAddr,
     pub request_id: String,
     pub started: Instant,
@@ -93,49 +98,14 @@ enum Success {
         status: u16,
         headers: HeaderMap,
         first: Bytes,
-        rest: super::stream::Upstream,
+        rest: super::client::DataStream,
         framing: Framing,
     },
 }
 
-/// A reqwest error as a short reason (`connection refused`, `timed out`…), without URLs' secrets.
-pub fn describe_reqwest(e: &reqwest::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = Some(e);
-    let mut io_kind = None;
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            io_kind = Some(io.kind());
-        }
-        source = s.source();
-    }
-    match io_kind {
-        Some(std::io::ErrorKind::ConnectionRefused) => return "connection refused".into(),
-        Some(std::io::ErrorKind::ConnectionReset) => return "connection reset".into(),
-        Some(std::io::ErrorKind::TimedOut) => return "connection timed out".into(),
-        _ => {}
-    }
-    if e.is_connect() {
-        return "cannot connect".into();
-    }
-    if e.is_timeout() {
-        return "timed out".into();
-    }
-    if e.is_body() || e.is_decode() {
-        return "the response body broke off".into();
-    }
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text
-            .replace(&format!(" for url ({url})"), "")
-            .replace(url.as_str(), "<url>");
-    }
-    text.truncate(200);
-    text
-}
-
 /// Estimated input tokens: characters of every string in the body but `model`/`models`, over 4
 /// (rounded up). aigw has no tokenizer; this is a deliberately simple, documented estimate.
-pub fn estimate_tokens(body: &Map<String, Value>) -> u64 {
+pub fn estimate_tokens(body: &JsonBody) -> u64 {
     fn chars(v: &Value) -> usize {
         match v {
             Value::String(s) => s.chars().count(),
@@ -146,20 +116,18 @@ pub fn estimate_tokens(body: &Map<String, Value>) -> u64 {
     }
     let n: usize = body
         .iter()
-        .filter(|(k, _)| k.as_str() != "model" && k.as_str() != "models")
-        .map(|(_, v)| chars(v))
+        .filter(|(k, _)| *k != "model" && *k != "models")
+        .map(|(_, raw)| chars(&serde_json::from_str(raw.get()).unwrap_or(Value::Null)))
         .sum();
     (n as u64).div_ceil(4)
 }
 
 /// Reads `model` and `models` (ERR_NGROK_3801 when they have the wrong type).
-pub fn requested_models(
-    body: &Map<String, Value>,
-) -> Result<(Option<String>, Vec<String>), GatewayError> {
+pub fn requested_models(body: &JsonBody) -> Result<(Option<String>, Vec<String>), GatewayError> {
     let model = match body.get("model") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => Some(s),
         Some(_) => {
             return Err(GatewayError::new(
                 codes::INVALID_BODY,
@@ -170,8 +138,11 @@ pub fn requested_models(
     let models = match body.get("models") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(String::from))
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| {
                 GatewayError::new(
@@ -214,19 +185,20 @@ pub fn plan_for(
     inb: &Inbound,
     model: Option<String>,
     models: Vec<String>,
-) -> Plan {
+) -> Arc<Plan> {
     let seed = rand::random::<u64>();
     let req = Request {
         path: inb.plan_path.clone(),
-        model: model.clone(),
-        models: models.clone(),
+        model,
+        models,
     };
-    let mut plan = routing.plan(&req, seed);
+    let shared = routing.plan(&req, seed);
     let Some(native) = inb.native_path else {
-        return plan;
+        return shared;
     };
     let providers = routing.providers();
-    let restrict = |plan: &mut Plan| {
+    let restrict = |plan: Arc<Plan>| {
+        let mut plan = Arc::unwrap_or_clone(plan);
         plan.attempts
             .retain(|a| providers.iter().any(|p| p.ollama && p.id == a.provider));
         for a in &mut plan.attempts {
@@ -236,21 +208,21 @@ pub fn plan_for(
                 .and_then(|p| p.base_url.clone());
             a.url = base.map(|b| native_url(&b, native));
         }
+        plan
     };
-    restrict(&mut plan);
+    let mut plan = restrict(shared);
     // Ollama clients say `llama3.2:latest` for the policy's `llama3.2`.
     if plan.attempts.is_empty()
-        && let Some(stripped) = model.as_deref().and_then(|m| m.strip_suffix(":latest"))
+        && let Some(stripped) = req.model.as_deref().and_then(|m| m.strip_suffix(":latest"))
     {
-        let req = Request {
-            path: inb.plan_path.clone(),
+        let again = Request {
+            path: req.path.clone(),
             model: Some(stripped.to_string()),
-            models,
+            models: req.models.clone(),
         };
-        let mut again = routing.plan(&req, seed);
-        restrict(&mut again);
+        let again = restrict(routing.plan(&again, seed));
         if !again.attempts.is_empty() {
-            return again;
+            return Arc::new(again);
         }
     }
     if plan.error.is_none() && plan.attempts.is_empty() {
@@ -259,11 +231,11 @@ pub fn plan_for(
             status: 404,
             message: format!(
                 "model '{}' not found: no Ollama provider in the policy serves it",
-                model.unwrap_or_else(|| "?".into())
+                req.model.as_deref().unwrap_or("?")
             ),
         });
     }
-    plan
+    Arc::new(plan)
 }
 
 /// Executes a request end to end: plan, attempts, response.
@@ -271,11 +243,8 @@ pub async fn execute(gw: &Arc<Gateway>, inb: Inbound) -> (Response, Report) {
     let mut report = Report::default();
     // Ollama's legacy `name` (show, pull…) names the model too.
     let mut inb = inb;
-    if inb.dialect == Dialect::Ollama
-        && !inb.body.contains_key("model")
-        && let Some(name) = inb.body.remove("name")
-    {
-        inb.body.insert("model".into(), name);
+    if inb.dialect == Dialect::Ollama && !inb.body.contains_key("model") {
+        inb.body.rename("name", "model");
     }
     let (model, models) = match requested_models(&inb.body) {
         Ok(m) => m,
@@ -457,6 +426,16 @@ async fn run_attempts(
             &attempt.provider,
         );
         let url = with_query(&url, &inb.query, g, &vars, gw);
+        let uri: Uri = match url.parse() {
+            Ok(u) => u,
+            Err(e) => {
+                reasons.push(format!(
+                    "{label}: its upstream URL is not a valid URL ({e}); check the provider's base_url"
+                ));
+                gw.metrics.attempt(&attempt.provider, "skipped");
+                continue;
+            }
+        };
         let mut retries = 0u32;
         // The failure that ended this attempt, and why a 429 was not retried (if it was one).
         let (failure, no_retry) = loop {
@@ -468,7 +447,13 @@ async fn run_attempts(
             let total_bound = budget >= remaining;
             let t0 = Instant::now();
             let gateway_time = t0.duration_since(inb.started).saturating_sub(upstream_wait);
-            let sent = send(gw, inb.method.clone(), &url, headers.clone(), body.clone());
+            let sent = send(
+                gw,
+                inb.method.clone(),
+                uri.clone(),
+                headers.clone(),
+                body.clone(),
+            );
             let result = tokio::time::timeout(budget, sent).await;
             let waited = t0.elapsed();
             upstream_wait += waited;
@@ -686,29 +671,27 @@ fn error_response(e: GatewayError, dialect: Dialect, report: &mut Report) -> (Re
 async fn send(
     gw: &Gateway,
     method: Method,
-    url: &str,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Success, Failure> {
     let resp = gw
-        .client
-        .request(method, url)
-        .headers(headers)
-        .body(body)
-        .send()
+        .client()
+        .send(method, uri, headers, body)
         .await
         .map_err(|e| {
-            if e.is_connect() {
-                Failure::Connect(describe_reqwest(&e))
+            if e.connect {
+                Failure::Connect(e.reason)
             } else {
-                Failure::Other(describe_reqwest(&e))
+                Failure::Other(e.reason)
             }
         })?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    if !resp.status().is_success() {
+    let (parts, body) = resp.into_parts();
+    let status = parts.status.as_u16();
+    let headers = parts.headers;
+    if !parts.status.is_success() {
         let retry_after = super::failure::retry_after(&headers);
-        let (detail, code) = error_detail(resp).await;
+        let (detail, code) = error_detail(body).await;
         return Err(Failure::Http {
             status,
             detail,
@@ -719,21 +702,26 @@ async fn send(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let framing = if content_type.starts_with("text/event-stream") {
+        .unwrap_or("");
+    let starts = |prefix: &str| {
+        content_type
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    let framing = if starts("text/event-stream") {
         Some(Framing::Sse)
-    } else if content_type.starts_with("application/x-ndjson") {
+    } else if starts("application/x-ndjson") {
         Some(Framing::Ndjson)
     } else {
         None
     };
     match framing {
         None => {
-            let body = resp
-                .bytes()
+            let body = body
+                .collect()
                 .await
-                .map_err(|e| Failure::Other(describe_reqwest(&e)))?;
+                .map_err(|e| Failure::Other(body_broke(&e)))?
+                .to_bytes();
             Ok(Success::Whole {
                 status,
                 headers,
@@ -741,7 +729,7 @@ async fn send(
             })
         }
         Some(framing) => {
-            let mut rest: super::stream::Upstream = Box::pin(resp.bytes_stream());
+            let mut rest = BodyDataStream::new(body);
             loop {
                 match rest.next().await {
                     Some(Ok(b)) if b.is_empty() => continue,
@@ -754,7 +742,7 @@ async fn send(
                             framing,
                         });
                     }
-                    Some(Err(e)) => return Err(Failure::Other(describe_reqwest(&e))),
+                    Some(Err(e)) => return Err(Failure::Other(body_broke(&e))),
                     None => {
                         return Err(Failure::Other(
                             "the upstream stream ended before its first byte".into(),
@@ -766,17 +754,25 @@ async fn send(
     }
 }
 
+/// A response body that failed part-way, as a reason.
+pub fn body_broke(e: &hyper::Error) -> String {
+    format!(
+        "the response body broke off ({})",
+        super::client::describe(e)
+    )
+}
+
 /// The provider's reason and code from an error body (at most its first 4 KiB are read).
-async fn error_detail(resp: reqwest::Response) -> (String, Option<String>) {
-    let mut body = Vec::new();
-    let mut stream = resp.bytes_stream();
+async fn error_detail(body: hyper::body::Incoming) -> (String, Option<String>) {
+    let mut text = Vec::new();
+    let mut stream = BodyDataStream::new(body);
     while let Some(Ok(chunk)) = stream.next().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= 4096 {
+        text.extend_from_slice(&chunk);
+        if text.len() >= 4096 {
             break;
         }
     }
-    super::failure::parse_error_body(&body)
+    super::failure::parse_error_body(&text)
 }
 
 fn respond(
@@ -852,7 +848,7 @@ fn respond(
 /// The body sent to one attempt.
 #[allow(clippy::too_many_arguments)]
 pub fn upstream_body(
-    body: &Map<String, Value>,
+    body: &JsonBody,
     attempt: &Attempt,
     g: &AiGateway,
     format: ApiFormat,
@@ -861,13 +857,16 @@ pub fn upstream_body(
     vars: &RequestVars<'_>,
     secrets: &crate::policy::secrets::SecretStore,
 ) -> Bytes {
-    let mut b = body.clone();
-    b.insert("model".into(), Value::String(attempt.model.clone()));
-    b.remove("models");
+    let mut b = body.edit();
+    b.insert(
+        Cow::Borrowed("model"),
+        Field::Value(Value::String(attempt.model.clone())),
+    );
+    b.shift_remove("models");
     for (key, node) in &g.body {
         b.insert(
-            key.value.clone(),
-            render_json(node.to_json(), vars, secrets),
+            Cow::Borrowed(key.value.as_str()),
+            Field::Value(render_json(node.to_json(), vars, secrets)),
         );
     }
     let provider = g
@@ -885,13 +884,13 @@ pub fn upstream_body(
             .flat_map(|s| s.supported_params.iter().map(|p| p.value.as_str()))
             .collect();
         if !allowed.is_empty() && !native {
-            b.retain(|k, _| k == "model" || k == "stream" || allowed.contains(&k.as_str()));
+            b.retain(|k, _| k == "model" || k == "stream" || allowed.contains(&k.as_ref()));
         }
         if let Some(m) = p.models.iter().find(|m| {
             m.id.value == attempt.model || m.id_aliases.iter().any(|a| a.value == attempt.model)
         }) {
             for param in &m.unsupported_params {
-                b.remove(param.value.as_str());
+                b.shift_remove(param.value.as_str());
             }
             if let Some(mo) = m.max_output_tokens {
                 limit = Some(limit.map_or(mo, |l| l.min(mo)));
@@ -900,13 +899,21 @@ pub fn upstream_body(
     }
     if let Some(limit) = limit {
         for key in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
-            clamp(b.get_mut(key), limit);
+            if let Some(v) = b.get_mut(key)
+                && v.as_u64().is_some_and(|n| n > limit)
+            {
+                *v = Field::Value(Value::from(limit));
+            }
         }
-        if native && let Some(Value::Object(options)) = b.get_mut("options") {
-            clamp(options.get_mut("num_predict"), limit);
+        if native
+            && let Some(options) = b.get_mut("options")
+            && let Value::Object(mut o) = options.to_value()
+        {
+            clamp(o.get_mut("num_predict"), limit);
+            *options = Field::Value(Value::Object(o));
         }
     }
-    Bytes::from(serde_json::to_vec(&Value::Object(b)).unwrap_or_default())
+    Bytes::from(super::body::write(&b))
 }
 
 fn clamp(v: Option<&mut Value>, limit: u64) {
@@ -1063,15 +1070,14 @@ mod tests {
 
     #[test]
     fn tokens_and_models() {
-        let body: Map<String, Value> = serde_json::from_str(
-            r#"{"model":"x","messages":[{"role":"user","content":"12345678"}]}"#,
-        )
-        .unwrap();
+        let body =
+            JsonBody::parse(br#"{"model":"x","messages":[{"role":"user","content":"12345678"}]}"#)
+                .unwrap();
         assert_eq!(estimate_tokens(&body), 3); // "user" + "12345678" = 12 chars
         assert_eq!(requested_models(&body).unwrap().0.as_deref(), Some("x"));
-        let bad: Map<String, Value> = serde_json::from_str(r#"{"model":1}"#).unwrap();
+        let bad = JsonBody::parse(br#"{"model":1}"#).unwrap();
         assert_eq!(requested_models(&bad).unwrap_err().code, "ERR_NGROK_3801");
-        let bad: Map<String, Value> = serde_json::from_str(r#"{"models":["a",2]}"#).unwrap();
+        let bad = JsonBody::parse(br#"{"models":["a",2]}"#).unwrap();
         assert!(requested_models(&bad).is_err());
     }
 

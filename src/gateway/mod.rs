@@ -12,7 +12,10 @@
 //! The gateway sees the engine through the small [`Routing`] trait, so it can be tested with a
 //! fixed plan and swapped on reload.
 
+pub mod access_log;
+pub mod body;
 pub mod breaker;
+pub mod client;
 pub mod errors;
 pub mod events;
 pub mod failure;
@@ -27,6 +30,7 @@ pub mod stream;
 pub mod template;
 pub mod traffic;
 pub mod usage;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -41,8 +45,9 @@ use crate::routing::upstream::UrlOrigin;
 
 /// What the gateway needs from a routing engine.
 pub trait Routing: Send + Sync + 'static {
-    /// Plans one request; `seed` feeds `random()` / `randomize()`.
-    fn plan(&self, req: &Request, seed: u64) -> Plan;
+    /// Plans one request; `seed` feeds `random()` / `randomize()`. Shared: an engine may hand
+    /// the same plan to every request that asks the same thing.
+    fn plan(&self, req: &Request, seed: u64) -> Arc<Plan>;
     /// The typed `ai-gateway` config (timeouts, headers, query_params, body, token limits).
     fn gateway(&self) -> &AiGateway;
     /// The configured API key `index` of a provider, secrets substituted.
@@ -93,6 +98,10 @@ pub struct GatewayOptions {
     pub retry: failure::RetryOptions,
     /// Skipping a model whose circuit is open.
     pub breaker: breaker::BreakerOptions,
+    /// Threads serving connections (see [`workers`]); 1 serves them on the caller's runtime.
+    pub workers: usize,
+    /// Where request lines go in text form; `None`: as a structured `tracing` event (JSON logs).
+    pub access_log: Option<access_log::AccessLog>,
 }
 
 impl Default for GatewayOptions {
@@ -109,6 +118,8 @@ impl Default for GatewayOptions {
             upstream_loopback_only: false,
             retry: failure::RetryOptions::default(),
             breaker: breaker::BreakerOptions::default(),
+            workers: 1,
+            access_log: None,
         }
     }
 }
@@ -116,7 +127,8 @@ impl Default for GatewayOptions {
 /// The running gateway's shared state.
 pub struct Gateway {
     routing: RwLock<Arc<dyn Routing>>,
-    pub client: reqwest::Client,
+    /// Pooled upstream clients, one per worker (see [`workers`]).
+    clients: Vec<client::UpstreamClient>,
     pub secrets: SecretStore,
     pub opts: GatewayOptions,
     pub metrics: Arc<metrics::Metrics>,
@@ -136,18 +148,15 @@ impl Gateway {
         secrets: SecretStore,
         opts: GatewayOptions,
     ) -> Arc<Gateway> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(opts.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            .build()
-            .expect("a reqwest client with no custom TLS always builds");
+        let clients = client::UpstreamClient::per_worker(
+            opts.workers.max(1),
+            opts.connect_timeout,
+            Duration::from_secs(30),
+        );
         Arc::new(Gateway {
             routing: RwLock::new(routing),
             breakers: breaker::Breakers::new(opts.breaker),
-            client,
+            clients,
             secrets,
             opts,
             metrics: Arc::default(),
@@ -155,6 +164,12 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             instance_id: hops::new_instance_id(),
         })
+    }
+
+    /// The upstream client of the worker this runs on (its pool's connections are driven by
+    /// this thread).
+    pub fn client(&self) -> &client::UpstreamClient {
+        &self.clients[workers::current() % self.clients.len()]
     }
 
     /// The engine serving new requests (in-flight requests keep the one they started with).
@@ -176,16 +191,15 @@ impl Gateway {
 ///
 /// A hand-written accept loop rather than `axum::serve`, which has no header-read timeout: each
 /// connection is served by hyper-util's auto (HTTP/1 + HTTP/2) builder with
-/// `header_read_timeout`, TCP_NODELAY, and hyper-util's graceful shutdown.
+/// `header_read_timeout`, TCP_NODELAY, and hyper-util's graceful shutdown, on one of
+/// `opts.workers` [`workers`] (this runtime is the first).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     signal: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
     use hyper_util::server::conn::auto;
-    use hyper_util::service::TowerToHyperService;
-    use tower::ServiceExt;
 
     let app = routes::router(gateway.clone());
     let token = gateway.shutdown.clone();
@@ -194,6 +208,7 @@ pub async fn serve(
         signal.await;
         trigger.cancel();
     });
+    let mut workers = workers::Workers::start(gateway.opts.workers)?;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -216,51 +231,107 @@ pub async fn serve(
                 }
             },
         };
+        let conn = Connection {
+            gateway: gateway.clone(),
+            app: app.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            head_timeout: gateway.opts.header_read_timeout,
+            remote,
+        };
+        if workers.len() == 1 {
+            workers.spawn(conn.serve(tcp));
+            continue;
+        }
+        // The socket moves to the worker's own reactor, so its readiness wakes that thread.
+        match tcp.into_std() {
+            Ok(std) => workers.spawn(async move {
+                match tokio::net::TcpStream::from_std(std) {
+                    Ok(tcp) => conn.serve(tcp).await,
+                    Err(e) => tracing::warn!("cannot serve a connection from {remote}: {e}"),
+                }
+            }),
+            Err(e) => tracing::warn!("cannot serve a connection from {remote}: {e}"),
+        }
+    }
+    drop(listener);
+    let grace = gateway.opts.shutdown_grace;
+    let result = tokio::select! {
+        _ = graceful.shutdown() => Ok(()),
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!("shutdown: in-flight requests did not finish within {grace:?}; closing");
+            Ok(())
+        }
+    };
+    drop(workers);
+    result
+}
+
+/// One accepted connection, ready to be served on a worker.
+struct Connection {
+    gateway: Arc<Gateway>,
+    app: axum::Router,
+    builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    head_timeout: Duration,
+    remote: SocketAddr,
+}
+
+impl Connection {
+    async fn serve(self, tcp: tokio::net::TcpStream) {
+        use hyper_util::rt::TokioIo;
+        use tower::ServiceExt;
+
+        let Connection {
+            gateway,
+            app,
+            builder,
+            watcher,
+            head_timeout,
+            remote,
+        } = self;
         // Without TCP_NODELAY small SSE writes wait for delayed ACKs (tens of ms per event).
         let _ = tcp.set_nodelay(true);
         // Set once the connection's first request is parsed (see the first-request deadline).
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = started.clone();
-        let svc =
-            app.clone()
-                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        let svc = hyper::service::service_fn(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                let gateway = gateway.clone();
+                let app = app.clone();
+                async move {
+                    if routes::is_fast_path(req.method(), req.uri().path()) {
+                        return Ok::<_, std::convert::Infallible>(
+                            routes::fast_path(gateway, req, remote).await,
+                        );
+                    }
                     req.extensions_mut()
                         .insert(axum::extract::ConnectInfo(remote));
-                    req
-                });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), TowerToHyperService::new(svc))
-            .into_owned();
-        let conn = graceful.watch(conn);
-        let head_timeout = gateway.opts.header_read_timeout;
-        tokio::spawn(async move {
-            // hyper's header_read_timeout covers HTTP/1 heads that have begun; a client that
-            // sends nothing, or half an HTTP/2 preface, would hold the connection forever: it
-            // must have sent a whole first request head within the same time.
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = &mut conn => r,
-                _ = tokio::time::sleep(head_timeout) => {
-                    if !started.load(std::sync::atomic::Ordering::Relaxed) {
-                        tracing::debug!(target: "aigw::conn", %remote, "closed: no request within {head_timeout:?}");
-                        return;
-                    }
-                    conn.await
+                    app.oneshot(req).await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(target: "aigw::conn", %remote, "connection ended: {e}");
+            },
+        );
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+            .into_owned();
+        let conn = watcher.watch(conn);
+        // hyper's header_read_timeout covers HTTP/1 heads that have begun; a client that sends
+        // nothing, or half an HTTP/2 preface, would hold the connection forever: it must have
+        // sent a whole first request head within the same time.
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            r = &mut conn => r,
+            _ = tokio::time::sleep(head_timeout) => {
+                if !started.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::debug!(target: "aigw::conn", %remote, "closed: no request within {head_timeout:?}");
+                    return;
+                }
+                conn.await
             }
-        });
-    }
-    drop(listener);
-    let grace = gateway.opts.shutdown_grace;
-    tokio::select! {
-        _ = graceful.shutdown() => Ok(()),
-        _ = tokio::time::sleep(grace) => {
-            tracing::warn!("shutdown: in-flight requests did not finish within {grace:?}; closing");
-            Ok(())
+        };
+        if let Err(e) = result {
+            tracing::debug!(target: "aigw::conn", %remote, "connection ended: {e}");
         }
     }
 }
@@ -271,10 +342,10 @@ pub fn is_loopback(addr: &SocketAddr) -> bool {
 }
 
 impl Routing for crate::routing::engine::Engine {
-    fn plan(&self, req: &Request, seed: u64) -> Plan {
+    fn plan(&self, req: &Request, seed: u64) -> Arc<Plan> {
         // serve never prints the strategy trace: skip formatting it (explain still gets it all).
         let opts = crate::routing::plan::PlanOptions { seed };
-        crate::routing::engine::Engine::plan_untraced(self, req, opts)
+        crate::routing::engine::Engine::plan_shared(self, req, opts)
     }
 
     fn gateway(&self) -> &AiGateway {

@@ -42,6 +42,7 @@ pub async fn inference(
         "/api/show" => ("/v1/chat/completions", "/api/show"),
         _ => ("/v1/embeddings", "/api/embed"),
     };
+    let body = body.map_err(|e| super::routes::body_error(&e, gw.opts.max_body_bytes));
     handle(
         gw,
         Dialect::Ollama,
@@ -74,17 +75,12 @@ fn ollama_bases(gw: &Gateway) -> Vec<(String, String)> {
 async fn get_json(gw: &Gateway, inbound: &HeaderMap, provider: &str, url: String) -> Option<Value> {
     let mut headers = HeaderMap::new();
     super::hops::stamp(&mut headers, inbound, &gw.instance_id, provider);
-    let resp = tokio::time::timeout(LIST_TIMEOUT, gw.client.get(&url).headers(headers).send())
-        .await
-        .ok()?
-        .ok()?;
-    if !resp.status().is_success() {
+    let uri = url.parse().ok()?;
+    let (status, body) = gw.client().get(uri, headers, LIST_TIMEOUT).await?;
+    if !(200..300).contains(&status) {
         return None;
     }
-    tokio::time::timeout(LIST_TIMEOUT, resp.json::<Value>())
-        .await
-        .ok()?
-        .ok()
+    serde_json::from_slice(&body).ok()
 }
 
 async fn merged_models(gw: &Gateway, inbound: &HeaderMap, path: &str) -> Vec<Value> {

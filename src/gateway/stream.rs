@@ -11,7 +11,6 @@
 //! `message_stop`) gets one added, so the client's stream ends promptly and cleanly.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,8 +20,6 @@ use tokio_util::sync::CancellationToken;
 use super::errors::{Dialect, GatewayError, UPSTREAM_FAILED};
 use super::events::Events;
 use super::metrics::StreamGuard;
-
-pub type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
 /// How the end of a well-formed stream looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +33,7 @@ pub enum Framing {
 
 pub struct Relay {
     pub first: Bytes,
-    pub upstream: Upstream,
+    pub upstream: super::client::DataStream,
     pub idle: Duration,
     pub dialect: Dialect,
     pub framing: Framing,
@@ -103,7 +100,7 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
                         }
                         return Some((Ok(out), st));
                     }
-                    Ok(Some(Err(e))) => Some(format!("the upstream stream failed: {}", super::forward::describe_reqwest(&e))),
+                    Ok(Some(Err(e))) => Some(format!("the upstream stream failed: {}", super::client::describe(&e))),
                     Ok(None) => None,
                     Err(_) => Some(format!("the upstream sent nothing for {}", crate::policy::duration::format(idle))),
                 }

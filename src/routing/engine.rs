@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use crate::policy::checks;
 use crate::policy::interpolate::{Part, Template};
@@ -14,6 +15,7 @@ use super::cel::{
     self, AuthorView, KeyView, ModelView, ProviderView, Strategy, StrategyKind, Universe,
 };
 use super::plan::*;
+use super::plan_cache::PlanCache;
 use super::upstream::{self, BaseUrlOverrides, UrlOrigin};
 
 /// Inputs to [`Engine::build`] beyond the policy.
@@ -93,6 +95,8 @@ pub struct Engine {
     /// Other ai-gateway actions the policy has (guarded by rule expressions); the engine routes
     /// with the first unguarded one.
     pub other_gateways: usize,
+    /// Plans already made, when no strategy draws random numbers (see [`PlanCache`]).
+    plan_cache: Option<PlanCache>,
 }
 
 /// The API format and surface a path speaks.
@@ -186,6 +190,18 @@ impl Engine {
             max_attempts: opts.max_attempts.max(1),
             secrets: opts.secrets,
             other_gateways: gateways.len().saturating_sub(1),
+            plan_cache: None,
+        };
+        // `random()` / `randomize()` are the only inputs a plan has besides the request and what
+        // the engine was built with: without them, one request always plans the same way.
+        let draws_random = engine
+            .model_strategies
+            .iter()
+            .chain(&engine.key_strategies)
+            .any(|(source, _)| source.contains("random"));
+        let engine = Engine {
+            plan_cache: (!draws_random).then(PlanCache::default),
+            ..engine
         };
         Ok((engine, diags))
     }
@@ -231,6 +247,20 @@ impl Engine {
     /// models). `serve` executes plans and never prints the trace; `explain` and `test` do.
     pub fn plan_untraced(&self, req: &Request, opts: PlanOptions) -> Plan {
         self.plan_traced(req, opts, false)
+    }
+
+    /// What `serve` runs per request: the untraced plan, shared, and made once per distinct
+    /// request when no strategy draws random numbers.
+    pub fn plan_shared(&self, req: &Request, opts: PlanOptions) -> Arc<Plan> {
+        match &self.plan_cache {
+            Some(cache) => cache.get_or_plan(req, || self.plan_untraced(req, opts)),
+            None => Arc::new(self.plan_untraced(req, opts)),
+        }
+    }
+
+    /// Whether [`Engine::plan_shared`] remembers plans (no strategy mentions `random`).
+    pub fn caches_plans(&self) -> bool {
+        self.plan_cache.is_some()
     }
 
     fn plan_traced(&self, req: &Request, opts: PlanOptions, trace: bool) -> Plan {

@@ -5,4 +5,5 @@ pub mod catalog;
 pub mod cel;
 pub mod engine;
 pub mod plan;
+pub mod plan_cache;
 pub mod upstream;

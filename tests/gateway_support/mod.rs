@@ -83,7 +83,7 @@ impl FixedRouting {
 }
 
 impl Routing for FixedRouting {
-    fn plan(&self, req: &Request, _seed: u64) -> Plan {
+    fn plan(&self, req: &Request, _seed: u64) -> Arc<Plan> {
         let mut attempts = Vec::new();
         for (i, (pid, model)) in self.candidates.iter().enumerate() {
             let p = self.providers.iter().find(|p| &p.id == pid).unwrap();
@@ -111,7 +111,7 @@ impl Routing for FixedRouting {
                 }
             }
         }
-        Plan {
+        Arc::new(Plan {
             route: Some(Route {
                 format: ApiFormat::OpenAi,
                 surface: "chat-completions",
@@ -122,7 +122,7 @@ impl Routing for FixedRouting {
             truncated: 0,
             left_out: Vec::new(),
             error: None,
-        }
+        })
     }
 
     fn gateway(&self) -> &AiGateway {

@@ -1,0 +1,211 @@
+//! The pooled HTTP client `serve` forwards with.
+//!
+//! hyper-util's legacy client, the same pooled client reqwest wraps, over hyper-rustls (the
+//! rustls connector reqwest uses too, with the platform's certificate verifier). reqwest stays
+//! for `probe` and start-up discovery; on the request path it cost a fifth of serve's CPU per
+//! request: it parsed the upstream URL three times per request (into a `Url`, for its redirect
+//! layer, and back into a `Uri`, each time with IDNA) and ran redirect and retry layers serve
+//! never uses. Here a request is a `Uri`, a `HeaderMap` and the body's `Bytes`, sent as given.
+//! No proxy variables are read and no redirect is followed, as before.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method, Request, Response, Uri};
+use bytes::Bytes;
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// A body chunk stream from an upstream response (data frames only).
+pub type DataStream = BodyDataStream<Incoming>;
+
+fn connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    // Without TCP_NODELAY a request's head and body, or small SSE writes, can wait for
+    // delayed ACKs.
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    match HttpsConnectorBuilder::new().try_with_platform_verifier() {
+        Ok(b) => b
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http),
+        Err(e) => {
+            // No usable certificate store: plain-http upstreams (Ollama, local servers) still
+            // work; an https one fails to connect (unknown issuer) instead of serve not starting.
+            tracing::warn!(
+                "TLS is unavailable ({e}); only http:// upstreams can be reached until that is fixed"
+            );
+            let empty = rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            HttpsConnectorBuilder::new()
+                .with_tls_config(empty)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http)
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// Why a request did not get a response head.
+#[derive(Debug)]
+pub struct SendError {
+    /// The connection could not be made (refused, unresolvable, TLS): nothing was sent.
+    pub connect: bool,
+    /// A short reason (`connection refused`, `connection reset`…), never a URL.
+    pub reason: String,
+}
+
+impl UpstreamClient {
+    pub fn new(connect_timeout: Duration, pool_idle_timeout: Duration) -> UpstreamClient {
+        Self::per_worker(1, connect_timeout, pool_idle_timeout).remove(0)
+    }
+
+    /// `n` clients with their own connection pools (one per worker, see [`super::workers`])
+    /// over one TLS configuration (loading the platform's roots is done once).
+    pub fn per_worker(
+        n: usize,
+        connect_timeout: Duration,
+        pool_idle_timeout: Duration,
+    ) -> Vec<UpstreamClient> {
+        let connector = connector(connect_timeout);
+        (0..n.max(1))
+            .map(|_| UpstreamClient {
+                inner: Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(pool_idle_timeout)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .build(connector.clone()),
+            })
+            .collect()
+    }
+
+    /// Sends one request; resolves when the response head has arrived.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        self.inner.request(req).await.map_err(|e| SendError {
+            connect: e.is_connect(),
+            reason: describe(&e),
+        })
+    }
+
+    /// A GET whose whole body is read (listings), within `timeout`.
+    pub async fn get(
+        &self,
+        uri: Uri,
+        headers: HeaderMap,
+        timeout: Duration,
+    ) -> Option<(u16, Bytes)> {
+        let work = async {
+            let resp = self
+                .send(Method::GET, uri, headers, Bytes::new())
+                .await
+                .ok()?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            Some((status, body))
+        };
+        tokio::time::timeout(timeout, work).await.ok().flatten()
+    }
+}
+
+/// An upstream error as a short reason, from the kind of I/O error underneath when there is one.
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut io_kind = None;
+    let mut hyper_err = None;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            hyper_err.get_or_insert(h);
+        }
+        source = s.source();
+    }
+    use std::io::ErrorKind;
+    match io_kind {
+        Some(ErrorKind::ConnectionRefused) => return "connection refused".into(),
+        Some(ErrorKind::ConnectionReset) => return "connection reset".into(),
+        Some(ErrorKind::TimedOut) => return "connection timed out".into(),
+        _ => {}
+    }
+    if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>()
+        && client.is_connect()
+    {
+        return "cannot connect".into();
+    }
+    if let Some(h) = hyper_err {
+        if h.is_incomplete_message() {
+            return "the connection closed before the response was complete".into();
+        }
+        if h.is_timeout() {
+            return "timed out".into();
+        }
+        if h.is_parse() {
+            return "the upstream sent a malformed HTTP response".into();
+        }
+        if h.is_body_write_aborted() || h.is_closed() || h.is_canceled() {
+            return "the connection closed".into();
+        }
+    }
+    // hyper's and hyper-util's messages name no URL, but keep a reason short.
+    let mut text = e.to_string();
+    if let Some(s) = e.source() {
+        text = format!("{text}: {s}");
+    }
+    if text.len() > 200 {
+        let mut cut = 200;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so() {
+        // A port that was just free: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = UpstreamClient::new(Duration::from_secs(5), Duration::from_secs(5));
+        let uri: Uri = format!("http://127.0.0.1:{port}/v1/chat/completions")
+            .parse()
+            .unwrap();
+        let err = client
+            .send(Method::POST, uri, HeaderMap::new(), Bytes::new())
+            .await
+            .unwrap_err();
+        assert!(err.connect);
+        assert_eq!(err.reason, "connection refused");
+    }
+}
