@@ -47,6 +47,11 @@ async fn start(
     let opts = GatewayOptions {
         workers,
         shutdown_grace: Duration::from_secs(5),
+        // Every request must reach the failing upstream: no circuit opens on it.
+        breaker: aigw::gateway::breaker::BreakerOptions {
+            failures: 0,
+            ..Default::default()
+        },
         ..GatewayOptions::default()
     };
     let gw = Gateway::new(Arc::new(routing), SecretStore::default(), opts);

@@ -16,7 +16,7 @@ use crate::routing::engine::{Engine, EngineOptions};
 use crate::routing::upstream::UrlOrigin;
 
 pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
-    let (_log_guard, access_log) = init_logging(args.log_format, color);
+    let (log_guard, access_log) = init_logging(args.log_format, color);
     let style = common::style(color, std::io::stderr().is_terminal());
     let addr = match parse_listen(&args.listen) {
         Ok(a) => a,
@@ -82,7 +82,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             return Exit::Error;
         }
     };
-    runtime.block_on(async move {
+    let exit = runtime.block_on(async move {
         let (routing, warnings) = match factory.build_discovering(&loaded).await {
             Ok(r) => r,
             Err(diagnostics) => {
@@ -152,16 +152,19 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             factory.clone().metrics_rebuilder(),
         );
         match gateway::serve(listener, gw, shutdown_signal()).await {
-            Ok(()) => {
-                eprintln!("aigw: stopped");
-                Exit::Success
-            }
+            Ok(()) => Exit::Success,
             Err(e) => {
                 eprintln!("error: {e}");
                 Exit::Error
             }
         }
-    })
+    });
+    // The last request lines first, then the last word.
+    drop(log_guard);
+    if matches!(exit, Exit::Success) {
+        eprintln!("aigw: stopped");
+    }
+    exit
 }
 
 /// Ctrl-C (or SIGTERM) once: graceful shutdown; a second one exits at once.
@@ -280,28 +283,39 @@ pub fn banner(
     out
 }
 
-/// Logs go to stderr from a background thread (tracing-appender): a request's log line costs a
-/// channel send, not a write syscall on the worker serving it. Lines are never dropped (a full
-/// buffer makes the sender wait); the returned guard flushes them when serve ends. In text form
-/// request lines skip `tracing`'s formatter (see [`gateway::access_log`]) but share its writer.
+/// Logs go to stderr through [`gateway::log_writer`]: a line is a copy into a buffer that a
+/// background thread writes out (no system call or wake-up per request). In text form request
+/// lines skip `tracing`'s formatter (see [`gateway::access_log`]) but share the writer, so every
+/// line keeps its order. The returned guard writes what is left when serve ends.
 fn init_logging(
     format: LogFormat,
     color: ColorChoice,
 ) -> (
-    tracing_appender::non_blocking::WorkerGuard,
+    Option<gateway::log_writer::FlushGuard>,
     Option<gateway::access_log::AccessLog>,
 ) {
-    use std::io::Write;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("AIGW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = common::style(color, std::io::stderr().is_terminal()).color;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        // The default (128,000 lines) preallocates about 4 MB of channel; a burst of 8,192
-        // lines in flight is plenty, and a full buffer only makes the logging request wait.
-        .buffered_lines_limit(8_192)
-        .thread_name("aigw-log")
-        .finish(std::io::stderr());
+    let (writer, guard) = match gateway::log_writer::LogWriter::spawn(std::io::stderr()) {
+        Ok((w, g)) => (w, g),
+        Err(e) => {
+            // No thread for the log: write to stderr directly, line by line.
+            eprintln!("warning: logging without a writer thread ({e})");
+            let builder = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr);
+            let _ = match format {
+                LogFormat::Text => builder
+                    .with_ansi(ansi)
+                    .with_target(false)
+                    .compact()
+                    .try_init(),
+                LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            };
+            return (None, None);
+        }
+    };
     let lines = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -313,9 +327,7 @@ fn init_logging(
                 .with_target(false)
                 .compact()
                 .try_init();
-            let sink: gateway::access_log::Sink = Arc::new(move |line: &[u8]| {
-                let _ = lines.clone().write_all(line);
-            });
+            let sink: gateway::access_log::Sink = Arc::new(move |line: &[u8]| lines.append(line));
             Some(gateway::access_log::AccessLog::new(sink, ansi))
         }
         LogFormat::Json => {
@@ -323,7 +335,7 @@ fn init_logging(
             None
         }
     };
-    (guard, access_log)
+    (Some(guard), access_log)
 }
 
 /// Builds engines the same way at start-up and on reload.
