@@ -13,7 +13,7 @@ use aigw::policy::secrets::SecretStore;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use support::mini::{self, Mode};
-use support::{FixedProvider, FixedRouting};
+use support::{FixedProvider, FixedRouting, client};
 
 fn provider(id: &str, base: &str) -> FixedProvider {
     FixedProvider {
@@ -24,42 +24,53 @@ fn provider(id: &str, base: &str) -> FixedProvider {
     }
 }
 
-/// A client that opens a connection of its own (no pooling across clients).
-fn own_connection() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
+/// A gateway served on `workers` workers until [`Running::stop`].
+struct Running {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start(
-    routing: FixedRouting,
-    workers: usize,
-) -> (
-    std::net::SocketAddr,
-    Arc<Gateway>,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let opts = GatewayOptions {
-        workers,
-        shutdown_grace: Duration::from_secs(5),
-        // Every request must reach the failing upstream: no circuit opens on it.
-        breaker: aigw::gateway::breaker::BreakerOptions {
-            failures: 0,
-            ..Default::default()
-        },
-        ..GatewayOptions::default()
-    };
-    let gw = Gateway::new(Arc::new(routing), SecretStore::default(), opts);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(aigw::gateway::serve(listener, gw.clone(), async move {
-        let _ = stopped.await;
-    }));
-    (addr, gw, stop, served)
+impl Running {
+    async fn start(routing: FixedRouting, workers: usize) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let opts = GatewayOptions {
+            workers,
+            shutdown_grace: Duration::from_secs(5),
+            // Every request must reach the failing upstream: no circuit opens on it.
+            breaker: aigw::gateway::breaker::BreakerOptions {
+                failures: 0,
+                ..Default::default()
+            },
+            ..GatewayOptions::default()
+        };
+        let gw = Gateway::new(Arc::new(routing), SecretStore::default(), opts);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(aigw::gateway::serve(listener, gw, async move {
+            let _ = stopped.await;
+        }));
+        Running {
+            url: format!("http://{addr}/v1/chat/completions"),
+            stop,
+            served,
+        }
+    }
+
+    /// A chat request on a connection of its own (a new client has an empty pool).
+    async fn post(&self, body: Value) -> reqwest::Response {
+        client().post(&self.url).json(&body).send().await.unwrap()
+    }
+
+    /// Signals shutdown; serve must return, every worker stopped.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.served)
+            .await
+            .expect("serve returns after the signal")
+            .unwrap()
+            .unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,17 +81,13 @@ async fn many_connections_over_three_workers_all_succeed_and_fail_over() {
         vec![provider("a", &a_url), provider("b", &b_url)],
         &[("a", "m1"), ("b", "m2")],
     );
-    let (addr, _gw, stop, served) = start(routing, 3).await;
-    let url = format!("http://{addr}/v1/chat/completions");
+    let gw = Running::start(routing, 3).await;
     let requests = (0..48).map(|i| {
-        let url = url.clone();
+        let gw = &gw;
         async move {
-            let resp = own_connection()
-                .post(&url)
-                .json(&json!({"model": "a:m1", "messages": [{"role": "user", "content": format!("hi {i}")}]}))
-                .send()
-                .await
-                .unwrap();
+            let resp = gw
+                .post(json!({"model": "a:m1", "messages": [{"role": "user", "content": format!("hi {i}")}]}))
+                .await;
             let status = resp.status();
             let body: Value = resp.json().await.unwrap();
             (status, body)
@@ -107,29 +114,20 @@ async fn many_connections_over_three_workers_all_succeed_and_fail_over() {
     prompts.sort();
     prompts.dedup();
     assert_eq!(prompts.len(), 48);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), served)
-        .await
-        .expect("serve returns after the signal")
-        .unwrap()
-        .unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_on_every_worker_arrive_whole() {
     let (s_url, _s) = mini::start("s", Mode::Stream { n: 3, die: false }).await;
     let routing = FixedRouting::new(vec![provider("s", &s_url)], &[("s", "m")]);
-    let (addr, _gw, stop, served) = start(routing, 3).await;
-    let url = format!("http://{addr}/v1/chat/completions");
+    let gw = Running::start(routing, 3).await;
     let streams = (0..12).map(|_| {
-        let url = url.clone();
+        let gw = &gw;
         async move {
-            let resp = own_connection()
-                .post(&url)
-                .json(&json!({"model": "s:m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .unwrap();
+            let resp = gw
+                .post(json!({"model": "s:m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+                .await;
             assert_eq!(resp.status(), 200);
             let mut text = String::new();
             let mut body = resp.bytes_stream();
@@ -145,10 +143,5 @@ async fn streams_on_every_worker_arrive_whole() {
         }
         assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     }
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), served)
-        .await
-        .expect("serve returns after the signal")
-        .unwrap()
-        .unwrap();
+    gw.stop().await;
 }
