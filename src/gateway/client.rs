@@ -154,7 +154,12 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     if let Some(client) = e.downcast_ref::<hyper_util::client::legacy::Error>()
         && client.is_connect()
     {
-        return "cannot connect".into();
+        // Say why (a TLS failure, an unresolvable host), from the innermost cause.
+        let mut inner: &(dyn std::error::Error + 'static) = e;
+        while let Some(s) = inner.source() {
+            inner = s;
+        }
+        return short(format!("cannot connect ({inner})"));
     }
     if let Some(h) = hyper_err {
         if h.is_incomplete_message() {
@@ -175,6 +180,10 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     if let Some(s) = e.source() {
         text = format!("{text}: {s}");
     }
+    short(text)
+}
+
+fn short(mut text: String) -> String {
     if text.len() > 200 {
         let mut cut = 200;
         while !text.is_char_boundary(cut) {
@@ -207,5 +216,31 @@ mod tests {
             .unwrap_err();
         assert!(err.connect);
         assert_eq!(err.reason, "connection refused");
+    }
+
+    #[tokio::test]
+    async fn a_tls_failure_says_what_failed() {
+        // An https:// upstream that answers in plain text.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            if let Ok((mut tcp, _)) = listener.accept().await {
+                let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let client = UpstreamClient::new(Duration::from_secs(5), Duration::from_secs(5));
+        let uri: Uri = format!("https://127.0.0.1:{port}/v1").parse().unwrap();
+        let err = client
+            .send(Method::POST, uri, HeaderMap::new(), Bytes::new())
+            .await
+            .unwrap_err();
+        assert!(err.connect, "{err:?}");
+        assert!(err.reason.starts_with("cannot connect ("), "{}", err.reason);
+        assert!(
+            err.reason.len() > "cannot connect ()".len(),
+            "{}",
+            err.reason
+        );
     }
 }
