@@ -70,15 +70,28 @@ impl AccessLog {
         push_clean(&mut out, l.model);
         out.push_str(" → ");
         push_clean(&mut out, l.chosen);
+        // Milliseconds with one decimal as two integers (float formatting costs more).
+        let (up, total) = (tenths(l.upstream_ms), tenths(l.total_ms));
         let _ = write!(
             out,
-            " {} attempts={} stream={} upstream_ms={:.1} total_ms={:.1} error={} request_id=",
-            l.status, l.attempts, l.streaming, l.upstream_ms, l.total_ms, l.error
+            " {} attempts={} stream={} upstream_ms={}.{} total_ms={}.{} error={} request_id=",
+            l.status,
+            l.attempts,
+            l.streaming,
+            up / 10,
+            up % 10,
+            total / 10,
+            total % 10,
+            l.error
         );
         push_clean(&mut out, l.request_id);
         out.push('\n');
         out
     }
+}
+
+fn tenths(ms: f64) -> u64 {
+    (ms * 10.0).round().max(0.0) as u64
 }
 
 /// `s` as is when it has no control characters (the usual case), else with them escaped.
@@ -126,6 +139,19 @@ mod tests {
             log.format(&line("llama3.2"), at),
             "2025-12-02T19:46:40.020964Z  INFO POST /v1/chat/completions llama3.2 → ollama:llama3.2 200 \
              attempts=1 stream=true upstream_ms=0.5 total_ms=0.6 error=- request_id=req_0123456789abcdef\n"
+        );
+    }
+
+    #[test]
+    fn milliseconds_have_one_decimal() {
+        let log = AccessLog::new(Arc::new(|_| {}), false);
+        let mut l = line("m");
+        l.upstream_ms = 12.0;
+        l.total_ms = 1234.56;
+        let text = log.format(&l, UNIX_EPOCH);
+        assert!(
+            text.contains(" upstream_ms=12.0 total_ms=1234.6 "),
+            "{text}"
         );
     }
 
