@@ -295,28 +295,17 @@ fn init_logging(
     Option<gateway::access_log::AccessLog>,
 ) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = EnvFilter::try_from_env("AIGW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = common::style(color, std::io::stderr().is_terminal()).color;
-    let (writer, guard) = match gateway::log_writer::LogWriter::spawn(std::io::stderr()) {
-        Ok((w, g)) => (w, g),
-        Err(e) => {
-            // No thread for the log: write to stderr directly, line by line.
-            eprintln!("warning: logging without a writer thread ({e})");
-            let builder = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr);
-            let _ = match format {
-                LogFormat::Text => builder
-                    .with_ansi(ansi)
-                    .with_target(false)
-                    .compact()
-                    .try_init(),
-                LogFormat::Json => builder.json().flatten_event(true).try_init(),
-            };
-            return (None, None);
-        }
+    let spawned = gateway::log_writer::LogWriter::spawn(std::io::stderr())
+        .map_err(|e| eprintln!("warning: logging without a writer thread ({e})"))
+        .ok();
+    // Without the writer thread, lines go to stderr one by one.
+    let writer = match &spawned {
+        Some((w, _)) => BoxMakeWriter::new(w.clone()),
+        None => BoxMakeWriter::new(std::io::stderr),
     };
-    let lines = writer.clone();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -327,15 +316,19 @@ fn init_logging(
                 .with_target(false)
                 .compact()
                 .try_init();
-            let sink: gateway::access_log::Sink = Arc::new(move |line: &[u8]| lines.append(line));
-            Some(gateway::access_log::AccessLog::new(sink, ansi))
+            spawned.as_ref().map(|(w, _)| {
+                let lines = w.clone();
+                let sink: gateway::access_log::Sink =
+                    Arc::new(move |line: &[u8]| lines.append(line));
+                gateway::access_log::AccessLog::new(sink, ansi)
+            })
         }
         LogFormat::Json => {
             let _ = builder.json().flatten_event(true).try_init();
             None
         }
     };
-    (Some(guard), access_log)
+    (spawned.map(|(_, guard)| guard), access_log)
 }
 
 /// Builds engines the same way at start-up and on reload.

@@ -11,8 +11,8 @@
 use std::borrow::Cow;
 
 use indexmap::IndexMap;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Default)]
 pub struct JsonBody {
@@ -45,7 +45,7 @@ impl Field<'_> {
 
     pub fn to_value(&self) -> Value {
         match self {
-            Field::Raw(r) => serde_json::from_str(r.get()).unwrap_or(Value::Null),
+            Field::Raw(r) => parsed(r),
             Field::Value(v) => v.clone(),
         }
     }
@@ -80,11 +80,9 @@ impl JsonBody {
         self.fields.contains_key(key)
     }
 
-    /// The field parsed, if present (`null` for a value that is somehow not JSON).
+    /// The field parsed, if present.
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.fields
-            .get(key)
-            .map(|r| serde_json::from_str(r.get()).unwrap_or(Value::Null))
+        self.fields.get(key).map(|r| parsed(r))
     }
 
     /// The field's JSON text, if present.
@@ -105,19 +103,6 @@ impl JsonBody {
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &RawValue)> {
         self.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
-    }
-
-    /// Every field, parsed (for checks that look inside the values).
-    pub fn to_map(&self) -> Map<String, Value> {
-        self.fields
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    serde_json::from_str(v.get()).unwrap_or(Value::Null),
-                )
-            })
-            .collect()
     }
 
     /// A copy to rewrite: the values borrowed, not copied.
@@ -162,6 +147,11 @@ fn too_deep(text: &str, max: usize) -> bool {
         }
     }
     false
+}
+
+/// A raw value parsed (`null` past the nesting limit, which [`JsonBody::parse`] already refused).
+pub fn parsed(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
 }
 
 /// Writes an edited body as compact JSON.

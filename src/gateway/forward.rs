@@ -12,6 +12,7 @@
 //! response is committed once its first chunk has arrived; after
 //! that [`super::stream`] relays it.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,12 +23,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyDataStream, BodyExt};
-use std::borrow::Cow;
-
 use serde_json::Value;
 
 use super::body::{Field, JsonBody};
-
 use super::breaker::Admit;
 use super::errors::{Dialect, GatewayError, Refusal, codes};
 use super::failure::{Failure, Next};
@@ -117,7 +115,7 @@ pub fn estimate_tokens(body: &JsonBody) -> u64 {
     let n: usize = body
         .iter()
         .filter(|(k, _)| *k != "model" && *k != "models")
-        .map(|(_, raw)| chars(&serde_json::from_str(raw.get()).unwrap_or(Value::Null)))
+        .map(|(_, raw)| chars(&super::body::parsed(raw)))
         .sum();
     (n as u64).div_ceil(4)
 }

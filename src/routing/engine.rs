@@ -180,6 +180,13 @@ impl Engine {
                 display_name: a.display_name.clone().unwrap_or_default(),
             })
             .collect();
+        // `random()` / `randomize()` are the only inputs a plan has besides the request and what
+        // the engine was built with: without them, one request always plans the same way.
+        let draws_random = strategies
+            .0
+            .iter()
+            .chain(&strategies.1)
+            .any(|(source, _)| source.contains("random"));
         let engine = Engine {
             config: chosen,
             providers,
@@ -190,18 +197,7 @@ impl Engine {
             max_attempts: opts.max_attempts.max(1),
             secrets: opts.secrets,
             other_gateways: gateways.len().saturating_sub(1),
-            plan_cache: None,
-        };
-        // `random()` / `randomize()` are the only inputs a plan has besides the request and what
-        // the engine was built with: without them, one request always plans the same way.
-        let draws_random = engine
-            .model_strategies
-            .iter()
-            .chain(&engine.key_strategies)
-            .any(|(source, _)| source.contains("random"));
-        let engine = Engine {
             plan_cache: (!draws_random).then(PlanCache::default),
-            ..engine
         };
         Ok((engine, diags))
     }
