@@ -8,8 +8,8 @@
 #
 # Upstreams (127.0.0.1 only): nginx (Debian package) answers a fixed chat completion;
 # examples/bench_upstream.rs answers a fixed SSE stream chunk by chunk (N events, one every few
-# ms). An nginx reverse-proxy hop (keepalive pool, no buffering) runs beside aigw as the
-# reference row, and LiteLLM's proxy too with --with-litellm.
+# ms). An nginx reverse-proxy hop (keepalive pool, no buffering), in a second nginx process,
+# runs beside aigw as the reference row, and LiteLLM's proxy too with --with-litellm.
 # Load: wrk (Debian package) for concurrency-1 latency and saturation throughput;
 # examples/bench_client.rs for streaming time-to-first-byte, chunk delivery and 1,000 open streams.
 # Memory: VmHWM / VmRSS of the aigw process from /proc.
@@ -134,39 +134,47 @@ BODY='{"model":"bench:bench","messages":[{"role":"user","content":"Say hello."}]
 CHAT_JSON=$(sed -n 's/^pub const CHAT_JSON: &str = r#"\(.*\)"#;$/\1/p' "$ROOT/examples/bench_upstream.rs")
 [ -n "$CHAT_JSON" ] || { echo "gateway.sh: cannot read CHAT_JSON from bench_upstream.rs" >&2; exit 1; }
 
-mkdir -p "$TMP/nginx"
-cat >"$TMP/nginx.conf" <<EOF
+# nginx_conf DIR SERVERS: an nginx configuration of its own (pid, logs, temp paths in DIR).
+nginx_conf() {
+    mkdir -p "$1"
+    cat <<EOF
 worker_processes auto;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/error.log warn;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
 events { worker_connections 8192; }
 http {
     access_log off;
-    client_body_temp_path $TMP/nginx/body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
+    client_body_temp_path $1/body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
     keepalive_requests 10000000;
     tcp_nodelay on;
-    upstream json { server 127.0.0.1:$P_NGX; keepalive 64; }
-    upstream sse { server 127.0.0.1:$P_SSE; keepalive 64; }
-    # The upstream: a fixed chat completion.
+$2
+}
+EOF
+}
+# The upstream: a fixed chat completion.
+nginx_conf "$TMP/nginx" "
     server {
         listen 127.0.0.1:$P_NGX backlog=4096;
         location / { default_type application/json; return 200 '$CHAT_JSON'; }
-    }
-    # The reference: a plain reverse-proxy hop (keepalive pool, no buffering, no parsing).
+    }" >"$TMP/nginx.conf"
+# The reference: a plain reverse-proxy hop (keepalive pool, no buffering, no parsing), in its own
+# nginx as aigw is its own process. (Inside the upstream's nginx, a hop can hand a request to
+# the upstream within one worker, with no process wake-up, and looks cheaper than any proxy.)
+nginx_conf "$TMP/hop" "
+    upstream json { server 127.0.0.1:$P_NGX; keepalive 64; }
+    upstream sse { server 127.0.0.1:$P_SSE; keepalive 64; }
     server {
         listen 127.0.0.1:$P_HOP backlog=4096;
-        location / { proxy_pass http://json; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+        location / { proxy_pass http://json; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }
     }
     server {
         listen 127.0.0.1:$P_HOPSSE backlog=4096;
-        location / { proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-    }
-}
-EOF
+        location / { proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }
+    }" >"$TMP/hop.conf"
 cat >"$TMP/policy.yaml" <<EOF
 on_http_request:
   - type: ai-gateway
@@ -188,12 +196,14 @@ wrk.body = '$BODY'
 wrk.headers["Content-Type"] = "application/json"
 EOF
 
-log "starting nginx (upstream :$P_NGX, proxy hop :$P_HOP), bench_upstream (SSE :$P_SSE), aigw (:$P_GW)"
+log "starting nginx (upstream :$P_NGX), a second nginx (proxy hop :$P_HOP), bench_upstream (SSE :$P_SSE), aigw (:$P_GW)"
 start nginx "$NGINX" -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx.conf" -g 'daemon off;'
+start hop "$NGINX" -e "$TMP/hop/error.log" -p "$TMP/hop" -c "$TMP/hop.conf" -g 'daemon off;'
 start upstream "$UPSTREAM" --port "$P_SSE" --threads 1 --chunks 10 --delay-ms 2
 start aigw "$AIGW" serve --policy "$TMP/policy.yaml" --listen "127.0.0.1:$P_GW" --no-reload --color never
 AIGW_PID=$LAST_PID
 wait_http "http://127.0.0.1:$P_NGX/" || { cat "$TMP/nginx.log" "$TMP/nginx/error.log" >&2; exit 1; }
+wait_http "http://127.0.0.1:$P_HOP/" || { cat "$TMP/hop.log" "$TMP/hop/error.log" >&2; exit 1; }
 wait_http "http://127.0.0.1:$P_SSE/v1/models" || { cat "$TMP/upstream.log" >&2; exit 1; }
 wait_http "http://127.0.0.1:$P_GW/healthz" || { cat "$TMP/aigw.log" >&2; exit 1; }
 check=$(curl -s -X POST -H 'Content-Type: application/json' -d "$BODY" "http://127.0.0.1:$P_GW/v1/chat/completions")

@@ -56,12 +56,14 @@ impl AccessLog {
 
     fn format(&self, l: &Line<'_>, now: SystemTime) -> String {
         let mut out = String::with_capacity(256);
-        let ts = humantime::format_rfc3339_micros(now);
         // The layout of tracing-subscriber's compact format: dimmed time, green level.
         if self.ansi {
-            let _ = write!(out, "\x1b[2m{ts}\x1b[0m \x1b[32m INFO\x1b[0m ");
+            out.push_str("\x1b[2m");
+            push_timestamp(&mut out, now);
+            out.push_str("\x1b[0m \x1b[32m INFO\x1b[0m ");
         } else {
-            let _ = write!(out, "{ts}  INFO ");
+            push_timestamp(&mut out, now);
+            out.push_str("  INFO ");
         }
         out.push_str(l.method);
         out.push(' ');
@@ -70,33 +72,74 @@ impl AccessLog {
         push_clean(&mut out, l.model);
         out.push_str(" → ");
         push_clean(&mut out, l.chosen);
-        // Milliseconds with one decimal as two integers (float formatting costs more).
-        let (up, total) = (tenths(l.upstream_ms), tenths(l.total_ms));
-        let _ = write!(
-            out,
-            " {} attempts={} stream={} upstream_ms={}.{} total_ms={}.{} error={} request_id=",
-            l.status,
-            l.attempts,
-            l.streaming,
-            up / 10,
-            up % 10,
-            total / 10,
-            total % 10,
-            l.error
-        );
+        // Numbers through itoa and milliseconds with one decimal as two integers: `write!`
+        // and float formatting were most of this line's cost.
+        let mut n = itoa::Buffer::new();
+        out.push(' ');
+        out.push_str(n.format(l.status));
+        out.push_str(" attempts=");
+        out.push_str(n.format(l.attempts));
+        out.push_str(if l.streaming {
+            " stream=true"
+        } else {
+            " stream=false"
+        });
+        for (name, ms) in [(" upstream_ms=", l.upstream_ms), (" total_ms=", l.total_ms)] {
+            let t = tenths(ms);
+            out.push_str(name);
+            out.push_str(n.format(t / 10));
+            out.push('.');
+            out.push_str(n.format(t % 10));
+        }
+        out.push_str(" error=");
+        out.push_str(l.error);
+        out.push_str(" request_id=");
         push_clean(&mut out, l.request_id);
         out.push('\n');
         out
     }
 }
 
+/// RFC 3339 with microseconds, UTC. The date and time of day are formatted once per second
+/// per thread (the civil-date arithmetic costs more than the rest of the line).
+fn push_timestamp(out: &mut String, now: SystemTime) {
+    use std::cell::RefCell;
+    use std::time::UNIX_EPOCH;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            text.clear();
+            let whole = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            // `2026-12-02T19:06:40Z` without its `Z`.
+            let _ = write!(text, "{}", humantime::format_rfc3339_seconds(whole));
+            text.pop();
+            *at = secs;
+        }
+        out.push_str(text);
+    });
+    let micros = since.subsec_micros();
+    let mut digits = [b'0'; 6];
+    let mut m = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (m % 10) as u8;
+        m /= 10;
+    }
+    out.push('.');
+    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+    out.push('Z');
+}
+
 fn tenths(ms: f64) -> u64 {
     (ms * 10.0).round().max(0.0) as u64
 }
 
-/// `s` as is when it has no control characters (the usual case), else with them escaped.
+/// `s` as is when it is printable ASCII (the usual case), else with control characters escaped.
 fn push_clean(out: &mut String, s: &str) {
-    if !s.chars().any(char::is_control) {
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.chars().any(char::is_control) {
         out.push_str(s);
         return;
     }
@@ -140,6 +183,26 @@ mod tests {
             "2025-12-02T19:46:40.020964Z  INFO POST /v1/chat/completions llama3.2 → ollama:llama3.2 200 \
              attempts=1 stream=true upstream_ms=0.5 total_ms=0.6 error=- request_id=req_0123456789abcdef\n"
         );
+    }
+
+    #[test]
+    fn timestamps_follow_the_clock_within_and_across_seconds() {
+        let log = AccessLog::new(Arc::new(|_| {}), false);
+        let at = |micros: u64| {
+            let text = log.format(&line("m"), UNIX_EPOCH + Duration::from_micros(micros));
+            text[..text.find(' ').unwrap()].to_string()
+        };
+        assert_eq!(at(1_764_704_800_000_007), "2025-12-02T19:46:40.000007Z");
+        assert_eq!(at(1_764_704_800_999_999), "2025-12-02T19:46:40.999999Z");
+        assert_eq!(at(1_764_704_801_000_000), "2025-12-02T19:46:41.000000Z");
+        assert_eq!(at(1_764_704_799_500_000), "2025-12-02T19:46:39.500000Z");
+    }
+
+    #[test]
+    fn non_ascii_text_is_kept_and_c1_controls_escaped() {
+        let log = AccessLog::new(Arc::new(|_| {}), false);
+        let text = log.format(&line("modèle-日本\u{85}"), UNIX_EPOCH);
+        assert!(text.contains(r" modèle-日本\u{85} → "), "{text}");
     }
 
     #[test]

@@ -14,9 +14,16 @@ use indexmap::IndexMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+/// foldhash rather than SipHash: the keys come from clients, so the hasher stays seeded per
+/// process, but SipHash was a visible share of parsing a short body.
+type Hasher = foldhash::quality::RandomState;
+
+/// A body being rewritten: borrowed keys and values, replaced ones owned.
+pub type Fields<'a> = IndexMap<Cow<'a, str>, Field<'a>, Hasher>;
+
 #[derive(Debug, Clone, Default)]
 pub struct JsonBody {
-    fields: IndexMap<String, Box<RawValue>>,
+    fields: IndexMap<String, Box<RawValue>, Hasher>,
 }
 
 /// Why a body is not a JSON object.
@@ -64,7 +71,7 @@ impl JsonBody {
                 Err(e) => BodyError::Invalid(e.to_string()),
             });
         }
-        let fields: IndexMap<String, Box<RawValue>> =
+        let fields: IndexMap<String, Box<RawValue>, Hasher> =
             serde_json::from_slice(bytes).map_err(|e| BodyError::Invalid(e.to_string()))?;
         // serde_json checks raw values without a nesting limit; keep the one `Value` has, so
         // a body nested thousands deep is refused here as before, not passed on.
@@ -106,7 +113,7 @@ impl JsonBody {
     }
 
     /// A copy to rewrite: the values borrowed, not copied.
-    pub fn edit(&self) -> IndexMap<Cow<'_, str>, Field<'_>> {
+    pub fn edit(&self) -> Fields<'_> {
         self.fields
             .iter()
             .map(|(k, v)| (Cow::Borrowed(k.as_str()), Field::Raw(v)))
@@ -155,7 +162,7 @@ pub fn parsed(raw: &RawValue) -> Value {
 }
 
 /// Writes an edited body as compact JSON.
-pub fn write(fields: &IndexMap<Cow<'_, str>, Field<'_>>) -> Vec<u8> {
+pub fn write(fields: &Fields<'_>) -> Vec<u8> {
     let mut len = 2;
     for (k, v) in fields {
         len += k.len() + 4;

@@ -8,9 +8,10 @@
 //! never uses. Here a request is a `Uri`, a `HeaderMap` and the body's `Bytes`, sent as given.
 //! No proxy variables are read and no redirect is followed, as before.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Method, Request, Response, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, header};
 use bytes::Bytes;
 use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::body::Incoming;
@@ -19,8 +20,46 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::Pool;
+
 /// A body chunk stream from an upstream response (data frames only).
-pub type DataStream = BodyDataStream<Incoming>;
+pub type DataStream = BodyDataStream<UpstreamBody>;
+
+/// An upstream response body: from a plain-http pooled connection or from hyper-util's client.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Pooled(super::pool::PooledBody),
+    Legacy(Incoming),
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Pooled(b) => std::pin::Pin::new(b).poll_frame(cx),
+            UpstreamBody::Legacy(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Pooled(b) => b.is_end_stream(),
+            UpstreamBody::Legacy(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            UpstreamBody::Pooled(b) => b.size_hint(),
+            UpstreamBody::Legacy(b) => b.size_hint(),
+        }
+    }
+}
 
 fn connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
@@ -56,7 +95,10 @@ fn connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
 
 #[derive(Clone)]
 pub struct UpstreamClient {
+    /// `https://` upstreams (TLS, HTTP/2 by ALPN).
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `http://` upstreams.
+    plain: Arc<Pool>,
 }
 
 /// Why a request did not get a response head.
@@ -83,6 +125,7 @@ impl UpstreamClient {
         let connector = connector(connect_timeout);
         (0..n.max(1))
             .map(|_| UpstreamClient {
+                plain: Pool::new(connect_timeout, pool_idle_timeout),
                 inner: Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(pool_idle_timeout)
                     .pool_timer(TokioTimer::new())
@@ -99,15 +142,27 @@ impl UpstreamClient {
         uri: Uri,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let mut headers = headers;
+        if !headers.contains_key(header::HOST)
+            && let Some(host) = host_value(&uri)
+        {
+            headers.insert(header::HOST, host);
+        }
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
-        self.inner.request(req).await.map_err(|e| SendError {
-            connect: e.is_connect(),
-            reason: describe(&e),
-        })
+        if req.uri().scheme_str() == Some("http") {
+            return Ok(self.plain.send(req).await?.map(UpstreamBody::Pooled));
+        }
+        match self.inner.request(req).await {
+            Ok(resp) => Ok(resp.map(UpstreamBody::Legacy)),
+            Err(e) => Err(SendError {
+                connect: e.is_connect(),
+                reason: describe(&e),
+            }),
+        }
     }
 
     /// A GET whose whole body is read (listings), within `timeout`.
@@ -128,6 +183,20 @@ impl UpstreamClient {
         };
         tokio::time::timeout(timeout, work).await.ok().flatten()
     }
+}
+
+/// The `Host` header for `uri`: its authority without user info or the scheme's default port.
+/// (hyper-util would build the same with `format!` and a port parse on every request.)
+fn host_value(uri: &Uri) -> Option<HeaderValue> {
+    let authority = uri.authority()?.as_str();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let default = if uri.scheme_str() == Some("https") {
+        ":443"
+    } else {
+        ":80"
+    };
+    let host = host.strip_suffix(default).unwrap_or(host);
+    HeaderValue::from_str(host).ok()
 }
 
 /// An upstream error as a short reason, from the kind of I/O error underneath when there is one.
@@ -183,6 +252,17 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     short(text)
 }
 
+/// Why a TCP connection could not be made, in the words [`describe`] uses.
+pub fn describe_connect(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::ConnectionReset => "connection reset".into(),
+        ErrorKind::TimedOut => "connection timed out".into(),
+        _ => short(format!("cannot connect ({e})")),
+    }
+}
+
 fn short(mut text: String) -> String {
     if text.len() > 200 {
         let mut cut = 200;
@@ -197,6 +277,17 @@ fn short(mut text: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_is_the_authority_without_user_info_or_default_port() {
+        let host = |u: &str| host_value(&u.parse().unwrap()).unwrap();
+        assert_eq!(host("http://127.0.0.1:11434/v1"), "127.0.0.1:11434");
+        assert_eq!(host("http://localhost:80/v1"), "localhost");
+        assert_eq!(host("https://api.openai.com:443/v1"), "api.openai.com");
+        assert_eq!(host("https://example.com:80/v1"), "example.com:80");
+        assert_eq!(host("http://user:pw@[::1]:8080/"), "[::1]:8080");
+        assert_eq!(host("https://api.anthropic.com"), "api.anthropic.com");
+    }
 
     #[tokio::test]
     async fn a_refused_connection_says_so() {

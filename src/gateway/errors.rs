@@ -79,7 +79,10 @@ impl GatewayError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        h.insert("ngrok-error-code", HeaderValue::from_static(self.code));
+        h.insert(
+            super::names::NGROK_ERROR_CODE,
+            HeaderValue::from_static(self.code),
+        );
         resp
     }
 

@@ -29,6 +29,7 @@ use super::body::{Field, JsonBody};
 use super::breaker::Admit;
 use super::errors::{Dialect, GatewayError, Refusal, codes};
 use super::failure::{Failure, Next};
+use super::names;
 use super::stream::{Framing, Relay};
 use super::template::{self, RequestVars};
 use super::traffic::{Outcome, Sample};
@@ -326,11 +327,6 @@ async fn run_attempts(
     };
     let mut reasons: Vec<String> = Vec::new();
     let mut upstream_wait = Duration::ZERO;
-    let client_keys: Vec<&str> = ["authorization", "x-api-key"]
-        .iter()
-        .filter_map(|h| inb.headers.get(*h).and_then(|v| v.to_str().ok()))
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
-        .collect();
     let mut tried = 0usize;
     let mut last_tried: Option<&Attempt> = None;
     // The first failure is the real one: later candidates may refuse what only the first
@@ -343,18 +339,23 @@ async fn run_attempts(
     // show up; the list is gathered once, on the first failure (the success path stays cheap).
     let secrets = std::sync::OnceLock::new();
     let redact_keys = |text: String| {
-        let known = secrets.get_or_init(|| super::redact::known_secrets(gw, routing, &client_keys));
+        let known = secrets.get_or_init(|| {
+            let client_keys: Vec<&str> = [header::AUTHORIZATION, names::X_API_KEY]
+                .iter()
+                .filter_map(|h| inb.headers.get(h).and_then(|v| v.to_str().ok()))
+                .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+                .collect();
+            super::redact::known_secrets(gw, routing, &client_keys)
+        });
         super::redact::scrub(&text, known)
     };
     for (index, attempt) in plan.attempts.iter().enumerate() {
         if tried >= cap {
             break;
         }
-        let label = format!("{}:{}", attempt.provider, attempt.model);
-        let key_label = match &attempt.key {
-            KeyChoice::Configured { index, .. } => format!(" (key #{})", index + 1),
-            KeyChoice::Passthrough => String::new(),
-        };
+        // Formatted only into a failure's reason or the report (the success path stays cheap).
+        let label = Label(attempt);
+        let key_label = KeyLabel(&attempt.key);
         let now = Instant::now();
         if now >= deadline {
             return total_timeout(total, &reasons, inb.dialect, tried, report);
@@ -475,7 +476,7 @@ async fn run_attempts(
                         .overhead
                         .observe(inb.started.elapsed().saturating_sub(upstream_wait));
                     report.attempts = tried;
-                    report.chosen = Some(label.clone());
+                    report.chosen = Some(label.to_string());
                     report.upstream = upstream_wait;
                     return (
                         respond(gw, success, inb, attempt, tried, &mut report),
@@ -622,17 +623,38 @@ async fn run_attempts(
         }
     };
     let h = resp.headers_mut();
-    h.insert("x-aigw-attempts", HeaderValue::from(tried));
+    h.insert(names::X_AIGW_ATTEMPTS, names::attempts_value(tried));
     // The last candidate tried, so a client can see where the request ended.
     if let Some(last) = last_tried {
         if let Ok(v) = HeaderValue::from_str(&last.provider) {
-            h.insert("x-aigw-provider", v);
+            h.insert(names::X_AIGW_PROVIDER, v);
         }
         if let Ok(v) = HeaderValue::from_str(&last.model) {
-            h.insert("x-aigw-model", v);
+            h.insert(names::X_AIGW_MODEL, v);
         }
     }
     (resp, report)
+}
+
+/// `provider:model`, for reasons and the report.
+struct Label<'a>(&'a Attempt);
+
+impl std::fmt::Display for Label<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.0.provider, self.0.model)
+    }
+}
+
+/// ` (key #n)` for a configured key, nothing for a passthrough key.
+struct KeyLabel<'a>(&'a KeyChoice);
+
+impl std::fmt::Display for KeyLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            KeyChoice::Configured { index, .. } => write!(f, " (key #{})", index + 1),
+            KeyChoice::Passthrough => Ok(()),
+        }
+    }
 }
 
 fn total_timeout(
@@ -656,7 +678,7 @@ fn total_timeout(
         &mut report,
     );
     resp.headers_mut()
-        .insert("x-aigw-attempts", HeaderValue::from(tried));
+        .insert(names::X_AIGW_ATTEMPTS, names::attempts_value(tried));
     (resp, report)
 }
 
@@ -761,7 +783,7 @@ pub fn body_broke(e: &hyper::Error) -> String {
 }
 
 /// The provider's reason and code from an error body (at most its first 4 KiB are read).
-async fn error_detail(body: hyper::body::Incoming) -> (String, Option<String>) {
+async fn error_detail(body: super::client::UpstreamBody) -> (String, Option<String>) {
     let mut text = Vec::new();
     let mut stream = BodyDataStream::new(body);
     while let Some(Ok(chunk)) = stream.next().await {
@@ -823,6 +845,7 @@ fn respond(
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
+    h.reserve(up_headers.len() + 6);
     for (name, value) in up_headers.iter() {
         if HOP_BY_HOP.contains(&name.as_str()) || name.as_str().starts_with("x-aigw-") {
             continue;
@@ -831,15 +854,15 @@ fn respond(
     }
     if streaming {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        h.insert(names::X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     }
     if let Ok(v) = HeaderValue::from_str(&attempt.provider) {
-        h.insert("x-aigw-provider", v);
+        h.insert(names::X_AIGW_PROVIDER, v);
     }
     if let Ok(v) = HeaderValue::from_str(&attempt.model) {
-        h.insert("x-aigw-model", v);
+        h.insert(names::X_AIGW_MODEL, v);
     }
-    h.insert("x-aigw-attempts", HeaderValue::from(tried));
+    h.insert(names::X_AIGW_ATTEMPTS, names::attempts_value(tried));
     resp
 }
 
@@ -971,7 +994,8 @@ pub fn upstream_headers(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
         .collect();
-    let mut out = HeaderMap::new();
+    // Room for what is copied and what is added (key, content type, hop, host): no regrowth.
+    let mut out = HeaderMap::with_capacity(inbound.len() + 4);
     for (name, value) in inbound.iter() {
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n)
@@ -994,15 +1018,18 @@ pub fn upstream_headers(
             }
             ApiFormat::Anthropic => {
                 if let Ok(v) = HeaderValue::from_str(k) {
-                    out.insert("x-api-key", v);
+                    out.insert(names::X_API_KEY, v);
                 }
-                if !out.contains_key("anthropic-version") {
-                    out.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+                if !out.contains_key(names::ANTHROPIC_VERSION) {
+                    out.insert(
+                        names::ANTHROPIC_VERSION,
+                        HeaderValue::from_static("2023-06-01"),
+                    );
                 }
             }
         },
         None => {
-            for name in [header::AUTHORIZATION, HeaderName::from_static("x-api-key")] {
+            for name in [header::AUTHORIZATION, names::X_API_KEY] {
                 if let Some(v) = inbound.get(&name)
                     && !is_inbound_token(v, token)
                 {

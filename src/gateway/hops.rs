@@ -32,7 +32,7 @@ pub fn new_instance_id() -> String {
 /// The hops an inbound request went through: `(instance, provider)` pairs, oldest first.
 pub fn hops(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
-        .get_all(VIA)
+        .get_all(super::names::X_AIGW_VIA)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -76,23 +76,26 @@ pub fn check(headers: &HeaderMap, instance: &str) -> Option<GatewayError> {
 
 /// Adds this hop to the outbound headers: the inbound hops, then `<instance>/<provider>`.
 pub fn stamp(out: &mut HeaderMap, inbound: &HeaderMap, instance: &str, provider: &str) {
-    let provider: String = provider
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != ',' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut entries: Vec<String> = hops(inbound)
-        .into_iter()
-        .map(|(i, p)| if p.is_empty() { i } else { format!("{i}/{p}") })
-        .collect();
-    entries.push(format!("{instance}/{provider}"));
-    if let Ok(v) = HeaderValue::from_str(&entries.join(", ")) {
-        out.insert(VIA, v);
+    let mut value = String::with_capacity(instance.len() + provider.len() + 1);
+    for (i, p) in hops(inbound) {
+        value.push_str(&i);
+        if !p.is_empty() {
+            value.push('/');
+            value.push_str(&p);
+        }
+        value.push_str(", ");
+    }
+    value.push_str(instance);
+    value.push('/');
+    value.extend(provider.chars().map(|c| {
+        if c.is_ascii_graphic() && c != ',' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    if let Ok(v) = HeaderValue::try_from(value) {
+        out.insert(super::names::X_AIGW_VIA, v);
     }
 }
 

@@ -82,7 +82,8 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     pub overhead: Histogram,
     open_streams: AtomicI64,
-    tokens: Mutex<BTreeMap<(String, String, &'static str), u64>>,
+    /// Provider, then model: input and output tokens (`None` until one is reported).
+    tokens: Mutex<BTreeMap<String, BTreeMap<String, TokenCounts>>>,
 }
 
 impl Default for Metrics {
@@ -132,12 +133,11 @@ impl Metrics {
         if usage.input.is_none() && usage.output.is_none() {
             return;
         }
-        let mut tokens = self.tokens.lock().unwrap();
-        for (kind, n) in [("input", usage.input), ("output", usage.output)] {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = by_name(by_name(&mut tokens, provider), model);
+        for (total, n) in counts.iter_mut().zip([usage.input, usage.output]) {
             if let Some(n) = n {
-                *tokens
-                    .entry((provider.to_string(), model.to_string(), kind))
-                    .or_default() += n;
+                *total = Some(total.unwrap_or(0) + n);
             }
         }
     }
@@ -216,17 +216,26 @@ impl Metrics {
             self.open_streams()
         );
         out.push_str("# HELP aigw_tokens_total Tokens reported by providers, by the model that answered.\n# TYPE aigw_tokens_total counter\n");
-        for ((provider, model, kind), n) in self.tokens.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "aigw_tokens_total{{provider=\"{}\",model=\"{}\",kind=\"{kind}\"}} {n}",
-                escape(provider),
-                escape(model)
-            );
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        for (provider, models) in tokens.iter() {
+            for (model, counts) in models {
+                for (kind, n) in ["input", "output"].into_iter().zip(counts) {
+                    let Some(n) = n else { continue };
+                    let _ = writeln!(
+                        out,
+                        "aigw_tokens_total{{provider=\"{}\",model=\"{}\",kind=\"{kind}\"}} {n}",
+                        escape(provider),
+                        escape(model)
+                    );
+                }
+            }
         }
         out
     }
 }
+
+/// Input and output tokens of one model (`None` until a figure was reported).
+type TokenCounts = [Option<u64>; 2];
 
 /// The counters of `name`, created on first use (the only allocation).
 fn by_name<'a, V: Default>(all: &'a mut BTreeMap<String, V>, name: &str) -> &'a mut V {

@@ -19,7 +19,7 @@ use super::errors::{
     BODY_TOO_LARGE, Dialect, GatewayError, METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, codes,
 };
 use super::forward::{self, Inbound, Report};
-use super::{Gateway, ollama_api};
+use super::{Gateway, names, ollama_api};
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     let api = Router::new()
@@ -132,7 +132,8 @@ fn unauthorized(gw: &Gateway, h: &HeaderMap, path: &str) -> Option<Response> {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         });
-    let others = ["x-api-key", "x-aigw-token"].map(|n| h.get(n).and_then(|v| v.to_str().ok()));
+    let others =
+        [names::X_API_KEY, names::X_AIGW_TOKEN].map(|n| h.get(n).and_then(|v| v.to_str().ok()));
     let ok = bearer
         .into_iter()
         .chain(others.into_iter().flatten())
@@ -207,11 +208,22 @@ pub async fn fast_path(
 
 pub fn request_id(headers: &HeaderMap) -> String {
     headers
-        .get("x-request-id")
+        .get(names::X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
         .map(String::from)
-        .unwrap_or_else(|| format!("req_{:016x}", rand::random::<u64>()))
+        .unwrap_or_else(|| new_request_id(rand::random()))
+}
+
+/// `req_` and 16 hex digits (written by hand: `format!` was a visible share of a request).
+fn new_request_id(n: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(20);
+    id.push_str("req_");
+    for shift in (0..16).rev() {
+        id.push(HEX[((n >> (shift * 4)) & 0xf) as usize] as char);
+    }
+    id
 }
 
 /// Parses a JSON object body (ERR_NGROK_3801 otherwise).
@@ -276,7 +288,7 @@ pub async fn handle(
         }
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut().insert(names::X_REQUEST_ID, v);
     }
     log_request(&gw, &method, &path, &id, &report, started);
     resp
@@ -459,6 +471,21 @@ async fn method_not_allowed(State(gw): State<Arc<Gateway>>, method: Method, uri:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_req_and_16_hex_digits() {
+        assert_eq!(new_request_id(0), "req_0000000000000000");
+        assert_eq!(
+            new_request_id(0xdead_beef_0123_4567),
+            "req_deadbeef01234567"
+        );
+        assert_eq!(new_request_id(u64::MAX), format!("req_{:016x}", u64::MAX));
+        let mut h = HeaderMap::new();
+        h.insert(names::X_REQUEST_ID, HeaderValue::from_static("client-id-1"));
+        assert_eq!(request_id(&h), "client-id-1");
+        h.insert(names::X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert!(request_id(&h).starts_with("req_"));
+    }
 
     #[test]
     fn constant_time_eq() {

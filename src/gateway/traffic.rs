@@ -50,8 +50,12 @@ pub struct Sample {
     pub streaming: bool,
 }
 
+/// foldhash (seeded per process): model names can come from clients in passthrough, and
+/// SipHash cost more than the rest of recording an attempt.
+type Map<V> = HashMap<String, V, foldhash::quality::RandomState>;
+
 /// Samples by lower-cased provider, then lower-cased model.
-type Samples = HashMap<String, HashMap<String, VecDeque<Sample>>>;
+type Samples = Map<Map<VecDeque<Sample>>>;
 
 #[derive(Debug, Default)]
 pub struct Traffic {
@@ -72,14 +76,15 @@ impl Traffic {
     pub fn record(&self, provider: &str, model: &str, sample: Sample) {
         let (provider, model) = (lower(provider), lower(model));
         let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        if !all.contains_key(provider.as_ref()) {
-            all.insert(provider.to_string(), HashMap::new());
-        }
-        let models = all.get_mut(provider.as_ref()).expect("inserted above");
-        if !models.contains_key(model.as_ref()) {
-            models.insert(model.to_string(), VecDeque::new());
-        }
-        let q = models.get_mut(model.as_ref()).expect("inserted above");
+        // One lookup per level once the pair is known (`entry` would need an owned key).
+        let models = match all.get_mut(provider.as_ref()) {
+            Some(models) => models,
+            None => all.entry(provider.into_owned()).or_default(),
+        };
+        let q = match models.get_mut(model.as_ref()) {
+            Some(q) => q,
+            None => models.entry(model.into_owned()).or_default(),
+        };
         q.push_back(sample);
         while q.len() > MAX_SAMPLES {
             q.pop_front();
