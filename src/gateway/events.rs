@@ -14,8 +14,12 @@
 use bytes::{Bytes, BytesMut};
 use serde::de::IgnoredAny;
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
+
 use super::stream::Framing;
-use super::usage::{Usage, mentions_usage};
+use super::usage::Usage;
 
 /// Bytes that end a well-formed stream.
 const SSE_TERMINALS: &[&[u8]] = &[
@@ -29,6 +33,43 @@ const SSE_TERMINALS: &[&[u8]] = &[
 const NDJSON_TERMINALS: &[&[u8]] = &[b"\"done\":true", b"\"done\": true", b"\"error\""];
 /// Bytes that say the answer is complete even if the terminal event never comes.
 const FINISHED: &[&[u8]] = &[b"\"finish_reason\":\"", b"\"stop_reason\":\""];
+/// Bytes that say an event may carry token usage (then it is parsed for it).
+const USAGE: &[&[u8]] = &[b"\"usage\"", b"\"eval_count\""];
+
+/// Any of a few byte strings. The searchers are built once: building a `memmem` searcher per
+/// search, ten per event, was most of the cost of relaying an event. (One Aho-Corasick automaton
+/// for all of them measured slower on events this short.)
+struct AnyOf(Vec<Finder<'static>>);
+
+impl AnyOf {
+    fn new(needles: &[&'static [u8]]) -> AnyOf {
+        AnyOf(needles.iter().map(|&n| Finder::new(n)).collect())
+    }
+
+    fn is_in(&self, hay: &[u8]) -> bool {
+        self.0.iter().any(|f| f.find(hay).is_some())
+    }
+}
+
+/// What an event can say: it ends the stream, the answer finished, it may carry usage.
+struct Marks {
+    terminal: AnyOf,
+    finished: AnyOf,
+    usage: AnyOf,
+}
+
+impl Marks {
+    fn new(terminals: &[&'static [u8]]) -> Marks {
+        Marks {
+            terminal: AnyOf::new(terminals),
+            finished: AnyOf::new(FINISHED),
+            usage: AnyOf::new(USAGE),
+        }
+    }
+}
+
+static SSE_MARKS: LazyLock<Marks> = LazyLock::new(|| Marks::new(SSE_TERMINALS));
+static NDJSON_MARKS: LazyLock<Marks> = LazyLock::new(|| Marks::new(NDJSON_TERMINALS));
 
 #[derive(Debug)]
 pub struct Events {
@@ -42,12 +83,6 @@ pub struct Events {
     /// Malformed events dropped so far.
     pub dropped: usize,
     pub usage: Usage,
-}
-
-fn contains(hay: &[u8], needles: &[&[u8]]) -> bool {
-    needles
-        .iter()
-        .any(|n| memchr::memmem::find(hay, n).is_some())
 }
 
 impl Events {
@@ -157,10 +192,12 @@ impl Events {
                 if serde_json::from_slice::<IgnoredAny>(line).is_err() {
                     return false;
                 }
-                self.note(line, line, NDJSON_TERMINALS);
+                self.note(line, line, &NDJSON_MARKS);
                 true
             }
             Framing::Sse => {
+                // An event nearly always has one `data:` line: a Vec only for more.
+                let mut first: Option<&[u8]> = None;
                 let mut data: Vec<&[u8]> = Vec::new();
                 for line in event.split(|b| *b == b'\n') {
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -168,7 +205,16 @@ impl Events {
                         continue;
                     }
                     if let Some(d) = line.strip_prefix(b"data:") {
-                        data.push(d.strip_prefix(b" ").unwrap_or(d));
+                        let d = d.strip_prefix(b" ").unwrap_or(d);
+                        match first {
+                            None => first = Some(d),
+                            Some(f) => {
+                                if data.is_empty() {
+                                    data.push(f);
+                                }
+                                data.push(d);
+                            }
+                        }
                     } else if !(line.starts_with(b"event:")
                         || line.starts_with(b"id:")
                         || line.starts_with(b"retry:"))
@@ -177,10 +223,10 @@ impl Events {
                     }
                 }
                 let joined;
-                let payload: &[u8] = match data.as_slice() {
-                    [] => return true,
-                    [one] => one,
-                    many => {
+                let payload: &[u8] = match (first, data.as_slice()) {
+                    (None, _) => return true,
+                    (Some(one), []) => one,
+                    (_, many) => {
                         joined = many.join(&b'\n');
                         &joined
                     }
@@ -190,20 +236,20 @@ impl Events {
                 {
                     return false;
                 }
-                self.note(event, payload, SSE_TERMINALS);
+                self.note(event, payload, &SSE_MARKS);
                 true
             }
         }
     }
 
-    fn note(&mut self, event: &[u8], payload: &[u8], terminals: &[&[u8]]) {
-        if !self.terminal && contains(event, terminals) {
+    fn note(&mut self, event: &[u8], payload: &[u8], marks: &Marks) {
+        if !self.terminal && marks.terminal.is_in(event) {
             self.terminal = true;
         }
-        if !self.finished && contains(payload, FINISHED) {
+        if !self.finished && marks.finished.is_in(payload) {
             self.finished = true;
         }
-        if mentions_usage(payload)
+        if marks.usage.is_in(payload)
             && let Some(u) = Usage::from_json(payload)
         {
             self.usage.update(u);
@@ -328,5 +374,19 @@ mod tests {
         let chunk = Bytes::from_static(b"event: ping\r\ndata: {}\r\n\r\n");
         assert_eq!(e.push(chunk.clone()), chunk);
         assert_eq!(e.dropped, 0);
+    }
+
+    #[test]
+    fn data_split_over_lines_is_one_payload() {
+        let mut e = sse();
+        let chunk = Bytes::from_static(
+            b"data: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":2,\ndata: \"completion_tokens\":3}}\n\n",
+        );
+        assert_eq!(e.push(chunk.clone()), chunk);
+        assert_eq!(e.dropped, 0);
+        assert_eq!(e.usage.output, Some(3));
+        // Each line alone is not JSON: joined they are, and only joined they count.
+        e.push(Bytes::from_static(b"data: {\"a\":\ndata: }\n\n"));
+        assert_eq!(e.dropped, 1);
     }
 }

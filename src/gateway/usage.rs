@@ -163,14 +163,6 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[start..end.max(start)]
 }
 
-/// Whether a document might carry usage (a cheap check before parsing a stream event).
-pub fn mentions_usage(bytes: &[u8]) -> bool {
-    const NEEDLES: [&[u8]; 2] = [b"\"usage\"", b"\"eval_count\""];
-    NEEDLES
-        .iter()
-        .any(|n| memchr::memmem::find(bytes, n).is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +211,6 @@ mod tests {
                 output: Some(12)
             }
         );
-        assert!(mentions_usage(br#"{"usage":{}}"#));
     }
 
     /// What `from_json` must agree with: the same fields read from a full parse.
@@ -286,6 +277,5 @@ mod tests {
         ] {
             let _ = Usage::from_json(doc.as_bytes());
         }
-        assert!(!mentions_usage(br#"{"choices":[]}"#));
     }
 }
