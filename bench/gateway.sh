@@ -12,7 +12,8 @@
 # runs beside aigw as the reference row, and LiteLLM's proxy too with --with-litellm.
 # Load: wrk (Debian package) for concurrency-1 latency and saturation throughput;
 # examples/bench_client.rs for streaming time-to-first-byte, chunk delivery and 1,000 open streams.
-# Memory: VmHWM / VmRSS of the aigw process from /proc.
+# Memory: VmHWM / VmRSS of the aigw process from /proc; CPU per request at saturation: user +
+# system time from /proc/PID/stat of each server's processes over its wrk run.
 # Installs wrk and nginx with apt-get only when missing; kills everything it started and removes
 # its temp dir on exit, error or Ctrl-C. Nothing here asserts on time: it measures and prints.
 set -euo pipefail
@@ -29,7 +30,7 @@ WITH_CRITERION=0
 RESULTS=""
 ARGS="$*"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION=$2; shift 2 ;;
@@ -126,6 +127,16 @@ wait_http() { # URL [SECONDS] [METHOD]
     return 1
 }
 rss_kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# cpu_ticks SID: user + system clock ticks so far of every process in session SID (nginx's
+# workers, LiteLLM's interpreter), all threads included. (comm is the 2nd field: none of these
+# has a space in it.)
+cpu_ticks() {
+    local t=0 p
+    for p in $(ps -o pid= -s "$1" 2>/dev/null); do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
 
 P_NGX=$(free_port); P_HOP=$(free_port); P_HOPSSE=$(free_port); P_SSE=$(free_port)
 P_GW=$(free_port); P_LL=$(free_port)
@@ -198,7 +209,9 @@ EOF
 
 log "starting nginx (upstream :$P_NGX), a second nginx (proxy hop :$P_HOP), bench_upstream (SSE :$P_SSE), aigw (:$P_GW)"
 start nginx "$NGINX" -e "$TMP/nginx/error.log" -p "$TMP/nginx" -c "$TMP/nginx.conf" -g 'daemon off;'
+NGX_PID=$LAST_PID
 start hop "$NGINX" -e "$TMP/hop/error.log" -p "$TMP/hop" -c "$TMP/hop.conf" -g 'daemon off;'
+HOP_PID=$LAST_PID
 start upstream "$UPSTREAM" --port "$P_SSE" --threads 1 --chunks 10 --delay-ms 2
 start aigw "$AIGW" serve --policy "$TMP/policy.yaml" --listen "127.0.0.1:$P_GW" --no-reload --color never
 AIGW_PID=$LAST_PID
@@ -294,10 +307,19 @@ for t in "${TARGETS[@]}"; do
     R[c1rps-$t]=$(median <<<"${SRPS[$t]}")
 done
 
+# CPU per request at saturation: what the throughput ratio is made of on a machine whose cores
+# the load tool, the upstream and the proxy share. "direct" is the upstream nginx alone.
+declare -A SID=([direct]=$NGX_PID [hop]=$HOP_PID [aigw]=$AIGW_PID)
+[ "$HAVE_LL" = 1 ] && SID[litellm]=$LL_PID
+TCK=$(getconf CLK_TCK)
 log "saturation: wrk -t$THREADS -c$CONNS -d${DURATION}s"
 for t in "${TARGETS[@]}"; do
+    before=$(cpu_ticks "${SID[$t]}")
     wrk_run "sat-$t" "${URL[$t]}" "$THREADS" "$CONNS" "$DURATION"
     R[satrps-$t]=$RPS; R[satp99-$t]=$P99
+    n=$(awk '/requests in/ { print $1 }' "$TMP/wrk-sat-$t.txt")
+    R[cpu-$t]=$(awk -v a="$before" -v b="$(cpu_ticks "${SID[$t]}")" -v n="${n:-0}" -v hz="$TCK" \
+        'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "–" }')
     [ "$t" = aigw ] && R[rss-load]=$(rss_kb "$AIGW_PID" VmHWM)
 done
 
@@ -384,6 +406,7 @@ echo "| c=1 throughput (req/s) |$(col c1rps) | |"
 echo "| saturation throughput (req/s, wrk -t$THREADS -c$CONNS) |$(col satrps) | |"
 echo "| **throughput vs direct** |$(rel satrps) ≥ 0.50 | $(met "$TR" '>=' 0.5) |"
 echo "| saturation latency p99 (µs) |$(col satp99) | |"
+echo "| CPU per request at saturation (µs, user+sys; direct: the upstream alone) |$(col cpu) | |"
 echo "| stream TTFB p50 (µs) |$(col ttfb_p50_us) | |"
 echo "| stream TTFB p99 (µs) |$(col ttfb_p99_us) | |"
 echo "| **stream added TTFB p99 (µs)** |$(added ttfb_p99_us) ≤ 200 | $(met "$T99" '<=' 200) |"
