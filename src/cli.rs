@@ -190,6 +190,10 @@ pub struct ServeArgs {
     /// connections its requests use stay on one thread.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub workers: usize,
+    /// Most client connections served at once; more wait in the listen backlog until one
+    /// closes. 0: half the open-file limit (each proxied request also holds an upstream socket).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub max_connections: usize,
     /// Do not watch the policy file for changes.
     #[arg(long)]
     pub no_reload: bool,

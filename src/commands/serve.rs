@@ -92,6 +92,18 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             }
         };
         eprint!("{warnings}");
+        let open_files = match gateway::open_files::raise() {
+            Ok(limit) => {
+                if let Some(w) = gateway::open_files::warning(limit) {
+                    eprintln!("{w}");
+                }
+                Some(limit)
+            }
+            Err(e) => {
+                tracing::debug!("open-file limit not raised: {e}");
+                None
+            }
+        };
         let opts = GatewayOptions {
             auth_token: args.auth_token.filter(|t| !t.is_empty()),
             max_attempts: args.max_attempts,
@@ -109,6 +121,10 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
                 cooldown: args.breaker_cooldown,
             },
             access_log,
+            max_connections: match (args.max_connections, open_files) {
+                (0, Some(limit)) => gateway::open_files::connection_cap(limit),
+                (n, _) => n,
+            },
             workers: match args.workers {
                 0 => gateway::workers::auto(),
                 n => n,

@@ -25,6 +25,7 @@ pub mod log_writer;
 pub mod metrics;
 pub mod names;
 pub mod ollama_api;
+pub mod open_files;
 pub mod pool;
 pub mod redact;
 pub mod reload;
@@ -103,6 +104,10 @@ pub struct GatewayOptions {
     pub breaker: breaker::BreakerOptions,
     /// Threads serving connections (see [`workers`]); 1 serves them on the caller's runtime.
     pub workers: usize,
+    /// Most client connections served at once (0: no cap). At the cap the accept loop waits
+    /// for one to close and new clients wait in the listen backlog, rather than being accepted
+    /// only to fail when their upstream connection finds no file descriptor left.
+    pub max_connections: usize,
     /// Where request lines go in text form; `None`: as a structured `tracing` event (JSON logs).
     pub access_log: Option<access_log::AccessLog>,
 }
@@ -122,6 +127,7 @@ impl Default for GatewayOptions {
             retry: failure::RetryOptions::default(),
             breaker: breaker::BreakerOptions::default(),
             workers: 1,
+            max_connections: 0,
             access_log: None,
         }
     }
@@ -219,7 +225,12 @@ pub async fn serve(
         .header_read_timeout(gateway.opts.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut cap = ConnectionCap::new(gateway.opts.max_connections);
     loop {
+        let slot = tokio::select! {
+            _ = token.cancelled() => break,
+            slot = cap.acquire() => slot,
+        };
         let (tcp, remote) = tokio::select! {
             _ = token.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -241,6 +252,7 @@ pub async fn serve(
             watcher: graceful.watcher(),
             head_timeout: gateway.opts.header_read_timeout,
             remote,
+            _slot: slot,
         };
         if workers.len() == 1 {
             workers.spawn(conn.serve(tcp));
@@ -270,6 +282,42 @@ pub async fn serve(
     result
 }
 
+/// `--max-connections`: one permit per connection being served, given back when it closes.
+struct ConnectionCap {
+    permits: Option<(Arc<tokio::sync::Semaphore>, usize)>,
+    /// When serve last said it is at the cap (said at most once a minute).
+    warned: Option<std::time::Instant>,
+}
+
+impl ConnectionCap {
+    fn new(max: usize) -> ConnectionCap {
+        let max = max.min(tokio::sync::Semaphore::MAX_PERMITS);
+        ConnectionCap {
+            permits: (max > 0).then(|| (Arc::new(tokio::sync::Semaphore::new(max)), max)),
+            warned: None,
+        }
+    }
+
+    /// A slot for the next connection, waiting while `max` are open.
+    async fn acquire(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let (permits, max) = self.permits.as_ref()?;
+        if let Ok(p) = permits.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        if self
+            .warned
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.warned = Some(std::time::Instant::now());
+            tracing::warn!(
+                "{max} connections open, the --max-connections cap: new clients wait until one closes"
+            );
+        }
+        // Never closed: it lives as long as the accept loop.
+        permits.clone().acquire_owned().await.ok()
+    }
+}
+
 /// One accepted connection, ready to be served on a worker.
 struct Connection {
     gateway: Arc<Gateway>,
@@ -278,6 +326,8 @@ struct Connection {
     watcher: hyper_util::server::graceful::Watcher,
     head_timeout: Duration,
     remote: SocketAddr,
+    /// Its `--max-connections` slot, given back when the connection is dropped.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Connection {
@@ -292,6 +342,7 @@ impl Connection {
             watcher,
             head_timeout,
             remote,
+            _slot: _held_until_closed,
         } = self;
         // Without TCP_NODELAY small SSE writes wait for delayed ACKs (tens of ms per event).
         let _ = tcp.set_nodelay(true);

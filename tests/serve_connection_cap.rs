@@ -1,0 +1,76 @@
+//! `--max-connections`: at the cap serve stops accepting; a new client waits in the listen
+//! backlog (its request unanswered, not refused) and is served as soon as a connection closes.
+
+#[path = "gateway_support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aigw::gateway::GatewayOptions;
+use support::FixedRouting;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: aigw\r\n\r\n";
+
+/// Reads until a whole response head has arrived.
+async fn read_head(conn: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+async fn served(addr: std::net::SocketAddr) -> TcpStream {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(HEALTH).await.unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(30), read_head(&mut c))
+        .await
+        .expect("a connection under the cap is served");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    c
+}
+
+#[tokio::test]
+async fn a_client_over_the_cap_waits_and_is_served_when_one_closes() {
+    let opts = GatewayOptions {
+        max_connections: 2,
+        ..GatewayOptions::default()
+    };
+    let gw = support::start(Arc::new(FixedRouting::new(Vec::new(), &[])), opts).await;
+    // Two keep-alive connections hold both slots.
+    let first = served(gw.addr).await;
+    let _second = served(gw.addr).await;
+    // The kernel completes the third handshake (backlog); serve does not take it yet.
+    let mut third = TcpStream::connect(gw.addr).await.unwrap();
+    third.write_all(HEALTH).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(500), read_head(&mut third)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served over a cap of 2"
+    );
+    // One closes: the waiting client is accepted and answered.
+    drop(first);
+    let head = tokio::time::timeout(Duration::from_secs(30), read_head(&mut third))
+        .await
+        .expect("the waiting client is served once a slot frees");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+#[tokio::test]
+async fn no_cap_serves_every_connection() {
+    let gw = support::start(
+        Arc::new(FixedRouting::new(Vec::new(), &[])),
+        GatewayOptions::default(),
+    )
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..20 {
+        open.push(served(gw.addr).await);
+    }
+}
