@@ -44,13 +44,17 @@ pub fn connection_cap(limit: OpenFiles) -> usize {
 /// What serve prints when the limit stays low, naming the fix; `None` when there is room.
 pub fn warning(limit: OpenFiles) -> Option<String> {
     (limit.now < LOW).then(|| {
+        let raised = if limit.before < limit.now {
+            format!("; serve raised its soft limit from {}", limit.before)
+        } else {
+            String::new()
+        };
         format!(
-            "warning: the open-file limit is {} (the hard limit; serve raised its soft limit from {}), so serve \
-             holds at most {} connections at once and more wait (see --max-connections); raise it with \
+            "warning: the open-file limit is {} (the hard limit{raised}), so serve holds at most {} \
+             connections at once and more wait (see --max-connections); raise it with \
              `ulimit -Hn 65536 && ulimit -n 65536` (root), `LimitNOFILE=65536` in a systemd unit, or \
              `--ulimit nofile=65536` for docker",
             limit.now,
-            limit.before,
             connection_cap(limit)
         )
     })
@@ -77,6 +81,13 @@ mod tests {
         assert!(w.contains("open-file limit is 1024"), "{w}");
         assert!(w.contains("at most 480 connections"), "{w}");
         assert!(w.contains("LimitNOFILE"), "{w}");
+        assert!(w.contains("raised its soft limit from 256"), "{w}");
+        let w = warning(OpenFiles {
+            before: 1024,
+            now: 1024,
+        })
+        .unwrap();
+        assert!(!w.contains("raised"), "{w}");
     }
 
     #[test]
