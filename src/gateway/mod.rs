@@ -252,15 +252,19 @@ pub async fn serve(
             watcher: graceful.watcher(),
             head_timeout: gateway.opts.header_read_timeout,
             remote,
-            _slot: slot,
         };
+        // `slot` is held by the connection's task and given back when it ends.
         if workers.len() == 1 {
-            workers.spawn(conn.serve(tcp));
+            workers.spawn(async move {
+                let _slot = slot;
+                conn.serve(tcp).await
+            });
             continue;
         }
         // The socket moves to the worker's own reactor, so its readiness wakes that thread.
         match tcp.into_std() {
             Ok(std) => workers.spawn(async move {
+                let _slot = slot;
                 match tokio::net::TcpStream::from_std(std) {
                     Ok(tcp) => conn.serve(tcp).await,
                     Err(e) => tracing::warn!("cannot serve a connection from {remote}: {e}"),
@@ -326,8 +330,6 @@ struct Connection {
     watcher: hyper_util::server::graceful::Watcher,
     head_timeout: Duration,
     remote: SocketAddr,
-    /// Its `--max-connections` slot, given back when the connection is dropped.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Connection {
@@ -342,7 +344,6 @@ impl Connection {
             watcher,
             head_timeout,
             remote,
-            _slot: _held_until_closed,
         } = self;
         // Without TCP_NODELAY small SSE writes wait for delayed ACKs (tens of ms per event).
         let _ = tcp.set_nodelay(true);
