@@ -26,13 +26,18 @@ async fn read_head(conn: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// Waits (generously) for `conn`'s answer, which must be a 200.
+async fn answered(conn: &mut TcpStream, what: &str) {
+    let head = tokio::time::timeout(Duration::from_secs(30), read_head(conn))
+        .await
+        .expect(what);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
 async fn served(addr: std::net::SocketAddr) -> TcpStream {
     let mut c = TcpStream::connect(addr).await.unwrap();
     c.write_all(HEALTH).await.unwrap();
-    let head = tokio::time::timeout(Duration::from_secs(30), read_head(&mut c))
-        .await
-        .expect("a connection under the cap is served");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    answered(&mut c, "a connection under the cap is served").await;
     c
 }
 
@@ -56,10 +61,7 @@ async fn a_client_over_the_cap_waits_and_is_served_when_one_closes() {
     );
     // One closes: the waiting client is accepted and answered.
     drop(first);
-    let head = tokio::time::timeout(Duration::from_secs(30), read_head(&mut third))
-        .await
-        .expect("the waiting client is served once a slot frees");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    answered(&mut third, "the waiting client is served once a slot frees").await;
 }
 
 #[tokio::test]

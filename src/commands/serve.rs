@@ -92,18 +92,16 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             }
         };
         eprint!("{warnings}");
-        let open_files = match gateway::open_files::raise() {
-            Ok(limit) => {
-                if let Some(w) = gateway::open_files::warning(limit) {
-                    eprintln!("{w}");
-                }
-                Some(limit)
-            }
-            Err(e) => {
-                tracing::debug!("open-file limit not raised: {e}");
-                None
-            }
+        let open_files = gateway::open_files::raise()
+            .inspect_err(|e| tracing::debug!("open-file limit not raised: {e}"))
+            .ok();
+        let max_connections = match (args.max_connections, open_files) {
+            (0, Some(limit)) => gateway::open_files::connection_cap(limit),
+            (n, _) => n,
         };
+        if let Some(w) = open_files.and_then(|l| gateway::open_files::warning(l, max_connections)) {
+            eprintln!("{w}");
+        }
         let opts = GatewayOptions {
             auth_token: args.auth_token.filter(|t| !t.is_empty()),
             max_attempts: args.max_attempts,
@@ -121,10 +119,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
                 cooldown: args.breaker_cooldown,
             },
             access_log,
-            max_connections: match (args.max_connections, open_files) {
-                (0, Some(limit)) => gateway::open_files::connection_cap(limit),
-                (n, _) => n,
-            },
+            max_connections,
             workers: match args.workers {
                 0 => gateway::workers::auto(),
                 n => n,

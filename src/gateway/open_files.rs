@@ -41,8 +41,9 @@ pub fn connection_cap(limit: OpenFiles) -> usize {
     usize::try_from(cap.max(16)).unwrap_or(usize::MAX)
 }
 
-/// What serve prints when the limit stays low, naming the fix; `None` when there is room.
-pub fn warning(limit: OpenFiles) -> Option<String> {
+/// What serve prints when the limit stays low, naming the fix and the connection cap serve runs
+/// with (`--max-connections`, by default [`connection_cap`]); `None` when there is room.
+pub fn warning(limit: OpenFiles, max_connections: usize) -> Option<String> {
     (limit.now < LOW).then(|| {
         let raised = if limit.before < limit.now {
             format!("; serve raised its soft limit from {}", limit.before)
@@ -54,8 +55,7 @@ pub fn warning(limit: OpenFiles) -> Option<String> {
              connections at once and more wait (see --max-connections); raise it with \
              `ulimit -Hn 65536 && ulimit -n 65536` (root), `LimitNOFILE=65536` in a systemd unit, or \
              `--ulimit nofile=65536` for docker",
-            limit.now,
-            connection_cap(limit)
+            limit.now, max_connections
         )
     })
 }
@@ -66,28 +66,31 @@ mod tests {
 
     #[test]
     fn warns_only_when_little_room_is_left() {
-        assert_eq!(
-            warning(OpenFiles {
-                before: 1024,
-                now: 524_288
-            }),
-            None
-        );
-        let w = warning(OpenFiles {
+        let room = OpenFiles {
+            before: 1024,
+            now: 524_288,
+        };
+        assert_eq!(warning(room, connection_cap(room)), None);
+        let low = OpenFiles {
             before: 256,
             now: 1024,
-        })
-        .unwrap();
+        };
+        let w = warning(low, connection_cap(low)).unwrap();
         assert!(w.contains("open-file limit is 1024"), "{w}");
         assert!(w.contains("at most 480 connections"), "{w}");
         assert!(w.contains("LimitNOFILE"), "{w}");
         assert!(w.contains("raised its soft limit from 256"), "{w}");
-        let w = warning(OpenFiles {
-            before: 1024,
-            now: 1024,
-        })
+        let w = warning(
+            OpenFiles {
+                before: 1024,
+                now: 1024,
+            },
+            100,
+        )
         .unwrap();
         assert!(!w.contains("raised"), "{w}");
+        // An explicit --max-connections is the cap the warning names.
+        assert!(w.contains("at most 100 connections"), "{w}");
     }
 
     #[test]
