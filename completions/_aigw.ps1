@@ -38,6 +38,8 @@ Register-ArgumentCompleter -Native -CommandName 'aigw' -ScriptBlock {
             break
         }
         'aigw;validate' {
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'A policy file to check, as every other command takes it (same as a FILES argument)')
+            [CompletionResult]::new('--policy', '--policy', [CompletionResultType]::ParameterName, 'A policy file to check, as every other command takes it (same as a FILES argument)')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--secrets', '--secrets', [CompletionResultType]::ParameterName, 'Secrets file, to check that every `secrets.get` resolves')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')

@@ -505,12 +505,20 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__validate)
-            opts="-h --format --deny-warnings --secrets --color --help"
+            opts="-p -h --policy --format --deny-warnings --secrets --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "human json github" -- "${cur}"))
                     return 0

@@ -34,6 +34,8 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'aigw;validate'= {
+            cand -p 'A policy file to check, as every other command takes it (same as a FILES argument)'
+            cand --policy 'A policy file to check, as every other command takes it (same as a FILES argument)'
             cand --format 'Output format'
             cand --secrets 'Secrets file, to check that every `secrets.get` resolves'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'

@@ -38,6 +38,7 @@ complete -c aigw -n "__fish_aigw_needs_command" -f -a "init" -d 'Write the built
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "schema" -d 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aigw -n "__fish_aigw_using_subcommand validate" -s p -l policy -d 'A policy file to check, as every other command takes it (same as a FILES argument)' -r -F
 complete -c aigw -n "__fish_aigw_using_subcommand validate" -l format -d 'Output format' -r -f -a "human\t'Diagnostics with source snippets'
 json\t'One JSON object per file'
 github\t'GitHub Actions workflow annotations'"

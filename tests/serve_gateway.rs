@@ -465,9 +465,15 @@ on_http_request:
 
 #[tokio::test]
 async fn off_loopback_needs_a_token() {
-    use aigw::commands::serve::{check_bind, parse_listen};
+    use aigw::cli::parse_listen;
+    use aigw::commands::serve::check_bind;
     let any = parse_listen("0.0.0.0:0").unwrap();
-    assert!(check_bind(&any, None).unwrap_err().contains("--auth-token"));
+    assert!(
+        check_bind(&any, None)
+            .unwrap_err()
+            .to_string()
+            .contains("--auth-token")
+    );
     assert!(check_bind(&any, Some("")).is_err());
     assert!(check_bind(&any, Some("t0k3n")).is_ok());
     assert!(check_bind(&parse_listen("127.0.0.1:8080").unwrap(), None).is_ok());

@@ -161,7 +161,9 @@ fn off_loopback_needs_a_token_and_loopback_does_not() {
         assert!(check_bind(&addr.parse().unwrap(), None).is_ok(), "{addr}");
     }
     for addr in ["0.0.0.0:8080", "[::]:8080", "192.0.2.10:8080"] {
-        let e = check_bind(&addr.parse().unwrap(), None).unwrap_err();
+        let e = check_bind(&addr.parse().unwrap(), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--auth-token"), "{e}");
         assert!(
             check_bind(&addr.parse().unwrap(), Some("")).is_err(),

@@ -1,6 +1,9 @@
 //! One thin file per subcommand: gather inputs, call the engine, render.
 
 pub mod common;
+pub mod error;
+
+pub use error::{CommandError, finish};
 
 /// How a command ended, as scripts see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

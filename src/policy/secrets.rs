@@ -16,6 +16,21 @@ pub struct SecretStore {
     values: HashMap<String, String>,
 }
 
+/// Why `--secrets FILE` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsFileError {
+    #[error("cannot read secrets file {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("secrets file {} is not a YAML mapping: {source}", path.display())]
+    NotAMapping {
+        path: std::path::PathBuf,
+        source: Box<serde_saphyr::Error>,
+    },
+}
+
 impl SecretStore {
     /// Secrets from the process environment only.
     pub fn from_env() -> Self {
@@ -32,11 +47,16 @@ impl SecretStore {
     }
 
     /// Adds the secrets of a YAML file; values already present (from the environment) win.
-    pub fn with_file(mut self, path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read secrets file {}: {e}", path.display()))?;
-        let parsed: HashMap<String, serde_json::Value> = serde_saphyr::from_str(&text)
-            .map_err(|e| format!("secrets file {} is not a YAML mapping: {e}", path.display()))?;
+    pub fn with_file(mut self, path: &Path) -> Result<Self, SecretsFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SecretsFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let parsed: HashMap<String, serde_json::Value> =
+            serde_saphyr::from_str(&text).map_err(|source| SecretsFileError::NotAMapping {
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            })?;
         for (vault, entry) in parsed {
             match entry {
                 serde_json::Value::Object(names) => {

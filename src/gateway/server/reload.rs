@@ -10,9 +10,16 @@ use std::time::Duration;
 use crate::gateway::Gateway;
 use crate::gateway::Routing;
 
-/// Builds an engine from a policy file: `Ok(engine, rendered warnings)` or `Err(rendered
-/// diagnostics)`.
-pub type Builder = Arc<dyn Fn(&Path) -> Result<(Arc<dyn Routing>, String), String> + Send + Sync>;
+/// Builds an engine from a policy file: `Ok(engine, rendered warnings)` or why it was rejected.
+pub type Builder = Arc<dyn Fn(&Path) -> Result<(Arc<dyn Routing>, String), Rejected> + Send + Sync>;
+
+/// A policy that cannot serve: validate's diagnostics, rendered for stderr, or why the file
+/// could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{rendered}")]
+pub struct Rejected {
+    pub rendered: String,
+}
 
 /// Rebuilds the engine with a traffic snapshot (`None`: nothing to change).
 pub type MetricsRebuilder = Arc<
