@@ -6,15 +6,13 @@
 //! Needs `pip install -r tests/e2e/requirements.txt`; without the packages this test fails and
 //! says so (CI installs them).
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
 use aigw::gateway::GatewayOptions;
-use standin::{Fault, Kind, StandIn};
+use support::standin::{Fault, Kind, StandIn};
 
 const POLICY: &str = r#"
 on_http_request:

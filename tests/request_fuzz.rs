@@ -10,8 +10,6 @@
 //! changes the number of generated cases (default 4000). The test prints how many inputs ran.
 //! A second test sends 1500 mutated seed requests and arbitrary byte strings to a live listener.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -32,7 +30,7 @@ use proptest::test_runner::{
     Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestRng, TestRunner,
 };
 use serde_json::Value;
-use standin::{Kind, StandIn};
+use support::standin::{Kind, StandIn};
 use tower::ServiceExt;
 
 const POLICY: &str = r#"

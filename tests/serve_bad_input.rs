@@ -3,8 +3,6 @@
 //! broken policy reloaded while requests are in flight. Every failure is a JSON error in the
 //! route's dialect whose message names the problem (and the fix where there is one).
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -14,7 +12,7 @@ use std::time::Duration;
 
 use aigw::gateway::GatewayOptions;
 use serde_json::{Value, json};
-use standin::{Kind, StandIn};
+use support::standin::{Kind, StandIn};
 use support::{client, start_policy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -55,7 +55,7 @@ async fn fails_over_on_500_and_rewrites_the_body() {
     assert_eq!(resp.headers()["x-aigw-model"], "m2");
     assert_eq!(resp.headers()["x-aigw-attempts"], "2");
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["served_by"], "b");
+    assert_eq!(body["choices"][0]["message"]["content"], "[b] you said: hi");
     let seen_a = a.seen();
     assert_eq!(seen_a.len(), 1);
     assert_eq!(seen_a[0].path, "/v1/chat/completions");
@@ -153,7 +153,11 @@ async fn exhausted_candidates_are_503_with_every_reason() {
     assert_eq!(body["error"]["code"], "ERR_NGROK_3807");
     assert_eq!(body["error"]["type"], "gateway_error");
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("a:m1: HTTP 500 (a says 500)"), "{msg}");
+    // The upstream's own message (the stand-in's OpenAI 500) is quoted.
+    assert!(
+        msg.contains("a:m1: HTTP 500 (The server had an error while processing your request."),
+        "{msg}"
+    );
     assert!(msg.contains("b:m2: HTTP 429"), "{msg}");
 }
 
@@ -332,7 +336,8 @@ async fn streams_chunk_by_chunk() {
             .starts_with("text/event-stream")
     );
     let text = resp.text().await.unwrap();
-    assert_eq!(text.matches("data: {").count(), 5, "{text}");
+    // The stand-in's chunks for "[a] you said: hi": role, one per word, finish.
+    assert_eq!(text.matches("data: {").count(), 6, "{text}");
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert!(!text.contains("\"error\""));
 }
@@ -354,7 +359,8 @@ async fn a_stream_that_dies_ends_with_an_error_event() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap_or_default();
-    assert!(text.contains("a-0"), "{text}");
+    // The first 3 chunks (role, "[a]", " you") arrived.
+    assert!(text.contains(r#""content":"[a]""#), "{text}");
     let last = text.trim_end().lines().last().unwrap();
     assert!(last.starts_with("data: {\"error\""), "{text}");
     assert!(!text.contains("[DONE]"));

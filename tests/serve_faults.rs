@@ -6,8 +6,6 @@
 //! assert on what the stand-ins saw and what the client got; where time matters they assert
 //! lower bounds that a sleep guarantees, or upper bounds with generous slack, never a target.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -15,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use aigw::gateway::GatewayOptions;
 use serde_json::{Value, json};
-use standin::{Fault, Kind, StandIn};
+use support::standin::{Fault, Kind, StandIn};
 use support::{client, start_policy};
 
 const SECRETS: &[(&str, &str)] = &[

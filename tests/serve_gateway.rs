@@ -1,8 +1,6 @@
 //! `aigw serve` end to end in-process: the real engine on a policy, stand-in providers on
 //! 127.0.0.1, and an HTTP client. Failover, timeouts, keys, mapping, reload, models, auth.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -12,7 +10,7 @@ use std::time::Duration;
 use aigw::gateway::GatewayOptions;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use standin::{Fault, Kind, StandIn};
+use support::standin::{Fault, Kind, StandIn};
 use support::{client, start_policy};
 
 /// Two OpenAI-format providers offering the same model: `primary` (two keys) then `backup`

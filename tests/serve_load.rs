@@ -4,8 +4,6 @@
 //! the open-stream gauge returns to 0 and the process's memory stays bounded. The memory figures
 //! (resident set before, at peak, after) are printed.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -16,7 +14,7 @@ use std::time::Duration;
 use aigw::gateway::GatewayOptions;
 use futures_util::StreamExt;
 use serde_json::json;
-use standin::{Kind, StandIn};
+use support::standin::{Kind, StandIn};
 
 const POLICY: &str = r#"
 on_http_request:

@@ -1,8 +1,6 @@
 //! `m.metrics.*` fed from the gateway's own traffic: a strategy that filters out models with a
 //! high error rate stops sending requests to a failing provider once the figures refresh.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -11,8 +9,8 @@ use std::time::Duration;
 
 use aigw::gateway::GatewayOptions;
 use serde_json::json;
-use standin::{Fault, Kind, StandIn};
 use support::client;
+use support::standin::{Fault, Kind, StandIn};
 
 const POLICY: &str = r#"
 on_http_request:

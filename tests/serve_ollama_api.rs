@@ -2,8 +2,6 @@
 //! `/api/chat` streaming and not, failover between two Ollama instances, `/api/tags` merging,
 //! `/api/embed`, `/api/version`, and a mid-stream failure as an NDJSON error line.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -11,7 +9,7 @@ use std::sync::Arc;
 
 use aigw::gateway::GatewayOptions;
 use serde_json::{Value, json};
-use standin::{Fault, Kind, StandIn};
+use support::standin::{Fault, Kind, StandIn};
 use support::{FixedProvider, FixedRouting, client, start};
 
 fn ollama(id: &str, url: String) -> FixedProvider {

@@ -6,8 +6,6 @@
 //!   target and must see zero requests;
 //! - routing loops back to aigw itself are refused with 508 naming the provider.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -20,7 +18,7 @@ use aigw::gateway::{Gateway, GatewayOptions, ProviderView};
 use aigw::policy::secrets::SecretStore;
 use aigw::routing::upstream::UrlOrigin;
 use serde_json::{Value, json};
-use standin::{Kind, StandIn};
+use support::standin::{Kind, StandIn};
 use support::{client, start_policy};
 
 fn policy(ids: &[&str]) -> String {

@@ -1,8 +1,6 @@
 //! Streaming beyond chat: Anthropic `/v1/messages`, OpenAI `/v1/responses`, client disconnects
 //! (the upstream is dropped) and graceful shutdown (open streams end with an error event).
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -11,7 +9,7 @@ use std::time::{Duration, Instant};
 use aigw::gateway::GatewayOptions;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use standin::{Kind, StandIn};
+use support::standin::{Kind, StandIn};
 use support::{client, start_policy};
 
 fn policy(id: &str, model: &str) -> String {
@@ -202,7 +200,9 @@ async fn first_byte_timeout_fails_over_before_anything_is_sent() {
         .await
         .with_label("second")
         .with_models(&["m"]);
-    first.push_fault(standin::Fault::SlowFirstChunk(Duration::from_secs(30)));
+    first.push_fault(support::standin::Fault::SlowFirstChunk(
+        Duration::from_secs(30),
+    ));
     let opts = GatewayOptions {
         first_byte_timeout: Some(Duration::from_millis(500)),
         ..GatewayOptions::default()
@@ -242,7 +242,7 @@ async fn a_stalled_stream_ends_after_the_idle_timeout() {
         .await
         .with_label("second")
         .with_models(&["m"]);
-    first.push_fault(standin::Fault::StreamStallAfter(2));
+    first.push_fault(support::standin::Fault::StreamStallAfter(2));
     let opts = GatewayOptions {
         stream_idle_timeout: Duration::from_millis(500),
         ..GatewayOptions::default()

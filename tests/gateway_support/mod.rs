@@ -1,6 +1,10 @@
-//! Helpers for the gateway tests: start aigw's gateway in-process on 127.0.0.1:0, and a fixed
-//! `Routing` for executor tests that should not depend on the engine's planning.
+//! Helpers for the gateway tests: start aigw's gateway in-process on 127.0.0.1:0, a fixed
+//! `Routing` for executor tests that should not depend on the engine's planning, and the one
+//! stand-in upstream (`standin`, from `tests/support/standin`).
 #![allow(dead_code)]
+
+#[path = "../support/standin/mod.rs"]
+pub mod standin;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -163,25 +167,28 @@ pub fn keys_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-/// A minimal scripted upstream for executor tests (the full stand-ins live in tests/support).
+/// The scripted upstream of the first executor tests, kept as a thin layer over the one
+/// stand-in ([`standin::StandIn`], OpenAI kind) so that tests written against it still build.
+/// New tests use `StandIn` directly.
 pub mod mini {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
-    use axum::Router;
-    use axum::body::{Body, Bytes};
-    use axum::extract::State;
-    use axum::http::{HeaderMap, StatusCode, Uri};
-    use axum::response::{IntoResponse, Response};
+    use axum::http::HeaderMap;
+
+    use super::standin::{Fault, Kind, StandIn};
 
     #[derive(Clone, Debug)]
     pub enum Mode {
         Ok,
+        /// This status, in OpenAI's error shape.
         Status(u16),
+        /// The answer after this delay.
         Sleep(Duration),
         /// 401 when `Authorization: Bearer KEY` carries this key, else Ok.
         RejectKey(String),
-        /// SSE: `n` chunks then `[DONE]`; with `die`, the connection drops after the chunks.
+        /// An SSE stream (the stand-in's chunks: role, one per word, finish, `[DONE]`); with
+        /// `die`, the connection drops after `n` chunks.
         Stream {
             n: usize,
             die: bool,
@@ -190,110 +197,66 @@ pub mod mini {
 
     #[derive(Clone, Debug)]
     pub struct Seen {
+        /// The path with its query, as the upstream received it.
         pub path: String,
         pub headers: HeaderMap,
+        /// The JSON body (`Null` when it is not JSON).
         pub body: serde_json::Value,
     }
 
     #[derive(Clone)]
     pub struct Mini {
-        pub mode: Arc<Mutex<Mode>>,
-        pub seen: Arc<Mutex<Vec<Seen>>>,
         pub name: String,
+        pub standin: Arc<StandIn>,
     }
 
     impl Mini {
         pub fn seen(&self) -> Vec<Seen> {
-            self.seen.lock().unwrap().clone()
+            self.standin
+                .requests()
+                .into_iter()
+                .map(|r| Seen {
+                    path: match &r.query {
+                        Some(q) => format!("{}?{q}", r.path),
+                        None => r.path.clone(),
+                    },
+                    body: r.json.clone().unwrap_or(serde_json::Value::Null),
+                    headers: r.headers,
+                })
+                .collect()
         }
-        pub fn set(&self, m: Mode) {
-            *self.mode.lock().unwrap() = m;
+
+        pub fn set(&self, mode: Mode) {
+            let revoked = match &mode {
+                Mode::RejectKey(key) => vec![key.as_str()],
+                _ => Vec::new(),
+            };
+            self.standin.set_revoked_keys(&revoked);
+            let fault = match mode {
+                Mode::Ok | Mode::RejectKey(_) | Mode::Stream { die: false, .. } => None,
+                Mode::Status(code) => Some(Fault::status(code)),
+                Mode::Sleep(d) => Some(Fault::DelayHeaders(d)),
+                Mode::Stream { n, die: true } => Some(Fault::StreamCutAfter(n)),
+            };
+            self.standin.set_fault(fault);
         }
     }
 
+    /// Starts an OpenAI stand-in labelled `name` that answers any model, in `mode`.
     pub async fn start(name: &str, mode: Mode) -> (String, Mini) {
+        let standin = StandIn::start(Kind::OpenAi)
+            .await
+            .with_label(name)
+            .with_any_model();
         let mini = Mini {
-            mode: Arc::new(Mutex::new(mode)),
-            seen: Arc::default(),
             name: name.into(),
+            standin: Arc::new(standin),
         };
-        let app = Router::new().fallback(handler).with_state(mini.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (format!("http://{addr}"), mini)
-    }
-
-    async fn handler(State(m): State<Mini>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-        let body: serde_json::Value =
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        m.seen.lock().unwrap().push(Seen {
-            path: uri.to_string(),
-            headers,
-            body: body.clone(),
-        });
-        let mode = m.mode.lock().unwrap().clone();
-        let model = body.get("model").cloned().unwrap_or_default();
-        let ok = serde_json::json!({"id": "x", "object": "chat.completion", "model": model, "served_by": m.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("hello from {}", m.name)}, "finish_reason": "stop"}]});
-        match mode {
-            Mode::Ok => axum::Json(ok).into_response(),
-            Mode::Status(s) => (
-                StatusCode::from_u16(s).unwrap(),
-                axum::Json(
-                    serde_json::json!({"error": {"message": format!("{} says {s}", m.name)}}),
-                ),
-            )
-                .into_response(),
-            Mode::RejectKey(k) => {
-                let auth = m
-                    .seen
-                    .lock()
-                    .unwrap()
-                    .last()
-                    .and_then(|s| s.headers.get("authorization").cloned());
-                if auth.is_some_and(|a| a.to_str().unwrap_or("") == format!("Bearer {k}")) {
-                    (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": {"message": format!("Incorrect API key provided: {k}")}}))).into_response()
-                } else {
-                    axum::Json(ok).into_response()
-                }
-            }
-            Mode::Sleep(d) => {
-                tokio::time::sleep(d).await;
-                axum::Json(ok).into_response()
-            }
-            Mode::Stream { n, die } => {
-                let name = m.name.clone();
-                let s = async_stream(n, die, name);
-                Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(Body::from_stream(s))
-                    .unwrap()
-            }
-        }
-    }
-
-    fn async_stream(
-        n: usize,
-        die: bool,
-        name: String,
-    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-        futures_util::stream::unfold(0usize, move |i| {
-            let name = name.clone();
-            async move {
-                if i < n {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    let chunk = serde_json::json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": format!("{name}-{i} ")}}]});
-                    Some((Ok(Bytes::from(format!("data: {chunk}\n\n"))), i + 1))
-                } else if i == n && !die {
-                    Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), i + 1))
-                } else if i == n && die {
-                    Some((Err(std::io::Error::other("upstream died")), i + 1))
-                } else {
-                    None
-                }
-            }
-        })
+        mini.set(mode);
+        // The old scripted upstream lived until the test process ended, also when its handle
+        // was dropped at once (`let (url, _) = ...`); keep that.
+        std::mem::forget(mini.standin.clone());
+        (mini.standin.url(), mini)
     }
 }
 
