@@ -6,6 +6,8 @@
 //! binary in a shared target directory may be rebuilt by another checkout at any moment, and
 //! in-process runs are faster.
 
+#[path = "support/golden.rs"]
+mod golden;
 #[path = "support/standin/mod.rs"]
 mod standin;
 
@@ -663,8 +665,7 @@ fn installed_models_function() {
 
 // ---------------------------------------------------------------------------------------------
 // Transcripts: `commands/probe/*.md`, one per case, regenerated from real runs so they stay true.
-// A changed transcript fails the test unless AIGW_BLESS=1 (then it is rewritten); a missing one
-// is written (outside CI).
+// A changed or missing transcript fails the test; `TRYCMD=overwrite` rewrites them.
 
 struct Case {
     file: &'static str,
@@ -701,28 +702,6 @@ fn transcript(case: &Case) -> String {
     }
     md.push_str(&format!("\n# exit code: {}\n```\n", case.run.exit as u8));
     md
-}
-
-fn check_transcript(case: &Case) -> Option<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("commands/probe")
-        .join(case.file);
-    let want = transcript(case);
-    let have = std::fs::read_to_string(&path).ok();
-    let bless = std::env::var_os("AIGW_BLESS").is_some_and(|v| v == "1");
-    match have {
-        Some(h) if h == want => None,
-        Some(_) if !bless => Some(format!(
-            "{} is out of date (AIGW_BLESS=1 rewrites it):\n{want}",
-            path.display()
-        )),
-        None if std::env::var_os("CI").is_some() => Some(format!("{} is missing", path.display())),
-        _ => {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, want).unwrap();
-            None
-        }
-    }
 }
 
 fn case_with_policy(
@@ -916,11 +895,16 @@ fn transcripts() {
         &["openai", "--base-url", &oa],
     ));
 
-    let stale: Vec<String> = cases.iter().filter_map(check_transcript).collect();
+    let transcripts: Vec<(String, String)> = cases
+        .iter()
+        .map(|c| (format!("commands/probe/{}", c.file), transcript(c)))
+        .collect();
     for c in &cases {
         let _ = std::fs::remove_dir_all(&c.dir);
     }
-    assert!(stale.is_empty(), "{}", stale.join("\n\n"));
+    for (path, text) in &transcripts {
+        golden::assert_file(path, text);
+    }
 }
 
 #[test]
