@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use aigw::gateway::GatewayOptions;
 use serde_json::{Value, json};
-use support::standin::{Kind, StandIn};
+use support::standin::StandIn;
 use support::{client, start_policy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -36,10 +36,7 @@ fn opts() -> GatewayOptions {
 }
 
 async fn setup(opts: GatewayOptions) -> (StandIn, support::Started) {
-    let up = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("local")
-        .with_models(&["made-up-chat"]);
+    let up = support::openai_standin("local", &["made-up-chat"]).await;
     let gw = start_policy(POLICY, &[("local", up.url())], &[], opts).await;
     (up, gw)
 }
@@ -178,22 +175,10 @@ async fn bodies_over_the_limit_are_413_naming_the_limit_and_the_flag() {
     }
     // Just under the limit still works.
     let ok = json!({"model": "made-up-chat", "messages": [{"role": "user", "content": "hi"}]});
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&ok)
-        .send()
-        .await
-        .unwrap();
+    let r = gw.post("/v1/chat/completions", &ok).await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.requests().len(), 1);
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("status=\"413\""), "{metrics}");
 }
 
@@ -250,7 +235,7 @@ async fn slow_loris_connections_are_closed_after_the_header_read_timeout() {
         slow.push(s);
     }
     // Served while the slow ones hang.
-    let r = client().get(gw.url("/healthz")).send().await.unwrap();
+    let r = gw.get("/healthz").await;
     assert_eq!(r.status(), 200);
     for mut s in slow {
         // Generous bound: only a safety net so a regression fails instead of hanging.
@@ -283,10 +268,7 @@ async fn slow_loris_connections_are_closed_after_the_header_read_timeout() {
 /// serving, every request is answered 200, and the reload is counted as an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_policy_reloaded_under_load_drops_nothing() {
-    let up = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("local")
-        .with_models(&["made-up-chat"]);
+    let up = support::openai_standin("local", &["made-up-chat"]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.yaml");
     std::fs::write(&path, POLICY).unwrap();

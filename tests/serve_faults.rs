@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use aigw::gateway::GatewayOptions;
 use serde_json::{Value, json};
-use support::standin::{Fault, Kind, StandIn};
-use support::{client, start_policy};
+use support::standin::{Fault, StandIn};
+use support::{client, header, openai_standin, start_policy};
 
 const SECRETS: &[(&str, &str)] = &[
     ("AIGW_SECRET_PRIMARY_KEY1", "sk-fault-primary-key-one-1111"),
@@ -64,14 +64,8 @@ fn opts() -> GatewayOptions {
 }
 
 async fn setup_with(timeouts: &str, opts: GatewayOptions) -> Setup {
-    let primary = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("primary")
-        .with_models(&["chat-a"]);
-    let fallback = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("fallback")
-        .with_models(&["chat-b"]);
+    let primary = openai_standin("primary", &["chat-a"]).await;
+    let fallback = openai_standin("fallback", &["chat-b"]).await;
     let gw = start_policy(
         &policy(timeouts),
         &[("primary", primary.url()), ("fallback", fallback.url())],
@@ -116,14 +110,6 @@ async fn post(s: &Setup, body: &Value) -> reqwest::Response {
         .expect("the gateway answers")
 }
 
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
 async fn error_message(r: reqwest::Response) -> String {
     let v: Value = r.json().await.expect("a JSON error");
     v["error"]["message"].as_str().unwrap_or("").to_string()
@@ -144,14 +130,7 @@ fn sse_payloads(text: &str) -> Vec<String> {
 }
 
 async fn metrics(s: &Setup) -> String {
-    client()
-        .get(s.gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    s.gw.metrics().await
 }
 
 // 1 -------------------------------------------------------------------------------------------

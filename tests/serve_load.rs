@@ -71,26 +71,19 @@ async fn a_thousand_streams_with_disconnecting_clients() {
     )
     .await;
     // Warm up (lazy statics, the connection pool's first connection).
-    let warm = support::client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "made-up-chat", "messages": [{"role": "user", "content": "warm"}]}))
-        .send()
-        .await
-        .unwrap();
+    let warm = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "made-up-chat", "messages": [{"role": "user", "content": "warm"}]}),
+        )
+        .await;
     assert_eq!(warm.status(), 200);
     let before = rss_kib();
     let (counts, peak1) = wave(&gw, &up).await;
     let after1 = rss_kib();
     // A second wave: memory is reused, not accumulated.
     let (_, peak2) = wave(&gw, &up).await;
-    let metrics = support::client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("aigw_open_streams 0"), "{metrics}");
     let after = rss_kib();
     eprintln!(

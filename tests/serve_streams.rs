@@ -99,12 +99,12 @@ async fn responses_api_streams_to_completion() {
         GatewayOptions::default(),
     )
     .await;
-    let r = client()
-        .post(gw.url("/v1/responses"))
-        .json(&json!({"model": "test-resp", "input": "hello responses", "stream": true}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw
+        .post(
+            "/v1/responses",
+            &json!({"model": "test-resp", "input": "hello responses", "stream": true}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(text.contains("response.completed"), "{text}");
@@ -192,14 +192,8 @@ fn pair_policy() -> String {
 
 #[tokio::test]
 async fn first_byte_timeout_fails_over_before_anything_is_sent() {
-    let first = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("first")
-        .with_models(&["m"]);
-    let second = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("second")
-        .with_models(&["m"]);
+    let first = support::openai_standin("first", &["m"]).await;
+    let second = support::openai_standin("second", &["m"]).await;
     first.push_fault(support::standin::Fault::SlowFirstChunk(
         Duration::from_secs(30),
     ));
@@ -234,14 +228,8 @@ async fn first_byte_timeout_fails_over_before_anything_is_sent() {
 
 #[tokio::test]
 async fn a_stalled_stream_ends_after_the_idle_timeout() {
-    let first = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("first")
-        .with_models(&["m"]);
-    let second = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("second")
-        .with_models(&["m"]);
+    let first = support::openai_standin("first", &["m"]).await;
+    let second = support::openai_standin("second", &["m"]).await;
     first.push_fault(support::standin::Fault::StreamStallAfter(2));
     let opts = GatewayOptions {
         stream_idle_timeout: Duration::from_millis(500),

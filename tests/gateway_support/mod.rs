@@ -25,6 +25,42 @@ impl Started {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// POSTs `body` as JSON to `path` with [`client`]; panics only when nothing answers.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        client()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `path` with [`client`]; panics only when nothing answers.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        client().get(self.url(path)).send().await.unwrap()
+    }
+
+    /// The `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+}
+
+/// A response header as text ("" when absent).
+pub fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// An OpenAI stand-in labelled `label` that knows exactly `models`.
+pub async fn openai_standin(label: &str, models: &[&str]) -> standin::StandIn {
+    standin::StandIn::start(standin::Kind::OpenAi)
+        .await
+        .with_label(label)
+        .with_models(models)
 }
 
 pub async fn start(routing: Arc<dyn Routing>, opts: GatewayOptions) -> Started {
