@@ -503,25 +503,34 @@ fn api_policy(dir: &Path, id: &str, url: &str, models: &[&str]) -> PathBuf {
     policy(dir, &text)
 }
 
+/// Writes [`api_policy`] into `dir` and probes it with `--policy`, `--secrets` and `extra`.
+fn probe_api(dir: &Path, id: &str, url: &str, models: &[&str], extra: &[&str]) -> (PathBuf, Run) {
+    let p = api_policy(dir, id, url, models);
+    let secrets = dir.join("secrets.yaml");
+    let mut args = vec![
+        "--policy",
+        p.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let run = probe(&args);
+    (p, run)
+}
+
 #[test]
 fn openai_format_lists_models_with_the_key() {
     let rt = runtime();
     let openai = start(&rt, Kind::OpenAi, &["gpt-4o", "gpt-4o-mini"]);
     openai.require_key(KEY);
     let dir = tempfile::tempdir().unwrap();
-    let p = api_policy(
+    let (_, run) = probe_api(
         dir.path(),
         "openai",
         &openai.url(),
         &["gpt-4o", "gpt-4o-mni"],
+        &[],
     );
-    let secrets = dir.path().join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ]);
     assert_eq!(run.exit, Exit::Failure, "{}", run.stdout);
     let req = openai
         .requests()
@@ -552,16 +561,13 @@ fn rejected_key_is_redacted() {
     let openai = start(&rt, Kind::OpenAi, &["gpt-4o"]);
     openai.require_key("sk-the-right-one-000000");
     let dir = tempfile::tempdir().unwrap();
-    let p = api_policy(dir.path(), "openai", &openai.url(), &["gpt-4o"]);
-    let secrets = dir.path().join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let (_, run) = probe_api(
+        dir.path(),
+        "openai",
+        &openai.url(),
+        &["gpt-4o"],
+        &["--format", "json"],
+    );
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout
@@ -578,19 +584,13 @@ fn anthropic_format_uses_x_api_key() {
     let anthropic = start(&rt, Kind::Anthropic, &["claude-sonnet-4-5"]);
     anthropic.require_key(KEY);
     let dir = tempfile::tempdir().unwrap();
-    let p = api_policy(
+    let (_, run) = probe_api(
         dir.path(),
         "anthropic",
         &anthropic.url(),
         &["claude-sonnet-4-5"],
+        &[],
     );
-    let secrets = dir.path().join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ]);
     assert_eq!(run.exit, Exit::Success, "{}", run.stdout);
     let req = anthropic
         .requests()
@@ -816,14 +816,13 @@ fn transcripts() {
     let openai = start(&rt, Kind::OpenAi, &["gpt-4o", "gpt-4o-mini"]);
     openai.require_key(KEY);
     let dir = tempfile::tempdir().unwrap().keep();
-    let p = api_policy(&dir, "openai", &openai.url(), &["gpt-4o", "gpt-4o-mni"]);
-    let secrets = dir.join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ]);
+    let (p, run) = probe_api(
+        &dir,
+        "openai",
+        &openai.url(),
+        &["gpt-4o", "gpt-4o-mni"],
+        &[],
+    );
     cases.push(Case {
         file: "openai-models.md",
         title: "OpenAI format: the key from --secrets lists the models; one policy id is misspelt",
@@ -869,14 +868,7 @@ fn transcripts() {
     let plain = start(&rt, Kind::OpenAi, &["gpt-4o"]);
     let tls_url = plain.url().replace("http://", "https://");
     let dir = tempfile::tempdir().unwrap().keep();
-    let p = api_policy(&dir, "openai", &tls_url, &["gpt-4o"]);
-    let secrets = dir.join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ]);
+    let (p, run) = probe_api(&dir, "openai", &tls_url, &["gpt-4o"], &[]);
     cases.push(Case {
         file: "tls-failure.md",
         title: "https:// to a server that speaks plain HTTP: TCP works, TLS fails",
@@ -913,16 +905,13 @@ fn tls_to_a_plain_http_server_fails_as_tls() {
     let openai = start(&rt, Kind::OpenAi, &["gpt-4o"]);
     let dir = tempfile::tempdir().unwrap();
     let url = openai.url().replace("http://", "https://");
-    let p = api_policy(dir.path(), "openai", &url, &["gpt-4o"]);
-    let secrets = dir.path().join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let (_, run) = probe_api(
+        dir.path(),
+        "openai",
+        &url,
+        &["gpt-4o"],
+        &["--format", "json"],
+    );
     assert_eq!(run.exit, Exit::Failure);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     let p0 = &v["providers"][0];
