@@ -132,6 +132,15 @@ const OLLAMA_POLICY: &str = r#"on_http_request:
             - id: "llama3.2:1b"
 "#;
 
+/// Probes [`OLLAMA_POLICY`] (written to a temporary directory) with these arguments.
+fn probe_ollama_policy(args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path(), OLLAMA_POLICY);
+    let mut all = vec!["--policy", p.to_str().unwrap()];
+    all.extend_from_slice(args);
+    probe(&all)
+}
+
 /// Snapshots with the scrub rules as insta filters.
 fn snapshot(name: &str, text: &str) {
     let mut settings = insta::Settings::clone_current();
@@ -316,16 +325,7 @@ fn slow_tags_time_out() {
     let ollama = start(&rt, Kind::Ollama, &["llama3.2:latest"]);
     ollama.push_fault_on("/api/tags", Fault::DelayHeaders(Duration::from_secs(3)));
     let base = format!("ollama={}", ollama.url());
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), OLLAMA_POLICY);
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--base-url",
-        &base,
-        "--timeout",
-        "300ms",
-    ]);
+    let run = probe_ollama_policy(&["--base-url", &base, "--timeout", "300ms"]);
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout
@@ -342,9 +342,7 @@ fn warm_404_is_model_not_found() {
     let ollama = start(&rt, Kind::Ollama, &["llama3.2:latest"]);
     ollama.push_fault_on("/api/generate", Fault::status(404));
     let base = format!("ollama={}", ollama.url());
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), OLLAMA_POLICY);
-    let run = probe(&["--policy", p.to_str().unwrap(), "--base-url", &base]);
+    let run = probe_ollama_policy(&["--base-url", &base]);
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout
@@ -372,9 +370,7 @@ fn garbage_is_not_json() {
         },
     );
     let base = format!("ollama={}", ollama.url());
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), OLLAMA_POLICY);
-    let run = probe(&["--policy", p.to_str().unwrap(), "--base-url", &base]);
+    let run = probe_ollama_policy(&["--base-url", &base]);
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout.contains(
@@ -395,9 +391,7 @@ fn forbidden_host_is_explained() {
         retry_after: None,
     }));
     let base = format!("ollama={}", ollama.url());
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), OLLAMA_POLICY);
-    let run = probe(&["--policy", p.to_str().unwrap(), "--base-url", &base]);
+    let run = probe_ollama_policy(&["--base-url", &base]);
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout.contains(
@@ -414,9 +408,7 @@ fn wrong_base_url_404() {
     let rt = runtime();
     let ollama = start(&rt, Kind::Ollama, &["llama3.2:latest"]);
     let base = format!("ollama={}/api", ollama.url());
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), OLLAMA_POLICY);
-    let run = probe(&["--policy", p.to_str().unwrap(), "--base-url", &base]);
+    let run = probe_ollama_policy(&["--base-url", &base]);
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout
