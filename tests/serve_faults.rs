@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use aigw::gateway::GatewayOptions;
 use serde_json::{Value, json};
 use support::standin::{Fault, StandIn};
-use support::{client, header, openai_standin, start_policy};
+use support::{client, header, start_pair};
 
 const SECRETS: &[(&str, &str)] = &[
     ("AIGW_SECRET_PRIMARY_KEY1", "sk-fault-primary-key-one-1111"),
@@ -64,11 +64,10 @@ fn opts() -> GatewayOptions {
 }
 
 async fn setup_with(timeouts: &str, opts: GatewayOptions) -> Setup {
-    let primary = openai_standin("primary", &["chat-a"]).await;
-    let fallback = openai_standin("fallback", &["chat-b"]).await;
-    let gw = start_policy(
+    let (primary, fallback, gw) = start_pair(
         &policy(timeouts),
-        &[("primary", primary.url()), ("fallback", fallback.url())],
+        ["primary", "fallback"],
+        [&["chat-a"], &["chat-b"]],
         SECRETS,
         opts,
     )

@@ -11,7 +11,7 @@ use aigw::gateway::GatewayOptions;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use support::standin::{Fault, Kind, StandIn};
-use support::{client, header, openai_standin, start_policy};
+use support::{client, header, openai_standin, start_pair, start_policy};
 
 /// Two OpenAI-format providers offering the same model: `primary` (two keys) then `backup`
 /// (client key passthrough). Both are ngrok `.internal` endpoints mapped with `--base-url`.
@@ -52,11 +52,10 @@ struct Setup {
 }
 
 async fn setup_with(extra: &str, opts: GatewayOptions) -> Setup {
-    let primary = openai_standin("primary", &["test-chat"]).await;
-    let backup = openai_standin("backup", &["test-chat"]).await;
-    let gw = start_policy(
+    let (primary, backup, gw) = start_pair(
         &two_providers(extra),
-        &[("primary", primary.url()), ("backup", backup.url())],
+        ["primary", "backup"],
+        [&["test-chat"], &["test-chat"]],
         SECRETS,
         opts,
     )

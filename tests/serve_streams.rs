@@ -192,22 +192,21 @@ fn pair_policy() -> String {
 
 #[tokio::test]
 async fn first_byte_timeout_fails_over_before_anything_is_sent() {
-    let first = support::openai_standin("first", &["m"]).await;
-    let second = support::openai_standin("second", &["m"]).await;
-    first.push_fault(support::standin::Fault::SlowFirstChunk(
-        Duration::from_secs(30),
-    ));
     let opts = GatewayOptions {
         first_byte_timeout: Some(Duration::from_millis(500)),
         ..GatewayOptions::default()
     };
-    let gw = start_policy(
+    let (first, _second, gw) = support::start_pair(
         &pair_policy(),
-        &[("first", first.url()), ("second", second.url())],
+        ["first", "second"],
+        [&["m"], &["m"]],
         &[],
         opts,
     )
     .await;
+    first.push_fault(support::standin::Fault::SlowFirstChunk(
+        Duration::from_secs(30),
+    ));
     let r = stream_client()
         .post(gw.url("/v1/chat/completions"))
         .json(
@@ -228,20 +227,19 @@ async fn first_byte_timeout_fails_over_before_anything_is_sent() {
 
 #[tokio::test]
 async fn a_stalled_stream_ends_after_the_idle_timeout() {
-    let first = support::openai_standin("first", &["m"]).await;
-    let second = support::openai_standin("second", &["m"]).await;
-    first.push_fault(support::standin::Fault::StreamStallAfter(2));
     let opts = GatewayOptions {
         stream_idle_timeout: Duration::from_millis(500),
         ..GatewayOptions::default()
     };
-    let gw = start_policy(
+    let (first, second, gw) = support::start_pair(
         &pair_policy(),
-        &[("first", first.url()), ("second", second.url())],
+        ["first", "second"],
+        [&["m"], &["m"]],
         &[],
         opts,
     )
     .await;
+    first.push_fault(support::standin::Fault::StreamStallAfter(2));
     let r = stream_client()
         .post(gw.url("/v1/chat/completions"))
         .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "one two three"}]}))

@@ -296,6 +296,22 @@ pub mod mini {
     }
 }
 
+/// Two OpenAI stand-ins, labelled with and mapped to the policy's providers `ids` (each
+/// knowing its `models`), and the gateway on `policy` in front of them.
+pub async fn start_pair(
+    policy: &str,
+    ids: [&str; 2],
+    models: [&[&str]; 2],
+    secrets: &[(&str, &str)],
+    opts: GatewayOptions,
+) -> (standin::StandIn, standin::StandIn, Started) {
+    let a = openai_standin(ids[0], models[0]).await;
+    let b = openai_standin(ids[1], models[1]).await;
+    let urls = [(ids[0], a.url()), (ids[1], b.url())];
+    let gw = start_policy(policy, &urls, secrets, opts).await;
+    (a, b, gw)
+}
+
 /// Builds engines the way `aigw serve` does (`--base-url` pairs, `AIGW_SECRET_*` pairs).
 pub fn factory(
     base_urls: &[(&str, String)],
