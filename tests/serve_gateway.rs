@@ -451,6 +451,15 @@ async fn off_loopback_needs_a_token() {
     );
 }
 
+/// Replaces the file in one step, as editors save: a plain write truncates first, and a reload
+/// that looks between the truncation and the write sees the change twice (and reports the same
+/// broken policy twice), which made the exact error count below depend on timing.
+fn save(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 #[tokio::test]
 async fn reload_swaps_a_good_policy_and_keeps_serving_on_a_bad_one() {
     let a = openai_standin("a", &["m"]).await;
@@ -489,7 +498,7 @@ async fn reload_swaps_a_good_policy_and_keeps_serving_on_a_bad_one() {
     assert_eq!(ask().await, "a");
 
     // A good policy is picked up.
-    std::fs::write(&path, policy("b")).unwrap();
+    save(&path, &policy("b"));
     let mut switched = false;
     for _ in 0..100 {
         if ask().await == "b" {
@@ -501,7 +510,10 @@ async fn reload_swaps_a_good_policy_and_keeps_serving_on_a_bad_one() {
     assert!(switched, "the new policy was not swapped in");
 
     // A broken one is reported and the previous one keeps serving.
-    std::fs::write(&path, "on_http_request:\n  - type: ai-gateway\n    config:\n      only_allow_configured_providers: true\n      providers: 7\n").unwrap();
+    save(
+        &path,
+        "on_http_request:\n  - type: ai-gateway\n    config:\n      only_allow_configured_providers: true\n      providers: 7\n",
+    );
     let metrics = || async { started.metrics().await };
     let mut reported = false;
     for _ in 0..100 {
