@@ -16,18 +16,6 @@ use support::standin::StandIn;
 use support::{client, start_policy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const POLICY: &str = r#"
-on_http_request:
-  - type: ai-gateway
-    config:
-      only_allow_configured_providers: true
-      providers:
-        - id: local
-          base_url: "https://local.internal"
-          models:
-            - id: made-up-chat
-"#;
-
 fn opts() -> GatewayOptions {
     GatewayOptions {
         upstream_loopback_only: true,
@@ -37,7 +25,13 @@ fn opts() -> GatewayOptions {
 
 async fn setup(opts: GatewayOptions) -> (StandIn, support::Started) {
     let up = support::openai_standin("local", &["made-up-chat"]).await;
-    let gw = start_policy(POLICY, &[("local", up.url())], &[], opts).await;
+    let gw = start_policy(
+        support::LOCAL_CHAT_POLICY,
+        &[("local", up.url())],
+        &[],
+        opts,
+    )
+    .await;
     (up, gw)
 }
 
@@ -271,9 +265,9 @@ async fn a_broken_policy_reloaded_under_load_drops_nothing() {
     let up = support::openai_standin("local", &["made-up-chat"]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.yaml");
-    std::fs::write(&path, POLICY).unwrap();
+    std::fs::write(&path, support::LOCAL_CHAT_POLICY).unwrap();
     let f = Arc::new(support::factory(&[("local", up.url())], &[]));
-    let loaded = aigw::policy::load_str("policy.yaml", POLICY);
+    let loaded = aigw::policy::load_str("policy.yaml", support::LOCAL_CHAT_POLICY);
     let (routing, _) = f.build(&loaded, Default::default()).unwrap();
     let gw = support::start(routing, opts()).await;
     aigw::gateway::server::reload::spawn(
@@ -323,7 +317,7 @@ async fn a_broken_policy_reloaded_under_load_drops_nothing() {
     .map(String::from)
     .into_iter()
     // Nested deep enough to overflow a reload thread's stack before the CEL nesting guard.
-    .chain([POLICY.replace(
+    .chain([support::LOCAL_CHAT_POLICY.replace(
         "            - id: made-up-chat\n",
         &format!(
             "            - id: made-up-chat\n      model_selection:\n        strategy:\n          - \"{}ai.models{}\"\n",

@@ -16,18 +16,6 @@ use futures_util::StreamExt;
 use serde_json::json;
 use support::standin::{Kind, StandIn};
 
-const POLICY: &str = r#"
-on_http_request:
-  - type: ai-gateway
-    config:
-      only_allow_configured_providers: true
-      providers:
-        - id: local
-          base_url: "https://local.internal"
-          models:
-            - id: made-up-chat
-"#;
-
 const STREAMS: usize = 1000;
 
 /// Resident set size of this process in KiB (Linux), 0 elsewhere.
@@ -61,7 +49,7 @@ async fn a_thousand_streams_with_disconnecting_clients() {
         .with_models(&["made-up-chat"])
         .with_chunk_delay(Duration::from_millis(10));
     let gw = support::start_policy(
-        POLICY,
+        support::LOCAL_CHAT_POLICY,
         &[("local", up.url())],
         &[],
         GatewayOptions {

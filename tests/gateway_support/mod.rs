@@ -312,6 +312,20 @@ pub async fn start_pair(
     (a, b, gw)
 }
 
+/// The smallest policy that routes, for tests about the gateway rather than routing: one
+/// configured provider `local` (map it to a stand-in) with one model, `made-up-chat`.
+pub const LOCAL_CHAT_POLICY: &str = r#"
+on_http_request:
+  - type: ai-gateway
+    config:
+      only_allow_configured_providers: true
+      providers:
+        - id: local
+          base_url: "https://local.internal"
+          models:
+            - id: made-up-chat
+"#;
+
 /// Builds engines the way `aigw serve` does (`--base-url` pairs, `AIGW_SECRET_*` pairs).
 pub fn factory(
     base_urls: &[(&str, String)],
