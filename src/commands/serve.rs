@@ -334,17 +334,10 @@ impl EngineFactory {
         }
     }
 
-    /// What the reload watcher calls: read the file, build, render diagnostics.
+    /// What the reload watcher calls: build from the bytes it read, render diagnostics.
     pub fn reload_builder(self: Arc<Self>) -> gateway::server::reload::Builder {
-        Arc::new(move |p: &Path| {
-            let loaded = match common::load_policy(Some(p)) {
-                Ok((l, _)) => l,
-                Err(e) => {
-                    return Err(Rejected {
-                        rendered: format!("error: {e}\n"),
-                    });
-                }
-            };
+        Arc::new(move |p: &Path, bytes: &[u8]| {
+            let loaded = policy::load_bytes(&p.display().to_string(), bytes);
             let discovered = self
                 .discovered
                 .lock()
