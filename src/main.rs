@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Test(args) => commands::test::run(args, cli.color),
         Command::Serve(args) => commands::serve::run(args, cli.color),
         Command::Probe(args) => commands::probe::run(args, cli.color),
+        Command::Convert(args) => commands::convert::run(args, cli.color),
         Command::Init(args) => commands::init::run(args),
         Command::Schema => commands::schema::run(),
         Command::Completions { shell } => commands::completions::run(shell),

@@ -1,0 +1,173 @@
+//! `aigw convert` on LiteLLM proxy configs (`testdata/litellm/`, written from the shapes in
+//! LiteLLM's proxy docs): the policy and the stderr report are snapshots, every policy passes
+//! `validate`, and `explain` routes each model name where LiteLLM's docs say it goes.
+
+use aigw::convert::litellm;
+use aigw::policy::{self, Severity};
+use aigw::routing::engine::{Engine, EngineOptions};
+use aigw::routing::plan::{PlanOptions, Request};
+
+struct Route {
+    path: &'static str,
+    /// The client's `model`, then `models`.
+    models: &'static [&'static str],
+    /// `provider:model` in the order they are tried; empty: the request is refused.
+    expect: &'static [&'static str],
+}
+
+const CHAT: &str = "/v1/chat/completions";
+
+const FIXTURES: &[(&str, &[Route])] = &[
+    (
+        "two-ollama-boxes",
+        &[
+            // A model group: every deployment of `llama3` can answer, the local box first.
+            Route {
+                path: CHAT,
+                models: &["llama3"],
+                expect: &["ollama:llama3.2", "ollama-2:llama3.2"],
+            },
+            Route {
+                path: "/v1/embeddings",
+                models: &["embed"],
+                expect: &["ollama:nomic-embed-text"],
+            },
+            // The proxy serves only its model_list.
+            Route {
+                path: CHAT,
+                models: &["mistral"],
+                expect: &[],
+            },
+        ],
+    ),
+    (
+        "hosted-with-fallbacks",
+        &[
+            Route {
+                path: CHAT,
+                models: &["gpt-4o"],
+                expect: &["openai:gpt-4o"],
+            },
+            // `fallbacks: gpt-4o → [claude-sonnet, gpt-4o-mini]`, sent by the client.
+            Route {
+                path: CHAT,
+                models: &["gpt-4o", "claude-sonnet", "gpt-4o-mini"],
+                expect: &[
+                    "openai:gpt-4o",
+                    "anthropic:claude-3-5-sonnet-20241022",
+                    "openai:gpt-4o-mini",
+                ],
+            },
+            Route {
+                path: CHAT,
+                models: &["llama-fast"],
+                expect: &["groq:llama-3.1-8b-instant"],
+            },
+            Route {
+                path: CHAT,
+                models: &["deepseek-chat"],
+                expect: &["deepseek:deepseek-chat"],
+            },
+            Route {
+                path: CHAT,
+                models: &["gpt-3.5-turbo"],
+                expect: &[],
+            },
+        ],
+    ),
+    (
+        "azure-and-vllm",
+        &[
+            // One alias names one model: the EU deployment answers to `gpt-4o`, and the report
+            // says how to reach the Canadian one.
+            Route {
+                path: CHAT,
+                models: &["gpt-4o"],
+                expect: &["azure:gpt-4o-eu"],
+            },
+            Route {
+                path: CHAT,
+                models: &["gpt-4o", "azure-2:gpt-4o-ca"],
+                expect: &["azure:gpt-4o-eu", "azure-2:gpt-4o-ca"],
+            },
+            // router_settings.model_group_alias: gpt-4 → gpt-4o.
+            Route {
+                path: CHAT,
+                models: &["gpt-4"],
+                expect: &["azure:gpt-4o-eu"],
+            },
+            Route {
+                path: CHAT,
+                models: &["vllm-models"],
+                expect: &["vllm:facebook/opt-125m"],
+            },
+            // Skipped (bedrock/), and reported.
+            Route {
+                path: CHAT,
+                models: &["bedrock-claude"],
+                expect: &[],
+            },
+        ],
+    ),
+];
+
+#[test]
+fn litellm_fixtures_convert_validate_and_route() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/litellm/");
+    for (name, routes) in FIXTURES {
+        let source = format!("testdata/litellm/{name}.yaml");
+        let text = std::fs::read_to_string(format!("{root}{name}.yaml")).unwrap();
+        let c = litellm::convert(&source, &text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        insta::with_settings!({snapshot_path => "../snapshots/convert", prepend_module_to_snapshot => false}, {
+            insta::assert_snapshot!(format!("{name}.policy"), c.policy);
+            insta::assert_snapshot!(format!("{name}.report"), c.report(&source));
+        });
+
+        let loaded = policy::load_str(&format!("{name}.converted.yaml"), c.policy.clone());
+        let (engine, warnings) =
+            Engine::build(&loaded, EngineOptions::default()).unwrap_or_else(|errors| {
+                panic!("{name}: the converted policy is invalid: {errors:#?}")
+            });
+        assert!(
+            warnings.iter().all(|d| d.severity != Severity::Error),
+            "{name}: {warnings:#?}"
+        );
+        for r in *routes {
+            let req = Request {
+                path: r.path.into(),
+                model: Some(r.models[0].into()),
+                models: r.models[1..].iter().map(|s| s.to_string()).collect(),
+            };
+            let plan = engine.plan(&req, PlanOptions::default());
+            let got: Vec<String> = plan
+                .attempts
+                .iter()
+                .map(|a| format!("{}:{}", a.provider, a.model))
+                .collect();
+            assert_eq!(got, r.expect, "{name}: {:?} on {}", r.models, r.path);
+            assert_eq!(
+                plan.error.is_some(),
+                r.expect.is_empty(),
+                "{name}: {:?}: {:?}",
+                r.models,
+                plan.error
+            );
+        }
+    }
+}
+
+#[test]
+fn no_key_value_ever_reaches_the_policy_or_the_report() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/litellm/");
+    for (name, _) in FIXTURES {
+        let text = std::fs::read_to_string(format!("{root}{name}.yaml")).unwrap();
+        let c = litellm::convert(name, &text).unwrap();
+        for secret in ["gsk_literalkey", "do-not-print-me"] {
+            assert!(!c.policy.contains(secret), "{name}: {secret} in the policy");
+            assert!(
+                !c.report(name).contains(secret),
+                "{name}: {secret} in the report"
+            );
+        }
+    }
+}
