@@ -25,7 +25,7 @@ pub mod token;
 pub mod upstream;
 
 use attempts::{breaker, failure};
-use observe::{access_log, metrics, traffic};
+use observe::{access_log, metrics, status, traffic};
 use server::{hops, routes, workers};
 use upstream::client;
 
@@ -138,6 +138,8 @@ pub struct Gateway {
     pub traffic: Arc<traffic::Traffic>,
     /// One circuit breaker per `provider:model`.
     pub breakers: breaker::Breakers,
+    /// Requests in flight and, while `/ui` watches, the recent ones.
+    pub status: status::Status,
     /// Cancelled on shutdown: open streams end with an error event.
     pub shutdown: CancellationToken,
     /// This process's id in `x-aigw-via` (routing-loop detection, see [`hops`]).
@@ -163,6 +165,7 @@ impl Gateway {
             opts,
             metrics: Arc::default(),
             traffic: Arc::default(),
+            status: status::Status::default(),
             shutdown: CancellationToken::new(),
             instance_id: hops::new_instance_id(),
         })
