@@ -2,7 +2,13 @@
 //! LiteLLM's proxy docs): the policy and the stderr report are snapshots, every policy passes
 //! `validate`, and `explain` routes each model name where LiteLLM's docs say it goes.
 
+#[path = "support/standin/mod.rs"]
+mod standin;
+#[path = "gateway_support/mod.rs"]
+mod support;
+
 use aigw::convert::litellm;
+use aigw::gateway::GatewayOptions;
 use aigw::policy::{self, Severity};
 use aigw::routing::engine::{Engine, EngineOptions};
 use aigw::routing::plan::{PlanOptions, Request};
@@ -170,4 +176,85 @@ fn no_key_value_ever_reaches_the_policy_or_the_report() {
             );
         }
     }
+}
+
+/// The converted two-box policy serves: `llama3` reaches the first Ollama box and, when it
+/// fails, the second, as LiteLLM's model group would (minus the shuffling the report names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_converted_model_group_serves_and_fails_over_between_the_boxes() {
+    use standin::{Fault, Kind, StandIn};
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/litellm/two-ollama-boxes.yaml"
+    ))
+    .unwrap();
+    let c = litellm::convert("two-ollama-boxes.yaml", &text).unwrap();
+    let one = StandIn::start(Kind::Ollama)
+        .await
+        .with_models(&["llama3.2"]);
+    let two = StandIn::start(Kind::Ollama)
+        .await
+        .with_models(&["llama3.2"]);
+    // The serve line of the header maps ollama-2; the test maps both boxes to stand-ins.
+    let gw = support::start_policy(
+        &c.policy,
+        &[("ollama", one.url()), ("ollama-2", two.url())],
+        &[],
+        GatewayOptions::default(),
+    )
+    .await;
+    let client = support::client();
+    let ask = || async {
+        let r = client
+            .post(gw.url("/v1/chat/completions"))
+            .json(&serde_json::json!({"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["x-aigw-provider"].to_str().unwrap().to_string()
+    };
+    assert_eq!(ask().await, "ollama");
+    one.set_fault(Some(Fault::status(500)));
+    assert_eq!(ask().await, "ollama-2");
+    let sent = two.requests();
+    assert_eq!(
+        sent.last().unwrap().model(),
+        Some("llama3.2"),
+        "the upstream id, not the alias"
+    );
+}
+
+/// `os.environ/NAME` → `secrets.get('env', 'NAME')`, resolved from the plain variable `NAME`;
+/// validate says which variable to export when it is missing.
+#[test]
+fn env_references_resolve_from_the_plain_variable() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/litellm/hosted-with-fallbacks.yaml"
+    ))
+    .unwrap();
+    let c = litellm::convert("hosted-with-fallbacks.yaml", &text).unwrap();
+    let secrets = aigw::policy::secrets::SecretStore::from_vars([(
+        "OPENAI_API_KEY".to_string(),
+        "sk-from-the-plain-variable".to_string(),
+    )]);
+    let (_, diags) = aigw::commands::validate::check_text("p.yaml", c.policy.as_bytes(), &secrets);
+    let unresolved: Vec<String> = diags.iter().map(|d| d.message.clone()).collect();
+    assert!(
+        !unresolved.iter().any(|m| m.contains("OPENAI_API_KEY")),
+        "{unresolved:?}"
+    );
+    let anthropic = diags
+        .iter()
+        .find(|d| d.message.contains("env/ANTHROPIC_API_KEY"))
+        .expect("the unset variable is reported");
+    assert!(
+        anthropic
+            .help
+            .as_deref()
+            .unwrap_or("")
+            .contains("export ANTHROPIC_API_KEY="),
+        "{anthropic:?}"
+    );
 }
