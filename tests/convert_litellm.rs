@@ -258,3 +258,61 @@ fn env_references_resolve_from_the_plain_variable() {
         "{anthropic:?}"
     );
 }
+
+/// Whatever YAML it is given (every file under testdata/, policies and broken ones included,
+/// plus LiteLLM-shaped oddities), convert never panics, and what it writes always validates.
+#[test]
+fn any_input_converts_to_a_valid_policy_or_a_clear_error() {
+    let mut inputs: Vec<(String, String)> = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata"
+    ))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                && let Ok(text) = std::fs::read_to_string(&path)
+            {
+                inputs.push((path.display().to_string(), text));
+            }
+        }
+    }
+    let odd = [
+        "model_list: 3\n",
+        "model_list: [3, {model_name: x}]\n",
+        "model_list:\n  - model_name: \"\"\n    litellm_params: {model: openai/gpt-4o}\n",
+        "model_list:\n  - model_name: 7\n    litellm_params: {model: ollama/llama3.2}\n",
+        "model_list:\n  - model_name: a\n    litellm_params: {model: \"ollama/\"}\n",
+        "model_list:\n  - model_name: a\n    litellm_params: {model: openai/gpt-4o, api_key: 12345}\n",
+        "model_list:\n  - model_name: gpt-4o\n    litellm_params: {model: openai/gpt-4o}\n  - model_name: gpt-4o\n    litellm_params: {model: openai/GPT-4O}\n",
+        "model_list:\n  - model_name: x\n    litellm_params: {model: openai/a}\n  - model_name: a\n    litellm_params: {model: openai/x}\n",
+        "model_list:\n  - model_name: \"*\"\n    litellm_params: {model: \"openai/*\"}\n",
+        "model_list:\n  - model_name: q\"uote\n    litellm_params: {model: \"ollama/we\\\"ird:tag\", api_base: \"http://10.0.0.2:11434/\"}\nrouter_settings: {timeout: -1, allowed_fails: x, cooldown_time: 1e30, model_group_alias: {q\"uote: nope, z: q\"uote}, fallbacks: 3}\n",
+        "model_list:\n  - model_name: g\n    litellm_params: {model: openai/g, api_base: \"ftp://x\"}\n",
+    ];
+    inputs.extend(
+        odd.iter()
+            .enumerate()
+            .map(|(i, t)| (format!("odd-{i}"), t.to_string())),
+    );
+    let mut converted = 0;
+    for (name, text) in &inputs {
+        match litellm::convert(name, text) {
+            Ok(c) => {
+                converted += 1;
+                let loaded = policy::load_str("out.yaml", c.policy.clone());
+                if let Err(errors) = Engine::build(&loaded, EngineOptions::default()) {
+                    panic!(
+                        "{name}: the output does not validate:\n{}\n{errors:#?}",
+                        c.policy
+                    );
+                }
+            }
+            Err(e) => assert!(!e.message.is_empty() && !e.help.is_empty(), "{name}: {e:?}"),
+        }
+    }
+    assert!(converted >= 8, "only {converted} inputs converted");
+}

@@ -269,6 +269,10 @@ fn duration(n: &Node) -> Option<String> {
         Value::Str(s) => s.trim().parse::<f64>().ok().filter(|f| *f > 0.0)?,
         _ => return None,
     };
+    // More than a week is a typo or a "never", not a timeout to carry over.
+    if secs > 604_800.0 {
+        return None;
+    }
     if secs.fract() == 0.0 {
         Some(format!("{}s", secs as u64))
     } else {
@@ -282,6 +286,23 @@ fn positive_int(n: &Node) -> Option<u64> {
         Value::Str(s) => s.trim().parse().ok(),
         _ => None,
     }
+}
+
+/// `http(s)://HOST[:PORT][/PATH]` with nothing a policy's `base_url` would refuse.
+fn is_http_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    !host.is_empty()
+        && !host.contains('@')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c))
+        && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// A host that only exists on the user's network: reachable with aigw, not by ngrok.
@@ -438,7 +459,11 @@ fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
         return None;
     }
     r.open(entry);
-    let name = r.take(entry, "model_name").and_then(|(_, n)| n.as_str());
+    let name = r
+        .take(entry, "model_name")
+        .and_then(|(_, n)| n.as_str())
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
     let params = r.take(entry, "litellm_params").map(|(_, n)| n);
     let model = params.and_then(|p| {
         r.open(p);
@@ -471,6 +496,17 @@ fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
         .and_then(|(_, n)| n.as_str())
         .map(|s| s.trim().trim_end_matches('/').to_string())
         .filter(|s| !s.is_empty());
+    if let Some(b) = &api_base
+        && !is_http_url(b)
+    {
+        r.note(
+            at,
+            NoteKind::NotCarried,
+            format!("`{name}`: api_base `{b}` is not an http:// or https:// URL; skipped"),
+        );
+        r.close(entry);
+        return None;
+    }
     let mut kind = kind;
     let mut api_base = api_base;
     if let (Kind::Builtin { id, base, .. }, Some(b)) = (&kind, &api_base) {
@@ -563,7 +599,7 @@ fn read_settings(r: &mut Reader, root: &Node, out: &mut OutPolicy, flags: &mut V
             (None, _) => r.note(
                 at,
                 NoteKind::NotCarried,
-                format!("`{key}` is not a number of seconds"),
+                format!("`{key}` is not a number of seconds (up to a week)"),
             ),
         }
     }
@@ -628,7 +664,7 @@ fn read_settings(r: &mut Reader, root: &Node, out: &mut OutPolicy, flags: &mut V
                 r.note(
                     at,
                     NoteKind::NotCarried,
-                    "`cooldown_time` is not a number of seconds".into(),
+                    "`cooldown_time` is not a number of seconds (up to a week)".into(),
                 );
             }
         }
@@ -804,13 +840,22 @@ fn assemble(
             continue;
         }
         let p = &mut out.providers[pi];
-        if !p.models.iter().any(|m| m.id == d.upstream) {
-            p.models.push(OutModel {
-                id: d.upstream.clone(),
-                aliases: Vec::new(),
-            });
-        }
-        placed.push(Some((pi, d.upstream.clone())));
+        // Model names match case-insensitively: `GPT-4O` is the `gpt-4o` already listed.
+        let id = match p
+            .models
+            .iter()
+            .find(|m| m.id.eq_ignore_ascii_case(&d.upstream))
+        {
+            Some(m) => m.id.clone(),
+            None => {
+                p.models.push(OutModel {
+                    id: d.upstream.clone(),
+                    aliases: Vec::new(),
+                });
+                d.upstream.clone()
+            }
+        };
+        placed.push(Some((pi, id)));
     }
 
     for (pi, p) in out.providers.iter_mut().enumerate() {
@@ -1074,6 +1119,7 @@ mod tests {
         assert_eq!(duration(&n(Value::Int(30))).as_deref(), Some("30s"));
         assert_eq!(duration(&n(Value::Float(1.5))).as_deref(), Some("1500ms"));
         assert_eq!(duration(&n(Value::Int(0))), None);
+        assert_eq!(duration(&n(Value::Float(1e30))), None);
         assert_eq!(duration(&n(Value::Str("x".into()))), None);
     }
 
