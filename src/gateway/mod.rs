@@ -4,14 +4,16 @@
 //! Its rooms (no two files import each other; [`errors`], [`names`] and [`token`] are shared):
 //! - [`server`]: the inbound side: the axum router and inbound auth ([`server::routes`]), one
 //!   request from body to answer ([`server::pipeline`]), body parsing, the Ollama native API,
-//!   loop detection, workers, open-file limits, policy reload.
+//!   loop detection, workers, open-file limits, policy reload, the `/ui` status page
+//!   ([`server::ui`]).
 //! - [`attempts`]: the failover executor ([`attempts::forward`]), failure classes and retries,
 //!   circuit breakers, `${…}` per request.
 //! - [`upstream`]: the outbound side: the keep-alive pool and client, why a send failed,
 //!   chunk-by-chunk relaying of SSE / NDJSON with idle timeouts and a final error event, stream
 //!   event parsing.
 //! - [`observe`]: what aigw tells about traffic: metrics, the access log and its writer, token
-//!   usage, rolling per-model figures for `m.metrics`, key redaction.
+//!   usage, rolling per-model figures for `m.metrics`, key redaction, what the status page
+//!   shows of recent requests ([`observe::status`]).
 //!
 //! The gateway sees the engine through the small [`Routing`] trait, so it can be tested with a
 //! fixed plan and swapped on reload.
