@@ -55,6 +55,15 @@ pub enum Command {
 (bad flags, an unreadable policy, or a policy with errors)."
     )]
     Probe(ProbeArgs),
+    /// Turn a LiteLLM proxy config.yaml into a policy; report what cannot carry over.
+    #[command(
+        after_help = "The policy goes to standard output (or -o FILE); the report of warnings and \
+settings not carried over, each with its line, goes to standard error. Keys are never copied: \
+`os.environ/NAME` becomes ${secrets.get('env', 'NAME')}, read from the variable NAME.\n\n\
+Exit status: 0 converted, 1 the converted policy did not validate (a bug in convert), 2 the \
+file could not be read or has no convertible model_list."
+    )]
+    Convert(ConvertArgs),
     /// Write the built-in default policy to a file to start from.
     Init(InitArgs),
     /// Print the JSON Schema of policy.yaml (for editors and yaml-language-server).
@@ -246,6 +255,16 @@ pub struct ProbeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = TableFormat::Table)]
     pub format: TableFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// LiteLLM proxy config (the file given to `litellm --config`); `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Write the policy to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "OUT")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

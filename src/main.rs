@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args, cli.color),
         // probe reports its own errors, in colour, on the stream its tests capture.
         Command::Probe(args) => Ok(commands::probe::run(args, cli.color)),
+        Command::Convert(args) => commands::convert::run(args, cli.color),
         Command::Init(args) => commands::init::run(args),
         Command::Schema => commands::schema::run(),
         Command::Completions { shell } => commands::completions::run(shell),

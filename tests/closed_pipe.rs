@@ -39,6 +39,7 @@ fn every_printing_subcommand_ends_quietly_on_a_closed_pipe() {
     let guide = guide.to_str().unwrap();
     let routing_test = root().join("testdata/routing/concepts-custom-providers.01.aigw-test.yaml");
     let init_target = tmp.path().join("new-policy.yaml");
+    let litellm = root().join("testdata/litellm/two-ollama-boxes.yaml");
     // A port with nothing listening: probe has a report to write without any network.
     let closed_port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -59,6 +60,7 @@ fn every_printing_subcommand_ends_quietly_on_a_closed_pipe() {
         vec!["test", routing_test.to_str().unwrap()],
         vec!["test", routing_test.to_str().unwrap(), "--format", "json"],
         vec!["init", init_target.to_str().unwrap()],
+        vec!["convert", litellm.to_str().unwrap()],
         vec![
             "probe",
             &probe_url,

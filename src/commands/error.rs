@@ -15,6 +15,15 @@ pub enum CommandError {
     Input(#[from] InputError),
     #[error(transparent)]
     Secrets(#[from] SecretsFileError),
+    #[error("{0}\n  help: {CONVERT_HELP}")]
+    ConvertRead(#[source] InputError),
+    #[error("{0} is not UTF-8 text\n  help: {CONVERT_HELP}")]
+    ConvertNotUtf8(String),
+    #[error("{file}{}: {}\n  help: {}", error.line.map(|l| format!(":{l}")).unwrap_or_default(), error.message, error.help)]
+    Convert {
+        file: String,
+        error: crate::convert::ConvertError,
+    },
     #[error(
         "no test files given and none named *.aigw-test.yaml found under the current directory"
     )]
@@ -46,6 +55,8 @@ pub enum CommandError {
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
 }
+
+const CONVERT_HELP: &str = "pass LiteLLM's proxy config (the file given to `litellm --config`), e.g. `aigw convert config.yaml -o policy.yaml`";
 
 /// The exit code for a command's result, printing the error (if any) on stderr. Output into a
 /// closed pipe (`aigw … | head -1`) ends quietly with success, as `cat` and ripgrep do.

@@ -22,6 +22,7 @@ impl From<Exit> for std::process::ExitCode {
     }
 }
 pub mod completions;
+pub mod convert;
 pub mod explain;
 pub mod init;
 pub mod probe;

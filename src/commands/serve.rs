@@ -251,7 +251,7 @@ pub fn banner(
         ));
     }
     out.push_str(&format!(
-        "  OpenAI API  http://{addr}/v1     Ollama API  http://{addr}/api"
+        "  OpenAI API  http://{addr}/v1     Ollama API  http://{addr}/api     status  http://{addr}/ui"
     ));
     out
 }
@@ -538,7 +538,7 @@ mod tests {
              \x20 ollama → http://localhost:11434 (from https://ollama.internal)   client key passthrough   4 models\n\
              \x20 vllm   → https://vllm.internal (ngrok-internal: unreachable here; map it with --base-url ID=URL)   1 key   1 model\n\
              \x20 built-in providers (openai) → their public APIs, client key passthrough\n\
-             \x20 OpenAI API  http://127.0.0.1:8080/v1     Ollama API  http://127.0.0.1:8080/api"
+             \x20 OpenAI API  http://127.0.0.1:8080/v1     Ollama API  http://127.0.0.1:8080/api     status  http://127.0.0.1:8080/ui"
         );
         let text = banner(
             addr,

@@ -5,6 +5,10 @@
 //! `--secrets FILE` (YAML: `vault: {name: value}`); the environment wins. The one-argument form
 //! `secrets.get('name')` that some ngrok examples use reads `AIGW_SECRET_<NAME>`, or a top-level
 //! `name: value` in the file.
+//!
+//! The vault `env` is aigw's bridge from configs that name plain environment variables
+//! (LiteLLM's `os.environ/NAME`, which `aigw convert` turns into `secrets.get('env', 'NAME')`):
+//! after `AIGW_SECRET_ENV_<NAME>` and the file, it reads the variable `NAME` itself, verbatim.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +18,9 @@ use super::interpolate::SecretRef;
 #[derive(Debug, Clone, Default)]
 pub struct SecretStore {
     values: HashMap<String, String>,
+    /// Every variable given, for the `env` vault. Not in [`SecretStore::values`]: only the
+    /// ones a policy references are secrets (the gateway scrubs configured keys itself).
+    plain: HashMap<String, String>,
 }
 
 /// Why `--secrets FILE` could not be used.
@@ -31,6 +38,9 @@ pub enum SecretsFileError {
     },
 }
 
+/// The vault whose names are read from plain environment variables.
+pub const ENV_VAULT: &str = "env";
+
 impl SecretStore {
     /// Secrets from the process environment only.
     pub fn from_env() -> Self {
@@ -39,11 +49,13 @@ impl SecretStore {
 
     /// Secrets from `AIGW_SECRET_*` pairs (the environment, or a test's own list).
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        let values = vars
-            .into_iter()
+        let plain: HashMap<String, String> = vars.into_iter().collect();
+        let values = plain
+            .iter()
             .filter(|(k, _)| k.starts_with("AIGW_SECRET_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        SecretStore { values }
+        SecretStore { values, plain }
     }
 
     /// Adds the secrets of a YAML file; values already present (from the environment) win.
@@ -84,8 +96,14 @@ impl SecretStore {
     }
 
     pub fn get(&self, secret: &SecretRef) -> Option<&str> {
+        let vault = secret.vault.as_deref();
         self.values
-            .get(&env_name(secret.vault.as_deref(), &secret.name))
+            .get(&env_name(vault, &secret.name))
+            .or_else(|| {
+                vault
+                    .filter(|v| v.eq_ignore_ascii_case(ENV_VAULT))
+                    .and_then(|_| self.plain.get(&secret.name))
+            })
             .map(String::as_str)
     }
 }
@@ -183,6 +201,28 @@ mod tests {
         assert_eq!(s.get(&secret(Some("openai"), "api-key")), Some("from-env"));
         assert_eq!(s.get(&secret(Some("openai"), "backup")), Some("b"));
         assert_eq!(s.get(&secret(None, "flat")), Some("f"));
+    }
+
+    #[test]
+    fn env_vault_reads_the_plain_variable_after_aigw_secret() {
+        let s = SecretStore::from_vars([
+            ("OPENAI_API_KEY".to_string(), "plain".to_string()),
+            ("GROQ_API_KEY".to_string(), "plain-groq".to_string()),
+            (
+                "AIGW_SECRET_ENV_GROQ_API_KEY".to_string(),
+                "prefixed".to_string(),
+            ),
+        ]);
+        assert_eq!(s.get(&secret(Some("env"), "OPENAI_API_KEY")), Some("plain"));
+        assert_eq!(
+            s.get(&secret(Some("env"), "GROQ_API_KEY")),
+            Some("prefixed")
+        );
+        // Only the `env` vault reads plain variables, and only by their exact name.
+        assert_eq!(s.get(&secret(Some("other"), "OPENAI_API_KEY")), None);
+        assert_eq!(s.get(&secret(Some("env"), "openai_api_key")), None);
+        assert_eq!(s.get(&secret(None, "OPENAI_API_KEY")), None);
+        assert!(!s.values().any(|v| v == "plain"));
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct Report {
     pub upstream: Duration,
     pub error_code: Option<&'static str>,
     pub streaming: bool,
+    /// 1-based number of the strategy whose candidates were tried.
+    pub strategy: Option<usize>,
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus those aigw sets.
@@ -276,6 +278,7 @@ pub async fn execute(gw: &Arc<Gateway>, inb: Inbound) -> (Response, Report) {
         };
         return error_response(err, inb.dialect, &mut report);
     }
+    report.strategy = plan.strategies.iter().position(|s| s.chosen).map(|i| i + 1);
     if plan.attempts.is_empty() {
         let e = GatewayError::new(
             codes::SELECTION_EMPTY,
