@@ -2,8 +2,6 @@
 //! LiteLLM's proxy docs): the policy and the stderr report are snapshots, every policy passes
 //! `validate`, and `explain` routes each model name where LiteLLM's docs say it goes.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -182,7 +180,7 @@ fn no_key_value_ever_reaches_the_policy_or_the_report() {
 /// fails, the second, as LiteLLM's model group would (minus the shuffling the report names).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_converted_model_group_serves_and_fails_over_between_the_boxes() {
-    use standin::{Fault, Kind, StandIn};
+    use support::standin::{Fault, Kind, StandIn};
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/testdata/litellm/two-ollama-boxes.yaml"

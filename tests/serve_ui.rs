@@ -4,8 +4,6 @@
 //! (`tests/e2e/test_ui.py`; needs `apt-get install chromium` and
 //! `pip install -r tests/e2e/requirements.txt`, which `tests/setup.sh` does).
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -14,7 +12,7 @@ use std::time::Duration;
 use aigw::gateway::GatewayOptions;
 use aigw::gateway::attempts::breaker::BreakerOptions;
 use serde_json::{Value, json};
-use standin::{Fault, Kind, StandIn};
+use support::standin::{Fault, Kind, StandIn};
 
 const POLICY: &str = r#"
 on_http_request:
