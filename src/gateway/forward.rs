@@ -29,6 +29,7 @@ use super::body::{Field, JsonBody};
 use super::breaker::Admit;
 use super::errors::{Dialect, GatewayError, Refusal, codes};
 use super::failure::{Failure, Next};
+use super::limits;
 use super::names;
 use super::stream::{Framing, Relay};
 use super::template::{self, RequestVars};
@@ -121,8 +122,16 @@ pub fn estimate_tokens(body: &JsonBody) -> u64 {
     (n as u64).div_ceil(4)
 }
 
-/// Reads `model` and `models` (ERR_NGROK_3801 when they have the wrong type).
+/// Reads `model` and `models` (ERR_NGROK_3801 when they have the wrong type, when the list is
+/// longer than [`limits::MAX_REQUESTED_MODELS`] or a name longer than
+/// [`limits::MAX_MODEL_NAME_BYTES`]).
 pub fn requested_models(body: &JsonBody) -> Result<(Option<String>, Vec<String>), GatewayError> {
+    let not_strings = || {
+        GatewayError::new(
+            codes::INVALID_BODY,
+            "Invalid request body: `models` must be a list of strings",
+        )
+    };
     let model = match body.get("model") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
@@ -134,29 +143,84 @@ pub fn requested_models(body: &JsonBody) -> Result<(Option<String>, Vec<String>)
             ));
         }
     };
-    let models = match body.get("models") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Some(s),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                GatewayError::new(
+    let models = match body.raw("models") {
+        None | Some("null") => Vec::new(),
+        Some(raw) => match serde_json::from_str::<BoundedList>(raw) {
+            Ok(BoundedList::Strings(list)) => list,
+            Ok(BoundedList::TooLong) => {
+                return Err(GatewayError::new(
                     codes::INVALID_BODY,
-                    "Invalid request body: `models` must be a list of strings",
-                )
-            })?,
-        Some(_) => {
-            return Err(GatewayError::new(
-                codes::INVALID_BODY,
-                "Invalid request body: `models` must be a list of strings",
-            ));
-        }
+                    format!(
+                        "Invalid request body: `models` lists more than {} names; aigw accepts at most {} model names per request (`model` and `models` together)",
+                        limits::MAX_REQUESTED_MODELS,
+                        limits::MAX_REQUESTED_MODELS
+                    ),
+                ));
+            }
+            Err(_) => return Err(not_strings()),
+        },
     };
+    if model.is_some() as usize + models.len() > limits::MAX_REQUESTED_MODELS {
+        return Err(GatewayError::new(
+            codes::INVALID_BODY,
+            format!(
+                "Invalid request body: aigw accepts at most {} model names per request (`model` and `models` together)",
+                limits::MAX_REQUESTED_MODELS
+            ),
+        ));
+    }
+    if let Some(long) = model
+        .iter()
+        .chain(&models)
+        .find(|m| m.len() > limits::MAX_MODEL_NAME_BYTES)
+    {
+        return Err(GatewayError::new(
+            codes::INVALID_BODY,
+            format!(
+                "Invalid request body: a model name of {} bytes (`{}`); aigw accepts names of at most {} bytes",
+                long.len(),
+                limits::cut(long),
+                limits::MAX_MODEL_NAME_BYTES
+            ),
+        ));
+    }
     Ok((model, models))
+}
+
+/// `models[]` read without building more than [`limits::MAX_REQUESTED_MODELS`] strings: the
+/// visitor stops at the first name past the limit (a 16 MB list of a million names cost
+/// gigabytes once planned).
+enum BoundedList {
+    Strings(Vec<String>),
+    TooLong,
+}
+
+impl<'de> serde::Deserialize<'de> for BoundedList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BoundedList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of strings")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BoundedList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    if out.len() == limits::MAX_REQUESTED_MODELS {
+                        // The rest is skipped unparsed (serde_json wants the list consumed).
+                        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                        return Ok(BoundedList::TooLong);
+                    }
+                    out.push(s);
+                }
+                Ok(BoundedList::Strings(out))
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
 }
 
 /// `http://127.x.y.z…` or `http://localhost…`.

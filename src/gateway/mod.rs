@@ -21,6 +21,7 @@ pub mod events;
 pub mod failure;
 pub mod forward;
 pub mod hops;
+pub mod limits;
 pub mod log_writer;
 pub mod metrics;
 pub mod names;

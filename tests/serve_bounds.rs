@@ -1,0 +1,157 @@
+//! Hostile but well-formed input against `aigw serve` on loopback (stand-ins on 127.0.0.1): every
+//! request's cost is bounded, the client gets a status and a message naming the bound, and
+//! `/healthz` keeps answering while the hostile request is in flight. (Issue 23.)
+
+#[path = "support/standin/mod.rs"]
+mod standin;
+#[path = "gateway_support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use aigw::gateway::GatewayOptions;
+use aigw::gateway::limits;
+use serde_json::{Value, json};
+use standin::{Kind, StandIn};
+use support::{client, start_policy};
+
+const POLICY: &str = r#"
+on_http_request:
+  - type: ai-gateway
+    config:
+      providers:
+        - id: local
+          base_url: "https://local.internal"
+          models:
+            - id: made-up-chat
+"#;
+
+fn opts() -> GatewayOptions {
+    GatewayOptions {
+        upstream_loopback_only: true,
+        ..GatewayOptions::default()
+    }
+}
+
+async fn setup(opts: GatewayOptions) -> (StandIn, support::Started) {
+    let up = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("local")
+        .with_models(&["made-up-chat"]);
+    let gw = start_policy(POLICY, &[("local", up.url())], &[], opts).await;
+    (up, gw)
+}
+
+/// Runs `hostile` while probing `/healthz` every 100 ms; every probe must answer 200 within
+/// 5 s (generous: an idle gateway answers in well under a millisecond).
+async fn with_health_probes<T>(
+    gw: &support::Started,
+    hostile: impl std::future::Future<Output = T>,
+) -> T {
+    let url = gw.url("/healthz");
+    let probes = async {
+        let c = client();
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(5), c.get(&url).send())
+                .await
+                .expect("/healthz did not answer within 5 s while a hostile request ran")
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let out = tokio::select! {
+        out = hostile => out,
+        never = probes => never,
+    };
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "/healthz after the hostile request");
+    out
+}
+
+async fn post(gw: &support::Started, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let r = client()
+        .post(gw.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:.300}"));
+    (status, v)
+}
+
+fn message(v: &Value) -> &str {
+    v["error"]["message"]
+        .as_str()
+        .or_else(|| v["error"].as_str())
+        .unwrap_or_else(|| panic!("no error message: {v}"))
+}
+
+/// A 16 MB body listing a million models (it once took 4.9 GB and 100 s of CPU) is a quick 400
+/// naming the limit; a list at the limit is planned and served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_requested_models_is_a_400_naming_the_limit() {
+    let (up, gw) = setup(opts()).await;
+    let names: Vec<String> = (0..1_000_000).map(|i| format!("local:m{i:07}")).collect();
+    let body = json!({"model": "made-up-chat", "models": names, "messages": [{"role": "user", "content": "hi"}]})
+        .to_string();
+    assert!(body.len() > 15_000_000, "{}", body.len());
+    let started = Instant::now();
+    let (status, v) = with_health_probes(&gw, post(&gw, "/v1/chat/completions", body)).await;
+    eprintln!("1,000,000 models: {status} in {:?}", started.elapsed());
+    assert_eq!(status, 400, "{v}");
+    let msg = message(&v);
+    assert!(
+        msg.contains(&format!("at most {}", limits::MAX_REQUESTED_MODELS)),
+        "{msg}"
+    );
+    assert!(msg.len() < 1000, "{msg}");
+    // The same list on the Ollama API.
+    let names: Vec<String> = (0..10_000).map(|i| format!("local:m{i}")).collect();
+    let (status, v) = post(
+        &gw,
+        "/api/chat",
+        json!({"model": "made-up-chat", "models": names, "messages": []}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(message(&v).contains("model names per request"), "{v}");
+    assert_eq!(up.requests().len(), 0);
+
+    // At the limit (`model` plus 255 names, half of them repeats): served by the first one.
+    let names: Vec<String> = (0..limits::MAX_REQUESTED_MODELS - 1)
+        .map(|i| format!("local:m{}", i % 100))
+        .collect();
+    let (status, v) = post(
+        &gw,
+        "/v1/chat/completions",
+        json!({"model": "made-up-chat", "models": names, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(up.requests().len(), 1);
+}
+
+/// A 10 MB model name is refused with a short message quoting its start, not echoed whole.
+#[tokio::test]
+async fn a_huge_model_name_is_refused_and_not_echoed() {
+    let (up, gw) = setup(opts()).await;
+    let name = "x".repeat(10_000_000);
+    for path in ["/v1/chat/completions", "/v1/messages", "/api/chat"] {
+        let body = json!({"model": name, "messages": [{"role": "user", "content": "hi"}]});
+        let (status, v) = with_health_probes(&gw, post(&gw, path, body.to_string())).await;
+        assert_eq!(status, 400, "{path}");
+        let msg = message(&v);
+        assert!(msg.len() < 2000, "{path}: a {}-byte message", msg.len());
+        assert!(
+            msg.contains(&format!("at most {} bytes", limits::MAX_MODEL_NAME_BYTES)),
+            "{path}: {msg}"
+        );
+        assert!(msg.contains("10000000 bytes"), "{path}: {msg}");
+    }
+    assert_eq!(up.requests().len(), 0);
+}
