@@ -62,7 +62,7 @@ async fn with_health_probes<T>(
     };
     let out = tokio::select! {
         out = hostile => out,
-        never = probes => never,
+        _ = probes => unreachable!("the probes loop until the hostile request ends"),
     };
     let r = client().get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200, "/healthz after the hostile request");

@@ -115,6 +115,26 @@ fn join(a: Ty, b: Ty) -> Ty {
 
 /// Turns `cel` parse errors into issues with byte ranges.
 pub(super) fn syntax_issues(src: &str, errors: &ParseErrors) -> Vec<CelIssue> {
+    // The parser's own recursion limit (a long `?:` chain) cascades into internal errors;
+    // one issue in the words of the tree-depth limit says what to change.
+    if errors
+        .errors
+        .iter()
+        .any(|e| e.msg.contains("Recursion limit"))
+    {
+        return vec![CelIssue {
+            code: "cel-syntax",
+            severity: Severity::Error,
+            message: format!(
+                "the expression is nested too deeply for the CEL parser (a chain of `?:` or of operators); aigw accepts at most {} levels",
+                super::guard::MAX_DEPTH
+            ),
+            help: Some(
+                "shorten the chain: test a list with `in` (m.id in ['a', 'b']), or split the expression into several strategies".into(),
+            ),
+            range: 0..src.len(),
+        }];
+    }
     let mut issues: Vec<CelIssue> = Vec::new();
     for e in &errors.errors {
         // The lexer and parser count columns in characters; macro expansion errors, positioned
