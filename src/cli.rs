@@ -186,6 +186,10 @@ pub struct ServeArgs {
     /// time (slow clients, slow-loris).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// A request body must arrive within this time once the gateway starts reading it, else
+    /// 408 and the connection is closed (stalled or trickled bodies).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
     /// Threads serving connections; 0 means one per core. A connection and the upstream
     /// connections its requests use stay on one thread.
     #[arg(long, default_value_t = 0, value_name = "N")]

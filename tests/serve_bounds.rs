@@ -155,3 +155,163 @@ async fn a_huge_model_name_is_refused_and_not_echoed() {
     }
     assert_eq!(up.requests().len(), 0);
 }
+
+/// Sends `head` (and `body_start`) on a raw connection, then whatever `rest` does; returns what
+/// the gateway answered before closing (within 60 s: a safety net, not the bound under test).
+async fn raw_exchange(
+    addr: std::net::SocketAddr,
+    head: String,
+    trickle: Option<Duration>,
+) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        if let Some(every) = trickle {
+            // One byte at a time, forever (until the gateway closes the connection).
+            loop {
+                tokio::time::sleep(every).await;
+                if wr.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }
+        // Otherwise: hold the write half open and send nothing.
+        std::future::pending::<()>().await;
+    });
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), rd.read_to_end(&mut buf))
+        .await
+        .expect("the gateway never answered a stalled body");
+    writer.abort();
+    (
+        String::from_utf8_lossy(&buf).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn head(path: &str, extra: &str) -> String {
+    format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra}\r\n")
+}
+
+/// Bodies that stall or trickle after the head are cut at `--body-read-timeout` with a 408
+/// naming the flag, in each route family; `/healthz` answers meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_and_trickled_bodies_get_408_at_the_body_read_timeout() {
+    let limit = Duration::from_secs(2);
+    let (up, gw) = setup(GatewayOptions {
+        body_read_timeout: limit,
+        ..opts()
+    })
+    .await;
+    for path in ["/v1/chat/completions", "/v1/messages", "/api/chat"] {
+        for (what, extra, trickle, first) in [
+            (
+                "10 of 1000 bytes",
+                "Content-Length: 1000\r\n",
+                None,
+                "{\"model\": ",
+            ),
+            (
+                "idle chunked",
+                "Transfer-Encoding: chunked\r\n",
+                None,
+                "a\r\n{\"model\": \r\n",
+            ),
+            (
+                "1 byte every 300 ms",
+                "Content-Length: 100000\r\n",
+                Some(Duration::from_millis(300)),
+                "{",
+            ),
+        ] {
+            let (text, took) = with_health_probes(
+                &gw,
+                raw_exchange(gw.addr, format!("{}{first}", head(path, extra)), trickle),
+            )
+            .await;
+            assert!(text.starts_with("HTTP/1.1 408"), "{path} {what}: {text}");
+            assert!(
+                text.contains("--body-read-timeout"),
+                "{path} {what}: {text}"
+            );
+            assert!(took >= limit, "{path} {what}: cut after {took:?}");
+            eprintln!("{path} {what}: 408 after {took:?}");
+        }
+    }
+    assert_eq!(up.requests().len(), 0);
+}
+
+/// Eight stalled bodies hold all `--max-connections 8` slots only until the body read
+/// timeout: then `/healthz` is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_free_their_connection_slots() {
+    let limit = Duration::from_secs(2);
+    let (_up, gw) = setup(GatewayOptions {
+        body_read_timeout: limit,
+        max_connections: 8,
+        ..opts()
+    })
+    .await;
+    let stalled: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(raw_exchange(
+                gw.addr,
+                format!(
+                    "{}{{\"model\": ",
+                    head("/v1/chat/completions", "Content-Length: 1000\r\n")
+                ),
+                None,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let r = client().get(gw.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let waited = started.elapsed();
+    for s in stalled {
+        let (text, _) = s.await.unwrap();
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    // Served once the stalled bodies timed out, not after the 60 s safety net.
+    assert!(waited < limit + Duration::from_secs(20), "{waited:?}");
+    eprintln!("/healthz behind 8 stalled bodies at the cap: served after {waited:?}");
+}
+
+/// A declared body over `--max-body-bytes` is refused with 413 before it is read: a client
+/// sending `Expect: 100-continue` never gets `100 Continue`.
+#[tokio::test]
+async fn a_huge_content_length_with_expect_continue_gets_413_first() {
+    let (up, gw) = setup(GatewayOptions {
+        max_body_bytes: 4096,
+        ..opts()
+    })
+    .await;
+    for path in [
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/api/chat",
+        "/v1/embeddings",
+    ] {
+        let (text, _) = with_health_probes(
+            &gw,
+            raw_exchange(
+                gw.addr,
+                head(
+                    path,
+                    "Content-Length: 10000000000\r\nExpect: 100-continue\r\n",
+                ),
+                None,
+            ),
+        )
+        .await;
+        assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+        assert!(!text.contains("100 Continue"), "{path}: {text}");
+        assert!(text.contains("--max-body-bytes"), "{path}: {text}");
+        assert!(text.contains("4096 bytes"), "{path}: {text}");
+    }
+    assert_eq!(up.requests().len(), 0);
+}

@@ -109,6 +109,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             stream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
             header_read_timeout: args.header_read_timeout,
+            body_read_timeout: args.body_read_timeout,
             retry: gateway::failure::RetryOptions {
                 rate_limit_retries: args.rate_limit_retries,
                 max_wait: args.max_retry_wait,

@@ -33,6 +33,7 @@ pub mod reload;
 pub mod routes;
 pub mod stream;
 pub mod template;
+pub mod timed_body;
 pub mod traffic;
 pub mod usage;
 pub mod workers;
@@ -94,6 +95,9 @@ pub struct GatewayOptions {
     /// connection is closed (slow-loris defence). Also bounds the time from connecting to the
     /// first complete request (HTTP/1 or HTTP/2).
     pub header_read_timeout: Duration,
+    /// A request body must arrive within this time from when the gateway first waits for it,
+    /// else the client gets 408 and the connection is closed (a stalled or trickled body).
+    pub body_read_timeout: Duration,
     pub connect_timeout: Duration,
     /// How long shutdown waits for in-flight requests after cancelling streams.
     pub shutdown_grace: Duration,
@@ -122,6 +126,7 @@ impl Default for GatewayOptions {
             stream_idle_timeout: Duration::from_secs(60),
             max_body_bytes: 32 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             upstream_loopback_only: false,
@@ -351,12 +356,18 @@ impl Connection {
         // Set once the connection's first request is parsed (see the first-request deadline).
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = started.clone();
-        let svc = hyper::service::service_fn(
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        let svc =
+            hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
                 seen.store(true, std::sync::atomic::Ordering::Relaxed);
                 let gateway = gateway.clone();
                 let app = app.clone();
                 async move {
+                    // Before the body is read: hyper sends `100 Continue` only once it is.
+                    if let Some(refused) = routes::declared_too_large(&gateway, &req) {
+                        return Ok(refused);
+                    }
+                    let limit = gateway.opts.body_read_timeout;
+                    let mut req = req.map(|b| timed_body::TimedBody::new(b, limit));
                     if routes::is_fast_path(req.method(), req.uri().path()) {
                         return Ok::<_, std::convert::Infallible>(
                             routes::fast_path(gateway, req, remote).await,
@@ -366,8 +377,7 @@ impl Connection {
                         .insert(axum::extract::ConnectInfo(remote));
                     app.oneshot(req).await
                 }
-            },
-        );
+            });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
             .into_owned();
