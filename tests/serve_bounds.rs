@@ -315,3 +315,97 @@ async fn a_huge_content_length_with_expect_continue_gets_413_first() {
     }
     assert_eq!(up.requests().len(), 0);
 }
+
+/// An upstream whose stream quotes the provider key: in a malformed event, in an error event
+/// and in a plain chunk.
+async fn leaky_upstream(key: &'static str) -> String {
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(move || async move {
+        let chunk = json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": format!("echo {key}")}}]});
+        let body = format!(
+            "data: {chunk}\n\ndata: not json {key}\n\ndata: {}\n\n",
+            json!({"error": {"message": format!("Incorrect API key provided: {key}")}})
+        );
+        ([("content-type", "text/event-stream")], body).into_response()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Captures what the gateway logs on this thread, in text or JSON form.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The provider key never reaches the client or the log through a stream: relayed events and
+/// the dropped-event warning show it as `sk-…` and its last four characters.
+#[tokio::test]
+async fn a_key_quoted_in_an_upstream_stream_is_redacted_in_the_relay_and_the_log() {
+    const KEY: &str = "sk-leaky-provider-key-0123456789abcdef";
+    let up = leaky_upstream(KEY).await;
+    let policy = r#"
+on_http_request:
+  - type: ai-gateway
+    config:
+      providers:
+        - id: local
+          base_url: "https://local.internal"
+          api_keys:
+            - value: ${secrets.get('aigw', 'local-key')}
+          models:
+            - id: made-up-chat
+"#;
+    let gw = start_policy(
+        policy,
+        &[("local", up)],
+        &[("AIGW_SECRET_AIGW_LOCAL_KEY", KEY)],
+        opts(),
+    )
+    .await;
+    for json_logs in [false, true] {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false);
+        let _guard = if json_logs {
+            tracing::subscriber::set_default(builder.json().finish())
+        } else {
+            tracing::subscriber::set_default(builder.finish())
+        };
+        let (text, _) = with_health_probes(&gw, async {
+            let r = client()
+                .post(gw.url("/v1/chat/completions"))
+                .json(&json!({"model": "made-up-chat", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            (r.text().await.unwrap(), ())
+        })
+        .await;
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains(KEY), "relayed: {text}");
+        assert!(text.contains("sk-…cdef"), "relayed: {text}");
+        assert!(
+            text.contains("Incorrect API key provided: sk-…cdef"),
+            "{text}"
+        );
+        assert!(log.contains("dropped a malformed stream event"), "{log}");
+        assert!(!log.contains(KEY), "json={json_logs}: {log}");
+        assert!(
+            !log.contains("sk-leaky"),
+            "json={json_logs}: a cut-off key: {log}"
+        );
+    }
+}

@@ -895,6 +895,7 @@ fn respond(
                 guard: gw.metrics.stream_opened(),
                 provider: attempt.provider.clone(),
                 model: attempt.model.clone(),
+                redact: gw.redactor.get(gw),
             };
             (
                 status,

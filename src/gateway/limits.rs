@@ -17,7 +17,12 @@ pub const MAX_QUOTED_CHARS: usize = 200;
 
 /// `s`, or its first [`MAX_QUOTED_CHARS`] characters and a note of how much was cut.
 pub fn cut(s: &str) -> std::borrow::Cow<'_, str> {
-    match s.char_indices().nth(MAX_QUOTED_CHARS) {
+    cut_to(s, MAX_QUOTED_CHARS)
+}
+
+/// `s`, or its first `max` characters and a note of how much was cut.
+pub fn cut_to(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
         None => s.into(),
         Some((end, _)) => format!("{}… ({} more bytes)", &s[..end], s.len() - end).into(),
     }

@@ -155,6 +155,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// This process's id in `x-aigw-via` (routing-loop detection, see [`hops`]).
     pub instance_id: String,
+    /// What streams and their log lines scrub (see [`redact::Redactor`]).
+    pub redactor: redact::RedactorCache,
 }
 
 impl Gateway {
@@ -178,6 +180,7 @@ impl Gateway {
             traffic: Arc::default(),
             shutdown: CancellationToken::new(),
             instance_id: hops::new_instance_id(),
+            redactor: redact::RedactorCache::default(),
         })
     }
 
