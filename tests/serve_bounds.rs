@@ -409,3 +409,71 @@ on_http_request:
         );
     }
 }
+
+/// Every numeric form of a token limit is clamped to `max_output_tokens` before it leaves:
+/// `max_tokens` (and its siblings) on the OpenAI route, `options.num_predict` on Ollama's.
+#[tokio::test]
+async fn max_output_tokens_cannot_be_bypassed_with_other_number_forms() {
+    use aigw::policy::model::Sp;
+    let openai = StandIn::start(Kind::OpenAi)
+        .await
+        .with_label("openai-like")
+        .with_models(&["made-up-chat"]);
+    let ollama = StandIn::start(Kind::Ollama)
+        .await
+        .with_label("gpu")
+        .with_models(&["llama3.2"]);
+    let fixed = |ollama_provider: bool, url: String, model: &str| {
+        let mut r = support::FixedRouting::new(
+            vec![support::FixedProvider {
+                id: "p".into(),
+                base_url: url,
+                ollama: ollama_provider,
+                keys: Vec::new(),
+            }],
+            &[("p", model)],
+        );
+        r.gateway.max_output_tokens = Some(Sp::new(1000, 0..0));
+        std::sync::Arc::new(r)
+    };
+    let gw_openai = support::start(fixed(false, openai.url(), "made-up-chat"), opts()).await;
+    let gw_ollama = support::start(fixed(true, ollama.url(), "llama3.2"), opts()).await;
+    let forms = [
+        "1e3",
+        "1000.5",
+        "1e400",
+        "18446744073709551616",
+        "-1",
+        "-2",
+        "5000",
+    ];
+    for (i, form) in forms.iter().enumerate() {
+        for key in ["max_tokens", "max_completion_tokens"] {
+            let body = format!(
+                r#"{{"model": "made-up-chat", "{key}": {form}, "messages": [{{"role": "user", "content": "hi"}}]}}"#
+            );
+            let (status, v) =
+                with_health_probes(&gw_openai, post(&gw_openai, "/v1/chat/completions", body))
+                    .await;
+            assert_eq!(status, 200, "{key}: {form}: {v}");
+            let seen = openai.requests();
+            let sent = seen.last().unwrap().json.clone().expect("JSON upstream");
+            let n = sent[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{key}: {form}: {sent}"));
+            assert!(n <= 1000, "{key}: {form} went upstream as {n}");
+        }
+        let body = format!(
+            r#"{{"model": "llama3.2", "stream": false, "options": {{"num_predict": {form}}}, "messages": [{{"role": "user", "content": "hi"}}]}}"#
+        );
+        let (status, v) = with_health_probes(&gw_ollama, post(&gw_ollama, "/api/chat", body)).await;
+        assert_eq!(status, 200, "num_predict: {form}: {v}");
+        let seen = ollama.requests();
+        assert_eq!(seen.len(), i + 1);
+        let sent = seen.last().unwrap().json.clone().expect("JSON upstream");
+        let n = sent["options"]["num_predict"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("num_predict: {form}: {sent}"));
+        assert!(n <= 1000, "num_predict: {form} went upstream as {n}");
+    }
+}

@@ -985,30 +985,70 @@ pub fn upstream_body(
     }
     if let Some(limit) = limit {
         for key in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
-            if let Some(v) = b.get_mut(key)
-                && v.as_u64().is_some_and(|n| n > limit)
-            {
-                *v = Field::Value(Value::from(limit));
+            if let Some(v) = b.get_mut(key) {
+                let n = match v {
+                    Field::Raw(r) => clamped(r.get(), limit),
+                    Field::Value(v) if v.is_number() => clamped(&v.to_string(), limit),
+                    Field::Value(_) => None,
+                };
+                if let Some(n) = n {
+                    *v = Field::Value(Value::from(n));
+                }
             }
         }
         if native
             && let Some(options) = b.get_mut("options")
-            && let Value::Object(mut o) = options.to_value()
+            && let Some(o) = clamp_num_predict(options, limit)
         {
-            clamp(o.get_mut("num_predict"), limit);
             *options = Field::Value(Value::Object(o));
         }
     }
     Bytes::from(super::body::write(&b))
 }
 
-fn clamp(v: Option<&mut Value>, limit: u64) {
-    if let Some(v) = v
-        && let Some(n) = v.as_u64()
-        && n > limit
-    {
-        *v = Value::from(limit);
+/// Ollama's `options` with `num_predict` clamped, when it needs to be. Read entry by entry:
+/// `1e400` is valid JSON that `Value` cannot hold, so parsing the whole object would fail and
+/// leave the limit unclamped; another entry no `Value` can hold is dropped (no upstream could
+/// read it either).
+fn clamp_num_predict(options: &Field<'_>, limit: u64) -> Option<serde_json::Map<String, Value>> {
+    let text = match options {
+        Field::Raw(r) => Cow::Borrowed(r.get()),
+        Field::Value(v) => Cow::Owned(v.to_string()),
+    };
+    let entries: indexmap::IndexMap<String, &serde_json::value::RawValue> =
+        serde_json::from_str(&text).ok()?;
+    let n = clamped(entries.get("num_predict")?.get(), limit)?;
+    Some(
+        entries
+            .into_iter()
+            .filter_map(|(k, raw)| {
+                let v = if k == "num_predict" {
+                    Value::from(n)
+                } else {
+                    serde_json::from_str(raw.get()).ok()?
+                };
+                Some((k, v))
+            })
+            .collect(),
+    )
+}
+
+/// A token limit the client wrote as a JSON number, when it must be rewritten to stay within
+/// `limit`: every numeric form counts, not only plain integers. Over the limit (`1e400`,
+/// `18446744073709551616` too) or negative (Ollama's "no limit" `-1`, "fill the context" `-2`)
+/// becomes `limit`; a fraction is rounded down and an exponent written out (`1e3` → 1000), so
+/// the upstream gets an integer it cannot read as more. `None`: keep it (or not a number).
+pub fn clamped(raw: &str, limit: u64) -> Option<u64> {
+    let text = raw.trim();
+    if let Ok(n) = text.parse::<u64>() {
+        return (n > limit).then_some(limit);
     }
+    let x: f64 = text.parse().ok()?;
+    Some(if x.is_nan() || x < 0.0 || x >= limit as f64 {
+        limit
+    } else {
+        x.floor() as u64
+    })
 }
 
 fn render_json(
@@ -1157,6 +1197,28 @@ fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_numeric_form_of_a_token_limit_is_clamped() {
+        for (raw, want) in [
+            ("100", None),
+            ("1000", None),
+            ("1001", Some(1000)),
+            ("1e3", Some(1000)),
+            ("1e2", Some(100)),
+            ("1000.5", Some(1000)),
+            ("999.9", Some(999)),
+            ("1e400", Some(1000)),
+            ("18446744073709551616", Some(1000)),
+            ("-1", Some(1000)),
+            ("-2", Some(1000)),
+            ("-1e400", Some(1000)),
+            ("\"5000\"", None),
+            ("null", None),
+        ] {
+            assert_eq!(clamped(raw, 1000), want, "{raw}");
+        }
+    }
 
     #[test]
     fn tokens_and_models() {
