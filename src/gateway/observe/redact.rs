@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use memchr::memmem::Finder;
 
-use super::{Gateway, Routing};
+use crate::gateway::Gateway;
+use crate::gateway::Routing;
 use crate::policy::secrets::redact;
 
 /// Shorter values are not scrubbed (too likely to match ordinary words).

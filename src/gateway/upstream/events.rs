@@ -18,8 +18,17 @@ use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
-use super::stream::Framing;
-use super::usage::Usage;
+use crate::gateway::observe::usage::Usage;
+
+/// How the end of a well-formed stream looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-sent events: OpenAI `data: [DONE]`, Responses `response.completed`, Anthropic
+    /// `message_stop`.
+    Sse,
+    /// Ollama's NDJSON: a `"done":true` line.
+    Ndjson,
+}
 
 /// Bytes that end a well-formed stream.
 const SSE_TERMINALS: &[&[u8]] = &[
@@ -84,7 +93,7 @@ pub struct Events {
     pub dropped: usize,
     pub usage: Usage,
     /// Scrubs the excerpt of a dropped event before it is logged.
-    pub redact: Option<std::sync::Arc<super::redact::Redactor>>,
+    pub redact: Option<std::sync::Arc<crate::gateway::observe::redact::Redactor>>,
 }
 
 impl Events {
@@ -165,7 +174,7 @@ impl Events {
                 };
                 tracing::warn!(
                     "dropped a malformed stream event: {:?}",
-                    super::limits::cut_to(&text, 120)
+                    crate::gateway::limits::cut_to(&text, 120)
                 );
             }
             end = stop;
