@@ -29,22 +29,35 @@ impl PolicyOrigin {
     }
 }
 
-/// Reads a file, or standard input for `-`. Errors are sentences for the user.
+/// Reads a policy file, or standard input for `-`, up to [`policy::MAX_POLICY_BYTES`] (never
+/// more is held: `/dev/zero` is refused, not read until memory runs out). Errors are sentences
+/// for the user.
 pub fn read_input(path: &Path) -> Result<Vec<u8>, String> {
-    if path == Path::new("-") {
+    let limit = policy::MAX_POLICY_BYTES;
+    let (bytes, name) = if path == Path::new("-") {
         let mut buf = Vec::new();
         std::io::stdin()
+            .take(limit as u64 + 1)
             .read_to_end(&mut buf)
             .map_err(|e| format!("cannot read standard input: {e}"))?;
-        return Ok(buf);
+        (buf, "standard input".to_string())
+    } else {
+        let bytes = policy::read_prefix(path, limit + 1).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{}: no such file", path.display()),
+            std::io::ErrorKind::IsADirectory => {
+                format!("{}: is a directory, not a policy file", path.display())
+            }
+            _ => format!("cannot read {}: {e}", path.display()),
+        })?;
+        (bytes, path.display().to_string())
+    };
+    if bytes.len() > limit {
+        return Err(format!(
+            "{name} is larger than {} MiB, the most aigw reads as a policy; is it the file you meant?",
+            limit >> 20
+        ));
     }
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!("{}: no such file", path.display()),
-        std::io::ErrorKind::IsADirectory => {
-            format!("{}: is a directory, not a policy file", path.display())
-        }
-        _ => format!("cannot read {}: {e}", path.display()),
-    })
+    Ok(bytes)
 }
 
 /// Loads the policy a command runs with: `--policy FILE`, else ./policy.yaml, else the built-in.

@@ -33,8 +33,22 @@ impl SecretStore {
 
     /// Adds the secrets of a YAML file; values already present (from the environment) win.
     pub fn with_file(mut self, path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
+        let limit = super::MAX_SECRETS_BYTES;
+        let bytes = super::read_prefix(path, limit + 1)
             .map_err(|e| format!("cannot read secrets file {}: {e}", path.display()))?;
+        if bytes.len() > limit {
+            return Err(format!(
+                "secrets file {} is larger than {} MiB, the most aigw reads; is it the file you meant?",
+                path.display(),
+                limit >> 20
+            ));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            format!(
+                "cannot read secrets file {}: it is not UTF-8 text",
+                path.display()
+            )
+        })?;
         let parsed: HashMap<String, serde_json::Value> = serde_saphyr::from_str(&text)
             .map_err(|e| format!("secrets file {} is not a YAML mapping: {e}", path.display()))?;
         for (vault, entry) in parsed {
