@@ -477,3 +477,41 @@ async fn max_output_tokens_cannot_be_bypassed_with_other_number_forms() {
         assert!(n <= 1000, "num_predict: {form} went upstream as {n}");
     }
 }
+
+/// A secret holding a line break would make hyper drop the `Authorization` header it is sent
+/// in: `serve` refuses to start, naming the secret (never its value).
+#[test]
+fn serve_refuses_a_secret_with_a_line_break_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "on_http_request:\n  - type: ai-gateway\n    config:\n      providers:\n        - id: local\n          base_url: \"http://127.0.0.1:9\"\n          api_keys:\n            - value: ${secrets.get('vault', 'key')}\n          models:\n            - id: made-up-chat\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aigw"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--policy"])
+        .arg(&policy)
+        .env("AIGW_SECRET_VAULT_KEY", "sk-with-newline-1234\n")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("serve started with a secret holding a newline");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("`AIGW_SECRET_VAULT_KEY`"), "{err}");
+    assert!(err.contains("line break"), "{err}");
+    assert!(!err.contains("sk-with-newline"), "{err}");
+}

@@ -87,10 +87,13 @@ pub fn load_policy(path: Option<&Path>) -> Result<(Loaded, PolicyOrigin), String
 /// Secrets from the environment plus `--secrets FILE`.
 pub fn secrets(file: Option<&Path>) -> Result<SecretStore, String> {
     let store = SecretStore::from_env();
-    match file {
-        Some(f) => store.with_file(f),
-        None => Ok(store),
-    }
+    let store = match file {
+        Some(f) => store.with_file(f)?,
+        None => store,
+    };
+    // Refused before serving: the store is fixed for the process, so no reload can bring one.
+    store.check_header_safe()?;
+    Ok(store)
 }
 
 pub fn overrides(args: &PolicyArgs) -> BaseUrlOverrides {

@@ -72,6 +72,29 @@ impl SecretStore {
         Ok(self)
     }
 
+    /// An error naming every secret whose value cannot go into an HTTP header (a CR, LF or
+    /// other control character, typically a trailing newline from `echo` or a YAML block): hyper
+    /// refuses such a header value, and the `Authorization` it was for would silently be left out.
+    pub fn check_header_safe(&self) -> Result<(), String> {
+        let mut bad: Vec<&str> = self
+            .values
+            .iter()
+            .filter(|(_, v)| v.chars().any(|c| c.is_control() && c != '\t'))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        bad.sort_unstable();
+        Err(format!(
+            "secret {} contains a line break or another control character, which an HTTP header cannot carry; remove it (a trailing newline: `printf %s` instead of `echo`, `|-` instead of `|` in YAML)",
+            bad.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+
     /// Every secret value (for scrubbing them out of messages).
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.values.values().map(String::as_str)
@@ -185,5 +208,25 @@ mod tests {
         assert_eq!(redact("short"), "…");
         assert_eq!(redact("elevenchars"), "…");
         assert_eq!(redact("twelve-chars"), "twe…hars");
+    }
+
+    #[test]
+    fn secrets_with_line_breaks_are_refused_by_name() {
+        let store = SecretStore::from_vars([
+            ("AIGW_SECRET_OK".to_string(), "sk-fine".to_string()),
+            ("AIGW_SECRET_V_KEY".to_string(), "sk-abc\n".to_string()),
+            ("AIGW_SECRET_CR".to_string(), "a\rb".to_string()),
+        ]);
+        let e = store.check_header_safe().unwrap_err();
+        assert!(
+            e.starts_with("secret `AIGW_SECRET_CR`, `AIGW_SECRET_V_KEY` contains"),
+            "{e}"
+        );
+        assert!(!e.contains("sk-abc"), "the value is never shown: {e}");
+        assert!(
+            SecretStore::from_vars([("AIGW_SECRET_OK".to_string(), "x".to_string())])
+                .check_header_safe()
+                .is_ok()
+        );
     }
 }
