@@ -1452,3 +1452,16 @@ fn expressions_deeper_than_the_limit_are_refused_naming_it() {
         );
     }
 }
+
+#[test]
+fn costly_regex_patterns_are_refused_and_ordinary_ones_run() {
+    let (code, message, range) =
+        model_issue(r#"ai.models.filter(m, m.id.matches('(?:\\w{50}){50}'))"#);
+    assert_eq!(code, "cel-syntax");
+    assert!(message.contains("too costly"), "{message}");
+    assert_eq!(range, r#"'(?:\\w{50}){50}'"#);
+    assert_eq!(
+        select("ai.models.filter(m, m.id.matches('^gpt-[0-9a-z.-]+$'))").len(),
+        select("ai.models.filter(m, m.id.startsWith('gpt-'))").len()
+    );
+}
