@@ -124,7 +124,10 @@ impl Redactor {
 /// The [`Redactor`] of the engine serving now, built once per engine (a reload builds a new
 /// one on the first stream after it).
 #[derive(Default)]
-pub struct RedactorCache(Mutex<Option<(Arc<dyn Routing>, Arc<Redactor>)>>);
+pub struct RedactorCache(Mutex<Option<Cached>>);
+
+/// The engine a [`Redactor`] was built for (held, so its address cannot be reused) and it.
+type Cached = (Arc<dyn Routing>, Arc<Redactor>);
 
 impl RedactorCache {
     pub fn get(&self, gw: &Gateway) -> Arc<Redactor> {
