@@ -11,3 +11,4 @@ pub mod probe;
 pub mod providers;
 pub mod render;
 pub mod routing;
+pub mod traffic;

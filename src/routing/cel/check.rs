@@ -114,7 +114,7 @@ fn join(a: Ty, b: Ty) -> Ty {
 }
 
 /// Turns `cel` parse errors into issues with byte ranges.
-pub(super) fn syntax_issues(src: &str, errors: &ParseErrors) -> Vec<CelIssue> {
+pub(crate) fn syntax_issues(src: &str, errors: &ParseErrors) -> Vec<CelIssue> {
     let mut issues: Vec<CelIssue> = Vec::new();
     for e in &errors.errors {
         // The lexer and parser count columns in characters; macro expansion errors, positioned

@@ -46,6 +46,13 @@ mod schema;
 mod values;
 pub mod views;
 
+pub use guard::{too_deep, with_stack};
+
+/// Syntax errors of `expr` as issues with byte ranges (for the traffic-policy CEL too).
+pub fn syntax_issues(expr: &str, errors: &cel::ParseErrors) -> Vec<CelIssue> {
+    check::syntax_issues(expr, errors)
+}
+
 pub use views::{
     AuthorView, Datacenter, ErrorRate, KeyMetrics, KeyView, Latency, MetricsScope, ModelMetrics,
     ModelView, Pricing, ProviderView, Quota, TokenUsage,
