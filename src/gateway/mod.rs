@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod names;
 pub mod ollama_api;
 pub mod open_files;
+pub mod policy_hook;
 pub mod pool;
 pub mod redact;
 pub mod reload;
@@ -58,6 +59,10 @@ pub trait Routing: Send + Sync + 'static {
     fn key_value(&self, provider_id: &str, index: usize) -> Option<String>;
     /// The effective providers (after `--base-url` and `.internal` mapping).
     fn providers(&self) -> Vec<ProviderView>;
+    /// The policy's rules around `ai-gateway` (`None`: nothing to evaluate per request).
+    fn traffic(&self) -> Option<Arc<crate::traffic::Program>> {
+        None
+    }
 }
 
 /// One provider as the gateway sees it.
@@ -149,6 +154,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// This process's id in `x-aigw-via` (routing-loop detection, see [`hops`]).
     pub instance_id: String,
+    /// `rate-limit` counters; they outlive policy reloads.
+    pub rate_limits: Arc<dyn crate::traffic::RateState>,
 }
 
 impl Gateway {
@@ -172,6 +179,7 @@ impl Gateway {
             traffic: Arc::default(),
             shutdown: CancellationToken::new(),
             instance_id: hops::new_instance_id(),
+            rate_limits: Arc::new(crate::traffic::InProcess::default()),
         })
     }
 
@@ -350,20 +358,36 @@ impl Connection {
         // Set once the connection's first request is parsed (see the first-request deadline).
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = started.clone();
+        let server = tcp.local_addr().ok();
         let svc = hyper::service::service_fn(
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            move |req: axum::http::Request<hyper::body::Incoming>| {
                 seen.store(true, std::sync::atomic::Ordering::Relaxed);
                 let gateway = gateway.clone();
                 let app = app.clone();
                 async move {
-                    if routes::is_fast_path(req.method(), req.uri().path()) {
-                        return Ok::<_, std::convert::Infallible>(
-                            routes::fast_path(gateway, req, remote).await,
-                        );
+                    let route = |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        let gateway = gateway.clone();
+                        async move {
+                            if routes::is_fast_path(req.method(), req.uri().path()) {
+                                return routes::fast_path(gateway, req, remote).await;
+                            }
+                            req.extensions_mut()
+                                .insert(axum::extract::ConnectInfo(remote));
+                            match app.oneshot(req).await {
+                                Ok(response) => response,
+                                Err(never) => match never {},
+                            }
+                        }
+                    };
+                    // The policy's rules, when it has any besides `ai-gateway`, run first;
+                    // an error from here makes hyper drop the connection (close-connection).
+                    match gateway.current().traffic() {
+                        None => Ok(route(req).await),
+                        Some(program) => {
+                            policy_hook::apply(gateway.clone(), program, req, remote, server, route)
+                                .await
+                        }
                     }
-                    req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo(remote));
-                    app.oneshot(req).await
                 }
             },
         );
@@ -409,6 +433,10 @@ impl Routing for crate::routing::engine::Engine {
 
     fn key_value(&self, provider_id: &str, index: usize) -> Option<String> {
         crate::routing::engine::Engine::key_value(self, provider_id, index)
+    }
+
+    fn traffic(&self) -> Option<Arc<crate::traffic::Program>> {
+        crate::routing::engine::Engine::traffic(self).cloned()
     }
 
     fn providers(&self) -> Vec<ProviderView> {
