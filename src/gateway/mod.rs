@@ -359,8 +359,8 @@ impl Connection {
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = started.clone();
         let server = tcp.local_addr().ok();
-        let svc = hyper::service::service_fn(
-            move |req: axum::http::Request<hyper::body::Incoming>| {
+        let svc =
+            hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
                 seen.store(true, std::sync::atomic::Ordering::Relaxed);
                 let gateway = gateway.clone();
                 let app = app.clone();
@@ -389,8 +389,7 @@ impl Connection {
                         }
                     }
                 }
-            },
-        );
+            });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
             .into_owned();

@@ -54,7 +54,10 @@ where
         Stop::End | Stop::AiGateway { .. } => {
             edit(req.headers_mut(), &out.edits);
             let response = inner(req).await;
-            let failed = response.headers().get(super::names::NGROK_ERROR_CODE).cloned();
+            let failed = response
+                .headers()
+                .get(super::names::NGROK_ERROR_CODE)
+                .cloned();
             match (&out.stop, failed) {
                 (Stop::AiGateway { resume: Some(at) }, Some(code)) => {
                     let (parts, body) = response.into_parts();
