@@ -70,6 +70,7 @@ pub enum Code {
     NotRunLocally,
     InvalidCidr,
     NoAiGateway,
+    ActionSkipped,
 }
 
 impl Code {
@@ -133,6 +134,7 @@ impl Code {
             NotRunLocally => "AIGW-E042",
             InvalidCidr => "AIGW-E043",
             NoAiGateway => "AIGW-W015",
+            ActionSkipped => "AIGW-W016",
         }
     }
 

@@ -111,20 +111,24 @@ fn not_run(kind: &str) -> Option<&'static str> {
         }
         "owasp-crs-request" | "owasp-crs-response" => "it needs ngrok's hosted Coraza WAF",
         "terminate-tls" => "aigw serves plain HTTP on 127.0.0.1; put a TLS proxy in front of it",
-        "jwt-validation"
-        | "redirect"
-        | "url-rewrite"
-        | "verify-webhook"
-        | "compress-response"
-        | "http-request"
-        | "circuit-breaker"
-        | "request-body-find-replace"
-        | "response-body-find-replace"
-        | "sse-find-replace" => {
+        "jwt-validation" | "verify-webhook" | "http-request" | "circuit-breaker" => {
             "aigw does not run this action yet, and a policy must not look guarded when it is not"
         }
         _ => return None,
     })
+}
+
+/// Actions that change traffic without guarding it, which aigw skips with a warning.
+fn skipped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "redirect"
+            | "url-rewrite"
+            | "compress-response"
+            | "request-body-find-replace"
+            | "response-body-find-replace"
+            | "sse-find-replace"
+    )
 }
 
 /// Compiles `policy`; the diagnostics come back whatever happens.
@@ -147,11 +151,14 @@ pub fn compile(
                 if phase.rules.iter().any(|r| !r.actions.is_empty()) {
                     cx.diags.push(
                         Diagnostic::new(
-                            Code::NotRunLocally,
+                            Code::ActionSkipped,
                             phase.key_span.clone(),
-                            format!("aigw does not run `{}` rules", other.name()),
+                            format!("aigw does not run `{}` rules yet: they are skipped", other.name()),
                         )
-                        .help("move the rules under `on_http_request` (restrict-ips, deny and log work there too)"),
+                        .help(match other {
+                            PhaseKind::OnTcpConnect => "move guards under `on_http_request` (restrict-ips, deny and log work there too)",
+                            _ => "do not rely on them to redact streamed output locally",
+                        }),
                     );
                 }
                 continue;
@@ -407,6 +414,18 @@ impl Cx<'_> {
             );
             return None;
         }
+        if skipped(kind) {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::ActionSkipped,
+                    a.kind.span.clone(),
+                    format!("aigw does not run `{kind}` yet: requests and responses pass through it unchanged"),
+                )
+                .label("skipped")
+                .help("fine for trying the rest of the policy locally; do not rely on it to redact or rewrite"),
+            );
+            return None;
+        }
         let config = a.config.as_ref();
         let at = a.span.clone();
         let step = match kind {
@@ -523,7 +542,7 @@ impl Cx<'_> {
                                     self.bad(
                                         Code::InvalidCidr,
                                         &item.span,
-                                        format!("`{}` is not a CIDR (ERR_NGROK_2217)", t.raw),
+                                        format!("`{}` is not a CIDR", t.raw),
                                         "write an address with a prefix length, e.g. `10.0.0.0/8` or `2001:db8::/32`",
                                     );
                                     continue;
