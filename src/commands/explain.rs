@@ -22,6 +22,8 @@ struct JsonExplain<'a> {
     plan: &'a Plan,
     failing: &'a [bool],
     answer: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_rules: Option<serde_json::Value>,
 }
 
 pub fn run(args: ExplainArgs, color: ColorChoice) -> Exit {
@@ -57,6 +59,55 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Exit {
             return Exit::Failure;
         }
     };
+    let policy = match engine.traffic() {
+        None => None,
+        Some(program) => match request_view(&args) {
+            Ok(view) => {
+                let rate = crate::traffic::InProcess::default();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let ports = crate::traffic::Ports { rate: &rate, now };
+                Some(program.on_request(&view, ports))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Error;
+            }
+        },
+    };
+    // A policy answer replaces routing: a refusal (4xx/5xx, a closed connection) exits 1.
+    if let Some(out) = &policy
+        && let crate::traffic::Stop::Reply(reply) = &out.stop
+    {
+        match args.format {
+            TableFormat::Json => {
+                let report = serde_json::json!({
+                    "policy": origin.describe(),
+                    "path": args.path,
+                    "policy_rules": explain::policy_json(out),
+                });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            }
+            TableFormat::Table => {
+                println!("policy    {}", origin.describe());
+                println!("request   {} {}", args.method, args.path);
+                print!("{}", explain::policy_text(out));
+            }
+        }
+        let refused = match reply {
+            crate::traffic::Reply::Respond { status, .. } => *status >= 400,
+            crate::traffic::Reply::Close => true,
+        };
+        return if refused {
+            Exit::Failure
+        } else {
+            Exit::Success
+        };
+    }
     let request = Request {
         path: args.path.clone(),
         model: args.model.first().cloned(),
@@ -92,6 +143,7 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Exit {
                 plan: &plan,
                 failing: &failing,
                 answer,
+                policy_rules: policy.as_ref().map(explain::policy_json),
             };
             match serde_json::to_string_pretty(&report) {
                 Ok(s) => println!("{s}"),
@@ -113,6 +165,9 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Exit {
                 notes: &notes,
             };
             print!("{}", explain::text(&view));
+            if let Some(out) = &policy {
+                print!("{}", explain::policy_text(out));
+            }
         }
     }
     if answer.is_some() {
@@ -165,4 +220,26 @@ fn notes(providers: &[ProviderInfo], plan: &Plan) -> Vec<String> {
         }
     }
     out
+}
+
+/// The request `--method`, `--path`, `--header` and `--client-ip` describe.
+fn request_view(args: &ExplainArgs) -> Result<crate::traffic::RequestView, String> {
+    let client = std::net::SocketAddr::new(args.client_ip, 50000);
+    let mut view = crate::traffic::RequestView::new(&args.method, &args.path, client);
+    view.host = "127.0.0.1:8080".to_owned();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(format!(
+                "--header {h:?} has no `:`; write it as 'Name: value', e.g. --header 'Authorization: Bearer t'"
+            ));
+        };
+        let name = name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(format!(
+                "--header {h:?} has no valid header name before the `:`"
+            ));
+        }
+        view = view.header(name, value.trim());
+    }
+    Ok(view)
 }
