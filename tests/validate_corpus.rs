@@ -28,7 +28,7 @@ const NOT_EMITTED: &[&str] = &["AIGW-E037", "AIGW-W013"];
 fn all_codes() -> Vec<String> {
     (1..=43)
         .map(|n| format!("AIGW-E{n:03}"))
-        .chain((1..=16).map(|n| format!("AIGW-W{n:03}")))
+        .chain((1..=17).map(|n| format!("AIGW-W{n:03}")))
         .collect()
 }
 

@@ -71,6 +71,7 @@ pub enum Code {
     InvalidCidr,
     NoAiGateway,
     ActionSkipped,
+    SeveralEndpoints,
 }
 
 impl Code {
@@ -135,6 +136,7 @@ impl Code {
             InvalidCidr => "AIGW-E043",
             NoAiGateway => "AIGW-W015",
             ActionSkipped => "AIGW-W016",
+            SeveralEndpoints => "AIGW-W017",
         }
     }
 
