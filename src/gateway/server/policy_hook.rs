@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::Response;
 
-use super::Gateway;
+use crate::gateway::{Gateway, names};
 use crate::traffic::{HeaderEdit, Outcome, Ports, Program, Reply, RequestView, ResponseView, Stop};
 
 /// Why a connection is closed without a response (`close-connection`).
@@ -54,10 +54,7 @@ where
         Stop::End | Stop::AiGateway { .. } => {
             edit(req.headers_mut(), &out.edits);
             let response = inner(req).await;
-            let failed = response
-                .headers()
-                .get(super::names::NGROK_ERROR_CODE)
-                .cloned();
+            let failed = response.headers().get(names::NGROK_ERROR_CODE).cloned();
             match (&out.stop, failed) {
                 (Stop::AiGateway { resume: Some(at) }, Some(code)) => {
                     let (parts, body) = response.into_parts();
