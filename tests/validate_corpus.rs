@@ -26,7 +26,7 @@ const NOT_EMITTED: &[&str] = &["AIGW-E037", "AIGW-W013"];
 
 /// Every stable code aigw defines (`src/policy/diagnostic.rs`).
 fn all_codes() -> Vec<String> {
-    (1..=43)
+    (1..=44)
         .map(|n| format!("AIGW-E{n:03}"))
         .chain((1..=17).map(|n| format!("AIGW-W{n:03}")))
         .collect()

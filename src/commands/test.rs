@@ -15,7 +15,8 @@
 //!     expect: {status: 401, rule: require-token, headers: {content-type: application/json}}
 //! ```
 //!
-//! A case runs the policy's `on_http_request` rules first (with a fresh rate-limit state):
+//! A case that expects a `status`, a `rule` or `headers` runs the policy's `on_http_request`
+//! rules first (with a fresh rate-limit state; other cases test routing alone):
 //! `status` is the policy's answer when it answers, else 200 when a candidate answers or the
 //! routing error's status; `rule` names a rule (by `name` or 1-based index) that matched;
 //! `headers` are the policy answer's headers, or the headers it adds to the routed request.
@@ -181,6 +182,13 @@ fn check_policy(engine: &Engine, case: &Case) -> (Vec<String>, bool) {
     use crate::traffic::{HeaderEdit, Reply, Stop};
     let mut problems = Vec::new();
     let r = &case.request;
+    // Routing-only cases (the docs' examples among them) keep testing routing alone.
+    let wants_policy = case.expect.status.is_some()
+        || case.expect.rule.is_some()
+        || !case.expect.headers.is_empty();
+    if !wants_policy {
+        return (problems, false);
+    }
     let Some(program) = engine.traffic() else {
         if case.expect.rule.is_some() || !case.expect.headers.is_empty() {
             problems.push("the policy has no rules besides ai-gateway".to_owned());

@@ -72,6 +72,7 @@ pub enum Code {
     NoAiGateway,
     ActionSkipped,
     SeveralEndpoints,
+    CelComparisonType,
 }
 
 impl Code {
@@ -137,6 +138,7 @@ impl Code {
             NoAiGateway => "AIGW-W015",
             ActionSkipped => "AIGW-W016",
             SeveralEndpoints => "AIGW-W017",
+            CelComparisonType => "AIGW-E044",
         }
     }
 

@@ -98,7 +98,7 @@ pub enum Severity {
 pub struct CelIssue {
     /// Stable code. Errors: `cel-syntax`, `cel-unknown-variable`, `cel-wrong-root`,
     /// `cel-unknown-field`, `cel-unknown-function`, `cel-arity`, `cel-price-type`,
-    /// `cel-result-type`. Warnings: `cel-unguarded-key`.
+    /// `cel-result-type`, `cel-comparison-type`. Warnings: `cel-unguarded-key`.
     pub code: &'static str,
     /// Error or warning.
     pub severity: Severity,
