@@ -145,7 +145,7 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__explain)
-            opts="-p -m -h --policy --base-url --secrets --model --path --fail --seed --format --color --help"
+            opts="-p -m -H -h --policy --base-url --secrets --model --path --method --header --client-ip --fail --seed --format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -176,6 +176,22 @@ _aigw() {
                     return 0
                     ;;
                 --path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --method)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -H)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-ip)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -54,6 +54,9 @@ complete -c aigw -n "__fish_aigw_using_subcommand explain" -l base-url -d 'Map a
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l secrets -d 'YAML file of secrets (`vault: {name: value}`) for `${secrets.get(\'vault\', \'name\')}`; AIGW_SECRET_<VAULT>_<NAME> variables win over it' -r -F
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -s m -l model -d 'Requested model (`provider:model` or a bare name); repeat for a `models` list. Omit (or `ngrok/auto`) to let the strategies choose' -r
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l path -d 'API path of the request' -r
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l method -d 'HTTP method of the request, for the policy\'s rules' -r
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -s H -l header -d 'A request header, for the policy\'s rules; repeat for more' -r
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l client-ip -d 'The client\'s IP address, for the policy\'s rules (`conn.client_ip`, `restrict-ips`)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l fail -d 'Mark a provider (or provider:model) as failing to see where traffic would go next' -r
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l seed -d 'Seed for `random()` / `randomize()`, for a reproducible answer' -r
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l format -d 'Output format' -r -f -a "table\t'Text for people'

@@ -140,6 +140,15 @@ pub struct ExplainArgs {
     /// API path of the request.
     #[arg(long, default_value = "/v1/chat/completions")]
     pub path: String,
+    /// HTTP method of the request, for the policy's rules.
+    #[arg(long, default_value = "POST")]
+    pub method: String,
+    /// A request header, for the policy's rules; repeat for more.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// The client's IP address, for the policy's rules (`conn.client_ip`, `restrict-ips`).
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub client_ip: std::net::IpAddr,
     /// Mark a provider (or provider:model) as failing to see where traffic would go next.
     #[arg(long, value_name = "PROVIDER[:MODEL]")]
     pub fail: Vec<String>,

@@ -12,3 +12,4 @@ pub mod probe;
 pub mod providers;
 pub mod render;
 pub mod routing;
+pub mod traffic;

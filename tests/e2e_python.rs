@@ -1,7 +1,8 @@
 //! End to end with the official Python clients: starts stand-in providers and the gateway
 //! in-process, then runs `python3 tests/e2e/test_clients.py` against it (openai + ollama SDKs:
 //! chat, streaming, models.list, embeddings, SDK-typed errors (a provider's context-length 400, a
-//! stream cut mid-answer, a stream with a malformed event), Ollama chat/stream/list/embed).
+//! stream cut mid-answer, a stream with a malformed event), Ollama chat/stream/list/embed), and
+//! the traffic policy's guards as the openai SDK meets them (401, 429 with retry-after).
 //!
 //! Needs `pip install -r tests/e2e/requirements.txt`; without the packages this test fails and
 //! says so (CI installs them).
@@ -60,6 +61,33 @@ fn python_packages_present() -> Result<(), String> {
     }
 }
 
+/// Runs `tests/e2e/<script>` with `envs`, without proxies, within 300 s.
+async fn run_python(script: &str, envs: &[(&str, String)]) -> std::process::Output {
+    let script = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.arg(script)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("NO_PROXY", "*")
+        .env("no_proxy", "*")
+        .env_remove("OLLAMA_HOST")
+        .env_remove("OPENAI_BASE_URL")
+        .kill_on_drop(true);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    tokio::time::timeout(Duration::from_secs(300), cmd.output())
+        .await
+        .expect("the Python clients did not finish within 300 s")
+        .expect("cannot run python3")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_clients_work_through_the_gateway() {
     if let Err(e) = python_packages_present() {
@@ -94,36 +122,20 @@ async fn official_python_clients_work_through_the_gateway() {
         GatewayOptions::default(),
     )
     .await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/test_clients.py");
-    let mut cmd = tokio::process::Command::new("python3");
-    cmd.arg(script)
-        .env("AIGW_E2E_URL", gw.url(""))
-        .env("AIGW_E2E_CHAT_MODEL", "local:test-chat")
-        .env("AIGW_E2E_EMBED_MODEL", "local:test-embed")
-        .env("AIGW_E2E_FAIL_MODEL", "broken:broken-model")
-        .env("AIGW_E2E_OLLAMA_MODEL", "llama3.2")
-        .env("AIGW_E2E_TOOLONG_MODEL", "toolong:too-long")
-        .env("AIGW_E2E_CUT_MODEL", "faulty:cut-stream")
-        .env("AIGW_E2E_GARBLED_MODEL", "garbled:garbled-stream")
-        .env("NO_PROXY", "*")
-        .env("no_proxy", "*")
-        .env_remove("OLLAMA_HOST")
-        .env_remove("OPENAI_BASE_URL")
-        .kill_on_drop(true);
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
-        .await
-        .expect("the Python clients did not finish within 300 s")
-        .expect("cannot run python3");
+    let out = run_python(
+        "test_clients.py",
+        &[
+            ("AIGW_E2E_URL", gw.url("")),
+            ("AIGW_E2E_CHAT_MODEL", "local:test-chat".into()),
+            ("AIGW_E2E_EMBED_MODEL", "local:test-embed".into()),
+            ("AIGW_E2E_FAIL_MODEL", "broken:broken-model".into()),
+            ("AIGW_E2E_OLLAMA_MODEL", "llama3.2".into()),
+            ("AIGW_E2E_TOOLONG_MODEL", "toolong:too-long".into()),
+            ("AIGW_E2E_CUT_MODEL", "faulty:cut-stream".into()),
+            ("AIGW_E2E_GARBLED_MODEL", "garbled:garbled-stream".into()),
+        ],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
@@ -145,4 +157,88 @@ async fn official_python_clients_work_through_the_gateway() {
     );
     assert_eq!(faulty.hits("/v1/chat/completions"), 1);
     assert_eq!(garbled.hits("/v1/chat/completions"), 1);
+}
+
+/// ngrok's BYOK guard recipes (token list, rate limit per key, response-phase headers) met by
+/// the official `openai` client: its typed errors are what a guarded gateway's users see.
+const GUARDED: &str = r#"
+on_http_request:
+  - actions:
+      - type: set-vars
+        config:
+          vars:
+            - keys: ["Bearer ${secrets.get('team', 'a')}", "Bearer ${secrets.get('team', 'b')}"]
+  - expressions:
+      - "!(getReqHeader('Authorization').exists(h, h in vars.keys))"
+    actions:
+      - type: custom-response
+        config:
+          status_code: 401
+          headers:
+            content-type: application/json
+          body: '{"error": {"message": "Unauthorized: unknown token", "type": "authentication_error"}}'
+  - actions:
+      - type: rate-limit
+        config:
+          name: per-token
+          algorithm: sliding_window
+          capacity: 2
+          rate: 60s
+          bucket_key: ["getReqHeader('Authorization')"]
+      - type: ai-gateway
+        config:
+          only_allow_configured_providers: true
+          providers:
+            - id: local
+              base_url: "https://local.internal"
+              models:
+                - id: test-chat
+on_http_response:
+  - actions:
+      - type: add-headers
+        config:
+          headers:
+            x-policy: guarded
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_openai_client_meets_the_policy_guards() {
+    if let Err(e) = python_packages_present() {
+        panic!(
+            "the Python e2e test needs the official clients: run `pip install -r tests/e2e/requirements.txt`\n({e})"
+        );
+    }
+    let local = StandIn::start(Kind::OpenAi)
+        .await
+        .with_models(&["test-chat"]);
+    let gw = support::start_policy(
+        GUARDED,
+        &[("local", local.url())],
+        &[
+            ("AIGW_SECRET_TEAM_A", "tok-team-a-1"),
+            ("AIGW_SECRET_TEAM_B", "tok-team-b-2"),
+        ],
+        GatewayOptions::default(),
+    )
+    .await;
+    let out = run_python(
+        "test_policy_guards.py",
+        &[
+            ("AIGW_E2E_URL", gw.url("")),
+            ("AIGW_E2E_CHAT_MODEL", "local:test-chat".into()),
+            ("AIGW_E2E_TOKEN_A", "tok-team-a-1".into()),
+            ("AIGW_E2E_TOKEN_B", "tok-team-b-2".into()),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains(" 0 failed"),
+        "Python guard e2e failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // Refused requests never reached the provider: one for token A, two for token B.
+    assert_eq!(local.hits("/v1/chat/completions"), 3);
 }

@@ -141,3 +141,46 @@ fn explain_snapshots() {
         });
     }
 }
+
+/// The policy's rules as `explain --header/--client-ip` shows them: refused without a token,
+/// refused from an outside address, routed with a token from a private one.
+#[test]
+fn policy_rule_snapshots() {
+    use aigw::render::explain::{policy_json, policy_text};
+    use aigw::traffic::{InProcess, Ports, RequestView};
+    use std::time::Duration;
+
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/policies/aigw/guarded.yaml"
+    );
+    let loaded = policy::load_bytes("guarded.yaml", &std::fs::read(path).unwrap());
+    let (engine, _) = Engine::build(&loaded, EngineOptions::default()).unwrap();
+    let program = engine.traffic().expect("the guarded policy has rules");
+    let cases = [
+        ("policy-no-token", "127.0.0.1", None),
+        (
+            "policy-outside-ip",
+            "203.0.113.9",
+            Some("Bearer team-a-token"),
+        ),
+        ("policy-passes", "10.1.2.3", Some("Bearer team-b-token")),
+    ];
+    for (name, ip, auth) in cases {
+        let client = std::net::SocketAddr::new(ip.parse().unwrap(), 50000);
+        let mut req = RequestView::new("POST", "/v1/chat/completions", client);
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let rate = InProcess::default();
+        let ports = Ports {
+            rate: &rate,
+            now: Duration::from_secs(1_800_000_000),
+        };
+        let out = program.on_request(&req, ports);
+        insta::with_settings!({snapshot_path => "../snapshots/explain", prepend_module_to_snapshot => false}, {
+            insta::assert_snapshot!(name, policy_text(&out));
+            insta::assert_json_snapshot!(format!("{name}.json"), policy_json(&out));
+        });
+    }
+}

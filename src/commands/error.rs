@@ -14,6 +14,8 @@ pub enum CommandError {
     #[error(transparent)]
     Input(#[from] InputError),
     #[error(transparent)]
+    Header(#[from] super::explain::HeaderArgError),
+    #[error(transparent)]
     Secrets(#[from] SecretsError),
     #[error("{0}\n  help: {CONVERT_HELP}")]
     ConvertRead(#[source] InputError),

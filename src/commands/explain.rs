@@ -23,6 +23,8 @@ struct JsonExplain<'a> {
     plan: &'a Plan,
     failing: &'a [bool],
     answer: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_rules: Option<serde_json::Value>,
 }
 
 pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> {
@@ -46,6 +48,51 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
             return Ok(Exit::Failure);
         }
     };
+    let policy = match engine.traffic() {
+        None => None,
+        Some(program) => match request_view(&args) {
+            Ok(view) => {
+                let rate = crate::traffic::InProcess::default();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let ports = crate::traffic::Ports { rate: &rate, now };
+                Some(program.on_request(&view, ports))
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    // A policy answer replaces routing: a refusal (4xx/5xx, a closed connection) exits 1.
+    if let Some(out) = &policy
+        && let crate::traffic::Stop::Reply(reply) = &out.stop
+    {
+        match args.format {
+            TableFormat::Json => {
+                let report = serde_json::json!({
+                    "policy": origin.describe(),
+                    "path": args.path,
+                    "policy_rules": explain::policy_json(out),
+                });
+                outln!("{}", serde_json::to_string_pretty(&report)?)?;
+            }
+            TableFormat::Table => {
+                outln!("policy    {}", origin.describe())?;
+                outln!("request   {} {}", args.method, args.path)?;
+                std::io::stdout()
+                    .lock()
+                    .write_all(explain::policy_text(out).as_bytes())?;
+            }
+        }
+        let refused = match reply {
+            crate::traffic::Reply::Respond { status, .. } => *status >= 400,
+            crate::traffic::Reply::Close => true,
+        };
+        return Ok(if refused {
+            Exit::Failure
+        } else {
+            Exit::Success
+        });
+    }
     let request = Request {
         path: args.path.clone(),
         model: args.model.first().cloned(),
@@ -81,6 +128,7 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
                 plan: &plan,
                 failing: &failing,
                 answer,
+                policy_rules: policy.as_ref().map(explain::policy_json),
             };
             outln!("{}", serde_json::to_string_pretty(&report)?)?;
         }
@@ -95,9 +143,11 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
                 failing: &failing,
                 notes: &notes,
             };
-            std::io::stdout()
-                .lock()
-                .write_all(explain::text(&view).as_bytes())?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(explain::text(&view).as_bytes())?;
+            if let Some(rules) = &policy {
+                out.write_all(explain::policy_text(rules).as_bytes())?;
+            }
         }
     }
     Ok(if answer.is_some() {
@@ -150,4 +200,33 @@ fn notes(providers: &[ProviderInfo], plan: &Plan) -> Vec<String> {
         }
     }
     out
+}
+
+/// The request `--method`, `--path`, `--header` and `--client-ip` describe.
+/// A `--header` that is not `Name: value`.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderArgError {
+    #[error(
+        "--header {0:?} has no `:`; write it as 'Name: value', e.g. --header 'Authorization: Bearer t'"
+    )]
+    NoColon(String),
+    #[error("--header {0:?} has no valid header name before the `:`")]
+    NoName(String),
+}
+
+fn request_view(args: &ExplainArgs) -> Result<crate::traffic::RequestView, HeaderArgError> {
+    let client = std::net::SocketAddr::new(args.client_ip, 50000);
+    let mut view = crate::traffic::RequestView::new(&args.method, &args.path, client);
+    view.host = "127.0.0.1:8080".to_owned();
+    for h in &args.headers {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(HeaderArgError::NoColon(h.clone()));
+        };
+        let name = name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(HeaderArgError::NoName(h.clone()));
+        }
+        view = view.header(name, value.trim());
+    }
+    Ok(view)
 }

@@ -10,7 +10,16 @@
 //!     request: {models: [ollama:llama3.2, openai:gpt-4o]}
 //!     fail: [ollama]                      # simulated failures, as `explain --fail`
 //!     expect: {first: openai:gpt-4o}
+//!   - name: the guard refuses a request without a token
+//!     request: {headers: {x-api-key: wrong}, client_ip: 10.1.2.3, method: POST}
+//!     expect: {status: 401, rule: require-token, headers: {content-type: application/json}}
 //! ```
+//!
+//! A case that expects a `status`, a `rule` or `headers` runs the policy's `on_http_request`
+//! rules first (with a fresh rate-limit state; other cases test routing alone):
+//! `status` is the policy's answer when it answers, else 200 when a candidate answers or the
+//! routing error's status; `rule` names a rule (by `name` or 1-based index) that matched;
+//! `headers` are the policy answer's headers, or the headers it adds to the routed request.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,7 +55,7 @@ pub struct Case {
     pub expect: Expect,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaseRequest {
     pub model: Option<String>,
@@ -56,6 +65,35 @@ pub struct CaseRequest {
     pub path: String,
     #[serde(default)]
     pub seed: u64,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request headers the policy's rules see.
+    #[serde(default)]
+    pub headers: indexmap::IndexMap<String, String>,
+    #[serde(default = "default_client_ip")]
+    pub client_ip: std::net::IpAddr,
+}
+
+impl Default for CaseRequest {
+    fn default() -> Self {
+        CaseRequest {
+            model: None,
+            models: Vec::new(),
+            path: default_path(),
+            seed: 0,
+            method: default_method(),
+            headers: indexmap::IndexMap::new(),
+            client_ip: default_client_ip(),
+        }
+    }
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+fn default_client_ip() -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, 1])
 }
 
 fn default_path() -> String {
@@ -71,6 +109,13 @@ pub struct Expect {
     pub order: Option<Vec<String>>,
     /// The ngrok error code a client gets.
     pub error: Option<String>,
+    /// The HTTP status the client gets (the policy's answer, 200, or the routing error's).
+    pub status: Option<u16>,
+    /// A policy rule (its `name`, or its 1-based index) that matched.
+    pub rule: Option<String>,
+    /// Headers of the policy's answer, or added by it to the routed request.
+    #[serde(default)]
+    pub headers: indexmap::IndexMap<String, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,8 +196,129 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_string()
 }
 
-/// Plans a case and compares it with its expectations.
+/// Runs the policy's request rules for a case: its problems, and whether the policy answered
+/// (then routing is not checked).
+fn check_policy(engine: &Engine, case: &Case) -> (Vec<String>, bool) {
+    use crate::traffic::{HeaderEdit, Reply, Stop};
+    let mut problems = Vec::new();
+    let r = &case.request;
+    // Routing-only cases (the docs' examples among them) keep testing routing alone.
+    let wants_policy = case.expect.status.is_some()
+        || case.expect.rule.is_some()
+        || !case.expect.headers.is_empty();
+    if !wants_policy {
+        return (problems, false);
+    }
+    let Some(program) = engine.traffic() else {
+        if case.expect.rule.is_some() || !case.expect.headers.is_empty() {
+            problems.push("the policy has no rules besides ai-gateway".to_owned());
+        }
+        return (problems, false);
+    };
+    let client = std::net::SocketAddr::new(r.client_ip, 50000);
+    let mut view = crate::traffic::RequestView::new(&r.method, &r.path, client);
+    view.host = "127.0.0.1:8080".to_owned();
+    for (k, v) in &r.headers {
+        view = view.header(k, v);
+    }
+    let rate = crate::traffic::InProcess::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let out = program.on_request(&view, crate::traffic::Ports { rate: &rate, now });
+    if let Some(want) = &case.expect.rule {
+        let fired = out.trace.iter().any(|t| {
+            t.matched && (t.name.as_deref() == Some(want.as_str()) || t.index.to_string() == *want)
+        });
+        if !fired {
+            let matched: Vec<String> = out
+                .trace
+                .iter()
+                .filter(|t| t.matched)
+                .map(|t| t.name.clone().unwrap_or_else(|| format!("#{}", t.index)))
+                .collect();
+            problems.push(format!(
+                "rule: expected `{want}` to match; matched: [{}]",
+                matched.join(", ")
+            ));
+        }
+    }
+    let (answered, headers): (Option<String>, Vec<(String, String)>) = match &out.stop {
+        Stop::Reply(Reply::Respond {
+            status, headers, ..
+        }) => (Some(status.to_string()), headers.clone()),
+        Stop::Reply(Reply::Close) => (Some("a closed connection".to_owned()), Vec::new()),
+        _ => (
+            None,
+            out.edits
+                .iter()
+                .filter_map(|e| match e {
+                    HeaderEdit::Add(k, v) => Some((k.clone(), v.clone())),
+                    HeaderEdit::Remove(_) => None,
+                })
+                .collect(),
+        ),
+    };
+    for (k, want) in &case.expect.headers {
+        let got = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str());
+        if got != Some(want.as_str()) {
+            problems.push(format!(
+                "header {k}: expected {want:?}, got {}",
+                got.map_or("none".to_owned(), |g| format!("{g:?}"))
+            ));
+        }
+    }
+    if let Some(got) = &answered {
+        if let Some(want) = case.expect.status
+            && want.to_string() != *got
+        {
+            problems.push(format!(
+                "status: expected {want}, got {got} from the policy"
+            ));
+        }
+        for what in [
+            case.expect.first.as_ref().map(|_| "first"),
+            case.expect.order.as_ref().map(|_| "order"),
+            case.expect.error.as_ref().map(|_| "error"),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            problems.push(format!(
+                "{what}: the policy answered {got}; the request is not routed"
+            ));
+        }
+    }
+    (problems, answered.is_some())
+}
+
+/// Runs the policy's rules and plans a case, and compares both with its expectations.
 pub fn check_case(engine: &Engine, case: &Case) -> Vec<String> {
+    let (mut problems, answered) = check_policy(engine, case);
+    let nothing = case.expect.first.is_none()
+        && case.expect.order.is_none()
+        && case.expect.error.is_none()
+        && case.expect.status.is_none()
+        && case.expect.rule.is_none()
+        && case.expect.headers.is_empty();
+    if nothing {
+        problems.push(
+            "expect names nothing to check: give `first`, `order`, `error`, `status`, `rule` or `headers`"
+                .into(),
+        );
+    }
+    if answered {
+        return problems;
+    }
+    problems.extend(check_route(engine, case));
+    problems
+}
+
+/// Plans a case and compares it with its routing expectations.
+fn check_route(engine: &Engine, case: &Case) -> Vec<String> {
     let req = Request {
         path: case.request.path.clone(),
         model: case.request.model.clone(),
@@ -210,8 +376,14 @@ pub fn check_case(engine: &Engine, case: &Case) -> Vec<String> {
             order.join(", ")
         ));
     }
-    if case.expect.first.is_none() && case.expect.order.is_none() && case.expect.error.is_none() {
-        problems.push("expect names nothing to check: give `first`, `order` or `error`".into());
+    if let Some(want) = case.expect.status {
+        let got = plan
+            .error
+            .as_ref()
+            .map_or(if answering.is_some() { 200 } else { 503 }, |e| e.status);
+        if got != want {
+            problems.push(format!("status: expected {want}, got {got}"));
+        }
     }
     problems
 }

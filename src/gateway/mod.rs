@@ -4,9 +4,9 @@
 //! Its rooms (no two files import each other; [`errors`], [`limits`], [`names`] and [`token`] are
 //! shared):
 //! - [`server`]: the inbound side: the axum router and inbound auth ([`server::routes`]), one
-//!   request from body to answer ([`server::pipeline`]), body parsing, the Ollama native API,
-//!   loop detection, workers, open-file limits, policy reload, the `/ui` status page
-//!   ([`server::ui`]).
+//!   request from body to answer ([`server::pipeline`]), the traffic policy's rules around it
+//!   ([`server::policy_hook`]), body parsing, the Ollama native API, loop detection, workers,
+//!   open-file limits, policy reload, the `/ui` status page ([`server::ui`]).
 //! - [`attempts`]: the failover executor ([`attempts::forward`]), failure classes and retries,
 //!   circuit breakers, `${…}` per request.
 //! - [`upstream`]: the outbound side: the keep-alive pool and client, why a send failed,
@@ -30,7 +30,7 @@ pub mod upstream;
 
 use attempts::{breaker, failure};
 use observe::{access_log, metrics, status, traffic};
-use server::{hops, routes, workers};
+use server::{hops, policy_hook, routes, workers};
 use upstream::client;
 
 use std::net::SocketAddr;
@@ -55,6 +55,10 @@ pub trait Routing: Send + Sync + 'static {
     fn key_value(&self, provider_id: &str, index: usize) -> Option<String>;
     /// The effective providers (after `--base-url` and `.internal` mapping).
     fn providers(&self) -> Vec<ProviderView>;
+    /// The policy's rules around `ai-gateway` (`None`: nothing to evaluate per request).
+    fn traffic(&self) -> Option<Arc<crate::traffic::Program>> {
+        None
+    }
 }
 
 /// One provider as the gateway sees it.
@@ -154,6 +158,8 @@ pub struct Gateway {
     pub instance_id: String,
     /// What streams and their log lines scrub (see [`redact::Redactor`]).
     pub redactor: observe::redact::RedactorCache,
+    /// `rate-limit` counters; they outlive policy reloads.
+    pub rate_limits: Arc<dyn crate::traffic::RateState>,
 }
 
 impl Gateway {
@@ -179,6 +185,7 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             instance_id: hops::new_instance_id(),
             redactor: observe::redact::RedactorCache::default(),
+            rate_limits: Arc::new(crate::traffic::InProcess::default()),
         })
     }
 
@@ -357,6 +364,7 @@ impl Connection {
         // Set once the connection's first request is parsed (see the first-request deadline).
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = started.clone();
+        let local = tcp.local_addr().ok();
         let svc =
             hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
                 seen.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -368,15 +376,32 @@ impl Connection {
                         return Ok(refused);
                     }
                     let limit = gateway.opts.body_read_timeout;
-                    let mut req = req.map(|b| server::timed_body::TimedBody::new(b, limit));
-                    if routes::is_fast_path(req.method(), req.uri().path()) {
-                        return Ok::<_, std::convert::Infallible>(
-                            routes::fast_path(gateway, req, remote).await,
-                        );
+                    let req = req.map(|b| server::timed_body::TimedBody::new(b, limit));
+                    let route = |mut req: axum::http::Request<
+                        server::timed_body::TimedBody<hyper::body::Incoming>,
+                    >| {
+                        let gateway = gateway.clone();
+                        async move {
+                            if routes::is_fast_path(req.method(), req.uri().path()) {
+                                return routes::fast_path(gateway, req, remote).await;
+                            }
+                            req.extensions_mut()
+                                .insert(axum::extract::ConnectInfo(remote));
+                            match app.oneshot(req).await {
+                                Ok(response) => response,
+                                Err(never) => match never {},
+                            }
+                        }
+                    };
+                    // The policy's rules, when it has any besides `ai-gateway`, run first;
+                    // an error from here makes hyper drop the connection (close-connection).
+                    match gateway.current().traffic() {
+                        None => Ok(route(req).await),
+                        Some(program) => {
+                            policy_hook::apply(gateway.clone(), program, req, remote, local, route)
+                                .await
+                        }
                     }
-                    req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo(remote));
-                    app.oneshot(req).await
                 }
             });
         let conn = builder
@@ -421,6 +446,10 @@ impl Routing for crate::routing::engine::Engine {
 
     fn key_value(&self, provider_id: &str, index: usize) -> Option<String> {
         crate::routing::engine::Engine::key_value(self, provider_id, index)
+    }
+
+    fn traffic(&self) -> Option<Arc<crate::traffic::Program>> {
+        crate::routing::engine::Engine::traffic(self).cloned()
     }
 
     fn providers(&self) -> Vec<ProviderView> {

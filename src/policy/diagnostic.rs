@@ -10,8 +10,8 @@ pub enum Severity {
 }
 
 /// Every check aigw makes, with its stable code. Codes never change meaning once released;
-/// retired checks keep their number unused (E037, E040 and W013 are reserved: checks of
-/// `${…}` roots, rule `expressions` and provider names in strategies are not written yet).
+/// retired checks keep their number unused (E037 and W013 are reserved: checks of `${…}` roots
+/// and provider names in strategies are not written yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
     YamlSyntax,
@@ -65,6 +65,14 @@ pub enum Code {
     NotInterpolated,
     AllProvidersDisabled,
     CelUnguardedKey,
+    PolicyExpression,
+    ActionConfig,
+    NotRunLocally,
+    InvalidCidr,
+    NoAiGateway,
+    ActionSkipped,
+    SeveralEndpoints,
+    CelComparisonType,
 }
 
 impl Code {
@@ -123,6 +131,14 @@ impl Code {
             NotInterpolated => "AIGW-W011",
             AllProvidersDisabled => "AIGW-W012",
             CelUnguardedKey => "AIGW-W014",
+            PolicyExpression => "AIGW-E040",
+            ActionConfig => "AIGW-E041",
+            NotRunLocally => "AIGW-E042",
+            InvalidCidr => "AIGW-E043",
+            NoAiGateway => "AIGW-W015",
+            ActionSkipped => "AIGW-W016",
+            SeveralEndpoints => "AIGW-W017",
+            CelComparisonType => "AIGW-E044",
         }
     }
 
@@ -147,6 +163,9 @@ impl Code {
             DeprecatedKeySelection => Some("ERR_NGROK_2267"),
             CelResultType => Some("ERR_NGROK_3806"),
             InterpolationSyntax | SecretsGetArity => Some("ERR_NGROK_2224"),
+            PolicyExpression => Some("ERR_NGROK_2200"),
+            ActionConfig => Some("ERR_NGROK_2204"),
+            InvalidCidr => Some("ERR_NGROK_2217"),
             _ => None,
         }
     }

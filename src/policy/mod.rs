@@ -13,6 +13,7 @@ pub mod model;
 pub mod node;
 pub mod schema;
 pub mod secrets;
+pub mod wrapper;
 
 use std::sync::Arc;
 
@@ -136,8 +137,19 @@ pub fn load_str(name: &str, text: impl Into<String>) -> Loaded {
         }
     };
     let mut builder = build::Builder::new(text);
-    let policy = builder.traffic_policy(&root);
-    let diagnostics = builder.diags;
+    let (inner, mut diagnostics) = match wrapper::unwrap(&root) {
+        None => (&root, Vec::new()),
+        Some(Ok((inner, note))) => (inner, note.into_iter().collect()),
+        Some(Err(d)) => {
+            return Loaded {
+                source,
+                policy: None,
+                diagnostics: vec![d],
+            };
+        }
+    };
+    let policy = builder.traffic_policy(inner);
+    diagnostics.extend(builder.diags);
     Loaded {
         source,
         policy: Some(policy),

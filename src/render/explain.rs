@@ -186,3 +186,75 @@ fn table() -> Table {
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("  {}\n", l.trim_end())).collect()
 }
+
+/// The policy's `on_http_request` rules for `explain`: each rule, whether it matched, what its
+/// actions did, and where the phase stopped.
+pub fn policy_text(out: &crate::traffic::Outcome) -> String {
+    use crate::traffic::{Reply, Stop};
+    use std::fmt::Write as _;
+    let mut s = String::from("\npolicy rules (on_http_request)\n");
+    for t in &out.trace {
+        let name = t
+            .name
+            .as_deref()
+            .map(|n| format!(" {n}"))
+            .unwrap_or_default();
+        let state = match (&t.error, t.matched) {
+            (Some(e), _) => format!("error: {e}"),
+            (None, true) => "matched".to_owned(),
+            (None, false) => "no match".to_owned(),
+        };
+        let _ = writeln!(s, "  {:>2}{name}  {state}", t.index);
+        for a in &t.actions {
+            let _ = writeln!(s, "        {}: {}", a.kind, a.outcome);
+        }
+    }
+    let result = match &out.stop {
+        Stop::Reply(Reply::Respond {
+            status, headers, ..
+        }) => {
+            let hs: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            if hs.is_empty() {
+                format!("→ the policy answers {status}")
+            } else {
+                format!("→ the policy answers {status} ({})", hs.join(", "))
+            }
+        }
+        Stop::Reply(Reply::Close) => "→ the policy closes the connection".to_owned(),
+        Stop::AiGateway { .. } => "→ ai-gateway routes the request".to_owned(),
+        Stop::End => "→ no rule answered: aigw routes the request".to_owned(),
+    };
+    let _ = writeln!(s, "  {result}");
+    for e in &out.edits {
+        let _ = match e {
+            crate::traffic::HeaderEdit::Add(k, v) => writeln!(s, "    adds header {k}: {v}"),
+            crate::traffic::HeaderEdit::Remove(k) => writeln!(s, "    removes header {k}"),
+        };
+    }
+    s
+}
+
+/// The same, as JSON.
+pub fn policy_json(out: &crate::traffic::Outcome) -> serde_json::Value {
+    use crate::traffic::{HeaderEdit, Reply, Stop};
+    let result = match &out.stop {
+        Stop::Reply(Reply::Respond {
+            status,
+            headers,
+            body,
+        }) => serde_json::json!({"answer": "policy", "status": status,
+            "headers": headers.iter().map(|(k, v)| serde_json::json!([k, v])).collect::<Vec<_>>(), "body": body}),
+        Stop::Reply(Reply::Close) => serde_json::json!({"answer": "close-connection"}),
+        Stop::AiGateway { .. } => serde_json::json!({"answer": "ai-gateway"}),
+        Stop::End => serde_json::json!({"answer": "routing"}),
+    };
+    let edits: Vec<serde_json::Value> = out
+        .edits
+        .iter()
+        .map(|e| match e {
+            HeaderEdit::Add(k, v) => serde_json::json!({"add": k, "value": v}),
+            HeaderEdit::Remove(k) => serde_json::json!({"remove": k}),
+        })
+        .collect();
+    serde_json::json!({"rules": out.trace, "result": result, "header_edits": edits})
+}

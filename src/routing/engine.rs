@@ -98,6 +98,8 @@ pub struct Engine {
     pub other_gateways: usize,
     /// Plans already made, when no strategy draws random numbers (see [`PlanCache`]).
     plan_cache: Option<PlanCache>,
+    /// The policy's rules around `ai-gateway`; `None` when there is nothing to evaluate.
+    traffic: Option<Arc<crate::traffic::Program>>,
 }
 
 /// The API format and surface a path speaks.
@@ -131,10 +133,13 @@ impl Engine {
         let gateways: Vec<_> = policy.ai_gateways().collect();
         if gateways.is_empty() && !loaded.has_errors() {
             diags.push(
-                Diagnostic::new(Code::NotAPolicy, None, "this policy has no `ai-gateway` action")
-                    .help("add `- type: ai-gateway` with a `config:` under `on_http_request`; `aigw init` writes an example"),
+                Diagnostic::new(Code::NoAiGateway, None, "this policy has no `ai-gateway` action")
+                    .help("requests its rules let through are routed with aigw's defaults (ngrok's built-in providers, the client's key); add `- type: ai-gateway` to configure routing"),
             );
         }
+        let (traffic, traffic_diags) =
+            crate::traffic::compile(policy, &loaded.source.text, &opts.secrets);
+        diags.extend(traffic_diags);
         // Every action's strategies are checked; the engine routes with the first unguarded
         // action (or the first one), and with that action's own strategies.
         let route_with = gateways
@@ -209,12 +214,18 @@ impl Engine {
             secrets: opts.secrets,
             other_gateways: gateways.len().saturating_sub(1),
             plan_cache: (!draws_random).then(PlanCache::default),
+            traffic: (!traffic.is_trivial()).then(|| Arc::new(traffic)),
         };
         Ok((engine, diags))
     }
 
     pub fn gateway(&self) -> &AiGateway {
         &self.config
+    }
+
+    /// The compiled rules around `ai-gateway`, when there are any to evaluate.
+    pub fn traffic(&self) -> Option<&Arc<crate::traffic::Program>> {
+        self.traffic.as_ref()
     }
 
     pub fn providers(&self) -> &[ProviderInfo] {

@@ -45,6 +45,7 @@ fn cel_diagnostic(issue: cel::CelIssue, s: &Sp<String>, text: &str) -> Diagnosti
         "cel-result-type" => Code::CelResultType,
         "cel-wrong-root" => Code::CelWrongRoot,
         "cel-unguarded-key" => Code::CelUnguardedKey,
+        "cel-comparison-type" => Code::CelComparisonType,
         _ => Code::CelSyntax,
     };
     // An error at the very end of the expression has an empty range; underline its last

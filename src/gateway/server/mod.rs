@@ -3,6 +3,7 @@ pub mod hops;
 pub mod ollama_api;
 pub mod open_files;
 pub mod pipeline;
+pub mod policy_hook;
 pub mod reload;
 pub mod routes;
 pub mod timed_body;

@@ -103,6 +103,18 @@ impl Ty {
     }
 }
 
+/// What can be compared with what: numbers with numbers, strings with strings, …; `None` for
+/// types the checker cannot be sure of.
+fn category(t: &Ty) -> Option<u8> {
+    match t {
+        Ty::Int | Ty::UInt | Ty::Double => Some(0),
+        Ty::Str => Some(1),
+        Ty::Bool => Some(2),
+        Ty::Bytes => Some(3),
+        _ => None,
+    }
+}
+
 /// The type of `a ? b : c` and of list elements: one type when they agree, `dyn` otherwise.
 fn join(a: Ty, b: Ty) -> Ty {
     match (a, b) {
@@ -114,7 +126,7 @@ fn join(a: Ty, b: Ty) -> Ty {
 }
 
 /// Turns `cel` parse errors into issues with byte ranges.
-pub(super) fn syntax_issues(src: &str, errors: &ParseErrors) -> Vec<CelIssue> {
+pub(crate) fn syntax_issues(src: &str, errors: &ParseErrors) -> Vec<CelIssue> {
     // The parser's own recursion limit (a long `?:` chain) cascades into internal errors;
     // one issue in the words of the tree-depth limit says what to change.
     if errors
@@ -745,15 +757,44 @@ impl Checker<'_> {
                 self.guarded.truncate(before);
                 return Ty::Bool;
             }
-            operators::LOGICAL_OR
-            | operators::LOGICAL_NOT
-            | operators::NOT_STRICTLY_FALSE
-            | operators::EQUALS
+            operators::EQUALS
             | operators::NOT_EQUALS
             | operators::LESS
             | operators::LESS_EQUALS
             | operators::GREATER
-            | operators::GREATER_EQUALS
+            | operators::GREATER_EQUALS => {
+                let tys = self.args(c);
+                if let [a, b] = tys.as_slice()
+                    && let (Some(x), Some(y)) = (category(a), category(b))
+                    && x != y
+                {
+                    let text = |e: &IdedExpr| {
+                        let r = self.span(e);
+                        self.src.get(r).unwrap_or("?").to_owned()
+                    };
+                    let (l, r) = (text(&c.args[0]), text(&c.args[1]));
+                    let outcome = if name == operators::EQUALS || name == operators::NOT_EQUALS {
+                        "so the comparison has the same answer for every model"
+                    } else {
+                        "so the comparison fails on every request"
+                    };
+                    let range = self.span(e);
+                    self.issue(
+                        "cel-comparison-type",
+                        range,
+                        format!(
+                            "`{l}` is {} and `{r}` is {}, {outcome}",
+                            a.describe(),
+                            b.describe()
+                        ),
+                        Some(format!("compare `{l}` with {}", a.describe())),
+                    );
+                }
+                return Ty::Bool;
+            }
+            operators::LOGICAL_OR
+            | operators::LOGICAL_NOT
+            | operators::NOT_STRICTLY_FALSE
             | operators::IN => {
                 self.args(c);
                 return Ty::Bool;

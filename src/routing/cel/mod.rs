@@ -47,6 +47,13 @@ mod schema;
 mod values;
 pub mod views;
 
+pub use guard::{too_deep, with_stack};
+
+/// Syntax errors of `expr` as issues with byte ranges (for the traffic-policy CEL too).
+pub fn syntax_issues(expr: &str, errors: &cel::ParseErrors) -> Vec<CelIssue> {
+    check::syntax_issues(expr, errors)
+}
+
 pub use views::{
     AuthorView, Datacenter, ErrorRate, KeyMetrics, KeyView, Latency, MetricsScope, ModelMetrics,
     ModelView, Pricing, ProviderView, Quota, TokenUsage,
@@ -92,7 +99,7 @@ pub enum Severity {
 pub struct CelIssue {
     /// Stable code. Errors: `cel-syntax`, `cel-unknown-variable`, `cel-wrong-root`,
     /// `cel-unknown-field`, `cel-unknown-function`, `cel-arity`, `cel-price-type`,
-    /// `cel-result-type`. Warnings: `cel-unguarded-key`.
+    /// `cel-result-type`, `cel-comparison-type`. Warnings: `cel-unguarded-key`.
     pub code: &'static str,
     /// Error or warning.
     pub severity: Severity,

@@ -1307,7 +1307,8 @@ fn native_comprehensions_match_the_interpreter() {
         "ai.models.filter(m, m.max_context_window > 1000)",
         "ai.models.filter(m, m.max_context_window != null && m.max_context_window > 1000)",
         "ai.models.filter(m, m.parameter_count >= 1000u)",
-        "ai.models.filter(m, m.known == 1)",
+        // `m.known == 1` is a validate error (AIGW-E044); through `dyn` it still runs.
+        "ai.models.filter(m, dyn(m.known) == 1)",
         "ai.models.filter(m, m.metrics.global.error_rate.total == 0 && m.metrics.global.request_count >= 0u)",
         "ai.models.filter(m, m.provider_id in ai.providers.filter(p, p.id.startsWith('ollama')).map(p, p.id))",
         "ai.models.filter(m, m.id.endsWith(':8b') == true)",

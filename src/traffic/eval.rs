@@ -1,0 +1,587 @@
+//! The evaluator: rules in order, expressions AND-ed, actions in order, until a terminating
+//! action, a failing guard, or `ai-gateway`.
+//!
+//! Pure: it reads a [`RequestView`], the clock and the rate-limit counters it is given, and
+//! returns decisions. `serve` applies them, `explain` and `aigw test` print and check them.
+//!
+//! **Errors fail closed.** A rule expression that cannot be evaluated (a missing header indexed
+//! with `[0]`, a type mismatch), or an action whose `${…}` or `bucket_key` fails, stops the
+//! phase with a 500 naming the expression (ngrok's ERR_NGROK_2253 / 2254): a request never
+//! slips past a guard because the guard's expression failed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cel::objects::Value;
+
+use super::cel::{Scope, display, map, parse_cidr};
+use super::program::{Action, Program, Rule, Step, Tree};
+use super::rate::{RateState, Verdict};
+use super::request::{RequestView, ResponseView};
+use super::template::Template;
+
+/// The inputs an evaluation takes besides the request: the clock and shared state.
+#[derive(Clone, Copy)]
+pub struct Ports<'a> {
+    pub rate: &'a dyn RateState,
+    /// Time since the Unix epoch.
+    pub now: Duration,
+}
+
+/// A response the policy makes instead of the upstream's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Respond {
+        status: u16,
+        /// Names lower-cased.
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// `close-connection`: drop the client connection without a response.
+    Close,
+}
+
+impl Reply {
+    fn text(status: u16, body: String) -> Reply {
+        Reply::Respond {
+            status,
+            headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+            body,
+        }
+    }
+}
+
+/// What happened to one action.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ActionTrace {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// One line: `ran`, `denied 429`, `error: …`.
+    pub outcome: String,
+}
+
+/// What happened to one rule.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RuleTrace {
+    /// 1-based position in its phase.
+    pub index: usize,
+    pub name: Option<String>,
+    /// `true` when every expression held; `false` also when one failed (see `error`).
+    pub matched: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub actions: Vec<ActionTrace>,
+}
+
+/// Where a request phase stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// Every rule ran: the request goes upstream (through aigw's routing).
+    End,
+    /// At an `ai-gateway` action: the request goes upstream; `resume` runs the actions after
+    /// it if the gateway fails and the action says `on_error: continue`.
+    AiGateway { resume: Option<Resume> },
+    /// The policy answers.
+    Reply(Reply),
+}
+
+/// Where to pick a request phase up again after `ai-gateway` fails with `on_error: continue`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resume {
+    rule: usize,
+    action: usize,
+}
+
+/// The decisions of a request phase.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub stop: Stop,
+    /// Header edits for the upstream request, in order (`add-headers` appends).
+    pub edits: Vec<HeaderEdit>,
+    /// `log` actions' metadata, for aigw's structured log.
+    pub logs: Vec<serde_json::Value>,
+    pub trace: Vec<RuleTrace>,
+    /// The evaluation state (`vars`, `actions.ngrok.*`), kept for `resume` and the response
+    /// phase.
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderEdit {
+    Add(String, String),
+    Remove(String),
+}
+
+impl Program {
+    /// Runs `on_http_request` for `req`.
+    pub fn on_request(&self, req: &RequestView, ports: Ports<'_>) -> Outcome {
+        let scope = Scope {
+            req: req.to_value(),
+            res: Value::Null,
+            conn: req.conn_value(),
+            endpoint: req.endpoint_value(),
+            time: map([("now", Value::from(rfc3339(ports.now)))]),
+            vars: HashMap::new(),
+            actions: HashMap::new(),
+        };
+        let mut run = Run::new(scope, req, ports);
+        let stop = run.rules(&self.request, 0, 0);
+        run.finish(stop)
+    }
+
+    /// Continues a request phase after `ai-gateway` failed (`on_error: continue`), with
+    /// `actions.ngrok.ai_gateway.error.{code,message}` set.
+    pub fn resume(
+        &self,
+        from: &Resume,
+        mut scope: Scope,
+        req: &RequestView,
+        ports: Ports<'_>,
+        code: &str,
+        message: &str,
+    ) -> Outcome {
+        scope.actions.insert(
+            "ai_gateway".into(),
+            map([(
+                "error",
+                map([
+                    ("code", Value::from(code)),
+                    ("message", Value::from(message)),
+                ]),
+            )]),
+        );
+        let mut run = Run::new(scope, req, ports);
+        let stop = run.rules(&self.request, from.rule, from.action + 1);
+        run.finish(stop)
+    }
+
+    /// Runs `on_http_response` on `res`, with the request phase's scope. `Stop::Reply`
+    /// replaces the response; header edits apply to it.
+    pub fn on_response(
+        &self,
+        mut scope: Scope,
+        req: &RequestView,
+        res: &ResponseView,
+        ports: Ports<'_>,
+    ) -> Outcome {
+        scope.res = res.to_value();
+        // set-vars values are scoped to the phase that set them.
+        scope.vars.clear();
+        let mut run = Run::new(scope, req, ports);
+        let stop = run.rules(&self.response, 0, 0);
+        run.finish(stop)
+    }
+}
+
+struct Run<'a> {
+    scope: Scope,
+    req: &'a RequestView,
+    ports: Ports<'a>,
+    edits: Vec<HeaderEdit>,
+    logs: Vec<serde_json::Value>,
+    trace: Vec<RuleTrace>,
+}
+
+/// An action's result: go on, or stop the phase.
+enum Next {
+    Go(String),
+    Stop(Stop, String),
+}
+
+impl<'a> Run<'a> {
+    fn new(scope: Scope, req: &'a RequestView, ports: Ports<'a>) -> Run<'a> {
+        Run {
+            scope,
+            req,
+            ports,
+            edits: Vec::new(),
+            logs: Vec::new(),
+            trace: Vec::new(),
+        }
+    }
+
+    fn finish(self, stop: Stop) -> Outcome {
+        Outcome {
+            stop,
+            edits: self.edits,
+            logs: self.logs,
+            trace: self.trace,
+            scope: self.scope,
+        }
+    }
+
+    fn rules(&mut self, rules: &[Rule], first: usize, first_action: usize) -> Stop {
+        for (i, rule) in rules.iter().enumerate().skip(first) {
+            let mut t = RuleTrace {
+                index: i + 1,
+                name: rule.name.clone(),
+                matched: true,
+                error: None,
+                actions: Vec::new(),
+            };
+            // A resumed rule already matched.
+            if i != first || first_action == 0 {
+                for e in &rule.expressions {
+                    match e.eval_bool(&self.scope) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            t.matched = false;
+                            break;
+                        }
+                        Err(message) => {
+                            let text = format!(
+                                "the expression `{}` could not be evaluated: {message}",
+                                e.source
+                            );
+                            t.matched = false;
+                            t.error = Some(text.clone());
+                            self.trace.push(t);
+                            return Stop::Reply(failed(&text, "ERR_NGROK_2253"));
+                        }
+                    }
+                }
+            }
+            if !t.matched {
+                self.trace.push(t);
+                continue;
+            }
+            let start = if i == first { first_action } else { 0 };
+            for (j, action) in rule.actions.iter().enumerate().skip(start) {
+                match self.action(action, i, j) {
+                    Next::Go(outcome) => t.actions.push(ActionTrace {
+                        kind: action.kind.clone(),
+                        outcome,
+                    }),
+                    Next::Stop(stop, outcome) => {
+                        t.actions.push(ActionTrace {
+                            kind: action.kind.clone(),
+                            outcome,
+                        });
+                        self.trace.push(t);
+                        return stop;
+                    }
+                }
+            }
+            self.trace.push(t);
+        }
+        Stop::End
+    }
+
+    fn render(&self, t: &Template) -> Result<String, String> {
+        t.render(&self.scope)
+    }
+
+    fn set_result(&mut self, kind: &str, v: Value) {
+        self.scope.actions.insert(kind.replace('-', "_"), v);
+    }
+
+    fn action(&mut self, a: &Action, rule: usize, index: usize) -> Next {
+        match self.step(a, rule, index) {
+            Ok(next) => next,
+            Err(message) => {
+                let text = format!("`{}` failed: {message}", a.kind);
+                Next::Stop(
+                    Stop::Reply(failed(&text, "ERR_NGROK_2254")),
+                    format!("error: {message}"),
+                )
+            }
+        }
+    }
+
+    fn step(&mut self, a: &Action, rule: usize, index: usize) -> Result<Next, String> {
+        Ok(match &a.step {
+            Step::SetVars(vars) => {
+                for (name, tree) in vars {
+                    let v = self.tree(tree)?;
+                    self.scope.vars.insert(name.clone(), v);
+                }
+                Next::Go("ran".into())
+            }
+            Step::AddHeaders(headers) => {
+                let mut added = Vec::new();
+                for (name, t) in headers {
+                    let v = self.render(t)?;
+                    added.push((name.clone(), Value::from(v.as_str())));
+                    self.edits.push(HeaderEdit::Add(name.clone(), v));
+                }
+                self.set_result(
+                    &a.kind,
+                    map([(
+                        "headers_added",
+                        map(added.iter().map(|(k, v)| (k.as_str(), v.clone()))),
+                    )]),
+                );
+                Next::Go("ran".into())
+            }
+            Step::RemoveHeaders(names) => {
+                for n in names {
+                    self.edits.push(HeaderEdit::Remove(n.clone()));
+                }
+                let list: Vec<Value> = names.iter().map(|n| Value::from(n.as_str())).collect();
+                self.set_result(&a.kind, map([("headers_removed", Value::from(list))]));
+                Next::Go("ran".into())
+            }
+            Step::CustomResponse {
+                status,
+                body,
+                headers,
+            } => {
+                let body = self.render(body)?;
+                let mut hs = Vec::new();
+                for (n, t) in headers {
+                    hs.push((n.clone(), self.render(t)?));
+                }
+                if !hs.iter().any(|(n, _)| n == "content-type") && !body.is_empty() {
+                    let ct = if body.trim_start().starts_with(['{', '[']) {
+                        "application/json"
+                    } else {
+                        "text/plain; charset=utf-8"
+                    };
+                    hs.push(("content-type".into(), ct.into()));
+                }
+                Next::Stop(
+                    Stop::Reply(Reply::Respond {
+                        status: *status,
+                        headers: hs,
+                        body,
+                    }),
+                    format!("responded {status}"),
+                )
+            }
+            Step::Deny { status } => Next::Stop(
+                Stop::Reply(Reply::Respond {
+                    status: *status,
+                    headers: Vec::new(),
+                    body: String::new(),
+                }),
+                format!("denied {status}"),
+            ),
+            Step::CloseConnection => {
+                Next::Stop(Stop::Reply(Reply::Close), "closed the connection".into())
+            }
+            Step::RestrictIps {
+                allow,
+                deny,
+                enforce,
+            } => {
+                let ip = self.req.client.ip();
+                let mut matched = None;
+                let mut denied = None;
+                for t in allow {
+                    let c = self.render(t)?;
+                    if parse_cidr(&c).is_some_and(|n| n.contains(&ip)) {
+                        matched = Some(c);
+                        break;
+                    }
+                }
+                for t in deny {
+                    let c = self.render(t)?;
+                    if parse_cidr(&c).is_some_and(|n| n.contains(&ip)) {
+                        denied = Some(c);
+                        break;
+                    }
+                }
+                // Allowed: in an allowed range (when there are any) and in no denied one.
+                let allowed = denied.is_none() && (allow.is_empty() || matched.is_some());
+                let verdict = if allowed { "allow" } else { "deny" };
+                let cidr = denied.or(matched).unwrap_or_default();
+                self.set_result(
+                    &a.kind,
+                    map([
+                        ("action", Value::from(verdict)),
+                        ("matched_cidr", Value::from(cidr.as_str())),
+                    ]),
+                );
+                if !allowed && *enforce {
+                    return Ok(Next::Stop(
+                        Stop::Reply(Reply::text(
+                            403,
+                            format!(
+                                "The client IP {ip} is not allowed by the policy (ERR_NGROK_3205)"
+                            ),
+                        )),
+                        format!("denied 403 ({ip})"),
+                    ));
+                }
+                Next::Go(format!("{verdict} {ip}"))
+            }
+            Step::BasicAuth {
+                credentials,
+                realm,
+                enforce,
+            } => {
+                let presented = self
+                    .req
+                    .header_values("authorization")
+                    .find_map(|v| {
+                        let (scheme, rest) = v.trim().split_once(' ')?;
+                        scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
+                    })
+                    .and_then(decode_basic);
+                let mut authorized = false;
+                if let Some((user, pass)) = &presented {
+                    for t in credentials {
+                        let c = self.render(t)?;
+                        if let Some((u, p)) = c.split_once(':') {
+                            authorized |= ct_eq(u, user) & ct_eq(p, pass);
+                        }
+                    }
+                }
+                let username = presented.as_ref().map_or("", |(u, _)| u.as_str());
+                self.set_result(
+                    &a.kind,
+                    map([(
+                        "credentials",
+                        map([
+                            ("presented", Value::Bool(presented.is_some())),
+                            ("username", Value::from(username)),
+                            ("authorized", Value::Bool(authorized)),
+                        ]),
+                    )]),
+                );
+                if !authorized && *enforce {
+                    return Ok(Next::Stop(
+                        Stop::Reply(Reply::Respond {
+                            status: 401,
+                            headers: vec![
+                                (
+                                    "www-authenticate".into(),
+                                    format!("Basic realm=\"{realm}\""),
+                                ),
+                                ("content-type".into(), "text/plain; charset=utf-8".into()),
+                            ],
+                            body: "Unauthorized: valid basic-auth credentials are required (ERR_NGROK_3401)"
+                                .into(),
+                        }),
+                        "denied 401".into(),
+                    ));
+                }
+                Next::Go(
+                    if authorized {
+                        "authorized"
+                    } else {
+                        "not authorized"
+                    }
+                    .into(),
+                )
+            }
+            Step::RateLimit {
+                name,
+                capacity,
+                window,
+                bucket_key,
+                enforce,
+            } => {
+                let mut parts = Vec::with_capacity(bucket_key.len());
+                for k in bucket_key {
+                    let v = k.eval(&self.scope).map_err(|m| {
+                        format!("the bucket_key `{}` could not be evaluated: {m}", k.source)
+                    })?;
+                    parts.push(display(&v));
+                }
+                let bucket = format!("{name}\u{0}{}", parts.join("\u{0}"));
+                let verdict = self
+                    .ports
+                    .rate
+                    .hit(&bucket, *capacity, *window, self.ports.now);
+                let limited = matches!(verdict, Verdict::Limited { .. });
+                let keys: Vec<Value> = parts.iter().map(|p| Value::from(p.as_str())).collect();
+                self.set_result(
+                    &a.kind,
+                    map([
+                        ("bucket_key", Value::from(keys)),
+                        ("limited", Value::Bool(limited)),
+                    ]),
+                );
+                match verdict {
+                    Verdict::Limited { retry_after } if *enforce => {
+                        let secs = retry_after.as_secs().max(1);
+                        return Ok(Next::Stop(
+                            Stop::Reply(Reply::Respond {
+                                status: 429,
+                                headers: vec![
+                                    ("retry-after".into(), secs.to_string()),
+                                    ("content-type".into(), "text/plain; charset=utf-8".into()),
+                                ],
+                                body: format!(
+                                    "Too many requests: the rate limit `{name}` allows {capacity} per {}; retry after {secs}s",
+                                    crate::policy::duration::format(*window)
+                                ),
+                            }),
+                            format!("limited 429 (retry after {secs}s)"),
+                        ));
+                    }
+                    Verdict::Limited { .. } => Next::Go("over the limit (not enforced)".into()),
+                    Verdict::Allowed => Next::Go("within the limit".into()),
+                }
+            }
+            Step::Log { metadata } => {
+                let mut entries = Vec::new();
+                for (k, t) in metadata {
+                    entries.push((k.as_str(), self.tree(t)?));
+                }
+                let m = map(entries);
+                self.logs.push(super::cel::to_json(&m));
+                self.set_result(&a.kind, map([("metadata", m)]));
+                Next::Go("logged".into())
+            }
+            Step::AiGateway { continue_on_error } => Next::Stop(
+                Stop::AiGateway {
+                    resume: continue_on_error.then_some(Resume {
+                        rule,
+                        action: index,
+                    }),
+                },
+                "forwarded upstream".into(),
+            ),
+        })
+    }
+
+    fn tree(&self, t: &Tree) -> Result<Value, String> {
+        Ok(match t {
+            Tree::Str(t) => t.value(&self.scope)?,
+            Tree::Const(v) => v.clone(),
+            Tree::List(items) => Value::from(
+                items
+                    .iter()
+                    .map(|i| self.tree(i))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Tree::Map(entries) => {
+                let mut out = Vec::new();
+                for (k, v) in entries {
+                    out.push((k.as_str(), self.tree(v)?));
+                }
+                map(out)
+            }
+        })
+    }
+}
+
+/// The 500 of a failed evaluation: the request never reaches the upstream.
+fn failed(text: &str, code: &str) -> Reply {
+    Reply::text(
+        500,
+        format!("The traffic policy could not be evaluated ({code}): {text}"),
+    )
+}
+
+/// `user:password` from a Basic credential.
+fn decode_basic(b64: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+fn rfc3339(since_epoch: Duration) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Constant-time comparison (`subtle`), so a credential check leaks no prefix length.
+fn ct_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}

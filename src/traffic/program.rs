@@ -1,0 +1,759 @@
+//! A policy's rules compiled for the evaluator: every expression, `${…}` and action config
+//! read once, at load, with a located diagnostic for each problem.
+
+use std::time::Duration;
+
+use cel::objects::Value;
+
+use super::cel::{CompileError, Expr, parse_cidr};
+use super::template::Template;
+use crate::policy::diagnostic::{Code, Diagnostic, did_you_mean};
+use crate::policy::node::{Node, Span, Value as Yaml};
+use crate::policy::secrets::SecretStore;
+use crate::policy::{OnError, PhaseKind, TrafficPolicy, inner_span};
+
+/// The compiled `on_http_request` and `on_http_response` rules.
+#[derive(Debug, Clone, Default)]
+pub struct Program {
+    pub request: Vec<Rule>,
+    pub response: Vec<Rule>,
+}
+
+impl Program {
+    /// Whether evaluating would do anything besides reaching `ai-gateway`: serve skips the
+    /// evaluator altogether when it would not.
+    pub fn is_trivial(&self) -> bool {
+        self.response.is_empty()
+            && self.request.iter().all(|r| {
+                r.expressions.is_empty()
+                    && r.actions.iter().all(|a| {
+                        matches!(
+                            a.step,
+                            Step::AiGateway {
+                                continue_on_error: false
+                            }
+                        )
+                    })
+            })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: Option<String>,
+    pub expressions: Vec<Expr>,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Action {
+    /// The action type as written, e.g. `rate-limit`.
+    pub kind: String,
+    pub step: Step,
+}
+
+/// A value of `set-vars`: strings are templates, the rest is kept as written.
+#[derive(Debug, Clone)]
+pub enum Tree {
+    Str(Template),
+    Const(Value),
+    List(Vec<Tree>),
+    Map(Vec<(String, Tree)>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Step {
+    SetVars(Vec<(String, Tree)>),
+    AddHeaders(Vec<(String, Template)>),
+    RemoveHeaders(Vec<String>),
+    CustomResponse {
+        status: u16,
+        body: Template,
+        headers: Vec<(String, Template)>,
+    },
+    Deny {
+        status: u16,
+    },
+    CloseConnection,
+    RestrictIps {
+        allow: Vec<Template>,
+        deny: Vec<Template>,
+        enforce: bool,
+    },
+    BasicAuth {
+        credentials: Vec<Template>,
+        realm: String,
+        enforce: bool,
+    },
+    RateLimit {
+        name: String,
+        capacity: u64,
+        window: Duration,
+        bucket_key: Vec<Expr>,
+        enforce: bool,
+    },
+    Log {
+        metadata: Vec<(String, Tree)>,
+    },
+    AiGateway {
+        continue_on_error: bool,
+    },
+}
+
+/// Actions aigw knows but does not run locally, with the reason given by `validate`.
+fn not_run(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "oauth" | "openid-connect" | "oidc" | "saml" => {
+            "it signs users in through ngrok's cloud identity service, which has no local equivalent"
+        }
+        "forward-internal" => {
+            "it forwards to ngrok `.internal` endpoints, which exist only in ngrok's cloud"
+        }
+        "owasp-crs-request" | "owasp-crs-response" => "it needs ngrok's hosted Coraza WAF",
+        "terminate-tls" => "aigw serves plain HTTP on 127.0.0.1; put a TLS proxy in front of it",
+        "jwt-validation" | "verify-webhook" | "http-request" | "circuit-breaker" => {
+            "aigw does not run this action yet, and a policy must not look guarded when it is not"
+        }
+        _ => return None,
+    })
+}
+
+/// Actions that change traffic without guarding it, which aigw skips with a warning.
+fn skipped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "redirect"
+            | "url-rewrite"
+            | "compress-response"
+            | "request-body-find-replace"
+            | "response-body-find-replace"
+            | "sse-find-replace"
+    )
+}
+
+/// Compiles `policy`; the diagnostics come back whatever happens.
+pub fn compile(
+    policy: &TrafficPolicy,
+    text: &str,
+    secrets: &SecretStore,
+) -> (Program, Vec<Diagnostic>) {
+    let mut cx = Cx {
+        text,
+        secrets,
+        diags: Vec::new(),
+    };
+    let mut program = Program::default();
+    for phase in &policy.phases {
+        let rules = match phase.kind {
+            PhaseKind::OnHttpRequest => &mut program.request,
+            PhaseKind::OnHttpResponse => &mut program.response,
+            other => {
+                if phase.rules.iter().any(|r| !r.actions.is_empty()) {
+                    cx.diags.push(
+                        Diagnostic::new(
+                            Code::ActionSkipped,
+                            phase.key_span.clone(),
+                            format!("aigw does not run `{}` rules yet: they are skipped", other.name()),
+                        )
+                        .help(match other {
+                            PhaseKind::OnTcpConnect => "move guards under `on_http_request` (restrict-ips, deny and log work there too)",
+                            _ => "do not rely on them to redact streamed output locally",
+                        }),
+                    );
+                }
+                continue;
+            }
+        };
+        for rule in &phase.rules {
+            let expressions = rule
+                .expressions
+                .iter()
+                .filter_map(|e| cx.expr(&e.value, &e.span))
+                .collect();
+            let actions = rule.actions.iter().filter_map(|a| cx.action(a)).collect();
+            rules.push(Rule {
+                name: rule.name.as_ref().map(|n| n.value.clone()),
+                expressions,
+                actions,
+            });
+        }
+    }
+    (program, cx.diags)
+}
+
+struct Cx<'a> {
+    text: &'a str,
+    secrets: &'a SecretStore,
+    diags: Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn compile_errors(&mut self, errs: Vec<CompileError>, value: &str, span: &Span, what: &str) {
+        for e in errs {
+            let at = inner_span(self.text, span, value, e.range.clone());
+            let mut d =
+                Diagnostic::new(Code::PolicyExpression, at, format!("{what}: {}", e.message));
+            if let Some(h) = e.help {
+                d = d.help(h);
+            }
+            self.diags.push(d);
+        }
+    }
+
+    fn expr(&mut self, source: &str, span: &Span) -> Option<Expr> {
+        match Expr::compile(source, self.secrets) {
+            Ok(e) => Some(e),
+            Err(errs) => {
+                self.compile_errors(errs, source, span, "invalid CEL expression");
+                None
+            }
+        }
+    }
+
+    fn template(&mut self, node: &Node) -> Option<Template> {
+        let s = self.string(node)?;
+        match Template::compile(s, self.secrets) {
+            Ok(t) => Some(t),
+            Err(errs) => {
+                self.compile_errors(errs, s, &node.span, "invalid `${…}`");
+                None
+            }
+        }
+    }
+
+    fn string<'n>(&mut self, node: &'n Node) -> Option<&'n str> {
+        match &node.value {
+            Yaml::Str(s) => Some(s),
+            other => {
+                self.wrong(node, &format!("expected a string, found {}", other.kind()));
+                None
+            }
+        }
+    }
+
+    fn wrong(&mut self, node: &Node, msg: &str) {
+        self.diags.push(
+            Diagnostic::new(Code::WrongType, node.span.clone(), msg.to_owned())
+                .help("see the action's page in ngrok's Traffic Policy docs"),
+        );
+    }
+
+    fn bad(&mut self, code: Code, span: &Span, msg: String, help: &str) {
+        self.diags
+            .push(Diagnostic::new(code, span.clone(), msg).help(help.to_owned()));
+    }
+
+    /// The config's fields, each unknown one reported once with a suggestion.
+    fn fields<'n>(
+        &mut self,
+        kind: &str,
+        config: Option<&'n Node>,
+        allowed: &[&str],
+        required: &[&str],
+        at: &Span,
+    ) -> Option<Vec<(&'n str, &'n Node)>> {
+        let entries: &[(crate::policy::node::Key, Node)] = match config.map(|c| &c.value) {
+            None | Some(Yaml::Null) => &[],
+            Some(Yaml::Map(entries)) => entries,
+            Some(other) => {
+                let node = config.expect("matched Some");
+                self.wrong(
+                    node,
+                    &format!("`{kind}` config must be a mapping, found {}", other.kind()),
+                );
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for (k, v) in entries {
+            if allowed.contains(&k.text.as_str()) {
+                out.push((k.text.as_str(), v));
+                continue;
+            }
+            let mut d = Diagnostic::new(
+                Code::UnknownField,
+                k.span.clone(),
+                format!("unknown field `{}` in the `{kind}` config", k.text),
+            );
+            d = match did_you_mean(&k.text, allowed.iter().copied()) {
+                Some(s) => d.label(format!("did you mean `{s}`?")),
+                None => d.label("unknown field"),
+            };
+            self.diags
+                .push(d.help(format!("`{kind}` takes {}", allowed.join(", "))));
+        }
+        for r in required {
+            if !entries.iter().any(|(k, _)| k.text == *r) {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::MissingField,
+                        config.map_or(at.clone(), |c| c.span.clone()),
+                        format!("`{kind}` needs `{r}`"),
+                    )
+                    .help(format!("`{kind}` takes {}", allowed.join(", "))),
+                );
+            }
+        }
+        Some(out)
+    }
+
+    fn bool_field(&mut self, node: &Node) -> Option<bool> {
+        match node.value {
+            Yaml::Bool(b) => Some(b),
+            _ => {
+                self.wrong(
+                    node,
+                    &format!("expected true or false, found {}", node.value.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn int_field(&mut self, node: &Node, min: i64, max: i64, what: &str) -> Option<i64> {
+        match node.value {
+            Yaml::Int(n) if (min..=max).contains(&n) => Some(n),
+            Yaml::Int(n) => {
+                self.bad(
+                    Code::ActionConfig,
+                    &node.span,
+                    format!("{what} {n} is outside {min}..={max} (ERR_NGROK_2215)"),
+                    &format!("use a value from {min} to {max}"),
+                );
+                None
+            }
+            _ => {
+                self.wrong(
+                    node,
+                    &format!("{what} must be an integer, found {}", node.value.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn list<'n>(&mut self, node: &'n Node, what: &str) -> &'n [Node] {
+        match &node.value {
+            Yaml::Seq(items) => items,
+            other => {
+                self.wrong(
+                    node,
+                    &format!("{what} must be a list, found {}", other.kind()),
+                );
+                &[]
+            }
+        }
+    }
+
+    fn header_map(&mut self, node: &Node, what: &str) -> Vec<(String, Template)> {
+        let Yaml::Map(entries) = &node.value else {
+            self.wrong(
+                node,
+                &format!("{what} must be a mapping of header names to values"),
+            );
+            return Vec::new();
+        };
+        if entries.len() > 10 {
+            self.bad(
+                Code::ActionConfig,
+                &node.span,
+                format!(
+                    "{what} has {} entries; ngrok allows at most 10 (ERR_NGROK_2218)",
+                    entries.len()
+                ),
+                "split them over two actions",
+            );
+        }
+        entries
+            .iter()
+            .filter_map(|(k, v)| {
+                if k.text.is_empty() || !k.text.bytes().all(is_token_byte) {
+                    self.bad(
+                        Code::ActionConfig,
+                        &k.span,
+                        format!("`{}` is not a valid header name (ERR_NGROK_2209)", k.text),
+                        "header names are letters, digits and `-`",
+                    );
+                    return None;
+                }
+                Some((k.text.to_ascii_lowercase(), self.template(v)?))
+            })
+            .collect()
+    }
+
+    fn tree(&mut self, node: &Node) -> Option<Tree> {
+        Some(match &node.value {
+            Yaml::Str(_) => Tree::Str(self.template(node)?),
+            Yaml::Seq(items) => Tree::List(items.iter().filter_map(|i| self.tree(i)).collect()),
+            Yaml::Map(entries) => Tree::Map(
+                entries
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.text.clone(), self.tree(v)?)))
+                    .collect(),
+            ),
+            _ => Tree::Const(super::cel::from_json(&node.to_json())),
+        })
+    }
+
+    fn status(&mut self, node: &Node, min: i64, max: i64) -> Option<u16> {
+        self.int_field(node, min, max, "status_code")
+            .map(|n| n as u16)
+    }
+
+    fn action(&mut self, a: &crate::policy::Action) -> Option<Action> {
+        let kind = a.kind.value.as_str();
+        if let Some(why) = not_run(kind) {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::NotRunLocally,
+                    a.kind.span.clone(),
+                    format!("aigw cannot run `{kind}`: {why}"),
+                )
+                .label("not run locally")
+                .help("remove the action, or serve this policy on ngrok"),
+            );
+            return None;
+        }
+        if skipped(kind) {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::ActionSkipped,
+                    a.kind.span.clone(),
+                    format!("aigw does not run `{kind}` yet: requests and responses pass through it unchanged"),
+                )
+                .label("skipped")
+                .help("fine for trying the rest of the policy locally; do not rely on it to redact or rewrite"),
+            );
+            return None;
+        }
+        let config = a.config.as_ref();
+        let at = a.span.clone();
+        let step = match kind {
+            "ai-gateway" => Step::AiGateway {
+                continue_on_error: a
+                    .ai_gateway
+                    .as_ref()
+                    .and_then(|g| g.on_error.as_ref())
+                    .is_some_and(|o| o.value == OnError::Continue),
+            },
+            "set-vars" => {
+                let f = self.fields(kind, config, &["vars"], &["vars"], &at)?;
+                let mut vars = Vec::new();
+                for (_, v) in f {
+                    for item in self.list(v, "`vars`") {
+                        match &item.value {
+                            Yaml::Map(e) if e.len() == 1 => {
+                                if let Some(t) = self.tree(&e[0].1) {
+                                    vars.push((e[0].0.text.clone(), t));
+                                }
+                            }
+                            _ => self.bad(
+                                Code::ActionConfig,
+                                &item.span,
+                                "each entry of `vars` must be a mapping with one key (ERR_NGROK_2252)".into(),
+                                "write `- name: value`",
+                            ),
+                        }
+                    }
+                }
+                Step::SetVars(vars)
+            }
+            "add-headers" => {
+                let f = self.fields(kind, config, &["headers"], &["headers"], &at)?;
+                let headers = f
+                    .iter()
+                    .flat_map(|(_, v)| self.header_map(v, "`headers`"))
+                    .collect();
+                Step::AddHeaders(headers)
+            }
+            "remove-headers" => {
+                let f = self.fields(kind, config, &["headers"], &["headers"], &at)?;
+                let mut names = Vec::new();
+                for (_, v) in f {
+                    for item in self.list(v, "`headers`") {
+                        if let Some(s) = self.string(item) {
+                            names.push(s.to_ascii_lowercase());
+                        }
+                    }
+                }
+                Step::RemoveHeaders(names)
+            }
+            "custom-response" => {
+                let f = self.fields(
+                    kind,
+                    config,
+                    &["status_code", "body", "content", "headers"],
+                    &[],
+                    &at,
+                )?;
+                let (mut status, mut body, mut headers) =
+                    (200, Template::default_empty(), Vec::new());
+                for (k, v) in f {
+                    match k {
+                        "status_code" => status = self.status(v, 100, 599)?,
+                        "body" | "content" => body = self.template(v)?,
+                        _ => headers = self.header_map(v, "`headers`"),
+                    }
+                }
+                Step::CustomResponse {
+                    status,
+                    body,
+                    headers,
+                }
+            }
+            "deny" => {
+                let f = self.fields(kind, config, &["status_code"], &[], &at)?;
+                let mut status = 403;
+                for (_, v) in f {
+                    status = self.status(v, 100, 599)?;
+                }
+                Step::Deny { status }
+            }
+            "close-connection" => {
+                self.fields(kind, config, &[], &[], &at)?;
+                Step::CloseConnection
+            }
+            "restrict-ips" => {
+                let f = self.fields(
+                    kind,
+                    config,
+                    &["enforce", "allow", "deny", "ip_policies"],
+                    &[],
+                    &at,
+                )?;
+                let (mut allow, mut deny, mut enforce) = (Vec::new(), Vec::new(), true);
+                for (k, v) in f {
+                    match k {
+                        "enforce" => enforce = self.bool_field(v)?,
+                        "ip_policies" => self.bad(
+                            Code::NotRunLocally,
+                            &v.span,
+                            "`ip_policies` name IP policies kept in ngrok's cloud (ERR_NGROK_2216)"
+                                .into(),
+                            "list the CIDRs under `allow` or `deny` instead",
+                        ),
+                        _ => {
+                            let out = if k == "allow" { &mut allow } else { &mut deny };
+                            for item in self.list(v, k) {
+                                let Some(t) = self.template(item) else {
+                                    continue;
+                                };
+                                if t.is_literal() && parse_cidr(&t.raw).is_none() {
+                                    self.bad(
+                                        Code::InvalidCidr,
+                                        &item.span,
+                                        format!("`{}` is not a CIDR", t.raw),
+                                        "write an address with a prefix length, e.g. `10.0.0.0/8` or `2001:db8::/32`",
+                                    );
+                                    continue;
+                                }
+                                out.push(t);
+                            }
+                        }
+                    }
+                }
+                if allow.is_empty() && deny.is_empty() {
+                    self.bad(
+                        Code::MissingField,
+                        &at,
+                        "`restrict-ips` needs `allow` or `deny` CIDRs".into(),
+                        "add `allow: [127.0.0.0/8]` or `deny: [...]`",
+                    );
+                    return None;
+                }
+                Step::RestrictIps {
+                    allow,
+                    deny,
+                    enforce,
+                }
+            }
+            "basic-auth" => {
+                let f = self.fields(
+                    kind,
+                    config,
+                    &["credentials", "realm", "enforce"],
+                    &["credentials"],
+                    &at,
+                )?;
+                let (mut credentials, mut realm, mut enforce) =
+                    (Vec::new(), "ngrok".to_owned(), true);
+                for (k, v) in f {
+                    match k {
+                        "credentials" => {
+                            let items = self.list(v, "`credentials`");
+                            if items.len() > 10 {
+                                self.bad(
+                                    Code::ActionConfig,
+                                    &v.span,
+                                    format!(
+                                        "{} credentials; ngrok allows at most 10 (ERR_NGROK_15009)",
+                                        items.len()
+                                    ),
+                                    "keep at most 10",
+                                );
+                            }
+                            for item in items {
+                                let Some(t) = self.template(item) else {
+                                    continue;
+                                };
+                                if t.is_literal() {
+                                    match t.raw.split_once(':') {
+                                        Some((u, p))
+                                            if !u.is_empty()
+                                                && (8..=128).contains(&p.chars().count()) => {}
+                                        _ => {
+                                            self.bad(Code::ActionConfig, &item.span, "a credential must be `user:password` with a password of 8 to 128 characters (ERR_NGROK_15008)".into(), "write `- \"alice:a-long-password\"`");
+                                            continue;
+                                        }
+                                    }
+                                }
+                                credentials.push(t);
+                            }
+                        }
+                        "realm" => realm = self.string(v)?.to_owned(),
+                        _ => enforce = self.bool_field(v)?,
+                    }
+                }
+                Step::BasicAuth {
+                    credentials,
+                    realm,
+                    enforce,
+                }
+            }
+            "rate-limit" => {
+                let f = self.fields(
+                    kind,
+                    config,
+                    &[
+                        "name",
+                        "algorithm",
+                        "capacity",
+                        "rate",
+                        "bucket_key",
+                        "enforce",
+                    ],
+                    &["name", "algorithm", "capacity", "rate", "bucket_key"],
+                    &at,
+                )?;
+                let (mut name, mut capacity, mut window, mut keys, mut enforce) =
+                    (String::new(), 0, Duration::ZERO, Vec::new(), true);
+                let mut ok = true;
+                for (k, v) in f {
+                    match k {
+                        "name" => name = self.string(v).unwrap_or_default().to_owned(),
+                        "algorithm" => {
+                            if self.string(v) != Some("sliding_window") {
+                                self.bad(
+                                    Code::ActionConfig,
+                                    &v.span,
+                                    "`algorithm` must be `sliding_window` (ERR_NGROK_2222)".into(),
+                                    "write `algorithm: sliding_window`",
+                                );
+                                ok = false;
+                            }
+                        }
+                        "capacity" => match self.int_field(v, 1, 2_000_000_000, "capacity") {
+                            Some(n) => capacity = n as u64,
+                            None => ok = false,
+                        },
+                        "rate" => match self.rate(v) {
+                            Some(d) => window = d,
+                            None => ok = false,
+                        },
+                        "bucket_key" => {
+                            let items = self.list(v, "`bucket_key`");
+                            if items.len() > 10 {
+                                self.bad(
+                                    Code::ActionConfig,
+                                    &v.span,
+                                    "at most 10 bucket keys (ERR_NGROK_2255)".into(),
+                                    "combine keys into one expression",
+                                );
+                            }
+                            for item in items {
+                                if let Some(s) = self.string(item) {
+                                    match self.expr(s, &item.span) {
+                                        Some(e) => keys.push(e),
+                                        None => ok = false,
+                                    }
+                                }
+                            }
+                        }
+                        _ => enforce = self.bool_field(v)?,
+                    }
+                }
+                if !ok || capacity == 0 || window.is_zero() {
+                    return None;
+                }
+                Step::RateLimit {
+                    name,
+                    capacity,
+                    window,
+                    bucket_key: keys,
+                    enforce,
+                }
+            }
+            "log" => {
+                let f = self.fields(kind, config, &["metadata"], &["metadata"], &at)?;
+                let mut metadata = Vec::new();
+                for (_, v) in f {
+                    match &v.value {
+                        Yaml::Map(entries) => {
+                            for (k, val) in entries {
+                                if let Some(t) = self.tree(val) {
+                                    metadata.push((k.text.clone(), t));
+                                }
+                            }
+                        }
+                        _ => self.wrong(v, "`metadata` must be a mapping"),
+                    }
+                }
+                Step::Log { metadata }
+            }
+            // Unknown types were reported by the loader.
+            _ => return None,
+        };
+        Some(Action {
+            kind: kind.to_owned(),
+            step,
+        })
+    }
+
+    /// A rate-limit window: 60s to 24h, a multiple of 10s.
+    fn rate(&mut self, node: &Node) -> Option<Duration> {
+        let s = self.string(node)?;
+        let d = match crate::policy::duration::parse(s) {
+            Ok(d) => d,
+            Err(e) => {
+                self.bad(
+                    Code::BadDuration,
+                    &node.span,
+                    format!("`{s}` is not a duration: {e}"),
+                    "write e.g. `60s` or `1h`",
+                );
+                return None;
+            }
+        };
+        let secs = d.as_secs_f64();
+        if !(60.0..=86_400.0).contains(&secs) || d.as_millis() % 10_000 != 0 {
+            self.bad(
+                Code::ActionConfig,
+                &node.span,
+                format!("`rate` is {s}; ngrok takes 60s to 24h in steps of 10s (ERR_NGROK_2215)"),
+                "write e.g. `rate: 60s`",
+            );
+            return None;
+        }
+        Some(d)
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl Template {
+    fn default_empty() -> Template {
+        Template::compile("", &SecretStore::default()).expect("the empty template compiles")
+    }
+}

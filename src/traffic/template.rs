@@ -1,0 +1,99 @@
+//! `${…}` in action configs, each expression compiled with the traffic-policy CEL.
+
+use cel::objects::Value;
+
+use super::cel::{CompileError, Expr, Scope, display};
+use crate::policy::interpolate::{self, Part};
+use crate::policy::secrets::SecretStore;
+
+/// A config string, its `${…}` parts compiled.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub raw: String,
+    parts: Vec<Piece>,
+}
+
+#[derive(Debug, Clone)]
+enum Piece {
+    Lit(String),
+    Expr(Box<Expr>),
+}
+
+impl Template {
+    /// Compiles `raw`; errors carry byte ranges inside `raw`.
+    pub fn compile(raw: &str, secrets: &SecretStore) -> Result<Template, Vec<CompileError>> {
+        let parsed = interpolate::Template::parse(raw).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| CompileError {
+                    message: match e.kind {
+                        interpolate::TemplateErrorKind::Unterminated => {
+                            "`${` is never closed".to_owned()
+                        }
+                        interpolate::TemplateErrorKind::Empty => "empty `${}`".to_owned(),
+                        interpolate::TemplateErrorKind::SecretsArity(n) => {
+                            format!("secrets.get takes 2 arguments (vault, name), not {n}")
+                        }
+                        interpolate::TemplateErrorKind::SecretsNotLiteral => {
+                            "secrets.get needs quoted names".to_owned()
+                        }
+                    },
+                    help: Some("write `${<CEL expression>}`".to_owned()),
+                    range: e.range,
+                })
+                .collect::<Vec<_>>()
+        })?;
+        let mut parts = Vec::new();
+        let mut errors = Vec::new();
+        for part in parsed.parts {
+            match part {
+                Part::Lit(s) => parts.push(Piece::Lit(s)),
+                Part::Expr(e) => match Expr::compile(&e.source, secrets) {
+                    Ok(x) => parts.push(Piece::Expr(Box::new(x))),
+                    Err(errs) => errors.extend(errs.into_iter().map(|mut c| {
+                        c.range = c.range.start + e.range.start..c.range.end + e.range.start;
+                        c
+                    })),
+                },
+            }
+        }
+        if errors.is_empty() {
+            Ok(Template {
+                raw: raw.to_owned(),
+                parts,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Whether the text has no `${…}`.
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Piece::Lit(_)))
+    }
+
+    /// The text with every `${…}` substituted.
+    pub fn render(&self, scope: &Scope) -> Result<String, String> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Expr(e) => out.push_str(&display(
+                    &e.eval(scope)
+                        .map_err(|m| format!("`${{{}}}` failed: {m}", e.source))?,
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The value: exactly `"${expr}"` keeps the expression's type (set-vars), else a string.
+    pub fn value(&self, scope: &Scope) -> Result<Value, String> {
+        match self.parts.as_slice() {
+            [Piece::Expr(e)] if self.raw.trim() == format!("${{{}}}", e.source) => e
+                .eval(scope)
+                .map_err(|m| format!("`${{{}}}` failed: {m}", e.source)),
+            _ => self.render(scope).map(Value::from),
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The whole traffic policy through `aigw serve`: the docs' guard recipes and each action,
+//! with the real engine, a stand-in OpenAI provider on 127.0.0.1 and an HTTP client. Every
+//! refused request is checked not to have reached the provider.
+
+#[path = "gateway_support/mod.rs"]
+mod support;
+
+use aigw::gateway::GatewayOptions;
+use serde_json::{Value, json};
+use support::standin::{Fault, Kind, StandIn};
+use support::{client, start_policy};
+
+/// `rules` (YAML list items, indented by 2) under `on_http_request`, then `ai-gateway` to the
+/// stand-in; `response` under `on_http_response` when not empty.
+fn policy(rules: &str, ai_gateway_extra: &str, response: &str) -> String {
+    let mut p = format!(
+        r#"on_http_request:
+{rules}
+  - actions:
+      - type: ai-gateway
+        config:
+          only_allow_configured_providers: true
+{ai_gateway_extra}
+          providers:
+            - id: local
+              base_url: "https://local.internal"
+              models:
+                - id: test-chat
+"#
+    );
+    if !response.is_empty() {
+        p.push_str("on_http_response:\n");
+        p.push_str(response);
+    }
+    p
+}
+
+struct Setup {
+    upstream: StandIn,
+    gw: support::Started,
+}
+
+async fn setup(yaml: &str, secrets: &[(&str, &str)]) -> Setup {
+    let upstream = StandIn::start(Kind::OpenAi)
+        .await
+        .with_models(&["test-chat"]);
+    let gw = start_policy(
+        yaml,
+        &[("local", upstream.url())],
+        secrets,
+        GatewayOptions {
+            upstream_loopback_only: true,
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
+    Setup { upstream, gw }
+}
+
+fn chat() -> Value {
+    json!({"model": "test-chat", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+async fn post(s: &Setup, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut r = client()
+        .post(s.gw.url("/v1/chat/completions"))
+        .json(&chat());
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().await.unwrap()
+}
+
+fn hits(s: &Setup) -> usize {
+    s.upstream.hits("/v1/chat/completions")
+}
+
+const TOKEN_GUARD: &str = r#"  - actions:
+      - type: set-vars
+        config:
+          vars:
+            - keys: ["Bearer ${secrets.get('team', 'a')}", "Bearer ${secrets.get('team', 'b')}"]
+  - expressions:
+      - "!(getReqHeader('Authorization').exists(h, h in vars.keys))"
+    actions:
+      - type: custom-response
+        config:
+          status_code: 401
+          body: '{"error": {"message": "unauthorized"}}'"#;
+
+const TEAM: &[(&str, &str)] = &[
+    ("AIGW_SECRET_TEAM_A", "tok-a-123"),
+    ("AIGW_SECRET_TEAM_B", "tok-b-456"),
+];
+
+#[tokio::test]
+async fn token_list_guard_refuses_without_a_listed_token() {
+    let s = setup(&policy(TOKEN_GUARD, "", ""), TEAM).await;
+    let r = post(&s, &[]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let r = post(&s, &[("authorization", "Bearer wrong")]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(hits(&s), 0, "a refused request reached the provider");
+    let r = post(&s, &[("authorization", "Bearer tok-b-456")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hits(&s), 1);
+}
+
+#[tokio::test]
+async fn x_api_key_guard() {
+    let rules = r#"  - expressions:
+      - "getReqHeader('x-api-key') != [secrets.get('team', 'a')]"
+    actions:
+      - type: deny
+        config:
+          status_code: 401"#;
+    let s = setup(&policy(rules, "", ""), TEAM).await;
+    assert_eq!(post(&s, &[("x-api-key", "nope")]).await.status(), 401);
+    assert_eq!(hits(&s), 0);
+    assert_eq!(post(&s, &[("X-Api-Key", "tok-a-123")]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn ip_allow_list() {
+    let deny_loopback = r#"  - actions:
+      - type: restrict-ips
+        config:
+          allow: ["10.0.0.0/8", "192.168.0.0/16"]"#;
+    let s = setup(&policy(deny_loopback, "", ""), &[]).await;
+    let r = post(&s, &[]).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("127.0.0.1"));
+    assert_eq!(hits(&s), 0);
+
+    let allow_loopback = r#"  - actions:
+      - type: restrict-ips
+        config:
+          allow: ["127.0.0.0/8"]"#;
+    let s = setup(&policy(allow_loopback, "", ""), &[]).await;
+    assert_eq!(post(&s, &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn rate_limit_per_key_answers_429_with_retry_after() {
+    let rules = r#"  - actions:
+      - type: rate-limit
+        config:
+          name: per-key
+          algorithm: sliding_window
+          capacity: 1
+          rate: 60s
+          bucket_key: ["getReqHeader('authorization')"]"#;
+    let s = setup(&policy(rules, "", ""), &[]).await;
+    assert_eq!(
+        post(&s, &[("authorization", "Bearer one")]).await.status(),
+        200
+    );
+    let r = post(&s, &[("authorization", "Bearer one")]).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=120).contains(&retry), "retry-after {retry}");
+    // Another key has its own bucket.
+    assert_eq!(
+        post(&s, &[("authorization", "Bearer two")]).await.status(),
+        200
+    );
+    assert_eq!(hits(&s), 2);
+}
+
+#[tokio::test]
+async fn basic_auth() {
+    let rules = r#"  - actions:
+      - type: basic-auth
+        config:
+          realm: team
+          credentials: ["alice:${secrets.get('team', 'a')}"]"#;
+    let s = setup(&policy(rules, "", ""), TEAM).await;
+    let r = post(&s, &[]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"team\"");
+    // alice:tok-a-123
+    let good = "Basic YWxpY2U6dG9rLWEtMTIz";
+    assert_eq!(post(&s, &[("authorization", good)]).await.status(), 200);
+    assert_eq!(hits(&s), 1);
+}
+
+#[tokio::test]
+async fn an_expression_that_fails_refuses_the_request() {
+    // No `x-team` header: indexing `[0]` fails, and the guard must not be skipped.
+    let rules = r#"  - expressions: ["req.headers['x-team'][0] != 'red'"]
+    actions:
+      - type: custom-response
+        config: {status_code: 403, body: "red team only"}"#;
+    let s = setup(&policy(rules, "", ""), &[]).await;
+    let r = post(&s, &[]).await;
+    assert_eq!(r.status(), 500);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("req.headers['x-team'][0]"), "{body}");
+    assert_eq!(hits(&s), 0);
+    assert_eq!(post(&s, &[("x-team", "blue")]).await.status(), 403);
+    assert_eq!(post(&s, &[("x-team", "red")]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn on_error_continue_exposes_the_error_to_the_next_action() {
+    let extra = "          on_error: continue";
+    let yaml = format!(
+        "{}      - type: custom-response\n        config:\n          status_code: 503\n          body: \"fallback: ${{actions.ngrok.ai_gateway.error.code}}\"\n",
+        policy("", extra, "")
+    );
+    let s = setup(&yaml, &[]).await;
+    s.upstream.set_fault(Some(Fault::status(500)));
+    let r = post(&s, &[]).await;
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.starts_with("fallback: ERR_NGROK_"), "{body}");
+    // Healthy again: the upstream's answer, not the fallback.
+    s.upstream.set_fault(None);
+    assert_eq!(post(&s, &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn response_phase_headers() {
+    let response = r#"  - expressions: ["res.status_code == 200"]
+    actions:
+      - type: add-headers
+        config:
+          headers:
+            x-policy: "served ${req.method} ${res.status_code}"
+      - type: remove-headers
+        config:
+          headers: [x-aigw-attempts]"#;
+    let s = setup(&policy("", "", response), &[]).await;
+    let r = post(&s, &[]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-policy"], "served POST 200");
+    assert!(r.headers().get("x-aigw-attempts").is_none());
+}
+
+#[tokio::test]
+async fn a_custom_response_still_runs_the_response_phase() {
+    let rules = r#"  - expressions: ["req.url.path == '/v1/models'"]
+    actions:
+      - type: custom-response
+        config: {status_code: 418, body: teapot}"#;
+    let response = r#"  - actions:
+      - type: add-headers
+        config:
+          headers: {x-seen: "yes"}"#;
+    let s = setup(&policy(rules, "", response), &[]).await;
+    let r = client().get(s.gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 418);
+    assert_eq!(r.headers()["x-seen"], "yes");
+    assert_eq!(r.text().await.unwrap(), "teapot");
+}
+
+#[tokio::test]
+async fn close_connection_drops_the_client() {
+    let rules = r#"  - expressions: ["hasReqHeader('x-drop')"]
+    actions:
+      - type: close-connection"#;
+    let s = setup(&policy(rules, "", ""), &[]).await;
+    let e = client()
+        .post(s.gw.url("/v1/chat/completions"))
+        .header("x-drop", "1")
+        .json(&chat())
+        .send()
+        .await;
+    assert!(e.is_err(), "expected the connection to close, got {e:?}");
+    assert_eq!(hits(&s), 0);
+    assert_eq!(post(&s, &[]).await.status(), 200);
+}
