@@ -748,162 +748,241 @@ fn assemble(
     out: &mut OutPolicy,
     flags: &mut Vec<String>,
 ) -> bool {
-    let mut index: HashMap<Group, usize> = HashMap::new();
-    let mut taken: HashSet<String> = BUILTINS.iter().map(|b| b.1.to_string()).collect();
-    let mut keys_of: Vec<Vec<KeyRef>> = Vec::new();
-    let mut lines_of: Vec<Vec<usize>> = Vec::new();
-    let mut prefixes_of: Vec<Vec<String>> = Vec::new();
-    // Where each deployment went: (provider index, model id).
-    let mut placed: Vec<Option<(usize, String)>> = Vec::new();
-    let mut wildcard = false;
+    let mut providers = Providers::new();
+    // Where each deployment went: (provider index, model id); `None` for a wildcard.
+    let placed: Vec<Option<(usize, String)>> = deployments
+        .iter()
+        .map(|d| {
+            let pi = providers.provider_for(r, d, out, flags);
+            providers.sources[pi].record(d);
+            place_model(r, d, pi, out)
+        })
+        .collect();
+    providers.describe(r, deployments, out);
+    name_models(r, deployments, &placed, out);
+    placed.iter().any(Option::is_none)
+}
 
-    for d in deployments {
-        let group = match &d.kind {
-            Kind::Builtin { id, .. } => Group::Builtin(id),
-            Kind::Ollama => Group::At(
-                "ollama".into(),
-                d.api_base
-                    .clone()
-                    .unwrap_or_else(|| "http://localhost:11434".into()),
-                d.key.clone(),
-            ),
-            Kind::Azure => Group::At(
-                "azure".into(),
-                d.api_base.clone().unwrap_or_default(),
-                d.key.clone(),
-            ),
-            Kind::Compatible { label } => Group::At(
-                label.to_string(),
-                d.api_base.clone().unwrap_or_default(),
-                d.key.clone(),
-            ),
-        };
-        let pi = match index.get(&group) {
-            Some(&i) => i,
-            None => {
-                let (id, base_url) = match &group {
-                    Group::Builtin(id) => (id.to_string(), None),
-                    Group::At(label, base, _) => {
-                        let id = unique_id(label, &mut taken);
-                        let url = if d.kind == Kind::Azure {
-                            format!("{base}/openai/v1")
-                        } else {
-                            base.clone()
-                        };
-                        if is_private_http(&url) {
-                            // ngrok allows http:// only for .internal names; map it locally.
-                            flags.push(format!("--base-url {id}={url}"));
-                            r.note(
-                                line_start(r.text, d.line),
-                                NoteKind::ServeFlag,
-                                format!("`{url}` is plain http on another host: the policy says https://{id}.internal (valid for ngrok too) and `--base-url {id}={url}` points it at the box"),
-                            );
-                            (id.clone(), Some(format!("https://{id}.internal")))
-                        } else {
-                            (id, Some(url))
-                        }
-                    }
-                };
-                index.insert(group.clone(), out.providers.len());
-                out.providers.push(OutProvider {
-                    id,
-                    base_url,
-                    ..OutProvider::default()
-                });
-                keys_of.push(Vec::new());
-                lines_of.push(Vec::new());
-                prefixes_of.push(Vec::new());
-                out.providers.len() - 1
-            }
-        };
-        lines_of[pi].push(d.line);
+/// What one provider was built from: its model_list lines, model prefixes and distinct keys.
+#[derive(Default)]
+struct Sources {
+    lines: Vec<usize>,
+    prefixes: Vec<String>,
+    keys: Vec<KeyRef>,
+}
+
+impl Sources {
+    /// Remembers where a deployment of this provider came from, for the comment and the keys.
+    fn record(&mut self, d: &Deployment) {
+        self.lines.push(d.line);
         let prefix = d
             .model_text
             .split_once('/')
             .map_or("(no prefix)".to_string(), |(p, _)| format!("{p}/"));
-        if !prefixes_of[pi].contains(&prefix) {
-            prefixes_of[pi].push(prefix);
+        if !self.prefixes.contains(&prefix) {
+            self.prefixes.push(prefix);
         }
         if let Some(k) = &d.key
-            && !keys_of[pi].contains(k)
+            && !self.keys.contains(k)
         {
-            keys_of[pi].push(k.clone());
+            self.keys.push(k.clone());
         }
-        if d.upstream.contains('*') {
-            wildcard = true;
-            r.note(
-                line_start(r.text, d.line),
-                NoteKind::Warning,
-                format!("`{}` is a wildcard: the policy allows any model of `{}`, which clients name as `{}:MODEL`", d.model_text, out.providers[pi].id, out.providers[pi].id),
-            );
-            placed.push(None);
-            continue;
+    }
+}
+
+/// The providers made so far, found by `Group`, with what each was built from.
+struct Providers {
+    index: HashMap<Group, usize>,
+    /// Provider ids in use (the built-in ones first), so a new one gets a unique id.
+    taken: HashSet<String>,
+    /// Parallel to `out.providers`.
+    sources: Vec<Sources>,
+}
+
+impl Providers {
+    fn new() -> Self {
+        Providers {
+            index: HashMap::new(),
+            taken: BUILTINS.iter().map(|b| b.1.to_string()).collect(),
+            sources: Vec::new(),
         }
-        let p = &mut out.providers[pi];
-        // Model names match case-insensitively: `GPT-4O` is the `gpt-4o` already listed.
-        let id = match p
-            .models
-            .iter()
-            .find(|m| m.id.eq_ignore_ascii_case(&d.upstream))
-        {
-            Some(m) => m.id.clone(),
-            None => {
-                p.models.push(OutModel {
-                    id: d.upstream.clone(),
-                    aliases: Vec::new(),
-                });
-                d.upstream.clone()
+    }
+
+    /// The index of the provider that serves `d`, made on first use.
+    fn provider_for(
+        &mut self,
+        r: &mut Reader,
+        d: &Deployment,
+        out: &mut OutPolicy,
+        flags: &mut Vec<String>,
+    ) -> usize {
+        let group = group_of(d);
+        if let Some(&i) = self.index.get(&group) {
+            return i;
+        }
+        let (id, base_url) = match &group {
+            Group::Builtin(id) => (id.to_string(), None),
+            Group::At(label, base, _) => {
+                let id = unique_id(label, &mut self.taken);
+                let url = if d.kind == Kind::Azure {
+                    format!("{base}/openai/v1")
+                } else {
+                    base.clone()
+                };
+                let base_url = policy_base_url(r, d, &id, url, flags);
+                (id, Some(base_url))
             }
         };
-        placed.push(Some((pi, id)));
+        self.index.insert(group, out.providers.len());
+        out.providers.push(OutProvider {
+            id,
+            base_url,
+            ..OutProvider::default()
+        });
+        self.sources.push(Sources::default());
+        out.providers.len() - 1
     }
 
-    for (pi, p) in out.providers.iter_mut().enumerate() {
-        let lines: Vec<String> = lines_of[pi].iter().map(usize::to_string).collect();
-        p.comment = format!(
-            "from model_list line{} {} ({})",
-            if lines.len() == 1 { "" } else { "s" },
-            lines.join(", "),
-            prefixes_of[pi].join(", ")
-        );
-        let mut literal = 0;
-        for k in &keys_of[pi] {
-            match k {
-                KeyRef::Env(var) => p.keys.push(format!("${{secrets.get('env', '{var}')}}")),
-                KeyRef::Literal(_) => {
-                    literal += 1;
-                    let name = if literal == 1 {
-                        "api-key".to_string()
-                    } else {
-                        format!("api-key-{literal}")
-                    };
-                    let var = crate::policy::secrets::env_name(Some(&p.id), &name);
-                    p.keys
-                        .push(format!("${{secrets.get('{}', '{name}')}}", p.id));
-                    let at = deployments
-                        .iter()
-                        .zip(&placed)
-                        .find(|(d, _)| d.key.as_ref() == Some(k))
-                        .map_or(0, |(d, _)| line_start(r.text, d.line));
-                    r.note(
-                        at,
-                        NoteKind::Warning,
-                        format!("a literal api_key for `{}` was not copied; export {var}=<the key> (or put `{}: {{{name}: …}}` in a --secrets file)", p.id, p.id),
-                    );
-                }
+    /// Gives each provider its comment and keys, with notes on keys that were not carried.
+    fn describe(&self, r: &mut Reader, deployments: &[Deployment], out: &mut OutPolicy) {
+        for (p, src) in out.providers.iter_mut().zip(&self.sources) {
+            let lines: Vec<String> = src.lines.iter().map(usize::to_string).collect();
+            p.comment = format!(
+                "from model_list line{} {} ({})",
+                if lines.len() == 1 { "" } else { "s" },
+                lines.join(", "),
+                src.prefixes.join(", ")
+            );
+            provider_keys(r, deployments, p, &src.keys);
+            if src.keys.len() > 1 {
+                r.note(
+                    line_start(r.text, src.lines[0]),
+                    NoteKind::Warning,
+                    format!("`{}` has {} keys: aigw tries each model with every key in turn, where LiteLLM bound each key to its deployment", p.id, src.keys.len()),
+                );
             }
         }
-        if keys_of[pi].len() > 1 {
-            r.note(
-                line_start(r.text, lines_of[pi][0]),
-                NoteKind::Warning,
-                format!("`{}` has {} keys: aigw tries each model with every key in turn, where LiteLLM bound each key to its deployment", p.id, keys_of[pi].len()),
-            );
+    }
+}
+
+/// The provider a deployment belongs to: same kind, address and key.
+fn group_of(d: &Deployment) -> Group {
+    match &d.kind {
+        Kind::Builtin { id, .. } => Group::Builtin(id),
+        Kind::Ollama => Group::At(
+            "ollama".into(),
+            d.api_base
+                .clone()
+                .unwrap_or_else(|| "http://localhost:11434".into()),
+            d.key.clone(),
+        ),
+        Kind::Azure => Group::At(
+            "azure".into(),
+            d.api_base.clone().unwrap_or_default(),
+            d.key.clone(),
+        ),
+        Kind::Compatible { label } => Group::At(
+            label.to_string(),
+            d.api_base.clone().unwrap_or_default(),
+            d.key.clone(),
+        ),
+    }
+}
+
+/// The base_url the policy names for provider `id` at `url`.
+fn policy_base_url(
+    r: &mut Reader,
+    d: &Deployment,
+    id: &str,
+    url: String,
+    flags: &mut Vec<String>,
+) -> String {
+    if !is_private_http(&url) {
+        return url;
+    }
+    // ngrok allows http:// only for .internal names; map it locally.
+    flags.push(format!("--base-url {id}={url}"));
+    r.note(
+        line_start(r.text, d.line),
+        NoteKind::ServeFlag,
+        format!("`{url}` is plain http on another host: the policy says https://{id}.internal (valid for ngrok too) and `--base-url {id}={url}` points it at the box"),
+    );
+    format!("https://{id}.internal")
+}
+
+/// Lists `d`'s model on provider `pi` (once, whatever its case); `None` for a wildcard.
+fn place_model(
+    r: &mut Reader,
+    d: &Deployment,
+    pi: usize,
+    out: &mut OutPolicy,
+) -> Option<(usize, String)> {
+    if d.upstream.contains('*') {
+        let pid = &out.providers[pi].id;
+        r.note(
+            line_start(r.text, d.line),
+            NoteKind::Warning,
+            format!("`{}` is a wildcard: the policy allows any model of `{pid}`, which clients name as `{pid}:MODEL`", d.model_text),
+        );
+        return None;
+    }
+    let p = &mut out.providers[pi];
+    // Model names match case-insensitively: `GPT-4O` is the `gpt-4o` already listed.
+    let id = match p
+        .models
+        .iter()
+        .find(|m| m.id.eq_ignore_ascii_case(&d.upstream))
+    {
+        Some(m) => m.id.clone(),
+        None => {
+            p.models.push(OutModel {
+                id: d.upstream.clone(),
+                aliases: Vec::new(),
+            });
+            d.upstream.clone()
+        }
+    };
+    Some((pi, id))
+}
+
+/// Writes a provider's keys as secret lookups; a literal key is never copied, only noted.
+fn provider_keys(r: &mut Reader, deployments: &[Deployment], p: &mut OutProvider, keys: &[KeyRef]) {
+    let mut literal = 0;
+    for k in keys {
+        match k {
+            KeyRef::Env(var) => p.keys.push(format!("${{secrets.get('env', '{var}')}}")),
+            KeyRef::Literal(_) => {
+                literal += 1;
+                let name = if literal == 1 {
+                    "api-key".to_string()
+                } else {
+                    format!("api-key-{literal}")
+                };
+                let var = crate::policy::secrets::env_name(Some(&p.id), &name);
+                p.keys
+                    .push(format!("${{secrets.get('{}', '{name}')}}", p.id));
+                let at = deployments
+                    .iter()
+                    .find(|d| d.key.as_ref() == Some(k))
+                    .map_or(0, |d| line_start(r.text, d.line));
+                r.note(
+                    at,
+                    NoteKind::Warning,
+                    format!("a literal api_key for `{}` was not copied; export {var}=<the key> (or put `{}: {{{name}: …}}` in a --secrets file)", p.id, p.id),
+                );
+            }
         }
     }
+}
 
-    // Names: a model_name that differs from the upstream id becomes an alias. Aliases are unique
-    // across models, except that one id on several providers is one model and may share one.
+/// Names: a model_name that differs from the upstream id becomes an alias. Aliases are unique
+/// across models, except that one id on several providers is one model and may share one.
+fn name_models(
+    r: &mut Reader,
+    deployments: &[Deployment],
+    placed: &[Option<(usize, String)>],
+    out: &mut OutPolicy,
+) {
     let ids: HashSet<String> = out
         .providers
         .iter()
@@ -911,7 +990,7 @@ fn assemble(
         .collect();
     let mut groups: BTreeMap<usize, (&str, Vec<Member>)> = BTreeMap::new();
     let mut first_of: HashMap<&str, usize> = HashMap::new();
-    for (i, (d, place)) in deployments.iter().zip(&placed).enumerate() {
+    for (i, (d, place)) in deployments.iter().zip(placed).enumerate() {
         let Some(place) = place else { continue };
         let g = *first_of.entry(d.name.as_str()).or_insert(i);
         groups
@@ -921,45 +1000,55 @@ fn assemble(
             .push((i, d, place));
     }
     for (name, members) in groups.values() {
-        let lname = name.to_ascii_lowercase();
-        let owner: String = if ids.contains(&lname) {
-            lname.clone()
-        } else {
-            members[0].2.1.to_ascii_lowercase()
-        };
-        if ids.contains(&lname) && !members.iter().any(|m| m.2.1.eq_ignore_ascii_case(name)) {
-            r.note(
-                line_start(r.text, members[0].1.line),
-                NoteKind::Warning,
-                format!("`{name}` is also the upstream id of another deployment, so in aigw the name reaches that one; clients can name these deployments as `PROVIDER:MODEL`"),
-            );
-        }
-        for (_, d, (pi, id)) in members {
-            if id.eq_ignore_ascii_case(&owner) {
-                if !id.eq_ignore_ascii_case(name) {
-                    let m = model_mut(out, *pi, id);
-                    if !m.aliases.iter().any(|a| a == name) {
-                        m.aliases.push(name.to_string());
-                    }
+        name_group(r, &ids, name, members, out);
+    }
+}
+
+/// Gives one model_name to the deployments that bear it: an alias where it can, a note where not.
+fn name_group(
+    r: &mut Reader,
+    ids: &HashSet<String>,
+    name: &str,
+    members: &[Member],
+    out: &mut OutPolicy,
+) {
+    let lname = name.to_ascii_lowercase();
+    let owner: String = if ids.contains(&lname) {
+        lname.clone()
+    } else {
+        members[0].2.1.to_ascii_lowercase()
+    };
+    if ids.contains(&lname) && !members.iter().any(|m| m.2.1.eq_ignore_ascii_case(name)) {
+        r.note(
+            line_start(r.text, members[0].1.line),
+            NoteKind::Warning,
+            format!("`{name}` is also the upstream id of another deployment, so in aigw the name reaches that one; clients can name these deployments as `PROVIDER:MODEL`"),
+        );
+    }
+    for (_, d, (pi, id)) in members {
+        if id.eq_ignore_ascii_case(&owner) {
+            if !id.eq_ignore_ascii_case(name) {
+                let m = model_mut(out, *pi, id);
+                if !m.aliases.iter().any(|a| a == name) {
+                    m.aliases.push(name.to_string());
                 }
-            } else {
-                let full = format!("{}:{id}", out.providers[*pi].id);
-                r.note(
-                    line_start(r.text, d.line),
-                    NoteKind::Warning,
-                    format!("`{name}` → {}: reachable as `{full}`, not as `{name}` (that name already belongs to `{owner}`; an alias names one model); clients can send `\"models\": [\"{name}\", \"{full}\"]`", d.model_text),
-                );
             }
-        }
-        if members.len() > 1 && members.iter().all(|m| m.2.1.eq_ignore_ascii_case(&owner)) {
+        } else {
+            let full = format!("{}:{id}", out.providers[*pi].id);
             r.note(
-                line_start(r.text, members[0].1.line),
+                line_start(r.text, d.line),
                 NoteKind::Warning,
-                format!("`{name}` has {} deployments: aigw tries them in file order and fails over, where LiteLLM spreads requests across them", members.len()),
+                format!("`{name}` → {}: reachable as `{full}`, not as `{name}` (that name already belongs to `{owner}`; an alias names one model); clients can send `\"models\": [\"{name}\", \"{full}\"]`", d.model_text),
             );
         }
     }
-    wildcard
+    if members.len() > 1 && members.iter().all(|m| m.2.1.eq_ignore_ascii_case(&owner)) {
+        r.note(
+            line_start(r.text, members[0].1.line),
+            NoteKind::Warning,
+            format!("`{name}` has {} deployments: aigw tries them in file order and fails over, where LiteLLM spreads requests across them", members.len()),
+        );
+    }
 }
 
 /// A placed deployment of a model name: (its index, it, (provider index, model id)).
