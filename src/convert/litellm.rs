@@ -321,6 +321,55 @@ fn is_private_http(url: &str) -> bool {
 
 /// Converts a LiteLLM proxy config. `name` is the file name for the header comment.
 pub fn convert(name: &str, text: &str) -> Result<Conversion, ConvertError> {
+    let root = parse_root(text)?;
+    let mut r = Reader {
+        text,
+        notes: Vec::new(),
+        used: HashSet::new(),
+        opened: HashSet::new(),
+    };
+    r.open(&root);
+    let deployments = read_model_list(&mut r, &root)?;
+
+    let mut out = OutPolicy::default();
+    let mut serve_flags: Vec<String> = Vec::new();
+    let mut base_url_flags: Vec<String> = Vec::new();
+    read_settings(&mut r, &root, &mut out, &mut serve_flags);
+    let wildcard = assemble(&mut r, &deployments, &mut out, &mut base_url_flags);
+    out.only_allow_configured_models = !wildcard;
+    serve_flags.splice(0..0, base_url_flags);
+    model_group_aliases(&mut r, &root, &deployments, &mut out);
+    r.leftovers(&root, "");
+
+    r.notes.sort_by_key(|n| n.line);
+    let names: Vec<&str> = {
+        let mut seen = HashSet::new();
+        deployments
+            .iter()
+            .map(|d| d.name.as_str())
+            .filter(|n| seen.insert(*n))
+            .collect()
+    };
+    let not_carried = r
+        .notes
+        .iter()
+        .filter(|n| n.kind == NoteKind::NotCarried)
+        .count();
+    out.header = header(name, &serve_flags, not_carried);
+    let providers = out.providers.len();
+    Ok(Conversion {
+        policy: super::emit::write(&out),
+        notes: r.notes,
+        serve_flags,
+        deployments: deployments.len(),
+        model_names: names.len(),
+        providers,
+        example_model: names.first().map(|s| s.to_string()),
+    })
+}
+
+/// The file's top-level mapping, or why it is not a LiteLLM config at all.
+fn parse_root(text: &str) -> Result<Node, ConvertError> {
     let root = match node::parse(text) {
         Ok(Some(root)) => root,
         Ok(None) => {
@@ -349,14 +398,13 @@ pub fn convert(name: &str, text: &str) -> Result<Conversion, ConvertError> {
             help: "pass a LiteLLM proxy config.yaml (the file given to `litellm --config`)".into(),
         });
     }
-    let mut r = Reader {
-        text,
-        notes: Vec::new(),
-        used: HashSet::new(),
-        opened: HashSet::new(),
-    };
-    r.open(&root);
-    let Some((_, list)) = r.take(&root, "model_list") else {
+    Ok(root)
+}
+
+/// The deployments of `model_list` that can be converted (the others are noted); an error
+/// when there is none, since a policy without models routes nothing.
+fn read_model_list(r: &mut Reader, root: &Node) -> Result<Vec<Deployment>, ConvertError> {
+    let Some((_, list)) = r.take(root, "model_list") else {
         return Err(ConvertError {
             line: None,
             message: "no `model_list`: there is nothing to route".into(),
@@ -365,7 +413,7 @@ pub fn convert(name: &str, text: &str) -> Result<Conversion, ConvertError> {
     };
     let Some(entries) = list.as_seq() else {
         return Err(ConvertError {
-            line: Some(line_of(text, list.span.start)),
+            line: Some(line_of(r.text, list.span.start)),
             message: format!("`model_list` is {}, expected a list", list.value.kind()),
             help: "write `model_list:` followed by `- model_name: …` entries".into(),
         });
@@ -374,43 +422,23 @@ pub fn convert(name: &str, text: &str) -> Result<Conversion, ConvertError> {
 
     let mut deployments = Vec::new();
     for entry in entries {
-        if let Some(d) = read_deployment(&mut r, entry) {
+        if let Some(d) = read_deployment(r, entry) {
             deployments.push(d);
         }
     }
     if deployments.is_empty() {
         return Err(ConvertError {
-            line: Some(line_of(text, list.span.start)),
+            line: Some(line_of(r.text, list.span.start)),
             message: "no `model_list` entry could be converted".into(),
             help: "each entry needs `model_name` and `litellm_params.model` with a provider prefix such as `ollama/` or `openai/`".into(),
         });
     }
+    Ok(deployments)
+}
 
-    let mut out = OutPolicy::default();
-    let mut serve_flags: Vec<String> = Vec::new();
-    let mut base_url_flags: Vec<String> = Vec::new();
-    read_settings(&mut r, &root, &mut out, &mut serve_flags);
-    let wildcard = assemble(&mut r, &deployments, &mut out, &mut base_url_flags);
-    out.only_allow_configured_models = !wildcard;
-    serve_flags.splice(0..0, base_url_flags);
-    model_group_aliases(&mut r, &root, &deployments, &mut out);
-    r.leftovers(&root, "");
-
-    r.notes.sort_by_key(|n| n.line);
-    let names: Vec<&str> = {
-        let mut seen = HashSet::new();
-        deployments
-            .iter()
-            .map(|d| d.name.as_str())
-            .filter(|n| seen.insert(*n))
-            .collect()
-    };
-    let not_carried = r
-        .notes
-        .iter()
-        .filter(|n| n.kind == NoteKind::NotCarried)
-        .count();
-    out.header = vec![
+/// The policy's header comment: where it came from, how keys are read, how to serve it.
+fn header(name: &str, serve_flags: &[String], not_carried: usize) -> Vec<String> {
+    let mut header = vec![
         format!("Converted from {name} (a LiteLLM proxy config) by `aigw convert`."),
         "API keys are not copied: ${secrets.get('env', 'NAME')} reads the environment variable"
             .into(),
@@ -418,33 +446,24 @@ pub fn convert(name: &str, text: &str) -> Result<Conversion, ConvertError> {
             .into(),
     ];
     if serve_flags.is_empty() {
-        out.header
-            .push("Serve it with: aigw serve --policy THIS_FILE".into());
+        header.push("Serve it with: aigw serve --policy THIS_FILE".into());
     } else {
-        out.header.push(format!(
+        header.push(format!(
             "Serve it with: aigw serve --policy THIS_FILE {}",
             serve_flags.join(" ")
         ));
     }
     if not_carried > 0 {
-        out.header.push(format!(
+        header.push(format!(
             "{not_carried} setting{} could not be carried over; `aigw convert` listed {} on stderr.",
             if not_carried == 1 { "" } else { "s" },
             if not_carried == 1 { "it" } else { "them" }
         ));
     }
-    let providers = out.providers.len();
-    Ok(Conversion {
-        policy: super::emit::write(&out),
-        notes: r.notes,
-        serve_flags,
-        deployments: deployments.len(),
-        model_names: names.len(),
-        providers,
-        example_model: names.first().map(|s| s.to_string()),
-    })
+    header
 }
 
+/// One `model_list` entry as a deployment; `None` (noted) when it cannot be carried over.
 fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
     let at = entry.span.start;
     if entry.as_map().is_none() {
@@ -491,7 +510,34 @@ fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
             return None;
         }
     };
-    let api_base = r
+    let Some((kind, api_base)) = address(r, at, name, model, kind, params) else {
+        r.close(entry);
+        return None;
+    };
+    let key = key_of(r, params, &kind);
+    Some(Deployment {
+        line: line_of(r.text, at),
+        name: name.to_string(),
+        kind,
+        upstream,
+        api_base,
+        key,
+        model_text: model.to_string(),
+    })
+}
+
+/// Where a deployment is served: its `api_base`, dropped when it is the built-in provider's
+/// own address; an `openai/` at another address becomes an OpenAI-compatible provider.
+/// `None` (noted) when the address is unusable or missing where one is needed.
+fn address(
+    r: &mut Reader,
+    at: usize,
+    name: &str,
+    model: &str,
+    mut kind: Kind,
+    params: &Node,
+) -> Option<(Kind, Option<String>)> {
+    let mut api_base = r
         .take(params, "api_base")
         .and_then(|(_, n)| n.as_str())
         .map(|s| s.trim().trim_end_matches('/').to_string())
@@ -504,11 +550,8 @@ fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
             NoteKind::NotCarried,
             format!("`{name}`: api_base `{b}` is not an http:// or https:// URL; skipped"),
         );
-        r.close(entry);
         return None;
     }
-    let mut kind = kind;
-    let mut api_base = api_base;
     if let (Kind::Builtin { id, base, .. }, Some(b)) = (&kind, &api_base) {
         if b == base {
             api_base = None;
@@ -540,10 +583,15 @@ fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
                 "`{name}` ({model}) has no `api_base`, so there is no address to route to; skipped"
             ),
         );
-        r.close(entry);
         return None;
     }
-    let key = match r.take(params, "api_key").map(|(_, n)| n) {
+    Some((kind, api_base))
+}
+
+/// The key a deployment uses: `os.environ/NAME`, a literal (never copied), or the variable
+/// LiteLLM reads by default for its provider.
+fn key_of(r: &mut Reader, params: &Node, kind: &Kind) -> Option<KeyRef> {
+    match r.take(params, "api_key").map(|(_, n)| n) {
         Some(n) => match n.as_str().map(str::trim) {
             Some(s) if s.starts_with("os.environ/") => {
                 Some(KeyRef::Env(s["os.environ/".len()..].to_string()))
@@ -551,22 +599,13 @@ fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
             Some("") | None => None,
             Some(_) => Some(KeyRef::Literal(format!("{}", n.span.start))),
         },
-        None => match &kind {
+        None => match kind {
             // LiteLLM reads the provider's usual variable when no key is given.
             Kind::Builtin { env, .. } => Some(KeyRef::Env(env.to_string())),
             Kind::Azure => Some(KeyRef::Env("AZURE_API_KEY".into())),
             _ => None,
         },
-    };
-    Some(Deployment {
-        line: line_of(r.text, at),
-        name: name.to_string(),
-        kind,
-        upstream,
-        api_base,
-        key,
-        model_text: model.to_string(),
-    })
+    }
 }
 
 /// Router and proxy settings: timeouts into the policy, cooldowns into serve flags, the rest
