@@ -81,6 +81,7 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand --breaker-cooldown 'How long an open circuit skips its model before one request probes it again'
             cand --max-body-bytes 'Largest request body accepted (bytes); larger ones get 413'
             cand --header-read-timeout 'Close connections that do not send a full request head (line and headers) within this time (slow clients, slow-loris)'
+            cand --body-read-timeout 'A request body must arrive within this time once the gateway starts reading it, else 408 and the connection is closed (stalled or trickled bodies)'
             cand --workers 'Threads serving connections; 0 means one per core. A connection and the upstream connections its requests use stay on one thread'
             cand --max-connections 'Most client connections served at once; more wait in the listen backlog until one closes. 0: half the open-file limit (each proxied request also holds an upstream socket)'
             cand --log-format 'Log format for request logs'

@@ -82,6 +82,7 @@ complete -c aigw -n "__fish_aigw_using_subcommand serve" -l breaker-failures -d 
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l breaker-cooldown -d 'How long an open circuit skips its model before one request probes it again' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-body-bytes -d 'Largest request body accepted (bytes); larger ones get 413' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l header-read-timeout -d 'Close connections that do not send a full request head (line and headers) within this time (slow clients, slow-loris)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l body-read-timeout -d 'A request body must arrive within this time once the gateway starts reading it, else 408 and the connection is closed (stalled or trickled bodies)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l workers -d 'Threads serving connections; 0 means one per core. A connection and the upstream connections its requests use stay on one thread' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-connections -d 'Most client connections served at once; more wait in the listen backlog until one closes. 0: half the open-file limit (each proxied request also holds an upstream socket)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l log-format -d 'Log format for request logs' -r -f -a "text\t''

@@ -206,6 +206,10 @@ pub struct ServeArgs {
     /// time (slow clients, slow-loris).
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(GatewayOptions::default().header_read_timeout))]
     pub header_read_timeout: DurationArg,
+    /// A request body must arrive within this time once the gateway starts reading it, else
+    /// 408 and the connection is closed (stalled or trickled bodies).
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(GatewayOptions::default().body_read_timeout))]
+    pub body_read_timeout: DurationArg,
     /// Threads serving connections; 0 means one per core. A connection and the upstream
     /// connections its requests use stay on one thread.
     #[arg(long, default_value_t = 0, value_name = "N")]

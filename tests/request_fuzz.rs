@@ -491,6 +491,7 @@ fn raw_bytes_on_a_live_listener_never_take_the_server_down() {
             GatewayOptions {
                 upstream_loopback_only: true,
                 header_read_timeout: Duration::from_secs(2),
+                body_read_timeout: Duration::from_secs(1),
                 max_body_bytes: 64 * 1024,
                 ..GatewayOptions::default()
             },
@@ -597,6 +598,26 @@ fn raw_bytes_on_a_live_listener_never_take_the_server_down() {
         }
         Ok(())
     });
+    // Trickled and stalled bodies: every seed's head and half its body, then nothing (write
+    // side held open), all at once. Each is cut at the body read timeout (1 s) or answered.
+    let trickled = rt.block_on(async {
+        let cases = raw_seeds.iter().filter(|r| r.len() > 100).map(|r| {
+            let data = r[..r.len() - (r.len() - find_head_end(r)) / 2].to_vec();
+            async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let _ = s.write_all(&data).await;
+                let mut buf = Vec::new();
+                let r =
+                    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf)).await;
+                (r.is_ok(), String::from_utf8_lossy(&buf).into_owned())
+            }
+        });
+        futures_util::future::join_all(cases).await
+    });
+    for (closed, text) in &trickled {
+        assert!(closed, "a stalled body held its connection");
+        assert!(text.is_empty() || text.starts_with("HTTP/1.1 "), "{text}");
+    }
     let healthy = rt.block_on(async {
         support::client()
             .get(gw.url("/healthz"))
@@ -605,11 +626,19 @@ fn raw_bytes_on_a_live_listener_never_take_the_server_down() {
             .map(|r| r.status().as_u16())
     });
     eprintln!(
-        "raw request fuzz: {} byte strings sent to a live listener ({} answered with HTTP, the rest closed)",
+        "raw request fuzz: {} byte strings sent to a live listener ({} answered with HTTP, the rest closed); {} trickled bodies cut",
         ran.load(Ordering::Relaxed),
-        answered.load(Ordering::Relaxed)
+        answered.load(Ordering::Relaxed),
+        trickled.len()
     );
     result.unwrap();
     assert_eq!(healthy.unwrap(), 200, "the gateway stopped serving");
     rt.block_on(up.stop());
+}
+
+/// Where a raw request's head ends (after its blank line), or its length.
+fn find_head_end(r: &[u8]) -> usize {
+    r.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(r.len(), |i| i + 4)
 }

@@ -325,6 +325,15 @@ async fn a_broken_policy_reloaded_under_load_drops_nothing() {
             ")".repeat(2000)
         ),
     )])
+    // No brackets, but 5,000 `+` deep: it once passed the guard and killed the process on the
+    // next request.
+    .chain([support::LOCAL_CHAT_POLICY.replace(
+        "            - id: made-up-chat\n",
+        &format!(
+            "            - id: made-up-chat\n      model_selection:\n        strategy:\n          - \"ai.models.filter(m, {} > 0)\"\n",
+            vec!["1"; 5000].join(" + ")
+        ),
+    )])
     .collect::<Vec<String>>();
     let errors = || -> u64 {
         gw.gw

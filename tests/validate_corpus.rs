@@ -396,3 +396,40 @@ fn oversized_input_is_refused_before_parsing() {
     assert_eq!(codes, BTreeSet::from(["AIGW-E001"]));
     assert!(diags[0].message.contains("MiB"), "{}", diags[0].message);
 }
+
+/// `/dev/zero` (or any endless file) is refused after reading one byte past the policy limit,
+/// not read until memory runs out; the same bound holds for a secrets file.
+#[test]
+fn endless_files_are_refused_at_the_size_limit() {
+    let zero = Path::new("/dev/zero");
+    let e = aigw::commands::common::read_input(zero)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/dev/zero is larger than 16 MiB"), "{e}");
+    let e = SecretStore::from_vars(std::iter::empty())
+        .with_file(zero)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("larger than 1 MiB"), "{e}");
+}
+
+/// A policy of 150,000 models (no alias in it) is refused naming the limit it hit, not called
+/// an alias bomb.
+#[test]
+fn a_huge_model_list_names_the_value_limit() {
+    let mut text = String::from(
+        "on_http_request:\n  - type: ai-gateway\n    config:\n      providers:\n        - id: local\n          base_url: \"https://local.internal\"\n          models:\n",
+    );
+    for i in 0..150_000 {
+        text.push_str(&format!("            - id: m{i}\n"));
+    }
+    let (codes, diags) = survive("huge-list.yaml", text.as_bytes());
+    assert_eq!(codes, BTreeSet::from(["AIGW-E001"]));
+    let d = &diags[0];
+    assert!(
+        d.message.contains("more than 250,000 YAML values"),
+        "{}",
+        d.message
+    );
+    assert!(!d.message.contains("alias bomb"), "{}", d.message);
+}

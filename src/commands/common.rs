@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use crate::cli::{ColorChoice, PolicyArgs};
-use crate::policy::secrets::{SecretStore, SecretsFileError};
+use crate::policy::secrets::{SecretStore, SecretsError};
 use crate::policy::{self, Loaded};
 use crate::render::diagnostics::Style;
 use crate::routing::upstream::BaseUrlOverrides;
@@ -43,25 +43,36 @@ pub enum InputError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{name} is larger than {} MiB, the most aigw reads as a policy; is it the file you meant?", limit >> 20)]
+    TooLarge { name: String, limit: usize },
 }
 
-/// Reads a file, or standard input for `-`.
+/// Reads a policy file, or standard input for `-`, up to [`policy::MAX_POLICY_BYTES`] (never
+/// more is held: `/dev/zero` is refused, not read until memory runs out).
 pub fn read_input(path: &Path) -> Result<Vec<u8>, InputError> {
-    if path == Path::new("-") {
+    let limit = policy::MAX_POLICY_BYTES;
+    let (bytes, name) = if path == Path::new("-") {
         let mut buf = Vec::new();
         std::io::stdin()
+            .take(limit as u64 + 1)
             .read_to_end(&mut buf)
             .map_err(InputError::Stdin)?;
-        return Ok(buf);
+        (buf, "standard input".to_string())
+    } else {
+        let bytes = policy::read_prefix(path, limit + 1).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => InputError::NotFound(path.to_path_buf()),
+            std::io::ErrorKind::IsADirectory => InputError::IsADirectory(path.to_path_buf()),
+            _ => InputError::Read {
+                path: path.to_path_buf(),
+                source: e,
+            },
+        })?;
+        (bytes, path.display().to_string())
+    };
+    if bytes.len() > limit {
+        return Err(InputError::TooLarge { name, limit });
     }
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => InputError::NotFound(path.to_path_buf()),
-        std::io::ErrorKind::IsADirectory => InputError::IsADirectory(path.to_path_buf()),
-        _ => InputError::Read {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    })
+    Ok(bytes)
 }
 
 /// Loads the policy a command runs with: `--policy FILE`, else ./policy.yaml, else the built-in.
@@ -89,12 +100,15 @@ pub fn load_policy(path: Option<&Path>) -> Result<(Loaded, PolicyOrigin), InputE
 }
 
 /// Secrets from the environment plus `--secrets FILE`.
-pub fn secrets(file: Option<&Path>) -> Result<SecretStore, SecretsFileError> {
+pub fn secrets(file: Option<&Path>) -> Result<SecretStore, SecretsError> {
     let store = SecretStore::from_env();
-    match file {
-        Some(f) => store.with_file(f),
-        None => Ok(store),
-    }
+    let store = match file {
+        Some(f) => store.with_file(f)?,
+        None => store,
+    };
+    // Refused before serving: the store is fixed for the process, so no reload can bring one.
+    store.check_header_safe()?;
+    Ok(store)
 }
 
 pub fn overrides(args: &PolicyArgs) -> BaseUrlOverrides {

@@ -7,14 +7,14 @@ use std::path::PathBuf;
 
 use super::Exit;
 use super::common::InputError;
-use crate::policy::secrets::SecretsFileError;
+use crate::policy::secrets::SecretsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]
     Input(#[from] InputError),
     #[error(transparent)]
-    Secrets(#[from] SecretsFileError),
+    Secrets(#[from] SecretsError),
     #[error("{0}\n  help: {CONVERT_HELP}")]
     ConvertRead(#[source] InputError),
     #[error("{0} is not UTF-8 text\n  help: {CONVERT_HELP}")]

@@ -145,6 +145,7 @@ fn gateway_options(
         stream_idle_timeout: args.stream_idle_timeout.0,
         max_body_bytes: args.max_body_bytes,
         header_read_timeout: args.header_read_timeout.0,
+        body_read_timeout: args.body_read_timeout.0,
         retry: gateway::attempts::failure::RetryOptions {
             rate_limit_retries: args.rate_limit_retries,
             max_wait: args.max_retry_wait.0,

@@ -32,6 +32,8 @@ pub const NOT_FOUND: (&str, u16) = ("AIGW_NOT_FOUND", 404);
 pub const METHOD_NOT_ALLOWED: (&str, u16) = ("AIGW_METHOD_NOT_ALLOWED", 405);
 /// A request body over `--max-body-bytes`: ngrok's invalid-body code, with status 413.
 pub const BODY_TOO_LARGE: (&str, u16) = ("ERR_NGROK_3801", 413);
+/// A request body not received within `--body-read-timeout`: aigw's code, status 408.
+pub const BODY_TIMEOUT: (&str, u16) = ("AIGW_BODY_TIMEOUT", 408);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayError {

@@ -1,7 +1,8 @@
 //! `aigw serve`: a local OpenAI-compatible (and Ollama- and Anthropic-compatible) gateway that
 //! executes the engine's [`Plan`](crate::routing::plan::Plan) with failover.
 //!
-//! Its rooms (no two files import each other; [`errors`], [`names`] and [`token`] are shared):
+//! Its rooms (no two files import each other; [`errors`], [`limits`], [`names`] and [`token`] are
+//! shared):
 //! - [`server`]: the inbound side: the axum router and inbound auth ([`server::routes`]), one
 //!   request from body to answer ([`server::pipeline`]), body parsing, the Ollama native API,
 //!   loop detection, workers, open-file limits, policy reload, the `/ui` status page
@@ -20,6 +21,7 @@
 
 pub mod attempts;
 pub mod errors;
+pub mod limits;
 pub mod names;
 pub mod observe;
 pub mod server;
@@ -88,6 +90,9 @@ pub struct GatewayOptions {
     /// connection is closed (slow-loris defence). Also bounds the time from connecting to the
     /// first complete request (HTTP/1 or HTTP/2).
     pub header_read_timeout: Duration,
+    /// A request body must arrive within this time from when the gateway first waits for it,
+    /// else the client gets 408 and the connection is closed (a stalled or trickled body).
+    pub body_read_timeout: Duration,
     pub connect_timeout: Duration,
     /// How long shutdown waits for in-flight requests after cancelling streams.
     pub shutdown_grace: Duration,
@@ -116,6 +121,7 @@ impl Default for GatewayOptions {
             stream_idle_timeout: Duration::from_secs(60),
             max_body_bytes: 32 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             upstream_loopback_only: false,
@@ -146,6 +152,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// This process's id in `x-aigw-via` (routing-loop detection, see [`hops`]).
     pub instance_id: String,
+    /// What streams and their log lines scrub (see [`redact::Redactor`]).
+    pub redactor: observe::redact::RedactorCache,
 }
 
 impl Gateway {
@@ -170,6 +178,7 @@ impl Gateway {
             status: status::Status::default(),
             shutdown: CancellationToken::new(),
             instance_id: hops::new_instance_id(),
+            redactor: observe::redact::RedactorCache::default(),
         })
     }
 
@@ -348,12 +357,18 @@ impl Connection {
         // Set once the connection's first request is parsed (see the first-request deadline).
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = started.clone();
-        let svc = hyper::service::service_fn(
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        let svc =
+            hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
                 seen.store(true, std::sync::atomic::Ordering::Relaxed);
                 let gateway = gateway.clone();
                 let app = app.clone();
                 async move {
+                    // Before the body is read: hyper sends `100 Continue` only once it is.
+                    if let Some(refused) = server::pipeline::declared_too_large(&gateway, &req) {
+                        return Ok(refused);
+                    }
+                    let limit = gateway.opts.body_read_timeout;
+                    let mut req = req.map(|b| server::timed_body::TimedBody::new(b, limit));
                     if routes::is_fast_path(req.method(), req.uri().path()) {
                         return Ok::<_, std::convert::Infallible>(
                             routes::fast_path(gateway, req, remote).await,
@@ -363,8 +378,7 @@ impl Connection {
                         .insert(axum::extract::ConnectInfo(remote));
                     app.oneshot(req).await
                 }
-            },
-        );
+            });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
             .into_owned();

@@ -23,6 +23,20 @@ pub use model::*;
 /// Larger inputs are refused before parsing: no real policy comes near this.
 pub const MAX_POLICY_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest secrets file read (`--secrets`): a few keys take a few hundred bytes.
+pub const MAX_SECRETS_BYTES: usize = 1024 * 1024;
+
+/// The first `limit` bytes of a file (all of it when shorter), read without ever holding more:
+/// `aigw validate /dev/zero` read whole ran out of memory before any size check.
+pub fn read_prefix(path: &std::path::Path, limit: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit as u64)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 /// A policy file's name and text, shared by every diagnostic that points into it.
 #[derive(Debug, Clone)]
 pub struct Source {

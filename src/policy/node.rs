@@ -169,12 +169,19 @@ fn syntax_error(err: &serde_saphyr::Error, text: &str) -> SyntaxError {
             "the YAML is nested too deeply (more than 40 levels)".to_string()
         } else if lower.contains("alias") || lower.contains("anchor") || lower.contains("replay") {
             "the YAML expands too many aliases (`*name`); is this an alias bomb?".to_string()
-        } else if lower.contains("nodes") {
+        } else if lower.contains("nodes") && text.contains('*') && text.contains('&') {
             "the YAML expands to more than 250,000 values (aliases included); is this an alias bomb?".to_string()
+        } else if lower.contains("nodes") {
+            // No aliases: a genuinely huge policy (150,000 models), not a bomb.
+            "the policy has more than 250,000 YAML values (keys, values and list items), the most aigw reads; split it or list fewer models".to_string()
         } else {
             "the YAML document is too large to be a policy".to_string()
         };
-        help = "aigw refuses deep nesting and alias expansion to protect itself; a policy needs neither";
+        help = if message.starts_with("the policy has more than") {
+            "aigw bounds the size of a policy to protect itself; serve a long model list from a provider's own catalog (`aigw probe`) instead of listing it"
+        } else {
+            "aigw refuses deep nesting and alias expansion to protect itself; a policy needs neither"
+        };
     }
     let span = err
         .location()

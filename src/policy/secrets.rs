@@ -25,12 +25,21 @@ pub struct SecretStore {
 
 /// Why `--secrets FILE` could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum SecretsFileError {
+pub enum SecretsError {
     #[error("cannot read secrets file {}: {source}", path.display())]
     Read {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("secrets file {} is larger than {} MiB, the most aigw reads; is it the file you meant?", path.display(), limit >> 20)]
+    TooLarge {
+        path: std::path::PathBuf,
+        limit: usize,
+    },
+    #[error("cannot read secrets file {}: it is not UTF-8 text", .0.display())]
+    NotUtf8(std::path::PathBuf),
+    #[error("secret {} contains a line break or another control character, which an HTTP header cannot carry; remove it (a trailing newline: `printf %s` instead of `echo`, `|-` instead of `|` in YAML)", names.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))]
+    NotHeaderSafe { names: Vec<String> },
     #[error("secrets file {} is not a YAML mapping: {source}", path.display())]
     NotAMapping {
         path: std::path::PathBuf,
@@ -59,13 +68,22 @@ impl SecretStore {
     }
 
     /// Adds the secrets of a YAML file; values already present (from the environment) win.
-    pub fn with_file(mut self, path: &Path) -> Result<Self, SecretsFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SecretsFileError::Read {
+    pub fn with_file(mut self, path: &Path) -> Result<Self, SecretsError> {
+        let limit = super::MAX_SECRETS_BYTES;
+        let bytes = super::read_prefix(path, limit + 1).map_err(|source| SecretsError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        if bytes.len() > limit {
+            return Err(SecretsError::TooLarge {
+                path: path.to_path_buf(),
+                limit,
+            });
+        }
+        let text =
+            String::from_utf8(bytes).map_err(|_| SecretsError::NotUtf8(path.to_path_buf()))?;
         let parsed: HashMap<String, serde_json::Value> =
-            serde_saphyr::from_str(&text).map_err(|source| SecretsFileError::NotAMapping {
+            serde_saphyr::from_str(&text).map_err(|source| SecretsError::NotAMapping {
                 path: path.to_path_buf(),
                 source: Box::new(source),
             })?;
@@ -88,6 +106,25 @@ impl SecretStore {
             }
         }
         Ok(self)
+    }
+
+    /// An error naming every secret whose value cannot go into an HTTP header (a CR, LF or
+    /// other control character, typically a trailing newline from `echo` or a YAML block): hyper
+    /// refuses such a header value, and the `Authorization` it was for would silently be left out.
+    pub fn check_header_safe(&self) -> Result<(), SecretsError> {
+        let mut bad: Vec<&str> = self
+            .values
+            .iter()
+            .filter(|(_, v)| v.chars().any(|c| c.is_control() && c != '\t'))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        bad.sort_unstable();
+        Err(SecretsError::NotHeaderSafe {
+            names: bad.into_iter().map(String::from).collect(),
+        })
     }
 
     /// Every secret value (for scrubbing them out of messages).
@@ -231,5 +268,25 @@ mod tests {
         assert_eq!(redact("short"), "…");
         assert_eq!(redact("elevenchars"), "…");
         assert_eq!(redact("twelve-chars"), "twe…hars");
+    }
+
+    #[test]
+    fn secrets_with_line_breaks_are_refused_by_name() {
+        let store = SecretStore::from_vars([
+            ("AIGW_SECRET_OK".to_string(), "sk-fine".to_string()),
+            ("AIGW_SECRET_V_KEY".to_string(), "sk-abc\n".to_string()),
+            ("AIGW_SECRET_CR".to_string(), "a\rb".to_string()),
+        ]);
+        let e = store.check_header_safe().unwrap_err().to_string();
+        assert!(
+            e.starts_with("secret `AIGW_SECRET_CR`, `AIGW_SECRET_V_KEY` contains"),
+            "{e}"
+        );
+        assert!(!e.contains("sk-abc"), "the value is never shown: {e}");
+        assert!(
+            SecretStore::from_vars([("AIGW_SECRET_OK".to_string(), "x".to_string())])
+                .check_header_safe()
+                .is_ok()
+        );
     }
 }

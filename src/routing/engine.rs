@@ -311,8 +311,13 @@ impl Engine {
         let mut extra_settings: Vec<ModelSettings> = Vec::new();
         // For each requested model, the universe indices it names.
         let mut named: Vec<Vec<usize>> = Vec::new();
+        // Pass-through extras by (provider, lowercased model): a model named twice is one extra,
+        // so a long list of repeats does not grow the universe.
+        let mut extra_index: HashMap<(usize, String), usize> = HashMap::new();
+        let mut left_out_seen = LeftOutNames::default();
         for text in &texts {
-            let (mref, found) = self.resolve(text, &mut extras, &mut extra_settings);
+            let (mref, found) =
+                self.resolve(text, &mut extras, &mut extra_settings, &mut extra_index);
             match found {
                 Ok(indices) => named.push(indices),
                 Err(reason) => {
@@ -343,21 +348,26 @@ impl Engine {
         // ai.models: every candidate that speaks this path's format and surface and that the
         // configuration allows ("all available models"), so that `ai.models.random()` never
         // draws a model the allowed filter would then drop (the docs' load-balancing example).
-        let compatible: Vec<usize> = (0..universe.len())
-            .filter(|&i| self.serves(&self.providers[settings(i).provider], route))
+        // Membership as masks over the universe, so that planning stays linear in the number
+        // of models the client names (a `contains` per named model was quadratic).
+        let is_compatible: Vec<bool> = (0..universe.len())
+            .map(|i| self.serves(&self.providers[settings(i).provider], route))
             .collect();
+        let compatible: Vec<usize> = (0..universe.len()).filter(|&i| is_compatible[i]).collect();
         let visible: Vec<usize> = compatible
             .iter()
             .copied()
             .filter(|&i| self.permits(settings(i)))
             .collect();
+        let is_visible = mask(universe.len(), &visible);
         for (text, indices) in texts.iter().zip(&named) {
             for &i in indices {
-                if compatible.contains(&i)
+                if is_compatible[i]
                     && let Err(reason) = self.allowed(i, settings(i))
                 {
                     push_left_out(
                         &mut plan.left_out,
+                        &mut left_out_seen,
                         name_of(universe.model(i)),
                         with_request(reason, text, &name_of(universe.model(i))),
                     );
@@ -382,7 +392,7 @@ impl Engine {
         };
         for (text, indices) in texts.iter().zip(&named) {
             for &i in indices {
-                if !compatible.contains(&i) {
+                if !is_compatible[i] {
                     plan.left_out.push(LeftOut {
                         model: name(i),
                         reason: format!("does not serve the {} surface ({})", route.surface, text),
@@ -392,7 +402,7 @@ impl Engine {
         }
 
         let resolved: Vec<usize> = named.iter().flatten().copied().collect();
-        if !resolved.is_empty() && resolved.iter().all(|i| !compatible.contains(i)) {
+        if !resolved.is_empty() && resolved.iter().all(|&i| !is_compatible[i]) {
             let (code, status) = codes::NO_COMPATIBLE_MODELS;
             plan.error = Some(PlanError {
                 code,
@@ -419,10 +429,12 @@ impl Engine {
             if !client_named {
                 return list;
             }
+            let mut wanted = mask(universe.len(), &list);
             let mut out = Vec::new();
             for indices in &named {
                 for &i in indices {
-                    if list.contains(&i) && !out.contains(&i) {
+                    // Cleared once taken: each model once, in the client's order.
+                    if std::mem::take(&mut wanted[i]) {
                         out.push(i);
                     }
                 }
@@ -437,14 +449,14 @@ impl Engine {
                     .iter()
                     .flatten()
                     .copied()
-                    .filter(|i| visible.contains(i))
+                    .filter(|&i| is_visible[i])
                     .collect()
             } else {
                 visible.clone()
             };
             for &i in base.iter().filter(|&&i| !permits(i)) {
                 if let Err(reason) = allowed(i) {
-                    push_left_out(&mut plan.left_out, name(i), reason);
+                    push_left_out(&mut plan.left_out, &mut left_out_seen, name(i), reason);
                 }
             }
             chosen = client_filter(base.into_iter().filter(|&i| permits(i)).collect());
@@ -471,7 +483,12 @@ impl Engine {
                         if won {
                             for &i in returned.iter().filter(|&&i| !permits(i)) {
                                 if let Err(reason) = allowed(i) {
-                                    push_left_out(&mut plan.left_out, name(i), reason);
+                                    push_left_out(
+                                        &mut plan.left_out,
+                                        &mut left_out_seen,
+                                        name(i),
+                                        reason,
+                                    );
                                 }
                             }
                         }
@@ -486,11 +503,13 @@ impl Engine {
                         });
                         if won && client_named {
                             // Client models this strategy did not return are never tried.
+                            let returned_mask = mask(universe.len(), &after_client);
                             for (text, indices) in texts.iter().zip(&named) {
                                 for &i in indices {
-                                    if !after_client.contains(&i) && visible.contains(&i) {
+                                    if !returned_mask[i] && is_visible[i] {
                                         push_left_out(
                                             &mut plan.left_out,
+                                            &mut left_out_seen,
                                             name(i),
                                             with_request(
                                                 format!("not returned by strategy {}", idx + 1),
@@ -670,6 +689,7 @@ impl Engine {
         text: &str,
         extras: &mut Vec<ModelView>,
         extra_settings: &mut Vec<ModelSettings>,
+        extra_index: &mut HashMap<(usize, String), usize>,
     ) -> (ModelRef, Result<Vec<usize>, String>) {
         let models = self.universe.models();
         if let Some((prefix, rest)) = text.split_once(':')
@@ -693,7 +713,12 @@ impl Engine {
                 return (mref, Err("no model after the provider prefix".into()));
             }
             // Pass-through: a known provider, an unknown model.
+            let key = (pi, rest.to_ascii_lowercase());
+            if let Some(&index) = extra_index.get(&key) {
+                return (mref, Ok(vec![index]));
+            }
             let index = models.len() + extras.len();
+            extra_index.insert(key, index);
             let p = &self.providers[pi];
             extras.push(ModelView {
                 id: rest.to_string(),
@@ -818,9 +843,32 @@ fn name_of(m: Option<&ModelView>) -> String {
         .unwrap_or_default()
 }
 
-fn push_left_out(list: &mut Vec<LeftOut>, model: String, reason: String) {
-    if !list.iter().any(|l| l.model == model) {
+/// `true` at each index of `list`, over a universe of `len` models.
+fn mask(len: usize, list: &[usize]) -> Vec<bool> {
+    let mut m = vec![false; len];
+    for &i in list {
+        m[i] = true;
+    }
+    m
+}
+
+/// The models already in a plan's `left_out`, so that adding one is not a scan of the list
+/// (which grows with the client's `models`). Entries pushed directly are caught up lazily.
+#[derive(Default)]
+struct LeftOutNames {
+    names: std::collections::HashSet<String>,
+    synced: usize,
+}
+
+/// Adds `model` to `list` unless it is already there.
+fn push_left_out(list: &mut Vec<LeftOut>, seen: &mut LeftOutNames, model: String, reason: String) {
+    for l in &list[seen.synced..] {
+        seen.names.insert(l.model.clone());
+    }
+    seen.synced = list.len();
+    if seen.names.insert(model.clone()) {
         list.push(LeftOut { model, reason });
+        seen.synced = list.len();
     }
 }
 

@@ -31,6 +31,7 @@ use super::template::{self, RequestVars};
 use crate::gateway::Gateway;
 use crate::gateway::Routing;
 use crate::gateway::errors::{Dialect, GatewayError, Refusal, codes};
+use crate::gateway::limits;
 use crate::gateway::names;
 use crate::gateway::observe::traffic::{Outcome, Sample};
 use crate::gateway::server::body::{Field, JsonBody};
@@ -125,8 +126,16 @@ pub fn estimate_tokens(body: &JsonBody) -> u64 {
     (n as u64).div_ceil(4)
 }
 
-/// Reads `model` and `models` (ERR_NGROK_3801 when they have the wrong type).
+/// Reads `model` and `models` (ERR_NGROK_3801 when they have the wrong type, when the list is
+/// longer than [`limits::MAX_REQUESTED_MODELS`] or a name longer than
+/// [`limits::MAX_MODEL_NAME_BYTES`]).
 pub fn requested_models(body: &JsonBody) -> Result<(Option<String>, Vec<String>), GatewayError> {
+    let not_strings = || {
+        GatewayError::new(
+            codes::INVALID_BODY,
+            "Invalid request body: `models` must be a list of strings",
+        )
+    };
     let model = match body.get("model") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
@@ -138,29 +147,84 @@ pub fn requested_models(body: &JsonBody) -> Result<(Option<String>, Vec<String>)
             ));
         }
     };
-    let models = match body.get("models") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Some(s),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                GatewayError::new(
+    let models = match body.raw("models") {
+        None | Some("null") => Vec::new(),
+        Some(raw) => match serde_json::from_str::<BoundedList>(raw) {
+            Ok(BoundedList::Strings(list)) => list,
+            Ok(BoundedList::TooLong) => {
+                return Err(GatewayError::new(
                     codes::INVALID_BODY,
-                    "Invalid request body: `models` must be a list of strings",
-                )
-            })?,
-        Some(_) => {
-            return Err(GatewayError::new(
-                codes::INVALID_BODY,
-                "Invalid request body: `models` must be a list of strings",
-            ));
-        }
+                    format!(
+                        "Invalid request body: `models` lists more than {} names; aigw accepts at most {} model names per request (`model` and `models` together)",
+                        limits::MAX_REQUESTED_MODELS,
+                        limits::MAX_REQUESTED_MODELS
+                    ),
+                ));
+            }
+            Err(_) => return Err(not_strings()),
+        },
     };
+    if model.is_some() as usize + models.len() > limits::MAX_REQUESTED_MODELS {
+        return Err(GatewayError::new(
+            codes::INVALID_BODY,
+            format!(
+                "Invalid request body: aigw accepts at most {} model names per request (`model` and `models` together)",
+                limits::MAX_REQUESTED_MODELS
+            ),
+        ));
+    }
+    if let Some(long) = model
+        .iter()
+        .chain(&models)
+        .find(|m| m.len() > limits::MAX_MODEL_NAME_BYTES)
+    {
+        return Err(GatewayError::new(
+            codes::INVALID_BODY,
+            format!(
+                "Invalid request body: a model name of {} bytes (`{}`); aigw accepts names of at most {} bytes",
+                long.len(),
+                limits::cut(long),
+                limits::MAX_MODEL_NAME_BYTES
+            ),
+        ));
+    }
     Ok((model, models))
+}
+
+/// `models[]` read without building more than [`limits::MAX_REQUESTED_MODELS`] strings: the
+/// visitor stops at the first name past the limit (a 16 MB list of a million names cost
+/// gigabytes once planned).
+enum BoundedList {
+    Strings(Vec<String>),
+    TooLong,
+}
+
+impl<'de> serde::Deserialize<'de> for BoundedList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BoundedList;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of strings")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BoundedList, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    if out.len() == limits::MAX_REQUESTED_MODELS {
+                        // The rest is skipped unparsed (serde_json wants the list consumed).
+                        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                        return Ok(BoundedList::TooLong);
+                    }
+                    out.push(s);
+                }
+                Ok(BoundedList::Strings(out))
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
 }
 
 /// `http://127.x.y.z…` or `http://localhost…`.
@@ -838,6 +902,7 @@ fn respond(
                 guard: gw.metrics.stream_opened(),
                 provider: attempt.provider.clone(),
                 model: attempt.model.clone(),
+                redact: gw.redactor.get(gw),
             };
             (
                 status,
@@ -927,30 +992,70 @@ pub fn upstream_body(
     }
     if let Some(limit) = limit {
         for key in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
-            if let Some(v) = b.get_mut(key)
-                && v.as_u64().is_some_and(|n| n > limit)
-            {
-                *v = Field::Value(Value::from(limit));
+            if let Some(v) = b.get_mut(key) {
+                let n = match v {
+                    Field::Raw(r) => clamped(r.get(), limit),
+                    Field::Value(v) if v.is_number() => clamped(&v.to_string(), limit),
+                    Field::Value(_) => None,
+                };
+                if let Some(n) = n {
+                    *v = Field::Value(Value::from(n));
+                }
             }
         }
         if native
             && let Some(options) = b.get_mut("options")
-            && let Value::Object(mut o) = options.to_value()
+            && let Some(o) = clamp_num_predict(options, limit)
         {
-            clamp(o.get_mut("num_predict"), limit);
             *options = Field::Value(Value::Object(o));
         }
     }
     Bytes::from(crate::gateway::server::body::write(&b))
 }
 
-fn clamp(v: Option<&mut Value>, limit: u64) {
-    if let Some(v) = v
-        && let Some(n) = v.as_u64()
-        && n > limit
-    {
-        *v = Value::from(limit);
+/// Ollama's `options` with `num_predict` clamped, when it needs to be. Read entry by entry:
+/// `1e400` is valid JSON that `Value` cannot hold, so parsing the whole object would fail and
+/// leave the limit unclamped; another entry no `Value` can hold is dropped (no upstream could
+/// read it either).
+fn clamp_num_predict(options: &Field<'_>, limit: u64) -> Option<serde_json::Map<String, Value>> {
+    let text = match options {
+        Field::Raw(r) => Cow::Borrowed(r.get()),
+        Field::Value(v) => Cow::Owned(v.to_string()),
+    };
+    let entries: indexmap::IndexMap<String, &serde_json::value::RawValue> =
+        serde_json::from_str(&text).ok()?;
+    let n = clamped(entries.get("num_predict")?.get(), limit)?;
+    Some(
+        entries
+            .into_iter()
+            .filter_map(|(k, raw)| {
+                let v = if k == "num_predict" {
+                    Value::from(n)
+                } else {
+                    serde_json::from_str(raw.get()).ok()?
+                };
+                Some((k, v))
+            })
+            .collect(),
+    )
+}
+
+/// A token limit the client wrote as a JSON number, when it must be rewritten to stay within
+/// `limit`: every numeric form counts, not only plain integers. Over the limit (`1e400`,
+/// `18446744073709551616` too) or negative (Ollama's "no limit" `-1`, "fill the context" `-2`)
+/// becomes `limit`; a fraction is rounded down and an exponent written out (`1e3` → 1000), so
+/// the upstream gets an integer it cannot read as more. `None`: keep it (or not a number).
+pub fn clamped(raw: &str, limit: u64) -> Option<u64> {
+    let text = raw.trim();
+    if let Ok(n) = text.parse::<u64>() {
+        return (n > limit).then_some(limit);
     }
+    let x: f64 = text.parse().ok()?;
+    Some(if x.is_nan() || x < 0.0 || x >= limit as f64 {
+        limit
+    } else {
+        x.floor() as u64
+    })
 }
 
 fn render_json(
@@ -1099,6 +1204,28 @@ fn encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_numeric_form_of_a_token_limit_is_clamped() {
+        for (raw, want) in [
+            ("100", None),
+            ("1000", None),
+            ("1001", Some(1000)),
+            ("1e3", Some(1000)),
+            ("1e2", Some(100)),
+            ("1000.5", Some(1000)),
+            ("999.9", Some(999)),
+            ("1e400", Some(1000)),
+            ("18446744073709551616", Some(1000)),
+            ("-1", Some(1000)),
+            ("-2", Some(1000)),
+            ("-1e400", Some(1000)),
+            ("\"5000\"", None),
+            ("null", None),
+        ] {
+            assert_eq!(clamped(raw, 1000), want, "{raw}");
+        }
+    }
 
     #[test]
     fn tokens_and_models() {

@@ -5,5 +5,6 @@ pub mod open_files;
 pub mod pipeline;
 pub mod reload;
 pub mod routes;
+pub mod timed_body;
 pub mod ui;
 pub mod workers;

@@ -8,13 +8,14 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::Response;
 
 use super::body::{BodyError, JsonBody};
+use super::timed_body::{BodyTimeout, is_timeout};
 use crate::gateway::Gateway;
 use crate::gateway::attempts::forward::{self, Inbound, Report};
-use crate::gateway::errors::{BODY_TOO_LARGE, Dialect, GatewayError, codes};
+use crate::gateway::errors::{BODY_TIMEOUT, BODY_TOO_LARGE, Dialect, GatewayError, codes};
 use crate::gateway::names;
 use crate::gateway::observe::status::Recent;
 
@@ -29,11 +30,59 @@ pub fn too_large(max_body_bytes: usize) -> GatewayError {
     )
 }
 
-/// The error for a body extractor's rejection: 413 names the limit and the flag that raises it.
+/// 408 for a body that did not arrive in time, naming the flag.
+pub fn body_timeout(t: BodyTimeout) -> GatewayError {
+    GatewayError::new(
+        BODY_TIMEOUT,
+        format!(
+            "Request timeout: {t}; send the whole body at once, or restart the gateway with a higher `aigw serve --body-read-timeout`"
+        ),
+    )
+}
+
+/// 413 before reading a body whose `Content-Length` is over `--max-body-bytes` (so a client
+/// sending `Expect: 100-continue` is refused instead of invited to send it).
+pub fn declared_too_large<B>(gw: &Gateway, req: &axum::http::Request<B>) -> Option<Response> {
+    let max = gw.opts.max_body_bytes;
+    let declared: u64 = req
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if declared <= max as u64 {
+        return None;
+    }
+    let path = req.uri().path();
+    let e = too_large(max);
+    let report = Report {
+        status: e.status,
+        error_code: Some(e.code),
+        ..Report::default()
+    };
+    let id = request_id(req.headers());
+    let mut resp = e.response(super::routes::dialect_of(path));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(names::X_REQUEST_ID, v);
+    }
+    // The body stays unread: the connection cannot be reused.
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    log_request(gw, req.method(), path, &id, &report, Instant::now());
+    Some(resp)
+}
+
+/// The error for a body extractor's rejection: 413 names the limit and the flag that raises it,
+/// 408 the body read timeout.
 pub fn body_error(e: &BytesRejection, max_body_bytes: usize) -> GatewayError {
     let status = e.status().as_u16();
     if status == 413 {
         return too_large(max_body_bytes);
+    }
+    if let Some(t) = is_timeout(e) {
+        return body_timeout(t);
     }
     GatewayError::new(
         (codes::INVALID_BODY.0, status),

@@ -68,13 +68,19 @@ pub fn spawn(
     build: Builder,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last = std::fs::read(&path).ok();
+        // At most one byte past the policy limit is read: enough to see a change, and the
+        // builder refuses the oversized file with its own message.
+        let limit = crate::policy::MAX_POLICY_BYTES + 1;
+        let mut last = crate::policy::read_prefix(&path, limit).ok();
         loop {
             tokio::select! {
                 _ = gw.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            let Ok(now) = tokio::fs::read(&path).await else {
+            let p = path.clone();
+            let Ok(Ok(now)) =
+                tokio::task::spawn_blocking(move || crate::policy::read_prefix(&p, limit)).await
+            else {
                 continue;
             };
             if last.as_deref() == Some(now.as_slice()) {

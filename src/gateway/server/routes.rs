@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::pipeline::{body_error, handle, too_large};
+use super::pipeline::{body_error, body_timeout, handle, too_large};
+use super::timed_body::{TimedBody, is_timeout};
 use super::{ollama_api, ui};
 use crate::gateway::Gateway;
 use crate::gateway::errors::{
@@ -140,7 +141,7 @@ pub fn is_fast_path(method: &Method, path: &str) -> bool {
 /// Everything else still goes through [`router`].
 pub async fn fast_path(
     gw: Arc<Gateway>,
-    req: axum::http::Request<hyper::body::Incoming>,
+    req: axum::http::Request<TimedBody<hyper::body::Incoming>>,
     client: SocketAddr,
 ) -> Response {
     let (parts, body) = req.into_parts();
@@ -156,6 +157,7 @@ pub async fn fast_path(
     {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
+        Err(e) if let Some(t) = is_timeout(e.as_ref()) => Err(body_timeout(t)),
         Err(e) => Err(GatewayError::new(
             (codes::INVALID_BODY.0, 400),
             format!("Invalid request body: Failed to read the request body: {e}"),

@@ -50,6 +50,9 @@ impl Workers {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name(format!("aigw-worker-{index}"))
+                // Room for CEL evaluation without a stack switch (cel::guard::EVAL_RED_ZONE);
+                // reserved, not touched.
+                .stack_size(16 * 1024 * 1024)
                 .spawn(move || {
                     INDEX.with(|c| c.set(index));
                     let runtime = match tokio::runtime::Builder::new_current_thread()

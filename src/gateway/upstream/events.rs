@@ -92,6 +92,8 @@ pub struct Events {
     /// Malformed events dropped so far.
     pub dropped: usize,
     pub usage: Usage,
+    /// Scrubs the excerpt of a dropped event before it is logged.
+    pub redact: Option<std::sync::Arc<crate::gateway::observe::redact::Redactor>>,
 }
 
 impl Events {
@@ -103,6 +105,7 @@ impl Events {
             finished: false,
             dropped: 0,
             usage: Usage::default(),
+            redact: None,
         }
     }
 
@@ -163,9 +166,15 @@ impl Events {
                 out.extend_from_slice(&buf[start..stop]);
             } else {
                 self.dropped += 1;
+                // Scrubbed whole, then cut: a key must not survive as a cut-off prefix.
+                let text = String::from_utf8_lossy(&buf[start..stop]);
+                let text = match &self.redact {
+                    Some(r) => r.text(&text).into_owned(),
+                    None => text.into_owned(),
+                };
                 tracing::warn!(
                     "dropped a malformed stream event: {:?}",
-                    String::from_utf8_lossy(&buf[start..stop.min(start + 120)])
+                    crate::gateway::limits::cut_to(&text, 120)
                 );
             }
             end = stop;

@@ -31,6 +31,8 @@ pub struct Relay {
     pub guard: StreamGuard,
     pub provider: String,
     pub model: String,
+    /// Keys the policy holds, redacted from every relayed event and log line.
+    pub redact: std::sync::Arc<crate::gateway::observe::redact::Redactor>,
 }
 
 struct State {
@@ -60,8 +62,10 @@ fn append(tail: Bytes, end: &[u8]) -> Bytes {
 
 /// The client-facing body stream.
 pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let mut events = Events::new(r.framing);
+    events.redact = Some(r.redact.clone());
     let state = State {
-        events: Events::new(r.framing),
+        events,
         first: Some(r.first.clone()),
         relay: r,
         done: false,
@@ -74,7 +78,7 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
             if let Some(first) = st.first.take() {
                 let out = st.events.push(first);
                 if !out.is_empty() {
-                    return Some((Ok(out), st));
+                    return Some((Ok(st.relay.redact.bytes(out)), st));
                 }
                 continue;
             }
@@ -88,7 +92,7 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
                         if out.is_empty() {
                             continue;
                         }
-                        return Some((Ok(out), st));
+                        return Some((Ok(st.relay.redact.bytes(out)), st));
                     }
                     Ok(Some(Err(e))) => Some(format!("the upstream stream failed: {}", super::failed::describe(&e))),
                     Ok(None) => None,
@@ -101,7 +105,7 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
             r.guard.metrics().tokens(&r.provider, &r.model, usage);
             let tail = match failure {
                 Some(_) => Bytes::new(),
-                None => st.events.finish(),
+                None => r.redact.bytes(st.events.finish()),
             };
             let message = match failure {
                 Some(m) => m,

@@ -115,6 +115,26 @@ fn join(a: Ty, b: Ty) -> Ty {
 
 /// Turns `cel` parse errors into issues with byte ranges.
 pub(super) fn syntax_issues(src: &str, errors: &ParseErrors) -> Vec<CelIssue> {
+    // The parser's own recursion limit (a long `?:` chain) cascades into internal errors;
+    // one issue in the words of the tree-depth limit says what to change.
+    if errors
+        .errors
+        .iter()
+        .any(|e| e.msg.contains("Recursion limit"))
+    {
+        return vec![CelIssue {
+            code: "cel-syntax",
+            severity: Severity::Error,
+            message: format!(
+                "the expression is nested too deeply for the CEL parser (a chain of `?:` or of operators); aigw accepts at most {} levels",
+                super::guard::MAX_DEPTH
+            ),
+            help: Some(
+                "shorten the chain: test a list with `in` (m.id in ['a', 'b']), or split the expression into several strategies".into(),
+            ),
+            range: 0..src.len(),
+        }];
+    }
     let mut issues: Vec<CelIssue> = Vec::new();
     for e in &errors.errors {
         // The lexer and parser count columns in characters; macro expansion errors, positioned
@@ -150,6 +170,28 @@ pub(super) fn syntax_issues(src: &str, errors: &ParseErrors) -> Vec<CelIssue> {
         });
     }
     issues
+}
+
+/// Compiled size allowed for a `matches` pattern. The `cel` crate compiles the pattern on every
+/// call, once per model per uncached plan: `(?:\w{50}){50}` (Unicode `\w`, 2,500 times) took
+/// ~3 s each time. Ordinary patterns compile to a few KiB.
+const MAX_REGEX_BYTES: usize = 256 * 1024;
+
+/// Why a literal `matches` pattern is refused: it compiles to more than [`MAX_REGEX_BYTES`].
+/// (An invalid pattern is left to the evaluation error it already gets.) The size limit stops
+/// the compiler as soon as it is passed, so checking costs little.
+fn costly_regex(pattern: &str) -> Option<String> {
+    match regex::RegexBuilder::new(pattern)
+        .size_limit(MAX_REGEX_BYTES)
+        .build()
+    {
+        Err(regex::Error::CompiledTooBig(_)) => Some(format!(
+            "the pattern compiles to more than {} KiB, too costly to run for every model of every request; aigw accepts at most {} KiB",
+            MAX_REGEX_BYTES / 1024,
+            MAX_REGEX_BYTES / 1024
+        )),
+        _ => None,
+    }
 }
 
 /// The byte offset of a 1-based (line, column) position.
@@ -805,6 +847,19 @@ impl Checker<'_> {
             return self.unknown_function(e, c, element);
         }
         let args = self.args(c);
+        if name == "matches"
+            && let Some(pattern) = c.args.last()
+            && let Expr::Literal(LiteralValue::String(text)) = &pattern.expr
+            && let Some(message) = costly_regex(text.inner())
+        {
+            let range = self.span(pattern);
+            self.issue(
+                "cel-syntax",
+                range,
+                message,
+                Some("use a simpler pattern (fewer and smaller counted repetitions such as `{50}`), or `startsWith` / `contains`".into()),
+            );
+        }
         if AIGW_FUNCTIONS.contains(&name) {
             return self.aigw_function(e, c, receiver, &args);
         }

@@ -8,10 +8,14 @@
 //!   threads (2 MiB, where reloads build engines) have for even 15 parentheses. The memory is
 //!   only reserved; pages are touched as the parser recurses.
 //!
-//! The limit also bounds evaluation, which runs on the gateway's worker threads (2 MiB stacks):
-//! 32 levels were measured to evaluate well within that in a debug build.
+//! - [`tree_too_deep`] rejects, after parsing, a tree deeper than [`MAX_DEPTH`]: operator chains
+//!   such as `1 + 1 + … + 1` have no brackets but recurse as deep in evaluation.
+//!
+//! Evaluation recurses once per tree level; [`MAX_DEPTH`] bounds it and `run` gives it
+//! [`EVAL_RED_ZONE`] of stack (see there), so whatever compiles also evaluates.
 
 use super::{CelIssue, Severity};
+use cel::common::ast::{EntryExpr, Expr, IdedEntryExpr, IdedExpr};
 
 /// Deepest nesting accepted.
 pub const MAX_NESTING: usize = 32;
@@ -81,6 +85,64 @@ pub fn too_deep(expr: &str) -> Option<CelIssue> {
         ),
         help: Some(
             "remove redundant parentheses or split the expression into several strategies".into(),
+        ),
+        range: 0..expr.len(),
+    })
+}
+
+/// Deepest parsed expression tree accepted: binary operators (`1 + 1 + … + 1`, `a || b || …`),
+/// selections and calls each add a level, which the text's bracket [`nesting`] does not see.
+/// Real strategies are under 20 levels deep.
+pub const MAX_DEPTH: usize = 100;
+
+/// Stack an evaluation must have left, else it runs on a new segment of [`EVAL_STACK`]: the
+/// `cel` interpreter takes up to ~35 KiB per level of arithmetic in a debug build (measured;
+/// less in release), so [`MAX_DEPTH`] levels need ~3.5 MiB. Serve's workers run on the main
+/// thread (8 MiB) and on threads of 16 MiB: there the check is a comparison, not a switch.
+pub const EVAL_RED_ZONE: usize = 4 * 1024 * 1024;
+pub const EVAL_STACK: usize = 8 * 1024 * 1024;
+
+/// The depth of the parsed expression tree. Recursive: it runs where the parser just ran, on
+/// [`with_stack`]'s thread.
+pub fn depth(e: &IdedExpr) -> usize {
+    let children: Vec<&IdedExpr> = match &e.expr {
+        Expr::Call(c) => c.target.as_deref().into_iter().chain(&c.args).collect(),
+        Expr::Comprehension(c) => vec![
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ],
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => entries(&m.entries),
+        Expr::Struct(s) => entries(&s.entries),
+        Expr::Select(s) => vec![&s.operand],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    };
+    1 + children.into_iter().map(depth).max().unwrap_or(0)
+}
+
+fn entries(list: &[IdedEntryExpr]) -> Vec<&IdedExpr> {
+    list.iter()
+        .flat_map(|entry| match &entry.expr {
+            EntryExpr::StructField(f) => vec![&f.value],
+            EntryExpr::MapEntry(m) => vec![&m.key, &m.value],
+        })
+        .collect()
+}
+
+/// An error when the parsed tree of `expr` is deeper than [`MAX_DEPTH`].
+pub fn tree_too_deep(expr: &str, tree: &IdedExpr) -> Option<CelIssue> {
+    let n = depth(tree);
+    (n > MAX_DEPTH).then(|| CelIssue {
+        code: "cel-syntax",
+        severity: Severity::Error,
+        message: format!(
+            "the expression is {n} levels deep (each operator, call or field selection inside another adds one, e.g. a chain of `+`); aigw accepts at most {MAX_DEPTH} levels"
+        ),
+        help: Some(
+            "shorten the chain, or split the expression into several strategies".into(),
         ),
         range: 0..expr.len(),
     })

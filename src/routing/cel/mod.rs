@@ -183,6 +183,9 @@ fn compile_checked(
         Ok(program) => program,
         Err(errors) => return Err(check::syntax_issues(expr, &errors)),
     };
+    if let Some(issue) = guard::tree_too_deep(expr, program.expression()) {
+        return Err(vec![issue]);
+    }
     let (errors, warnings): (Vec<_>, Vec<_>) = check::check(expr, kind)
         .into_iter()
         .partition(|issue| issue.severity == Severity::Error);
@@ -476,7 +479,12 @@ fn run(s: &Strategy, roots: &Roots<'_>, want: ObjKind, seed: u64) -> Result<Vec<
     ctx.set_variable_resolver(roots);
     let _rng = functions::SeededRng::new(seed);
     let _natives = native::Installed::new(&s.natives);
-    let value = Value::resolve_val(&s.expr, &ctx).map_err(|e| EvalError::Failed {
+    // The interpreter recurses once per level of the tree (at most guard::MAX_DEPTH): run it
+    // where that much stack is left, on a fresh segment when the calling thread is short.
+    let value = stacker::maybe_grow(guard::EVAL_RED_ZONE, guard::EVAL_STACK, || {
+        Value::resolve_val(&s.expr, &ctx)
+    })
+    .map_err(|e| EvalError::Failed {
         message: e.to_string(),
     })?;
     selection(&*value, want)

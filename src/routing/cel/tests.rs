@@ -1387,3 +1387,81 @@ fn native_key_comprehensions_match_the_interpreter() {
         assert_eq!(eval_keys(&fast, &ks, 1), eval_keys(&slow, &ks, 1), "{expr}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Depth: whatever compiles evaluates within a small stack (issue 23)
+
+/// Expressions of about `n` levels without brackets: arithmetic chains, a ternary chain.
+fn deep_shapes(n: usize) -> Vec<String> {
+    let chain = |op: &str, term: &str| vec![term; n].join(op);
+    vec![
+        format!("ai.models.filter(m, {} > 0)", chain(" + ", "1")),
+        format!("ai.models.filter(m, {} == 1)", chain(" * ", "1")),
+        format!(
+            "ai.models.filter(m, {}true)",
+            "m.id == 'x' ? false : ".repeat(n)
+        ),
+        format!("ai.models.filter(m, {}1 > 0)", "1 - ".repeat(n)),
+    ]
+}
+
+/// Evaluates `expr` on a thread with 1 MiB of stack; the number of models selected.
+fn select_on_small_stack(expr: &str) -> usize {
+    let s = compiled(expr, StrategyKind::Models);
+    std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || eval_models(&s, &universe(), ALL, 7).map(|v| v.len()))
+        .unwrap()
+        .join()
+        .unwrap_or_else(|_| panic!("{expr:.60}…: evaluation panicked"))
+        .unwrap_or_else(|e| panic!("{expr:.60}…: {e}"))
+}
+
+#[test]
+fn every_expression_that_compiles_evaluates_on_a_one_mib_stack() {
+    // Just under the limit: accepted, and evaluated on a 1 MiB thread (a fresh segment is taken
+    // for it: unguarded, 30 levels of `+` overflowed this thread in a debug build).
+    for expr in deep_shapes(guard::MAX_DEPTH - 8) {
+        select_on_small_stack(&expr);
+    }
+    // The parser balances `||` and `&&` chains: 5,000 terms are 13 levels, accepted and run.
+    let ors = vec!["m.id == 'x'"; 5000].join(" || ");
+    assert_eq!(
+        select_on_small_stack(&format!("ai.models.filter(m, {ors})")),
+        0
+    );
+    let ands = vec!["m.id != 'x'"; 5000].join(" && ");
+    assert_eq!(
+        select_on_small_stack(&format!("ai.models.filter(m, {ands})")),
+        ALL.len()
+    );
+}
+
+#[test]
+fn expressions_deeper_than_the_limit_are_refused_naming_it() {
+    for expr in deep_shapes(5000) {
+        let (code, message, range) = model_issue(&expr);
+        assert_eq!(code, "cel-syntax", "{expr:.60}");
+        assert!(
+            message.contains(&format!("aigw accepts at most {} levels", guard::MAX_DEPTH)),
+            "{expr:.60}…: {message}"
+        );
+        assert!(
+            range == expr,
+            "{expr:.60}…: the range is not the expression"
+        );
+    }
+}
+
+#[test]
+fn costly_regex_patterns_are_refused_and_ordinary_ones_run() {
+    let (code, message, range) =
+        model_issue(r#"ai.models.filter(m, m.id.matches('(?:\\w{50}){50}'))"#);
+    assert_eq!(code, "cel-syntax");
+    assert!(message.contains("too costly"), "{message}");
+    assert_eq!(range, r#"'(?:\\w{50}){50}'"#);
+    assert_eq!(
+        select("ai.models.filter(m, m.id.matches('^gpt-[0-9a-z.-]+$'))").len(),
+        select("ai.models.filter(m, m.id.startsWith('gpt-'))").len()
+    );
+}
