@@ -321,6 +321,55 @@ fn is_private_http(url: &str) -> bool {
 
 /// Converts a LiteLLM proxy config. `name` is the file name for the header comment.
 pub fn convert(name: &str, text: &str) -> Result<Conversion, ConvertError> {
+    let root = parse_root(text)?;
+    let mut r = Reader {
+        text,
+        notes: Vec::new(),
+        used: HashSet::new(),
+        opened: HashSet::new(),
+    };
+    r.open(&root);
+    let deployments = read_model_list(&mut r, &root)?;
+
+    let mut out = OutPolicy::default();
+    let mut serve_flags: Vec<String> = Vec::new();
+    let mut base_url_flags: Vec<String> = Vec::new();
+    read_settings(&mut r, &root, &mut out, &mut serve_flags);
+    let wildcard = assemble(&mut r, &deployments, &mut out, &mut base_url_flags);
+    out.only_allow_configured_models = !wildcard;
+    serve_flags.splice(0..0, base_url_flags);
+    model_group_aliases(&mut r, &root, &deployments, &mut out);
+    r.leftovers(&root, "");
+
+    r.notes.sort_by_key(|n| n.line);
+    let names: Vec<&str> = {
+        let mut seen = HashSet::new();
+        deployments
+            .iter()
+            .map(|d| d.name.as_str())
+            .filter(|n| seen.insert(*n))
+            .collect()
+    };
+    let not_carried = r
+        .notes
+        .iter()
+        .filter(|n| n.kind == NoteKind::NotCarried)
+        .count();
+    out.header = header(name, &serve_flags, not_carried);
+    let providers = out.providers.len();
+    Ok(Conversion {
+        policy: super::emit::write(&out),
+        notes: r.notes,
+        serve_flags,
+        deployments: deployments.len(),
+        model_names: names.len(),
+        providers,
+        example_model: names.first().map(|s| s.to_string()),
+    })
+}
+
+/// The file's top-level mapping, or why it is not a LiteLLM config at all.
+fn parse_root(text: &str) -> Result<Node, ConvertError> {
     let root = match node::parse(text) {
         Ok(Some(root)) => root,
         Ok(None) => {
@@ -349,14 +398,13 @@ pub fn convert(name: &str, text: &str) -> Result<Conversion, ConvertError> {
             help: "pass a LiteLLM proxy config.yaml (the file given to `litellm --config`)".into(),
         });
     }
-    let mut r = Reader {
-        text,
-        notes: Vec::new(),
-        used: HashSet::new(),
-        opened: HashSet::new(),
-    };
-    r.open(&root);
-    let Some((_, list)) = r.take(&root, "model_list") else {
+    Ok(root)
+}
+
+/// The deployments of `model_list` that can be converted (the others are noted); an error
+/// when there is none, since a policy without models routes nothing.
+fn read_model_list(r: &mut Reader, root: &Node) -> Result<Vec<Deployment>, ConvertError> {
+    let Some((_, list)) = r.take(root, "model_list") else {
         return Err(ConvertError {
             line: None,
             message: "no `model_list`: there is nothing to route".into(),
@@ -365,7 +413,7 @@ pub fn convert(name: &str, text: &str) -> Result<Conversion, ConvertError> {
     };
     let Some(entries) = list.as_seq() else {
         return Err(ConvertError {
-            line: Some(line_of(text, list.span.start)),
+            line: Some(line_of(r.text, list.span.start)),
             message: format!("`model_list` is {}, expected a list", list.value.kind()),
             help: "write `model_list:` followed by `- model_name: …` entries".into(),
         });
@@ -374,43 +422,23 @@ pub fn convert(name: &str, text: &str) -> Result<Conversion, ConvertError> {
 
     let mut deployments = Vec::new();
     for entry in entries {
-        if let Some(d) = read_deployment(&mut r, entry) {
+        if let Some(d) = read_deployment(r, entry) {
             deployments.push(d);
         }
     }
     if deployments.is_empty() {
         return Err(ConvertError {
-            line: Some(line_of(text, list.span.start)),
+            line: Some(line_of(r.text, list.span.start)),
             message: "no `model_list` entry could be converted".into(),
             help: "each entry needs `model_name` and `litellm_params.model` with a provider prefix such as `ollama/` or `openai/`".into(),
         });
     }
+    Ok(deployments)
+}
 
-    let mut out = OutPolicy::default();
-    let mut serve_flags: Vec<String> = Vec::new();
-    let mut base_url_flags: Vec<String> = Vec::new();
-    read_settings(&mut r, &root, &mut out, &mut serve_flags);
-    let wildcard = assemble(&mut r, &deployments, &mut out, &mut base_url_flags);
-    out.only_allow_configured_models = !wildcard;
-    serve_flags.splice(0..0, base_url_flags);
-    model_group_aliases(&mut r, &root, &deployments, &mut out);
-    r.leftovers(&root, "");
-
-    r.notes.sort_by_key(|n| n.line);
-    let names: Vec<&str> = {
-        let mut seen = HashSet::new();
-        deployments
-            .iter()
-            .map(|d| d.name.as_str())
-            .filter(|n| seen.insert(*n))
-            .collect()
-    };
-    let not_carried = r
-        .notes
-        .iter()
-        .filter(|n| n.kind == NoteKind::NotCarried)
-        .count();
-    out.header = vec![
+/// The policy's header comment: where it came from, how keys are read, how to serve it.
+fn header(name: &str, serve_flags: &[String], not_carried: usize) -> Vec<String> {
+    let mut header = vec![
         format!("Converted from {name} (a LiteLLM proxy config) by `aigw convert`."),
         "API keys are not copied: ${secrets.get('env', 'NAME')} reads the environment variable"
             .into(),
@@ -418,33 +446,24 @@ pub fn convert(name: &str, text: &str) -> Result<Conversion, ConvertError> {
             .into(),
     ];
     if serve_flags.is_empty() {
-        out.header
-            .push("Serve it with: aigw serve --policy THIS_FILE".into());
+        header.push("Serve it with: aigw serve --policy THIS_FILE".into());
     } else {
-        out.header.push(format!(
+        header.push(format!(
             "Serve it with: aigw serve --policy THIS_FILE {}",
             serve_flags.join(" ")
         ));
     }
     if not_carried > 0 {
-        out.header.push(format!(
+        header.push(format!(
             "{not_carried} setting{} could not be carried over; `aigw convert` listed {} on stderr.",
             if not_carried == 1 { "" } else { "s" },
             if not_carried == 1 { "it" } else { "them" }
         ));
     }
-    let providers = out.providers.len();
-    Ok(Conversion {
-        policy: super::emit::write(&out),
-        notes: r.notes,
-        serve_flags,
-        deployments: deployments.len(),
-        model_names: names.len(),
-        providers,
-        example_model: names.first().map(|s| s.to_string()),
-    })
+    header
 }
 
+/// One `model_list` entry as a deployment; `None` (noted) when it cannot be carried over.
 fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
     let at = entry.span.start;
     if entry.as_map().is_none() {
@@ -491,7 +510,34 @@ fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
             return None;
         }
     };
-    let api_base = r
+    let Some((kind, api_base)) = address(r, at, name, model, kind, params) else {
+        r.close(entry);
+        return None;
+    };
+    let key = key_of(r, params, &kind);
+    Some(Deployment {
+        line: line_of(r.text, at),
+        name: name.to_string(),
+        kind,
+        upstream,
+        api_base,
+        key,
+        model_text: model.to_string(),
+    })
+}
+
+/// Where a deployment is served: its `api_base`, dropped when it is the built-in provider's
+/// own address; an `openai/` at another address becomes an OpenAI-compatible provider.
+/// `None` (noted) when the address is unusable or missing where one is needed.
+fn address(
+    r: &mut Reader,
+    at: usize,
+    name: &str,
+    model: &str,
+    mut kind: Kind,
+    params: &Node,
+) -> Option<(Kind, Option<String>)> {
+    let mut api_base = r
         .take(params, "api_base")
         .and_then(|(_, n)| n.as_str())
         .map(|s| s.trim().trim_end_matches('/').to_string())
@@ -504,11 +550,8 @@ fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
             NoteKind::NotCarried,
             format!("`{name}`: api_base `{b}` is not an http:// or https:// URL; skipped"),
         );
-        r.close(entry);
         return None;
     }
-    let mut kind = kind;
-    let mut api_base = api_base;
     if let (Kind::Builtin { id, base, .. }, Some(b)) = (&kind, &api_base) {
         if b == base {
             api_base = None;
@@ -540,10 +583,15 @@ fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
                 "`{name}` ({model}) has no `api_base`, so there is no address to route to; skipped"
             ),
         );
-        r.close(entry);
         return None;
     }
-    let key = match r.take(params, "api_key").map(|(_, n)| n) {
+    Some((kind, api_base))
+}
+
+/// The key a deployment uses: `os.environ/NAME`, a literal (never copied), or the variable
+/// LiteLLM reads by default for its provider.
+fn key_of(r: &mut Reader, params: &Node, kind: &Kind) -> Option<KeyRef> {
+    match r.take(params, "api_key").map(|(_, n)| n) {
         Some(n) => match n.as_str().map(str::trim) {
             Some(s) if s.starts_with("os.environ/") => {
                 Some(KeyRef::Env(s["os.environ/".len()..].to_string()))
@@ -551,22 +599,13 @@ fn read_deployment(r: &mut Reader, entry: &Node) -> Option<Deployment> {
             Some("") | None => None,
             Some(_) => Some(KeyRef::Literal(format!("{}", n.span.start))),
         },
-        None => match &kind {
+        None => match kind {
             // LiteLLM reads the provider's usual variable when no key is given.
             Kind::Builtin { env, .. } => Some(KeyRef::Env(env.to_string())),
             Kind::Azure => Some(KeyRef::Env("AZURE_API_KEY".into())),
             _ => None,
         },
-    };
-    Some(Deployment {
-        line: line_of(r.text, at),
-        name: name.to_string(),
-        kind,
-        upstream,
-        api_base,
-        key,
-        model_text: model.to_string(),
-    })
+    }
 }
 
 /// Router and proxy settings: timeouts into the policy, cooldowns into serve flags, the rest
@@ -748,162 +787,241 @@ fn assemble(
     out: &mut OutPolicy,
     flags: &mut Vec<String>,
 ) -> bool {
-    let mut index: HashMap<Group, usize> = HashMap::new();
-    let mut taken: HashSet<String> = BUILTINS.iter().map(|b| b.1.to_string()).collect();
-    let mut keys_of: Vec<Vec<KeyRef>> = Vec::new();
-    let mut lines_of: Vec<Vec<usize>> = Vec::new();
-    let mut prefixes_of: Vec<Vec<String>> = Vec::new();
-    // Where each deployment went: (provider index, model id).
-    let mut placed: Vec<Option<(usize, String)>> = Vec::new();
-    let mut wildcard = false;
+    let mut providers = Providers::new();
+    // Where each deployment went: (provider index, model id); `None` for a wildcard.
+    let placed: Vec<Option<(usize, String)>> = deployments
+        .iter()
+        .map(|d| {
+            let pi = providers.provider_for(r, d, out, flags);
+            providers.sources[pi].record(d);
+            place_model(r, d, pi, out)
+        })
+        .collect();
+    providers.describe(r, deployments, out);
+    name_models(r, deployments, &placed, out);
+    placed.iter().any(Option::is_none)
+}
 
-    for d in deployments {
-        let group = match &d.kind {
-            Kind::Builtin { id, .. } => Group::Builtin(id),
-            Kind::Ollama => Group::At(
-                "ollama".into(),
-                d.api_base
-                    .clone()
-                    .unwrap_or_else(|| "http://localhost:11434".into()),
-                d.key.clone(),
-            ),
-            Kind::Azure => Group::At(
-                "azure".into(),
-                d.api_base.clone().unwrap_or_default(),
-                d.key.clone(),
-            ),
-            Kind::Compatible { label } => Group::At(
-                label.to_string(),
-                d.api_base.clone().unwrap_or_default(),
-                d.key.clone(),
-            ),
-        };
-        let pi = match index.get(&group) {
-            Some(&i) => i,
-            None => {
-                let (id, base_url) = match &group {
-                    Group::Builtin(id) => (id.to_string(), None),
-                    Group::At(label, base, _) => {
-                        let id = unique_id(label, &mut taken);
-                        let url = if d.kind == Kind::Azure {
-                            format!("{base}/openai/v1")
-                        } else {
-                            base.clone()
-                        };
-                        if is_private_http(&url) {
-                            // ngrok allows http:// only for .internal names; map it locally.
-                            flags.push(format!("--base-url {id}={url}"));
-                            r.note(
-                                line_start(r.text, d.line),
-                                NoteKind::ServeFlag,
-                                format!("`{url}` is plain http on another host: the policy says https://{id}.internal (valid for ngrok too) and `--base-url {id}={url}` points it at the box"),
-                            );
-                            (id.clone(), Some(format!("https://{id}.internal")))
-                        } else {
-                            (id, Some(url))
-                        }
-                    }
-                };
-                index.insert(group.clone(), out.providers.len());
-                out.providers.push(OutProvider {
-                    id,
-                    base_url,
-                    ..OutProvider::default()
-                });
-                keys_of.push(Vec::new());
-                lines_of.push(Vec::new());
-                prefixes_of.push(Vec::new());
-                out.providers.len() - 1
-            }
-        };
-        lines_of[pi].push(d.line);
+/// What one provider was built from: its model_list lines, model prefixes and distinct keys.
+#[derive(Default)]
+struct Sources {
+    lines: Vec<usize>,
+    prefixes: Vec<String>,
+    keys: Vec<KeyRef>,
+}
+
+impl Sources {
+    /// Remembers where a deployment of this provider came from, for the comment and the keys.
+    fn record(&mut self, d: &Deployment) {
+        self.lines.push(d.line);
         let prefix = d
             .model_text
             .split_once('/')
             .map_or("(no prefix)".to_string(), |(p, _)| format!("{p}/"));
-        if !prefixes_of[pi].contains(&prefix) {
-            prefixes_of[pi].push(prefix);
+        if !self.prefixes.contains(&prefix) {
+            self.prefixes.push(prefix);
         }
         if let Some(k) = &d.key
-            && !keys_of[pi].contains(k)
+            && !self.keys.contains(k)
         {
-            keys_of[pi].push(k.clone());
+            self.keys.push(k.clone());
         }
-        if d.upstream.contains('*') {
-            wildcard = true;
-            r.note(
-                line_start(r.text, d.line),
-                NoteKind::Warning,
-                format!("`{}` is a wildcard: the policy allows any model of `{}`, which clients name as `{}:MODEL`", d.model_text, out.providers[pi].id, out.providers[pi].id),
-            );
-            placed.push(None);
-            continue;
+    }
+}
+
+/// The providers made so far, found by `Group`, with what each was built from.
+struct Providers {
+    index: HashMap<Group, usize>,
+    /// Provider ids in use (the built-in ones first), so a new one gets a unique id.
+    taken: HashSet<String>,
+    /// Parallel to `out.providers`.
+    sources: Vec<Sources>,
+}
+
+impl Providers {
+    fn new() -> Self {
+        Providers {
+            index: HashMap::new(),
+            taken: BUILTINS.iter().map(|b| b.1.to_string()).collect(),
+            sources: Vec::new(),
         }
-        let p = &mut out.providers[pi];
-        // Model names match case-insensitively: `GPT-4O` is the `gpt-4o` already listed.
-        let id = match p
-            .models
-            .iter()
-            .find(|m| m.id.eq_ignore_ascii_case(&d.upstream))
-        {
-            Some(m) => m.id.clone(),
-            None => {
-                p.models.push(OutModel {
-                    id: d.upstream.clone(),
-                    aliases: Vec::new(),
-                });
-                d.upstream.clone()
+    }
+
+    /// The index of the provider that serves `d`, made on first use.
+    fn provider_for(
+        &mut self,
+        r: &mut Reader,
+        d: &Deployment,
+        out: &mut OutPolicy,
+        flags: &mut Vec<String>,
+    ) -> usize {
+        let group = group_of(d);
+        if let Some(&i) = self.index.get(&group) {
+            return i;
+        }
+        let (id, base_url) = match &group {
+            Group::Builtin(id) => (id.to_string(), None),
+            Group::At(label, base, _) => {
+                let id = unique_id(label, &mut self.taken);
+                let url = if d.kind == Kind::Azure {
+                    format!("{base}/openai/v1")
+                } else {
+                    base.clone()
+                };
+                let base_url = policy_base_url(r, d, &id, url, flags);
+                (id, Some(base_url))
             }
         };
-        placed.push(Some((pi, id)));
+        self.index.insert(group, out.providers.len());
+        out.providers.push(OutProvider {
+            id,
+            base_url,
+            ..OutProvider::default()
+        });
+        self.sources.push(Sources::default());
+        out.providers.len() - 1
     }
 
-    for (pi, p) in out.providers.iter_mut().enumerate() {
-        let lines: Vec<String> = lines_of[pi].iter().map(usize::to_string).collect();
-        p.comment = format!(
-            "from model_list line{} {} ({})",
-            if lines.len() == 1 { "" } else { "s" },
-            lines.join(", "),
-            prefixes_of[pi].join(", ")
-        );
-        let mut literal = 0;
-        for k in &keys_of[pi] {
-            match k {
-                KeyRef::Env(var) => p.keys.push(format!("${{secrets.get('env', '{var}')}}")),
-                KeyRef::Literal(_) => {
-                    literal += 1;
-                    let name = if literal == 1 {
-                        "api-key".to_string()
-                    } else {
-                        format!("api-key-{literal}")
-                    };
-                    let var = crate::policy::secrets::env_name(Some(&p.id), &name);
-                    p.keys
-                        .push(format!("${{secrets.get('{}', '{name}')}}", p.id));
-                    let at = deployments
-                        .iter()
-                        .zip(&placed)
-                        .find(|(d, _)| d.key.as_ref() == Some(k))
-                        .map_or(0, |(d, _)| line_start(r.text, d.line));
-                    r.note(
-                        at,
-                        NoteKind::Warning,
-                        format!("a literal api_key for `{}` was not copied; export {var}=<the key> (or put `{}: {{{name}: …}}` in a --secrets file)", p.id, p.id),
-                    );
-                }
+    /// Gives each provider its comment and keys, with notes on keys that were not carried.
+    fn describe(&self, r: &mut Reader, deployments: &[Deployment], out: &mut OutPolicy) {
+        for (p, src) in out.providers.iter_mut().zip(&self.sources) {
+            let lines: Vec<String> = src.lines.iter().map(usize::to_string).collect();
+            p.comment = format!(
+                "from model_list line{} {} ({})",
+                if lines.len() == 1 { "" } else { "s" },
+                lines.join(", "),
+                src.prefixes.join(", ")
+            );
+            provider_keys(r, deployments, p, &src.keys);
+            if src.keys.len() > 1 {
+                r.note(
+                    line_start(r.text, src.lines[0]),
+                    NoteKind::Warning,
+                    format!("`{}` has {} keys: aigw tries each model with every key in turn, where LiteLLM bound each key to its deployment", p.id, src.keys.len()),
+                );
             }
         }
-        if keys_of[pi].len() > 1 {
-            r.note(
-                line_start(r.text, lines_of[pi][0]),
-                NoteKind::Warning,
-                format!("`{}` has {} keys: aigw tries each model with every key in turn, where LiteLLM bound each key to its deployment", p.id, keys_of[pi].len()),
-            );
+    }
+}
+
+/// The provider a deployment belongs to: same kind, address and key.
+fn group_of(d: &Deployment) -> Group {
+    match &d.kind {
+        Kind::Builtin { id, .. } => Group::Builtin(id),
+        Kind::Ollama => Group::At(
+            "ollama".into(),
+            d.api_base
+                .clone()
+                .unwrap_or_else(|| "http://localhost:11434".into()),
+            d.key.clone(),
+        ),
+        Kind::Azure => Group::At(
+            "azure".into(),
+            d.api_base.clone().unwrap_or_default(),
+            d.key.clone(),
+        ),
+        Kind::Compatible { label } => Group::At(
+            label.to_string(),
+            d.api_base.clone().unwrap_or_default(),
+            d.key.clone(),
+        ),
+    }
+}
+
+/// The base_url the policy names for provider `id` at `url`.
+fn policy_base_url(
+    r: &mut Reader,
+    d: &Deployment,
+    id: &str,
+    url: String,
+    flags: &mut Vec<String>,
+) -> String {
+    if !is_private_http(&url) {
+        return url;
+    }
+    // ngrok allows http:// only for .internal names; map it locally.
+    flags.push(format!("--base-url {id}={url}"));
+    r.note(
+        line_start(r.text, d.line),
+        NoteKind::ServeFlag,
+        format!("`{url}` is plain http on another host: the policy says https://{id}.internal (valid for ngrok too) and `--base-url {id}={url}` points it at the box"),
+    );
+    format!("https://{id}.internal")
+}
+
+/// Lists `d`'s model on provider `pi` (once, whatever its case); `None` for a wildcard.
+fn place_model(
+    r: &mut Reader,
+    d: &Deployment,
+    pi: usize,
+    out: &mut OutPolicy,
+) -> Option<(usize, String)> {
+    if d.upstream.contains('*') {
+        let pid = &out.providers[pi].id;
+        r.note(
+            line_start(r.text, d.line),
+            NoteKind::Warning,
+            format!("`{}` is a wildcard: the policy allows any model of `{pid}`, which clients name as `{pid}:MODEL`", d.model_text),
+        );
+        return None;
+    }
+    let p = &mut out.providers[pi];
+    // Model names match case-insensitively: `GPT-4O` is the `gpt-4o` already listed.
+    let id = match p
+        .models
+        .iter()
+        .find(|m| m.id.eq_ignore_ascii_case(&d.upstream))
+    {
+        Some(m) => m.id.clone(),
+        None => {
+            p.models.push(OutModel {
+                id: d.upstream.clone(),
+                aliases: Vec::new(),
+            });
+            d.upstream.clone()
+        }
+    };
+    Some((pi, id))
+}
+
+/// Writes a provider's keys as secret lookups; a literal key is never copied, only noted.
+fn provider_keys(r: &mut Reader, deployments: &[Deployment], p: &mut OutProvider, keys: &[KeyRef]) {
+    let mut literal = 0;
+    for k in keys {
+        match k {
+            KeyRef::Env(var) => p.keys.push(format!("${{secrets.get('env', '{var}')}}")),
+            KeyRef::Literal(_) => {
+                literal += 1;
+                let name = if literal == 1 {
+                    "api-key".to_string()
+                } else {
+                    format!("api-key-{literal}")
+                };
+                let var = crate::policy::secrets::env_name(Some(&p.id), &name);
+                p.keys
+                    .push(format!("${{secrets.get('{}', '{name}')}}", p.id));
+                let at = deployments
+                    .iter()
+                    .find(|d| d.key.as_ref() == Some(k))
+                    .map_or(0, |d| line_start(r.text, d.line));
+                r.note(
+                    at,
+                    NoteKind::Warning,
+                    format!("a literal api_key for `{}` was not copied; export {var}=<the key> (or put `{}: {{{name}: …}}` in a --secrets file)", p.id, p.id),
+                );
+            }
         }
     }
+}
 
-    // Names: a model_name that differs from the upstream id becomes an alias. Aliases are unique
-    // across models, except that one id on several providers is one model and may share one.
+/// Names: a model_name that differs from the upstream id becomes an alias. Aliases are unique
+/// across models, except that one id on several providers is one model and may share one.
+fn name_models(
+    r: &mut Reader,
+    deployments: &[Deployment],
+    placed: &[Option<(usize, String)>],
+    out: &mut OutPolicy,
+) {
     let ids: HashSet<String> = out
         .providers
         .iter()
@@ -911,7 +1029,7 @@ fn assemble(
         .collect();
     let mut groups: BTreeMap<usize, (&str, Vec<Member>)> = BTreeMap::new();
     let mut first_of: HashMap<&str, usize> = HashMap::new();
-    for (i, (d, place)) in deployments.iter().zip(&placed).enumerate() {
+    for (i, (d, place)) in deployments.iter().zip(placed).enumerate() {
         let Some(place) = place else { continue };
         let g = *first_of.entry(d.name.as_str()).or_insert(i);
         groups
@@ -921,45 +1039,55 @@ fn assemble(
             .push((i, d, place));
     }
     for (name, members) in groups.values() {
-        let lname = name.to_ascii_lowercase();
-        let owner: String = if ids.contains(&lname) {
-            lname.clone()
-        } else {
-            members[0].2.1.to_ascii_lowercase()
-        };
-        if ids.contains(&lname) && !members.iter().any(|m| m.2.1.eq_ignore_ascii_case(name)) {
-            r.note(
-                line_start(r.text, members[0].1.line),
-                NoteKind::Warning,
-                format!("`{name}` is also the upstream id of another deployment, so in aigw the name reaches that one; clients can name these deployments as `PROVIDER:MODEL`"),
-            );
-        }
-        for (_, d, (pi, id)) in members {
-            if id.eq_ignore_ascii_case(&owner) {
-                if !id.eq_ignore_ascii_case(name) {
-                    let m = model_mut(out, *pi, id);
-                    if !m.aliases.iter().any(|a| a == name) {
-                        m.aliases.push(name.to_string());
-                    }
+        name_group(r, &ids, name, members, out);
+    }
+}
+
+/// Gives one model_name to the deployments that bear it: an alias where it can, a note where not.
+fn name_group(
+    r: &mut Reader,
+    ids: &HashSet<String>,
+    name: &str,
+    members: &[Member],
+    out: &mut OutPolicy,
+) {
+    let lname = name.to_ascii_lowercase();
+    let owner: String = if ids.contains(&lname) {
+        lname.clone()
+    } else {
+        members[0].2.1.to_ascii_lowercase()
+    };
+    if ids.contains(&lname) && !members.iter().any(|m| m.2.1.eq_ignore_ascii_case(name)) {
+        r.note(
+            line_start(r.text, members[0].1.line),
+            NoteKind::Warning,
+            format!("`{name}` is also the upstream id of another deployment, so in aigw the name reaches that one; clients can name these deployments as `PROVIDER:MODEL`"),
+        );
+    }
+    for (_, d, (pi, id)) in members {
+        if id.eq_ignore_ascii_case(&owner) {
+            if !id.eq_ignore_ascii_case(name) {
+                let m = model_mut(out, *pi, id);
+                if !m.aliases.iter().any(|a| a == name) {
+                    m.aliases.push(name.to_string());
                 }
-            } else {
-                let full = format!("{}:{id}", out.providers[*pi].id);
-                r.note(
-                    line_start(r.text, d.line),
-                    NoteKind::Warning,
-                    format!("`{name}` → {}: reachable as `{full}`, not as `{name}` (that name already belongs to `{owner}`; an alias names one model); clients can send `\"models\": [\"{name}\", \"{full}\"]`", d.model_text),
-                );
             }
-        }
-        if members.len() > 1 && members.iter().all(|m| m.2.1.eq_ignore_ascii_case(&owner)) {
+        } else {
+            let full = format!("{}:{id}", out.providers[*pi].id);
             r.note(
-                line_start(r.text, members[0].1.line),
+                line_start(r.text, d.line),
                 NoteKind::Warning,
-                format!("`{name}` has {} deployments: aigw tries them in file order and fails over, where LiteLLM spreads requests across them", members.len()),
+                format!("`{name}` → {}: reachable as `{full}`, not as `{name}` (that name already belongs to `{owner}`; an alias names one model); clients can send `\"models\": [\"{name}\", \"{full}\"]`", d.model_text),
             );
         }
     }
-    wildcard
+    if members.len() > 1 && members.iter().all(|m| m.2.1.eq_ignore_ascii_case(&owner)) {
+        r.note(
+            line_start(r.text, members[0].1.line),
+            NoteKind::Warning,
+            format!("`{name}` has {} deployments: aigw tries them in file order and fails over, where LiteLLM spreads requests across them", members.len()),
+        );
+    }
 }
 
 /// A placed deployment of a model name: (its index, it, (provider index, model id)).

@@ -101,24 +101,55 @@ fn two_gateways(second: &Action, first: &Action) -> Diagnostic {
     .help("keep one ai-gateway action, or guard each with rule `expressions` so that only one matches a request")
 }
 
+/// Checks one ai-gateway action: its providers (names, then each one's own fields), its model
+/// aliases, the settings that cannot work together, and the secrets its headers use.
 fn gateway(
     g: &AiGateway,
     builtins: &dyn BuiltinProviders,
     secrets: Option<&SecretStore>,
     out: &mut Vec<Diagnostic>,
 ) {
-    // Provider ids must be unique, and so must aliases. An alias may equal another provider's
-    // id: ngrok's regional example (`id: openai-eu`, `id_aliases: [openai]`) uses exactly that
-    // to make `openai:` reach both providers.
-    let mut ids: HashMap<String, &Sp<String>> = HashMap::new();
-    let mut aliases: HashMap<String, &Sp<String>> = HashMap::new();
+    let mut names = ProviderNames::default();
     for p in &g.providers {
-        if p.id.contains(':') || p.id.chars().any(char::is_whitespace) {
-            out.push(
-                Diagnostic::new(Code::InvalidProviderId, p.id.span.clone(), format!("provider id `{}` cannot contain `:` or spaces", p.id.value))
-                    .help("clients write `provider:model`, so the id must not contain `:`; pick a name like `ollama-gpu-1`"),
-            );
-        }
+        provider_id_syntax(p, out);
+        names.check(p, out);
+        provider(g, p, builtins, secrets, out);
+    }
+    model_aliases(g, out);
+    empty_allow_lists(g, out);
+    conflicting_settings(g, builtins, out);
+    let templates = g
+        .headers
+        .iter()
+        .chain(g.query_params.iter())
+        .map(|(_, t)| t);
+    for t in templates {
+        secrets_in(t, secrets, out);
+    }
+}
+
+/// Clients write `provider:model`, so an id with `:` or spaces cannot be addressed.
+fn provider_id_syntax(p: &ProviderConfig, out: &mut Vec<Diagnostic>) {
+    if p.id.contains(':') || p.id.chars().any(char::is_whitespace) {
+        out.push(
+            Diagnostic::new(Code::InvalidProviderId, p.id.span.clone(), format!("provider id `{}` cannot contain `:` or spaces", p.id.value))
+                .help("clients write `provider:model`, so the id must not contain `:`; pick a name like `ollama-gpu-1`"),
+        );
+    }
+}
+
+/// Provider ids seen so far, and aliases, lower-cased. Ids must be unique, and so must
+/// aliases. An alias may equal another provider's id: ngrok's regional example
+/// (`id: openai-eu`, `id_aliases: [openai]`) uses exactly that to make `openai:` reach both.
+#[derive(Default)]
+struct ProviderNames<'a> {
+    ids: HashMap<String, &'a Sp<String>>,
+    aliases: HashMap<String, &'a Sp<String>>,
+}
+
+impl<'a> ProviderNames<'a> {
+    /// Records `p`'s id and aliases, reporting each that an earlier provider already took.
+    fn check(&mut self, p: &'a ProviderConfig, out: &mut Vec<Diagnostic>) {
         let names = std::iter::once((&p.id, true)).chain(p.id_aliases.iter().map(|a| (a, false)));
         let mut seen_here: Vec<String> = Vec::new();
         for (name, is_id) in names {
@@ -127,7 +158,11 @@ fn gateway(
                 continue;
             }
             seen_here.push(key.clone());
-            let table = if is_id { &mut ids } else { &mut aliases };
+            let table = if is_id {
+                &mut self.ids
+            } else {
+                &mut self.aliases
+            };
             if let Some(prev) = table.get(&key) {
                 out.push(
                     Diagnostic::new(
@@ -143,13 +178,14 @@ fn gateway(
                 table.insert(key, name);
             }
         }
-        provider(g, p, builtins, secrets, out);
     }
+}
 
-    // Model aliases: unique across all models ("You cannot use an alias that is already in use
-    // as an ID or alias by another model"). Ids repeat legitimately across providers, and a
-    // model with the same id on several providers is one model served by several providers
-    // (two Ollama boxes): they may share an alias, which then names all of them.
+/// Model aliases: unique across all models ("You cannot use an alias that is already in use
+/// as an ID or alias by another model"). Ids repeat legitimately across providers, and a
+/// model with the same id on several providers is one model served by several providers
+/// (two Ollama boxes): they may share an alias, which then names all of them.
+fn model_aliases(g: &AiGateway, out: &mut Vec<Diagnostic>) {
     let mut model_names: HashMap<String, (&Sp<String>, String)> = HashMap::new();
     for p in &g.providers {
         for m in &p.models {
@@ -186,7 +222,10 @@ fn gateway(
             }
         }
     }
+}
 
+/// `only_allow_configured_*` with nothing configured (or all disabled) rejects every request.
+fn empty_allow_lists(g: &AiGateway, out: &mut Vec<Diagnostic>) {
     if g.only_configured_models() && g.providers.iter().all(|p| p.models.is_empty()) {
         let span = g
             .only_allow_configured_models
@@ -230,6 +269,10 @@ fn gateway(
             .help("enable at least one provider (remove `disabled: true`)"),
         );
     }
+}
+
+/// Settings that defeat each other (timeouts) or that ngrok no longer accepts (key selection).
+fn conflicting_settings(g: &AiGateway, builtins: &dyn BuiltinProviders, out: &mut Vec<Diagnostic>) {
     if let (Some(per), Some(total)) = (&g.per_request_timeout, &g.total_timeout)
         && per.value > total.value
     {
@@ -249,14 +292,6 @@ fn gateway(
             Diagnostic::new(Code::DeprecatedKeySelection, sel.span.clone(), "`api_key_selection` is deprecated for built-in providers")
                 .help("ngrok rejects key selection for standard providers since 2026-03 (ERR_NGROK_2267); aigw still applies it locally. Order `api_keys` instead"),
         );
-    }
-    let templates = g
-        .headers
-        .iter()
-        .chain(g.query_params.iter())
-        .map(|(_, t)| t);
-    for t in templates {
-        secrets_in(t, secrets, out);
     }
 }
 

@@ -120,10 +120,33 @@ fn selection() -> Value {
 
 /// The whole schema (JSON Schema draft-07, which yaml-language-server reads).
 pub fn policy_schema() -> Value {
-    let token_limit = json!({"type": "integer", "minimum": 1, "maximum": MAX_TOKEN_LIMIT});
-    let duration = json!({"type": "string", "pattern": DURATION_PATTERN});
-    let string_map = json!({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}});
-    let model = object(
+    let phase = phase_schema();
+    json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": "https://github.com/aigw/aigw/policy.schema.json",
+        "title": "aigw / ngrok traffic policy with an ai-gateway action",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "on_http_request": phase.clone(),
+            "on_http_response": phase.clone(),
+            "on_tcp_connect": phase.clone(),
+            "on_event_stream_message": phase
+        },
+        "definitions": {
+            "rule": rule_schema(),
+            "action": action_schema(),
+            "ai_gateway": gateway_schema(),
+            "provider": provider_schema(),
+            "model": model_schema(),
+            "surface": surface_schema()
+        }
+    })
+}
+
+/// `providers[].models[]`.
+fn model_schema() -> Value {
+    object(
         MODEL_FIELDS,
         vec![
             ("id", json!({"type": "string"})),
@@ -147,8 +170,12 @@ pub fn policy_schema() -> Value {
             ("unsupported_params", params()),
         ],
         &["id"],
-    );
-    let surface = object(
+    )
+}
+
+/// `providers[].supported_api_surfaces[]`.
+fn surface_schema() -> Value {
+    object(
         SURFACE_FIELDS,
         vec![
             ("format", json!({"enum": ["openai", "anthropic"]})),
@@ -156,8 +183,12 @@ pub fn policy_schema() -> Value {
             ("supported_params", params()),
         ],
         &["format"],
-    );
-    let provider = object(
+    )
+}
+
+/// `providers[]`: its models and surfaces are `$ref`s to their definitions.
+fn provider_schema() -> Value {
+    object(
         PROVIDER_FIELDS,
         vec![
             ("id", json!({"type": "string", "pattern": "^[^:\\s]+$"})),
@@ -186,8 +217,15 @@ pub fn policy_schema() -> Value {
             ),
         ],
         &["id"],
-    );
-    let gateway = object(
+    )
+}
+
+/// The ai-gateway action's `config`.
+fn gateway_schema() -> Value {
+    let token_limit = json!({"type": "integer", "minimum": 1, "maximum": MAX_TOKEN_LIMIT});
+    let duration = json!({"type": "string", "pattern": DURATION_PATTERN});
+    let string_map = json!({"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}});
+    object(
         GATEWAY_FIELDS,
         vec![
             ("max_input_tokens", token_limit.clone()),
@@ -211,9 +249,14 @@ pub fn policy_schema() -> Value {
             ("api_key_selection", selection()),
         ],
         &[],
-    );
+    )
+}
+
+/// An action: any ngrok action type; only an ai-gateway's `config` is checked further.
+fn action_schema() -> Value {
     let action_names: Vec<&str> = actions::names().collect();
-    let action = json!({
+    debug_assert_eq!(ACTION_FIELDS, ["type", "config"]);
+    json!({
         "type": "object",
         "additionalProperties": false,
         "required": ["type"],
@@ -223,9 +266,12 @@ pub fn policy_schema() -> Value {
         },
         "if": {"properties": {"type": {"const": "ai-gateway"}}},
         "then": {"properties": {"config": {"anyOf": [{"$ref": "#/definitions/ai_gateway"}, {"type": "null"}]}}}
-    });
-    debug_assert_eq!(ACTION_FIELDS, ["type", "config"]);
-    let rule = object(
+    })
+}
+
+/// A rule: a name, CEL expressions, and the actions they guard.
+fn rule_schema() -> Value {
+    object(
         RULE_FIELDS,
         vec![
             ("name", json!({"type": "string"})),
@@ -236,32 +282,15 @@ pub fn policy_schema() -> Value {
             ),
         ],
         &["actions"],
-    );
-    let phase = json!({"type": ["array", "null"], "items": {"anyOf": [
+    )
+}
+
+/// A phase (`on_http_request`…): a list of rules or bare actions.
+fn phase_schema() -> Value {
+    json!({"type": ["array", "null"], "items": {"anyOf": [
         {"$ref": "#/definitions/rule"},
         {"$ref": "#/definitions/action"}
-    ]}});
-    json!({
-        "$schema": "http://json-schema.org/draft-07/schema#",
-        "$id": "https://github.com/aigw/aigw/policy.schema.json",
-        "title": "aigw / ngrok traffic policy with an ai-gateway action",
-        "type": "object",
-        "additionalProperties": false,
-        "properties": {
-            "on_http_request": phase.clone(),
-            "on_http_response": phase.clone(),
-            "on_tcp_connect": phase.clone(),
-            "on_event_stream_message": phase
-        },
-        "definitions": {
-            "rule": rule,
-            "action": action,
-            "ai_gateway": gateway,
-            "provider": provider,
-            "model": model,
-            "surface": surface
-        }
-    })
+    ]}})
 }
 
 /// The schema as the repository keeps it (`completions/policy.schema.json`).

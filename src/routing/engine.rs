@@ -942,9 +942,7 @@ fn assemble(
     catalog: &Catalog,
     opts: &EngineOptions,
 ) -> (Vec<ProviderInfo>, Vec<ModelSettings>, Vec<ModelView>) {
-    let mut providers = Vec::new();
-    let mut settings = Vec::new();
-    let mut views = Vec::new();
+    let mut a = Assembly::default();
     let mut used_builtins: Vec<&str> = Vec::new();
     for p in &g.providers {
         // A custom provider that aliases a built-in id (a regional endpoint) serves its catalog.
@@ -954,193 +952,269 @@ fn assemble(
         if let Some(b) = builtin {
             used_builtins.push(&b.id);
         }
-        let configured_url = p
-            .base_url
-            .as_ref()
-            .map(|u| u.value.clone())
-            .or_else(|| builtin.and_then(|b| b.base_url.clone()));
-        let (base_url, origin) =
-            upstream::resolve(&p.id, configured_url.as_deref(), &opts.overrides);
-        let mut formats: Vec<ApiFormat> = p
-            .supported_api_surfaces
-            .iter()
-            .map(|s| s.format.value)
-            .collect();
-        formats.dedup();
-        if formats.is_empty() {
-            formats = builtin
-                .map(|b| b.formats.iter().map(|f| (*f).into()).collect())
-                .unwrap_or(vec![ApiFormat::OpenAi]);
-        }
-        let mut aliases: Vec<String> = p.id_aliases.iter().map(|a| a.value.clone()).collect();
-        if let Some(b) = builtin {
-            if !b.id.eq_ignore_ascii_case(&p.id) {
-                aliases.push(b.id.clone());
-            }
-            aliases.extend(b.id_aliases.iter().cloned());
-        }
-        let info = ProviderInfo {
-            id: p.id.value.clone(),
-            aliases,
-            builtin: builtin.is_some(),
-            configured: true,
-            disabled: p.disabled,
-            ollama: upstream::looks_like_ollama(&p.id, configured_url.as_deref().unwrap_or("")),
-            base_url,
-            origin,
-            configured_base_url: configured_url,
-            formats,
-            surfaces: if p.supported_api_surfaces.iter().any(|s| s.surface.is_some()) {
-                Some(
-                    p.supported_api_surfaces
-                        .iter()
-                        .filter_map(|s| s.surface.as_ref().map(|x| x.value.clone()))
-                        .collect(),
-                )
-            } else {
-                builtin.and_then(|b| b.surfaces.clone())
-            },
-            keys: p
-                .api_keys
-                .iter()
-                .map(|k| KeySlot {
-                    template: k.value.value.clone(),
-                    label: key_label(&k.value, &opts.secrets),
-                })
-                .collect(),
-            supported_params: p
-                .supported_api_surfaces
-                .iter()
-                .filter_map(|s| {
-                    Some((
-                        s.surface.as_ref()?.value.clone(),
-                        s.supported_params.iter().map(|x| x.value.clone()).collect(),
-                    ))
-                })
-                .collect(),
-        };
-        let pi = providers.len();
-        let provider_meta = &p.metadata;
+        let info = configured_info(p, builtin, opts);
+        let pi = a.providers.len();
         for m in &p.models {
-            let from_catalog = builtin.and_then(|b| {
-                catalog.models_of(&b.id).find(|c| {
-                    c.id.eq_ignore_ascii_case(&m.id)
-                        || c.id_aliases.iter().any(|a| a.eq_ignore_ascii_case(&m.id))
-                })
-            });
-            let mut view = from_catalog
-                .map(|c| catalog_view(c, &info))
-                .unwrap_or_default();
-            view.id = m.id.value.clone();
-            view.provider_id = info.id.clone();
-            view.provider_id_aliases = info.aliases.clone();
-            view.id_aliases
-                .extend(m.id_aliases.iter().map(|a| a.value.clone()));
-            view.known = true;
-            view.custom = from_catalog.is_none();
-            if let Some(a) = &m.author_id {
-                view.author_id = a.value.clone();
-            }
-            if let Some(d) = &m.display_name {
-                view.display_name = d.value.clone();
-            }
-            if let Some(d) = &m.description {
-                view.description = d.value.clone();
-            }
-            let mut meta = provider_meta.clone();
-            meta.extend(m.metadata.clone());
-            view.metadata = meta;
-            if !m.input_modalities.is_empty() {
-                view.input_modalities = m.input_modalities.clone();
-            }
-            if !m.output_modalities.is_empty() {
-                view.output_modalities = m.output_modalities.clone();
-            }
-            if !m.supported_features.is_empty() {
-                view.supported_features = m.supported_features.clone();
-            }
-            view.max_context_window = m.max_context_window.or(view.max_context_window);
-            view.max_output_tokens = m.max_output_tokens.or(view.max_output_tokens);
-            views.push(view);
-            settings.push(ModelSettings {
-                provider: pi,
-                configured: true,
-                disabled: m.disabled,
-                unsupported_params: m
-                    .unsupported_params
-                    .iter()
-                    .map(|x| x.value.clone())
-                    .collect(),
-                max_output_tokens: m.max_output_tokens,
-            });
+            a.add_configured_model(p, m, builtin, catalog, &info, pi);
         }
-        // Models the provider reported live (probe), when the policy does not list them.
-        for id in opts.discovered.get(&info.id).into_iter().flatten() {
-            if views
+        a.add_discovered(p, &info, pi, opts);
+        if let Some(b) = builtin {
+            a.add_catalog_rest(p, b, catalog, &info, pi);
+        }
+        a.providers.push(info);
+    }
+    a.add_unconfigured_builtins(catalog, opts, &used_builtins);
+    (a.providers, a.settings, a.views)
+}
+
+/// The provider list and the model universe as `assemble` builds them; `settings` and `views`
+/// are parallel, one entry per model.
+#[derive(Default)]
+struct Assembly {
+    providers: Vec<ProviderInfo>,
+    settings: Vec<ModelSettings>,
+    views: Vec<ModelView>,
+}
+
+impl Assembly {
+    /// Adds a model the policy lists, over what the catalog knows of it.
+    fn add_configured_model(
+        &mut self,
+        p: &crate::policy::ProviderConfig,
+        m: &crate::policy::ModelConfig,
+        builtin: Option<&BuiltinProvider>,
+        catalog: &Catalog,
+        info: &ProviderInfo,
+        pi: usize,
+    ) {
+        let from_catalog = builtin.and_then(|b| {
+            catalog.models_of(&b.id).find(|c| {
+                c.id.eq_ignore_ascii_case(&m.id)
+                    || c.id_aliases.iter().any(|a| a.eq_ignore_ascii_case(&m.id))
+            })
+        });
+        self.views.push(configured_view(p, m, from_catalog, info));
+        self.settings.push(ModelSettings {
+            provider: pi,
+            configured: true,
+            disabled: m.disabled,
+            unsupported_params: m
+                .unsupported_params
                 .iter()
-                .zip(&settings)
+                .map(|x| x.value.clone())
+                .collect(),
+            max_output_tokens: m.max_output_tokens,
+        });
+    }
+
+    /// Adds the models the provider reported live (probe), when the policy does not list them.
+    fn add_discovered(
+        &mut self,
+        p: &crate::policy::ProviderConfig,
+        info: &ProviderInfo,
+        pi: usize,
+        opts: &EngineOptions,
+    ) {
+        for id in opts.discovered.get(&info.id).into_iter().flatten() {
+            if self
+                .views
+                .iter()
+                .zip(&self.settings)
                 .any(|(v, s)| s.provider == pi && v.id.eq_ignore_ascii_case(id))
             {
                 continue;
             }
-            views.push(ModelView {
+            self.views.push(ModelView {
                 id: id.clone(),
                 provider_id: info.id.clone(),
                 provider_id_aliases: info.aliases.clone(),
                 known: true,
                 custom: true,
-                metadata: provider_meta.clone(),
+                metadata: p.metadata.clone(),
                 ..ModelView::default()
             });
-            settings.push(ModelSettings {
+            self.settings.push(ModelSettings {
                 provider: pi,
                 ..ModelSettings::default()
             });
         }
-        // The catalog's other models for a configured built-in provider.
-        if let Some(b) = builtin {
+    }
+
+    /// Adds the catalog's other models for a configured built-in provider.
+    fn add_catalog_rest(
+        &mut self,
+        p: &crate::policy::ProviderConfig,
+        b: &BuiltinProvider,
+        catalog: &Catalog,
+        info: &ProviderInfo,
+        pi: usize,
+    ) {
+        for c in catalog.models_of(&b.id) {
+            // A configured model shadows the catalog entry it names by id or alias.
+            let shadowed = p.models.iter().any(|m| {
+                std::iter::once(&m.id).chain(m.id_aliases.iter()).any(|n| {
+                    c.id.eq_ignore_ascii_case(n)
+                        || c.id_aliases.iter().any(|a| a.eq_ignore_ascii_case(n))
+                })
+            });
+            if shadowed {
+                continue;
+            }
+            let mut view = catalog_view(c, info);
+            view.metadata = p.metadata.clone();
+            self.views.push(view);
+            self.settings.push(ModelSettings {
+                provider: pi,
+                ..ModelSettings::default()
+            });
+        }
+    }
+
+    /// Adds the catalog providers the policy did not configure, with all their models.
+    fn add_unconfigured_builtins(
+        &mut self,
+        catalog: &Catalog,
+        opts: &EngineOptions,
+        used_builtins: &[&str],
+    ) {
+        for b in &catalog.providers {
+            if used_builtins.contains(&b.id.as_str())
+                || self
+                    .providers
+                    .iter()
+                    .any(|p: &ProviderInfo| p.id.eq_ignore_ascii_case(&b.id))
+            {
+                continue;
+            }
+            let info = builtin_info(b, opts);
+            let pi = self.providers.len();
             for c in catalog.models_of(&b.id) {
-                // A configured model shadows the catalog entry it names by id or alias.
-                let shadowed = p.models.iter().any(|m| {
-                    std::iter::once(&m.id).chain(m.id_aliases.iter()).any(|n| {
-                        c.id.eq_ignore_ascii_case(n)
-                            || c.id_aliases.iter().any(|a| a.eq_ignore_ascii_case(n))
-                    })
-                });
-                if shadowed {
-                    continue;
-                }
-                let mut view = catalog_view(c, &info);
-                view.metadata = provider_meta.clone();
-                views.push(view);
-                settings.push(ModelSettings {
+                self.views.push(catalog_view(c, &info));
+                self.settings.push(ModelSettings {
                     provider: pi,
                     ..ModelSettings::default()
                 });
             }
+            self.providers.push(info);
         }
-        providers.push(info);
     }
-    for b in &catalog.providers {
-        if used_builtins.contains(&b.id.as_str())
-            || providers
-                .iter()
-                .any(|p: &ProviderInfo| p.id.eq_ignore_ascii_case(&b.id))
-        {
-            continue;
-        }
-        let info = builtin_info(b, opts);
-        let pi = providers.len();
-        for c in catalog.models_of(&b.id) {
-            views.push(catalog_view(c, &info));
-            settings.push(ModelSettings {
-                provider: pi,
-                ..ModelSettings::default()
-            });
-        }
-        providers.push(info);
+}
+
+/// A configured provider as routing sees it: the policy's fields, falling back to the
+/// built-in provider it names (its URL, formats, surfaces and aliases).
+fn configured_info(
+    p: &crate::policy::ProviderConfig,
+    builtin: Option<&BuiltinProvider>,
+    opts: &EngineOptions,
+) -> ProviderInfo {
+    let configured_url = p
+        .base_url
+        .as_ref()
+        .map(|u| u.value.clone())
+        .or_else(|| builtin.and_then(|b| b.base_url.clone()));
+    let (base_url, origin) = upstream::resolve(&p.id, configured_url.as_deref(), &opts.overrides);
+    let mut formats: Vec<ApiFormat> = p
+        .supported_api_surfaces
+        .iter()
+        .map(|s| s.format.value)
+        .collect();
+    formats.dedup();
+    if formats.is_empty() {
+        formats = builtin
+            .map(|b| b.formats.iter().map(|f| (*f).into()).collect())
+            .unwrap_or(vec![ApiFormat::OpenAi]);
     }
-    (providers, settings, views)
+    let mut aliases: Vec<String> = p.id_aliases.iter().map(|a| a.value.clone()).collect();
+    if let Some(b) = builtin {
+        if !b.id.eq_ignore_ascii_case(&p.id) {
+            aliases.push(b.id.clone());
+        }
+        aliases.extend(b.id_aliases.iter().cloned());
+    }
+    ProviderInfo {
+        id: p.id.value.clone(),
+        aliases,
+        builtin: builtin.is_some(),
+        configured: true,
+        disabled: p.disabled,
+        ollama: upstream::looks_like_ollama(&p.id, configured_url.as_deref().unwrap_or("")),
+        base_url,
+        origin,
+        configured_base_url: configured_url,
+        formats,
+        surfaces: if p.supported_api_surfaces.iter().any(|s| s.surface.is_some()) {
+            Some(
+                p.supported_api_surfaces
+                    .iter()
+                    .filter_map(|s| s.surface.as_ref().map(|x| x.value.clone()))
+                    .collect(),
+            )
+        } else {
+            builtin.and_then(|b| b.surfaces.clone())
+        },
+        keys: p
+            .api_keys
+            .iter()
+            .map(|k| KeySlot {
+                template: k.value.value.clone(),
+                label: key_label(&k.value, &opts.secrets),
+            })
+            .collect(),
+        supported_params: p
+            .supported_api_surfaces
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.surface.as_ref()?.value.clone(),
+                    s.supported_params.iter().map(|x| x.value.clone()).collect(),
+                ))
+            })
+            .collect(),
+    }
+}
+
+/// A configured model's view: the catalog entry it names (if any), overridden field by field
+/// by what the policy says; metadata is the provider's, extended by the model's.
+fn configured_view(
+    p: &crate::policy::ProviderConfig,
+    m: &crate::policy::ModelConfig,
+    from_catalog: Option<&CatalogModel>,
+    info: &ProviderInfo,
+) -> ModelView {
+    let mut view = from_catalog
+        .map(|c| catalog_view(c, info))
+        .unwrap_or_default();
+    view.id = m.id.value.clone();
+    view.provider_id = info.id.clone();
+    view.provider_id_aliases = info.aliases.clone();
+    view.id_aliases
+        .extend(m.id_aliases.iter().map(|a| a.value.clone()));
+    view.known = true;
+    view.custom = from_catalog.is_none();
+    if let Some(a) = &m.author_id {
+        view.author_id = a.value.clone();
+    }
+    if let Some(d) = &m.display_name {
+        view.display_name = d.value.clone();
+    }
+    if let Some(d) = &m.description {
+        view.description = d.value.clone();
+    }
+    let mut meta = p.metadata.clone();
+    meta.extend(m.metadata.clone());
+    view.metadata = meta;
+    if !m.input_modalities.is_empty() {
+        view.input_modalities = m.input_modalities.clone();
+    }
+    if !m.output_modalities.is_empty() {
+        view.output_modalities = m.output_modalities.clone();
+    }
+    if !m.supported_features.is_empty() {
+        view.supported_features = m.supported_features.clone();
+    }
+    view.max_context_window = m.max_context_window.or(view.max_context_window);
+    view.max_output_tokens = m.max_output_tokens.or(view.max_output_tokens);
+    view
 }
 
 fn builtin_info(b: &BuiltinProvider, opts: &EngineOptions) -> ProviderInfo {
