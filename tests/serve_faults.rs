@@ -400,6 +400,24 @@ async fn f11_a_stream_without_done_is_finalised_promptly() {
     assert!(!text.contains("\"error\""));
 }
 
+/// Python servers write `"finish_reason": "stop"` with a space: completion is read from the
+/// parsed event, so that stream is as finished as a compact one.
+#[tokio::test]
+async fn f11_a_finished_stream_in_pythons_spacing_gets_its_done_not_an_error() {
+    let s = setup().await;
+    s.primary.push_fault(Fault::NoDoneMarkerSpaced);
+    let text = post(&s, &both(true)).await.text().await.unwrap();
+    assert!(text.contains("\"finish_reason\": \"stop\""), "{text}");
+    let payloads = sse_payloads(&text);
+    assert_eq!(
+        payloads.last().map(String::as_str),
+        Some("[DONE]"),
+        "{text}"
+    );
+    assert!(!text.contains("\"error\""), "{text}");
+    assert_eq!(s.fallback.requests().len(), 0);
+}
+
 // 12 ------------------------------------------------------------------------------------------
 #[tokio::test]
 async fn f12_context_length_is_not_retried_on_the_same_model() {
