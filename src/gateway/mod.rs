@@ -13,6 +13,7 @@
 //! fixed plan and swapped on reload.
 
 pub mod access_log;
+mod attempts;
 pub mod body;
 pub mod breaker;
 pub mod client;
