@@ -18,8 +18,17 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 
-use super::stream::Framing;
-use super::usage::Usage;
+use crate::gateway::observe::usage::Usage;
+
+/// How the end of a well-formed stream looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-sent events: OpenAI `data: [DONE]`, Responses `response.completed`, Anthropic
+    /// `message_stop`.
+    Sse,
+    /// Ollama's NDJSON: a `"done":true` line.
+    Ndjson,
+}
 
 /// What one event says about the end of the stream, read from its parsed JSON (never from byte
 /// patterns: `"finish_reason": "stop"` with a space is as finished as without). Only these

@@ -10,7 +10,8 @@
 //! when nothing is left the client gets the first failure: the provider's own refusal when it
 //! refused the request, else 503 ERR_NGROK_3807 with every attempt's reason. A streaming
 //! response is committed once its first chunk has arrived; after
-//! that [`super::stream`] relays it. The loop over the attempts is [`super::attempts`]'s.
+//! that [`crate::gateway::upstream::stream`] relays it. The loop over the attempts is
+//! [`super::run`]'s.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -25,13 +26,15 @@ use futures_util::StreamExt;
 use http_body_util::{BodyDataStream, BodyExt};
 use serde_json::Value;
 
-use super::body::{Field, JsonBody};
-use super::errors::{Dialect, GatewayError, codes};
 use super::failure::Failure;
-use super::names;
-use super::stream::{Framing, Relay};
 use super::template::{self, RequestVars};
-use super::{Gateway, Routing};
+use crate::gateway::Gateway;
+use crate::gateway::Routing;
+use crate::gateway::errors::{Dialect, GatewayError, codes};
+use crate::gateway::names;
+use crate::gateway::server::body::{Field, JsonBody};
+use crate::gateway::upstream::events::Framing;
+use crate::gateway::upstream::stream::Relay;
 use crate::policy::{AiGateway, ApiFormat};
 use crate::routing::plan::{Attempt, KeyChoice, Plan, Request};
 
@@ -95,7 +98,7 @@ pub(super) enum Success {
         status: u16,
         headers: HeaderMap,
         first: Bytes,
-        rest: super::client::DataStream,
+        rest: crate::gateway::upstream::client::DataStream,
         framing: Framing,
     },
 }
@@ -114,7 +117,7 @@ pub fn estimate_tokens(body: &JsonBody) -> u64 {
     let n: usize = body
         .iter()
         .filter(|(k, _)| *k != "model" && *k != "models")
-        .map(|(_, raw)| chars(&super::body::parsed(raw)))
+        .map(|(_, raw)| chars(&crate::gateway::server::body::parsed(raw)))
         .sum();
     (n as u64).div_ceil(4)
 }
@@ -279,7 +282,7 @@ pub async fn execute(gw: &Arc<Gateway>, inb: Inbound) -> (Response, Report) {
         );
         return error_response(e, inb.dialect, &mut report);
     }
-    super::attempts::run(gw, routing.as_ref(), &inb, &plan, report).await
+    super::run::run(gw, routing.as_ref(), &inb, &plan, report).await
 }
 
 /// `provider:model`, for reasons and the report.
@@ -428,12 +431,14 @@ pub(super) async fn send(
 pub fn body_broke(e: &hyper::Error) -> String {
     format!(
         "the response body broke off ({})",
-        super::client::describe(e)
+        crate::gateway::upstream::client::describe(e)
     )
 }
 
 /// The provider's reason and code from an error body (at most its first 4 KiB are read).
-async fn error_detail(body: super::client::UpstreamBody) -> (String, Option<String>) {
+async fn error_detail(
+    body: crate::gateway::upstream::client::UpstreamBody,
+) -> (String, Option<String>) {
     let mut text = Vec::new();
     let mut stream = BodyDataStream::new(body);
     while let Some(Ok(chunk)) = stream.next().await {
@@ -459,7 +464,7 @@ pub(super) fn respond(
             headers,
             body,
         } => {
-            if let Some(usage) = super::usage::Usage::from_json(&body) {
+            if let Some(usage) = crate::gateway::observe::usage::Usage::from_json(&body) {
                 gw.metrics.tokens(&attempt.provider, &attempt.model, usage);
             }
             (status, headers, Body::from(body), false)
@@ -485,7 +490,7 @@ pub(super) fn respond(
             (
                 status,
                 headers,
-                Body::from_stream(super::stream::relay(relay)),
+                Body::from_stream(crate::gateway::upstream::stream::relay(relay)),
                 true,
             )
         }
@@ -584,7 +589,7 @@ pub fn upstream_body(
             *options = Field::Value(Value::Object(o));
         }
     }
-    Bytes::from(super::body::write(&b))
+    Bytes::from(crate::gateway::server::body::write(&b))
 }
 
 fn clamp(v: Option<&mut Value>, limit: u64) {
@@ -625,7 +630,7 @@ fn is_inbound_token(value: &HeaderValue, token: Option<&str>) -> bool {
         .strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))
         .unwrap_or(v);
-    super::routes::ct_eq(v.trim().as_bytes(), token.as_bytes())
+    crate::gateway::token::ct_eq(v.trim().as_bytes(), token.as_bytes())
 }
 
 /// The headers sent to one attempt.

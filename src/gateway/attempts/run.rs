@@ -23,17 +23,17 @@ use axum::response::Response;
 use bytes::Bytes;
 
 use super::breaker::Admit;
-use super::errors::{Dialect, GatewayError, Refusal, codes};
 use super::failure::{Failure, Next};
 use super::forward::{
     DEFAULT_PER_REQUEST_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, Inbound, KeyLabel, Label, Report, Success,
     error_response, is_loopback_url, respond, send, total_timeout, upstream_body, upstream_headers,
     with_query,
 };
-use super::names;
 use super::template::RequestVars;
-use super::traffic::{Outcome, Sample};
-use super::{Gateway, Routing};
+use crate::gateway::errors::{Dialect, GatewayError, Refusal, codes};
+use crate::gateway::names;
+use crate::gateway::observe::traffic::{Outcome, Sample};
+use crate::gateway::{Gateway, Routing};
 use crate::policy::{AiGateway, ApiFormat};
 use crate::routing::plan::{Attempt, KeyChoice, Plan};
 
@@ -185,9 +185,9 @@ impl<'a> Run<'a> {
                 .filter_map(|h| self.inb.headers.get(h).and_then(|v| v.to_str().ok()))
                 .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
                 .collect();
-            super::redact::known_secrets(self.gw, self.routing, &client_keys)
+            crate::gateway::observe::redact::known_secrets(self.gw, self.routing, &client_keys)
         });
-        super::redact::scrub(&text, known)
+        crate::gateway::observe::redact::scrub(&text, known)
     }
 
     /// A candidate that cannot be sent: its reason, and the attempt metric says so.
@@ -283,7 +283,7 @@ impl<'a> Run<'a> {
             &gw.secrets,
         );
         let mut headers = upstream_headers(&inb.headers, key, self.format, g, &self.vars, gw);
-        super::hops::stamp(
+        crate::gateway::server::hops::stamp(
             &mut headers,
             &inb.headers,
             &gw.instance_id,
