@@ -169,6 +169,10 @@ pub struct ServeArgs {
     /// backing off with jitter) before failing over; 0 fails over at once.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub rate_limit_retries: u32,
+    /// Times the same (key, model) is sent again after a transient failure (a 5xx, a reset)
+    /// before the next candidate; 0 restores ngrok's "never the same pair twice".
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub same_pair_retries: u32,
     /// Longest wait accepted before a retry; a longer Retry-After fails over instead.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub max_retry_wait: Duration,
@@ -176,8 +180,9 @@ pub struct ServeArgs {
     /// 0 turns circuit breaking off.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub breaker_failures: u32,
-    /// How long an open circuit skips its model before one request probes it again.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    /// How long an open circuit skips its model before one request probes it again; each failed
+    /// probe doubles the wait (up to 60s).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub breaker_cooldown: Duration,
     /// Largest request body accepted (bytes); larger ones get 413.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]

@@ -223,12 +223,36 @@ async fn f03_a_500_once_then_healthy() {
     s.primary.push_fault(Fault::status(500));
     let r = post(&s, &both(false)).await;
     assert_eq!(r.status(), 200);
-    // ngrok's semantics: the next key of the same model, not the same pair again.
+    // aigw's default: a transient 500 is sent to the same (key, model) once more.
     assert_eq!(header(&r, "x-aigw-provider"), "primary");
-    assert_eq!(header(&r, "x-aigw-attempts"), "2");
+    assert_eq!(header(&r, "x-aigw-attempts"), "1");
+    let seen = s.primary.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].header("authorization"),
+        seen[1].header("authorization")
+    );
     let r = post(&s, &both(false)).await;
     assert_eq!(header(&r, "x-aigw-attempts"), "1", "healthy again");
     assert_eq!(s.fallback.requests().len(), 0);
+}
+
+/// `--same-pair-retries 0` restores ngrok's "never the same pair twice": the next key instead.
+#[tokio::test]
+async fn f03_without_same_pair_retries_the_next_key_answers() {
+    let mut o = opts();
+    o.retry.same_pair_retries = 0;
+    let s = setup_with("", o).await;
+    s.primary.push_fault(Fault::status(500));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
+    assert_eq!(header(&r, "x-aigw-attempts"), "2");
+    let seen = s.primary.requests();
+    assert_ne!(
+        seen[0].header("authorization"),
+        seen[1].header("authorization")
+    );
 }
 
 // 4 -------------------------------------------------------------------------------------------
@@ -243,7 +267,9 @@ async fn f04_persistent_503_fails_over_then_surfaces_the_original_error() {
     s.fallback.set_fault(Some(Fault::status(503)));
     let r = post(&s, &both(false)).await;
     assert_eq!(r.status(), 503);
-    assert_eq!(header(&r, "x-aigw-attempts"), "3");
+    // Key #1 (sent twice) opens chat-a's circuit (5 failures since the first request), so
+    // key #2 is skipped for the fallback, which is sent twice too.
+    assert_eq!(header(&r, "x-aigw-attempts"), "2");
     let msg = error_message(r).await;
     assert!(msg.contains("primary:chat-a (key #1): HTTP 503"), "{msg}");
     assert!(
@@ -529,10 +555,24 @@ async fn f15_a_flapping_primary_opens_its_circuit_and_a_probe_closes_it() {
         2,
         "no traffic to an open circuit"
     );
-    // Only one candidate and its circuit is open: a clear error, no upstream call.
+    // Only one candidate: an open circuit never refuses it untried (nowhere else to go).
     let r = post(&s, &only_primary(false)).await;
     assert_eq!(r.status(), 503);
-    assert!(error_message(r).await.contains("circuit is open"));
+    assert!(error_message(r).await.contains("HTTP 500"));
+    assert!(
+        s.primary.requests().len() > 2,
+        "the only candidate is tried"
+    );
+    // With somewhere else to go, the skip says how to change it.
+    let r = post(&s, &both(false)).await;
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    s.fallback.set_fault(Some(Fault::status(503)));
+    let msg = error_message(post(&s, &both(false)).await).await;
+    assert!(
+        msg.contains("circuit is open") && msg.contains("--breaker-failures 0"),
+        "{msg}"
+    );
+    s.fallback.set_fault(None);
 
     // It recovers; after the cooldown one request probes it and closes the circuit.
     s.primary.set_fault(None);
@@ -546,6 +586,32 @@ async fn f15_a_flapping_primary_opens_its_circuit_and_a_probe_closes_it() {
             .await
             .contains("aigw_circuit_open{model=\"primary:chat-a\"} 1")
     );
+}
+
+/// A user restarts their only provider: the first request after it is back is answered, though
+/// its circuit is open (the "next try in 22803ms").
+#[tokio::test]
+async fn f15_the_only_candidate_answers_as_soon_as_it_is_back() {
+    let mut o = opts();
+    o.breaker.failures = 2;
+    o.breaker.cooldown = Duration::from_secs(60);
+    let s = setup_with("", o).await;
+    s.primary.set_fault(Some(Fault::status(500)));
+    for _ in 0..2 {
+        assert_eq!(post(&s, &only_primary(false)).await.status(), 503);
+    }
+    assert!(
+        metrics(&s)
+            .await
+            .contains("aigw_circuit_open{model=\"primary:chat-a\"} 1")
+    );
+    s.primary.set_fault(None);
+    let r = post(&s, &only_primary(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
+    // Its success closed the circuit: the two-candidate plan goes to it again.
+    let r = post(&s, &both(false)).await;
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
 }
 
 // 16 ------------------------------------------------------------------------------------------

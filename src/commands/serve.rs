@@ -112,6 +112,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             retry: gateway::attempts::failure::RetryOptions {
                 rate_limit_retries: args.rate_limit_retries,
                 max_wait: args.max_retry_wait,
+                same_pair_retries: args.same_pair_retries,
                 ..Default::default()
             },
             breaker: gateway::attempts::breaker::BreakerOptions {

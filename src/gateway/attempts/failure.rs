@@ -1,6 +1,8 @@
 //! Why an upstream attempt failed, and what that means for the attempts after it.
 //!
-//! The plan tries keys, then models, never the same (key, model) pair twice (ngrok's semantics).
+//! The plan tries keys, then models, never the same (key, model) pair twice (ngrok's semantics),
+//! except that aigw sends a transient failure (a 5xx, a reset) to the same pair once more by
+//! default, as a careful client would.
 //! Some failures say more than "try the next one":
 //!
 //! | failure                                   | what happens next                              |
@@ -9,6 +11,7 @@
 //! | 401, 402, 403                             | the key is refused: the next key               |
 //! | 400, 404, 413, 422 (context length, content policy, unknown model…) | the request is refused: no other key of this model; the next model |
 //! | timeout before the first byte             | the route is silent: no other key of this model |
+//! | 5xx (not 501/505), a reset after sending   | the same (key, model) once more after ~¼ s (`--same-pair-retries`, 0 restores ngrok's "never the same pair twice"), then the next attempt |
 //! | 5xx, 408, connection errors               | the next attempt (and a failure for the model's circuit breaker) |
 
 use std::time::{Duration, SystemTime};
@@ -144,6 +147,17 @@ impl Failure {
         }
     }
 
+    /// A blip that the same (key, model) may well not repeat: a 5xx that is not "not
+    /// implemented"/"version not supported", or a connection that broke after the request was
+    /// sent (a reset). A refused connection is not: the provider is down, not blinking.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Failure::Http { status, .. } => *status >= 500 && !matches!(status, 501 | 505),
+            Failure::Other(_) => true,
+            Failure::Connect(_) | Failure::Timeout { .. } => false,
+        }
+    }
+
     /// Whether this failure says the provider (not the request or the key) is unwell: these
     /// open a model's circuit.
     pub fn counts_against_provider(&self) -> bool {
@@ -218,8 +232,12 @@ pub struct RetryOptions {
     pub rate_limit_retries: u32,
     /// The longest wait aigw accepts before sending again; a longer `Retry-After` fails over.
     pub max_wait: Duration,
-    /// The first backoff step when a 429 has no `Retry-After`; it doubles each time.
+    /// The first backoff step when a 429 has no `Retry-After`; it doubles each time. Also the
+    /// step before sending a transient failure to the same pair again.
     pub backoff_base: Duration,
+    /// How many times the same (key, model) is sent again after a transient failure (a 5xx, a
+    /// reset) before moving on; 0 is ngrok's "never the same pair twice".
+    pub same_pair_retries: u32,
 }
 
 impl Default for RetryOptions {
@@ -228,11 +246,30 @@ impl Default for RetryOptions {
             rate_limit_retries: 2,
             max_wait: Duration::from_secs(20),
             backoff_base: Duration::from_millis(250),
+            same_pair_retries: 1,
         }
     }
 }
 
 impl RetryOptions {
+    /// The wait before sending a transiently failed attempt to the same pair again (retry
+    /// number `retry`, 0-based), or `None` when it should move on: out of retries, or the wait
+    /// would pass `total_timeout`. Half a backoff step plus jitter: long enough for a blip to
+    /// pass, short next to a fallback's latency.
+    pub fn same_pair_wait(
+        &self,
+        retry: u32,
+        remaining: Duration,
+        rng: &mut impl Rng,
+    ) -> Option<Duration> {
+        if retry >= self.same_pair_retries {
+            return None;
+        }
+        let half = self.backoff_base / 2;
+        let wait = half + half.mul_f64(rng.random::<f64>());
+        (wait < remaining).then_some(wait)
+    }
+
     /// The wait before retry number `retry` (0-based) of a 429, or why there is none.
     ///
     /// Without `Retry-After` the step doubles from `backoff_base` and is drawn from its upper
@@ -321,6 +358,32 @@ mod tests {
         assert!(t.counts_against_provider());
         assert!(!http(400, "", None).counts_against_provider());
         assert!(!http(429, "", None).counts_against_provider());
+    }
+
+    #[test]
+    fn transient_failures_get_one_more_try_on_the_same_pair() {
+        assert!(http(500, "", None).is_transient());
+        assert!(http(503, "", None).is_transient());
+        assert!(!http(501, "", None).is_transient());
+        assert!(!http(400, "", None).is_transient());
+        assert!(!http(429, "", None).is_transient());
+        assert!(Failure::Other("connection reset".into()).is_transient());
+        assert!(!Failure::Connect("connection refused".into()).is_transient());
+        let opts = RetryOptions::default();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        let long = Duration::from_secs(10);
+        let w = opts.same_pair_wait(0, long, &mut rng).unwrap();
+        assert!(w >= opts.backoff_base / 2 && w <= opts.backoff_base);
+        assert_eq!(opts.same_pair_wait(1, long, &mut rng), None);
+        assert_eq!(
+            opts.same_pair_wait(0, Duration::from_millis(10), &mut rng),
+            None
+        );
+        let ngrok = RetryOptions {
+            same_pair_retries: 0,
+            ..opts
+        };
+        assert_eq!(ngrok.same_pair_wait(0, long, &mut rng), None);
     }
 
     #[test]

@@ -59,6 +59,8 @@ struct Prepared<'a> {
     body: Bytes,
     /// Times this pair was sent again after a 429.
     retries: u32,
+    /// Times this pair was sent again after a transient failure.
+    same_pair_retries: u32,
     /// When the last send started and how long it waited (for the traffic sample).
     t0: Instant,
     waited: Duration,
@@ -248,14 +250,30 @@ impl<'a> Run<'a> {
                 .breakers
                 .admit(&attempt.provider, &attempt.model, now)
         {
-            let reason = format!(
-                "{label}: skipped, its circuit is open after {failures} consecutive failures (next try in {})",
-                crate::policy::duration::format(retry_in.max(Duration::from_secs(1)))
-            );
-            self.done_models.push((&attempt.provider, &attempt.model));
-            return self.skip(index, "circuit_open", Some(reason));
+            // An open circuit diverts traffic; it never refuses the last candidate untried.
+            if self.has_alternative(index) {
+                let reason = format!(
+                    "{label}: skipped, its circuit is open after {failures} consecutive failures (next probe in {}; --breaker-cooldown sets the wait, --breaker-failures 0 turns circuit breaking off)",
+                    crate::policy::duration::format(retry_in.max(Duration::from_secs(1)))
+                );
+                self.done_models.push((&attempt.provider, &attempt.model));
+                return self.skip(index, "circuit_open", Some(reason));
+            }
+            tracing::debug!(request_id = %self.inb.request_id, "{label}: circuit open, but no other candidate is left: trying it");
         }
         self.prepare(index, attempt, url, key.as_deref())
+    }
+
+    /// Whether a candidate after `index` is another model that may still be tried.
+    fn has_alternative(&self, index: usize) -> bool {
+        let this = &self.plan.attempts[index];
+        self.tried < self.cap
+            && self.plan.attempts[index + 1..].iter().any(|a| {
+                (a.provider != this.provider || a.model != this.model)
+                    && !self
+                        .done_models
+                        .contains(&(a.provider.as_str(), a.model.as_str()))
+            })
     }
 
     /// Builds the attempt's body, headers and URL.
@@ -307,6 +325,7 @@ impl<'a> Run<'a> {
             headers,
             body,
             retries: 0,
+            same_pair_retries: 0,
             t0: Instant::now(),
             waited: Duration::ZERO,
         }))
@@ -413,9 +432,52 @@ impl<'a> Run<'a> {
                 }
             }
             Some(Err(why)) => format!("; {why}"),
-            None => String::new(),
+            None => match self.same_pair_wait(&p, &failure) {
+                Some(wait) => return self.retry_same_pair(p, failure, wait).await,
+                None => String::new(),
+            },
         };
         self.settle(&p, failure, &no_retry)
+    }
+
+    /// For a transient failure: the wait before sending the same pair again, if it gets one.
+    fn same_pair_wait(&self, p: &Prepared<'_>, failure: &Failure) -> Option<Duration> {
+        if !failure.is_transient() {
+            return None;
+        }
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        self.gw
+            .opts
+            .retry
+            .same_pair_wait(p.same_pair_retries, remaining, &mut rand::rng())
+    }
+
+    /// `Failed` → `Send` on the same pair after a transient failure. It still counts for the
+    /// breaker: a provider that fails every retry opens its circuit as fast as before.
+    async fn retry_same_pair(
+        &mut self,
+        mut p: Box<Prepared<'a>>,
+        failure: Failure,
+        wait: Duration,
+    ) -> State<'a> {
+        let attempt = p.attempt;
+        self.gw
+            .breakers
+            .failure(&attempt.provider, &attempt.model, Instant::now());
+        let reason = format!(
+            "{}{}: {}, sent again (transient)",
+            Label(attempt),
+            KeyLabel(&attempt.key),
+            failure.describe()
+        );
+        let reason = self.redact(reason);
+        tracing::debug!(request_id = %self.inb.request_id, "attempt failed: {reason}");
+        self.reasons.push(reason);
+        p.same_pair_retries += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => State::Send(p),
+            _ = self.gw.shutdown.cancelled() => self.settle(&p, failure, ""),
+        }
     }
 
     /// For a 429 on the model's last key: the wait before sending it again, or why not.
