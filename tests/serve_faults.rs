@@ -491,13 +491,37 @@ async fn f13_content_policy_reaches_the_client_with_the_providers_reason() {
     );
     assert_eq!(s.primary.requests().len(), 1, "not retried with key 2");
 
-    // With a fallback that fails too, the refusal is still what the client sees.
-    s.fallback.set_fault(Some(Fault::status(503)));
+    // A content filter's decision is final: a healthy fallback is not asked (it would hide
+    // the moderation decision from the client).
     let r = post(&s, &both(false)).await;
     assert_eq!(r.status(), 400);
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
     let msg = error_message(r).await;
     assert!(msg.contains("safety system"), "{msg}");
-    assert!(msg.contains("every other candidate failed too"), "{msg}");
+    assert_eq!(s.fallback.requests().len(), 0);
+    // So is any other invalid request.
+    s.primary.set_fault(Some(Fault::Status {
+        code: 400,
+        body: Some(r#"{"error":{"message":"Unrecognized request argument supplied: foo","type":"invalid_request_error"}}"#.into()),
+        retry_after: None,
+    }));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        error_message(r)
+            .await
+            .contains("Unrecognized request argument")
+    );
+    assert_eq!(s.fallback.requests().len(), 0);
+    // An unknown model is not: the next model may know it.
+    s.primary.set_fault(Some(Fault::Status {
+        code: 404,
+        body: Some(r#"{"error":{"message":"The model `chat-a` does not exist","type":"invalid_request_error","code":"model_not_found"}}"#.into()),
+        retry_after: None,
+    }));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
 }
 
 // 14 ------------------------------------------------------------------------------------------

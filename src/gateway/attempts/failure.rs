@@ -5,11 +5,17 @@
 //! default, as a careful client would.
 //! Some failures say more than "try the next one":
 //!
+//! This is the one classification of upstream errors: the attempt loop acts on [`Next`], and
+//! the README's failover table says the same (kept true by `tests/serve_faults.rs`).
+//!
 //! | failure                                   | what happens next                              |
 //! |-------------------------------------------|------------------------------------------------|
 //! | 429                                       | the model's next key if it has one (limits are per key); on its last key, wait (`Retry-After`, else backoff with jitter) and send again, within `--rate-limit-retries` and `--max-retry-wait`; else the next model |
-//! | 401, 402, 403                             | the key is refused: the next key               |
-//! | 400, 404, 413, 422 (context length, content policy, unknown model…) | the request is refused: no other key of this model; the next model |
+//! | 401, 402, 403 on a configured key         | the key is refused: the next key               |
+//! | 401, 402, 403 on the client's own key     | **final**: the client's credentials are wrong; nobody else is tried |
+//! | 400, 422 content filter / policy          | **final**: a moderation decision the client must see, never hidden by another model |
+//! | 400, 422 other invalid request            | **final**: the request itself is wrong         |
+//! | 404, unknown model; 413, context length   | no other key of this model; the next model (which may know it / have a larger window) |
 //! | timeout before the first byte             | the route is silent: no other key of this model |
 //! | 5xx (not 501/505), a reset after sending   | the same (key, model) once more after ~¼ s (`--same-pair-retries`, 0 restores ngrok's "never the same pair twice"), then the next attempt |
 //! | 5xx, 408, connection errors               | the next attempt (and a failure for the model's circuit breaker) |
@@ -44,7 +50,9 @@ pub enum Failure {
 pub enum Rejection {
     ContextLength,
     ContentPolicy,
-    /// Anything else the provider called a bad request (an unknown model, a bad parameter…).
+    /// The provider does not know the model (404, `model_not_found`).
+    UnknownModel,
+    /// Anything else the provider called a bad request (a bad parameter…).
     Invalid,
 }
 
@@ -59,6 +67,22 @@ pub enum Next {
     NextModel(Option<Rejection>),
     /// The provider is in trouble: carry on as planned.
     NextAttempt,
+    /// The answer is final: nobody else is tried (a content filter's decision, an invalid
+    /// request, the client's own key refused). `None` is the client's key.
+    Final(Option<Rejection>),
+}
+
+impl Next {
+    /// The class's name, for logs and documentation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Next::RateLimited(_) => "rate limited: wait and retry, or next key",
+            Next::NextKey => "next key",
+            Next::NextModel(_) => "next model",
+            Next::NextAttempt => "next candidate",
+            Next::Final(_) => "final",
+        }
+    }
 }
 
 impl Failure {
@@ -118,13 +142,26 @@ impl Failure {
             "safety filter",
             "moderation",
         ];
+        const UNKNOWN_MODEL: &[&str] = &["model_not_found", "not_found_error"];
         Some(if CONTEXT.iter().any(|p| text.contains(p)) {
             Rejection::ContextLength
         } else if POLICY.iter().any(|p| text.contains(p)) {
             Rejection::ContentPolicy
+        } else if *status == 404 || UNKNOWN_MODEL.iter().any(|p| text.contains(p)) {
+            Rejection::UnknownModel
+        } else if *status == 413 {
+            Rejection::ContextLength
         } else {
             Rejection::Invalid
         })
+    }
+
+    /// What comes after this failure, given whose key the attempt carried.
+    pub fn next_for(&self, clients_key: bool) -> Next {
+        match self.next() {
+            Next::NextKey if clients_key => Next::Final(None),
+            next => next,
+        }
     }
 
     pub fn next(&self) -> Next {
@@ -138,6 +175,7 @@ impl Failure {
                 status: 401..=403, ..
             } => Next::NextKey,
             Failure::Http { .. } => match self.rejection() {
+                Some(r @ (Rejection::ContentPolicy | Rejection::Invalid)) => Next::Final(Some(r)),
                 Some(r) => Next::NextModel(Some(r)),
                 None => Next::NextAttempt,
             },
@@ -349,6 +387,28 @@ mod tests {
             http(400, "unknown parameter", None).rejection(),
             Some(Rejection::Invalid)
         );
+        assert_eq!(
+            http(400, "rejected", Some("content_filter")).next(),
+            Next::Final(Some(Rejection::ContentPolicy))
+        );
+        assert_eq!(
+            http(400, "unknown parameter", None).next(),
+            Next::Final(Some(Rejection::Invalid))
+        );
+        assert_eq!(
+            http(404, "model 'x' not found", None).next(),
+            Next::NextModel(Some(Rejection::UnknownModel))
+        );
+        assert_eq!(
+            http(400, "no such model", Some("model_not_found")).next(),
+            Next::NextModel(Some(Rejection::UnknownModel))
+        );
+        assert_eq!(
+            http(413, "", None).next(),
+            Next::NextModel(Some(Rejection::ContextLength))
+        );
+        assert_eq!(http(401, "bad key", None).next_for(true), Next::Final(None));
+        assert_eq!(http(401, "bad key", None).next_for(false), Next::NextKey);
         assert_eq!(http(500, "", None).rejection(), None);
         let t = Failure::Timeout {
             after: Duration::from_secs(1),

@@ -509,7 +509,8 @@ impl<'a> Run<'a> {
     /// The attempt is over: the breaker, the reason, and the next state.
     fn settle(&mut self, p: &Prepared<'a>, failure: Failure, no_retry: &str) -> State<'a> {
         let attempt = p.attempt;
-        let next = failure.next();
+        let clients_key = matches!(attempt.key, KeyChoice::Passthrough);
+        let next = failure.next_for(clients_key);
         let breakers = &self.gw.breakers;
         if failure.counts_against_provider() {
             breakers.failure(&attempt.provider, &attempt.model, Instant::now());
@@ -540,6 +541,10 @@ impl<'a> Run<'a> {
         if total_bound {
             return State::TotalTimeout;
         }
+        if let Next::Final(_) = next {
+            tracing::debug!(request_id = %self.inb.request_id, "the failure is final: no other candidate is tried");
+            return State::GiveUp;
+        }
         State::Candidate(p.index + 1)
     }
 
@@ -560,7 +565,7 @@ impl<'a> Run<'a> {
         self.report.attempts = self.tried;
         self.report.upstream = self.upstream_wait;
         let mut resp = match self.first_failure.take() {
-            Some((first, f, message, at)) if f.rejection().is_some() => {
+            Some((first, f, message, at)) if refused(first, &f) => {
                 self.refusal(first, f, message, at)
             }
             _ => {
@@ -632,4 +637,14 @@ impl<'a> Run<'a> {
             )
         }
     }
+}
+
+/// Whether a failure is the provider refusing the request itself, or the client's own key: the
+/// client then gets the provider's status and words, not a gateway 503.
+fn refused(attempt: &Attempt, f: &Failure) -> bool {
+    f.rejection().is_some()
+        || matches!(
+            f.next_for(matches!(attempt.key, KeyChoice::Passthrough)),
+            Next::Final(_)
+        )
 }
