@@ -230,7 +230,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
+                    tracing::warn!("accept failed: {}", accept_error(&e));
                     tokio::select! {
                         _ = token.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
@@ -420,5 +420,31 @@ impl Routing for crate::routing::engine::Engine {
                 models: models.iter().filter(|m| m.provider_id == p.id).count(),
             })
             .collect()
+    }
+}
+/// Why accept failed, and for a lack of file descriptors which limit to raise.
+fn accept_error(e: &std::io::Error) -> String {
+    // EMFILE (24): this process's open-file limit; ENFILE (23): the whole system's.
+    match e.raw_os_error() {
+        Some(24) => format!(
+            "{e}: the process is out of file descriptors; raise its open-file limit (`ulimit -n`, LimitNOFILE= in a systemd unit) or lower --max-connections"
+        ),
+        Some(23) => format!(
+            "{e}: the system is out of file descriptors; raise fs.file-max (sysctl) or lower --max-connections"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_errors_name_the_limit_to_raise() {
+        let emfile = std::io::Error::from_raw_os_error(24);
+        assert!(super::accept_error(&emfile).contains("ulimit -n"));
+        let enfile = std::io::Error::from_raw_os_error(23);
+        assert!(super::accept_error(&enfile).contains("fs.file-max"));
+        let other = std::io::Error::from_raw_os_error(104);
+        assert!(!super::accept_error(&other).contains("limit"));
     }
 }

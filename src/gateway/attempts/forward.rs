@@ -486,6 +486,7 @@ pub(super) fn respond(
                 guard: gw.metrics.stream_opened(),
                 provider: attempt.provider.clone(),
                 model: attempt.model.clone(),
+                request_id: inb.request_id.clone(),
             };
             (
                 status,

@@ -31,6 +31,8 @@ pub struct Relay {
     pub guard: StreamGuard,
     pub provider: String,
     pub model: String,
+    /// For the log line when the stream ends early, so it joins the request's access line.
+    pub request_id: String,
 }
 
 struct State {
@@ -115,7 +117,7 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
                 }
                 None => "the upstream closed the stream before it finished".to_string(),
             };
-            tracing::warn!(upstream = %format!("{}:{}", r.provider, r.model), "stream ended early: {message}");
+            tracing::warn!(request_id = %r.request_id, upstream = %format!("{}:{}", r.provider, r.model), "stream ended early: {message}");
             let err = GatewayError::new(
                 UPSTREAM_FAILED,
                 format!("{}:{}: {message}", r.provider, r.model),
