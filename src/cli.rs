@@ -163,7 +163,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION")]
     pub first_byte_timeout: Option<String>,
     /// End a stream that sends nothing for this long.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub stream_idle_timeout: String,
     /// After a 429 on a model's last key: times to send it again (honouring Retry-After, else
     /// backing off with jitter) before failing over; 0 fails over at once.

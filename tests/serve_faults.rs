@@ -684,3 +684,37 @@ async fn f16_after_failover_the_response_names_the_model_that_answered_with_its_
         "nothing counted for the model that failed"
     );
 }
+
+/// The README's fault table and this suite name the same faults: every `(fNN)` in the table is
+/// a test here, and every test here has its row.
+#[test]
+fn the_readme_fault_table_names_these_tests() {
+    let readme = include_str!("../README.md");
+    let me = include_str!("serve_faults.rs");
+    let table_start = readme
+        .find("**Fault table**")
+        .expect("README has the fault table");
+    let table: String = readme[table_start..]
+        .lines()
+        .skip(1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ids = |text: &str, open: &str| -> std::collections::BTreeSet<String> {
+        text.match_indices(open)
+            .filter_map(|(i, _)| {
+                let n = &text[i + open.len()..];
+                let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+                (digits.len() == 2).then(|| format!("f{digits}"))
+            })
+            .collect()
+    };
+    let in_table = ids(&table, "(f");
+    let tests = ids(me, "async fn f");
+    assert!(!tests.is_empty());
+    assert_eq!(
+        in_table, tests,
+        "README fault table vs tests/serve_faults.rs"
+    );
+}

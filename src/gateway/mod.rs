@@ -111,7 +111,9 @@ impl Default for GatewayOptions {
             auth_token: None,
             max_attempts: 10,
             first_byte_timeout: None,
-            stream_idle_timeout: Duration::from_secs(60),
+            // A stall is noticed within ~10 s. Safe for slow local models: the first chunk
+            // (where a cold model load waits) is bounded by the attempt's budget, not by this.
+            stream_idle_timeout: Duration::from_secs(10),
             max_body_bytes: 32 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
