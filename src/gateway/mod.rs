@@ -218,7 +218,14 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(gateway.opts.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2: a peer that stops answering pings is dropped (frames after the first request
+    // have a time limit too), and one connection carries at most H2_MAX_STREAMS requests.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(gateway.opts.header_read_timeout))
+        .keep_alive_timeout(gateway.opts.header_read_timeout)
+        .max_concurrent_streams(H2_MAX_STREAMS);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut cap = ConnectionCap::new(gateway.opts.max_connections);
     loop {
@@ -241,6 +248,7 @@ pub async fn serve(
             },
         };
         let conn = Connection {
+            streams: cap.shared(),
             gateway: gateway.clone(),
             app: app.clone(),
             builder: builder.clone(),
@@ -297,6 +305,11 @@ impl ConnectionCap {
         }
     }
 
+    /// The permits, for HTTP/2 streams beyond a connection's first (see [`StreamSlot`]).
+    fn shared(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.permits.as_ref().map(|(p, _)| p.clone())
+    }
+
     /// A slot for the next connection, waiting while `max` are open.
     async fn acquire(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let (permits, max) = self.permits.as_ref()?;
@@ -317,8 +330,94 @@ impl ConnectionCap {
     }
 }
 
+/// Most concurrent requests on one HTTP/2 connection.
+const H2_MAX_STREAMS: u32 = 64;
+
+/// One request in flight on an HTTP/2 connection. The connection's own permit covers its first
+/// stream; every further concurrent stream holds a permit of `--max-connections` too, so the
+/// cap bounds requests (and the upstream sockets they open), not only connections. Held by the
+/// response body until it ends.
+struct StreamSlot {
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl StreamSlot {
+    /// A slot, or `None` when the cap is reached (the request is refused at once, never
+    /// queued: a queued stream would wait on connections that are merely idle).
+    fn take(
+        in_flight: &Arc<std::sync::atomic::AtomicUsize>,
+        permits: Option<&Arc<tokio::sync::Semaphore>>,
+    ) -> Option<StreamSlot> {
+        use std::sync::atomic::Ordering;
+        let before = in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = |permit| StreamSlot {
+            in_flight: in_flight.clone(),
+            _permit: permit,
+        };
+        match permits {
+            Some(p) if before > 0 => match p.clone().try_acquire_owned() {
+                Ok(permit) => Some(slot(Some(permit))),
+                Err(_) => {
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                    None
+                }
+            },
+            _ => Some(slot(None)),
+        }
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// A response body that holds its stream's slot until it ends.
+struct Held {
+    body: axum::body::Body,
+    _slot: StreamSlot,
+}
+
+impl hyper::body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// 503 for an HTTP/2 stream over the cap.
+fn over_stream_cap() -> axum::response::Response {
+    let mut resp = axum::response::Response::new(axum::body::Body::from(
+        "{\"error\":{\"message\":\"aigw is serving --max-connections requests at once (HTTP/2 streams count too); retry shortly, or raise --max-connections\",\"type\":\"overloaded\"}}",
+    ));
+    *resp.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// One accepted connection, ready to be served on a worker.
 struct Connection {
+    /// `--max-connections`' permits, shared with HTTP/2 streams.
+    streams: Option<Arc<tokio::sync::Semaphore>>,
     gateway: Arc<Gateway>,
     app: axum::Router,
     builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
@@ -328,11 +427,27 @@ struct Connection {
 }
 
 impl Connection {
+    /// One request: the fast path (health, metrics) or the router.
+    async fn answer(
+        gateway: Arc<Gateway>,
+        app: axum::Router,
+        mut req: axum::http::Request<hyper::body::Incoming>,
+        remote: SocketAddr,
+    ) -> Result<axum::response::Response, std::convert::Infallible> {
+        use tower::ServiceExt;
+        if routes::is_fast_path(req.method(), req.uri().path()) {
+            return Ok(routes::fast_path(gateway, req, remote).await);
+        }
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(remote));
+        app.oneshot(req).await
+    }
+
     async fn serve(self, tcp: tokio::net::TcpStream) {
         use hyper_util::rt::TokioIo;
-        use tower::ServiceExt;
 
         let Connection {
+            streams,
             gateway,
             app,
             builder,
@@ -345,23 +460,32 @@ impl Connection {
         // Set once the connection's first request is parsed (see the first-request deadline).
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = started.clone();
-        let svc = hyper::service::service_fn(
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let svc =
+            hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
                 seen.store(true, std::sync::atomic::Ordering::Relaxed);
                 let gateway = gateway.clone();
                 let app = app.clone();
+                // HTTP/1 serves one request at a time on the connection's own permit.
+                let slot = (req.version() == axum::http::Version::HTTP_2)
+                    .then(|| StreamSlot::take(&in_flight, streams.as_ref()));
                 async move {
-                    if routes::is_fast_path(req.method(), req.uri().path()) {
-                        return Ok::<_, std::convert::Infallible>(
-                            routes::fast_path(gateway, req, remote).await,
-                        );
-                    }
-                    req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo(remote));
-                    app.oneshot(req).await
+                    let slot = match slot {
+                        None => None,
+                        Some(None) => {
+                            return Ok::<_, std::convert::Infallible>(over_stream_cap());
+                        }
+                        Some(Some(slot)) => Some(slot),
+                    };
+                    let resp = Self::answer(gateway, app, req, remote).await?;
+                    Ok(match slot {
+                        None => resp,
+                        Some(slot) => {
+                            resp.map(|body| axum::body::Body::new(Held { body, _slot: slot }))
+                        }
+                    })
                 }
-            },
-        );
+            });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
             .into_owned();
