@@ -718,3 +718,53 @@ fn the_readme_fault_table_names_these_tests() {
         "README fault table vs tests/serve_faults.rs"
     );
 }
+
+/// The access line of a stream is written when the stream ends and says how it ended, with the
+/// request id the client was given.
+#[tokio::test]
+async fn the_access_line_records_how_each_stream_ended() {
+    use std::sync::{Arc, Mutex};
+    let _tracing = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish(),
+    );
+    let lines = Arc::new(Mutex::new(String::new()));
+    let sink = lines.clone();
+    let mut o = opts();
+    o.access_log = Some(aigw::gateway::observe::access_log::AccessLog::new(
+        Arc::new(move |b: &[u8]| sink.lock().unwrap().push_str(&String::from_utf8_lossy(b))),
+        false,
+    ));
+    let s = setup_with("", o).await;
+    for (fault, end) in [
+        (None, "finished"),
+        (Some(Fault::NoDoneMarker), "terminator_added"),
+        (Some(Fault::StreamCutAfter(3)), "cut"),
+    ] {
+        if let Some(f) = fault {
+            s.primary.push_fault(f);
+        }
+        let r = post(&s, &only_primary(true)).await;
+        let id = header(&r, "x-request-id");
+        let _ = r.text().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let found = lines
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|l| l.ends_with(&format!("request_id={id}")))
+                .map(str::to_string);
+            match found {
+                Some(l) => break l,
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                None => panic!("no access line for {id}: {}", lines.lock().unwrap()),
+            }
+        };
+        assert!(line.contains(&format!("stream=true end={end} ")), "{line}");
+    }
+}

@@ -71,6 +71,8 @@ pub struct Report {
     pub upstream: Duration,
     pub error_code: Option<&'static str>,
     pub streaming: bool,
+    /// For a stream: how it ended, known once its body has ended.
+    pub stream_end: Option<crate::gateway::upstream::stream::EndNote>,
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus those aigw sets.
@@ -487,7 +489,9 @@ pub(super) fn respond(
                 provider: attempt.provider.clone(),
                 model: attempt.model.clone(),
                 request_id: inb.request_id.clone(),
+                end: Default::default(),
             };
+            report.stream_end = Some(relay.end.clone());
             (
                 status,
                 headers,
