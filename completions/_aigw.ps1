@@ -31,6 +31,7 @@ Register-ArgumentCompleter -Native -CommandName 'aigw' -ScriptBlock {
             [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Run routing test files (request → expected candidates) against their policies')
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover')
             [CompletionResult]::new('probe', 'probe', [CompletionResultType]::ParameterValue, 'Check providers: reachability, installed models, pre-warm Ollama models')
+            [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Turn a LiteLLM proxy config.yaml into a policy; report what cannot carry over')
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Write the built-in default policy to a file to start from')
             [CompletionResult]::new('schema', 'schema', [CompletionResultType]::ParameterValue, 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
@@ -38,6 +39,8 @@ Register-ArgumentCompleter -Native -CommandName 'aigw' -ScriptBlock {
             break
         }
         'aigw;validate' {
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'A policy file to check, as every other command takes it (same as a FILES argument)')
+            [CompletionResult]::new('--policy', '--policy', [CompletionResultType]::ParameterName, 'A policy file to check, as every other command takes it (same as a FILES argument)')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--secrets', '--secrets', [CompletionResultType]::ParameterName, 'Secrets file, to check that every `secrets.get` resolves')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
@@ -110,6 +113,14 @@ Register-ArgumentCompleter -Native -CommandName 'aigw' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'aigw;convert' {
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Write the policy to this file instead of standard output')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Write the policy to this file instead of standard output')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'aigw;init' {
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Overwrite an existing file')
@@ -135,6 +146,7 @@ Register-ArgumentCompleter -Native -CommandName 'aigw' -ScriptBlock {
             [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Run routing test files (request → expected candidates) against their policies')
             [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover')
             [CompletionResult]::new('probe', 'probe', [CompletionResultType]::ParameterValue, 'Check providers: reachability, installed models, pre-warm Ollama models')
+            [CompletionResult]::new('convert', 'convert', [CompletionResultType]::ParameterValue, 'Turn a LiteLLM proxy config.yaml into a policy; report what cannot carry over')
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Write the built-in default policy to a file to start from')
             [CompletionResult]::new('schema', 'schema', [CompletionResultType]::ParameterValue, 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
@@ -154,6 +166,9 @@ Register-ArgumentCompleter -Native -CommandName 'aigw' -ScriptBlock {
             break
         }
         'aigw;help;probe' {
+            break
+        }
+        'aigw;help;convert' {
             break
         }
         'aigw;help;init' {

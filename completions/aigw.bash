@@ -19,6 +19,9 @@ _aigw() {
             aigw,completions)
                 cmd="aigw__subcmd__completions"
                 ;;
+            aigw,convert)
+                cmd="aigw__subcmd__convert"
+                ;;
             aigw,explain)
                 cmd="aigw__subcmd__explain"
                 ;;
@@ -45,6 +48,9 @@ _aigw() {
                 ;;
             aigw__subcmd__help,completions)
                 cmd="aigw__subcmd__help__subcmd__completions"
+                ;;
+            aigw__subcmd__help,convert)
+                cmd="aigw__subcmd__help__subcmd__convert"
                 ;;
             aigw__subcmd__help,explain)
                 cmd="aigw__subcmd__help__subcmd__explain"
@@ -77,7 +83,7 @@ _aigw() {
 
     case "${cmd}" in
         aigw)
-            opts="-h -V --color --help --version validate explain test serve probe init schema completions help"
+            opts="-h -V --color --help --version validate explain test serve probe convert init schema completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,6 +107,32 @@ _aigw() {
                 return 0
             fi
             case "${prev}" in
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aigw__subcmd__convert)
+            opts="-o -h --output --color --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --color)
                     COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
                     return 0
@@ -171,7 +203,7 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__help)
-            opts="validate explain test serve probe init schema completions help"
+            opts="validate explain test serve probe convert init schema completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,6 +217,20 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aigw__subcmd__help__subcmd__convert)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -509,12 +555,20 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__validate)
-            opts="-h --format --deny-warnings --secrets --color --help"
+            opts="-p -h --policy --format --deny-warnings --secrets --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "human json github" -- "${cur}"))
                     return 0

@@ -28,12 +28,15 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand test 'Run routing test files (request → expected candidates) against their policies'
             cand serve 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover'
             cand probe 'Check providers: reachability, installed models, pre-warm Ollama models'
+            cand convert 'Turn a LiteLLM proxy config.yaml into a policy; report what cannot carry over'
             cand init 'Write the built-in default policy to a file to start from'
             cand schema 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'aigw;validate'= {
+            cand -p 'A policy file to check, as every other command takes it (same as a FILES argument)'
+            cand --policy 'A policy file to check, as every other command takes it (same as a FILES argument)'
             cand --format 'Output format'
             cand --secrets 'Secrets file, to check that every `secrets.get` resolves'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
@@ -101,6 +104,13 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'aigw;convert'= {
+            cand -o 'Write the policy to this file instead of standard output'
+            cand --output 'Write the policy to this file instead of standard output'
+            cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'aigw;init'= {
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
             cand --force 'Overwrite an existing file'
@@ -123,6 +133,7 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand test 'Run routing test files (request → expected candidates) against their policies'
             cand serve 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover'
             cand probe 'Check providers: reachability, installed models, pre-warm Ollama models'
+            cand convert 'Turn a LiteLLM proxy config.yaml into a policy; report what cannot carry over'
             cand init 'Write the built-in default policy to a file to start from'
             cand schema 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
             cand completions 'Print a shell completion script'
@@ -137,6 +148,8 @@ set edit:completion:arg-completer[aigw] = {|@words|
         &'aigw;help;serve'= {
         }
         &'aigw;help;probe'= {
+        }
+        &'aigw;help;convert'= {
         }
         &'aigw;help;init'= {
         }

@@ -34,10 +34,12 @@ complete -c aigw -n "__fish_aigw_needs_command" -f -a "explain" -d 'Dry-run rout
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "test" -d 'Run routing test files (request → expected candidates) against their policies'
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "serve" -d 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover'
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "probe" -d 'Check providers: reachability, installed models, pre-warm Ollama models'
+complete -c aigw -n "__fish_aigw_needs_command" -f -a "convert" -d 'Turn a LiteLLM proxy config.yaml into a policy; report what cannot carry over'
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "init" -d 'Write the built-in default policy to a file to start from'
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "schema" -d 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c aigw -n "__fish_aigw_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aigw -n "__fish_aigw_using_subcommand validate" -s p -l policy -d 'A policy file to check, as every other command takes it (same as a FILES argument)' -r -F
 complete -c aigw -n "__fish_aigw_using_subcommand validate" -l format -d 'Output format' -r -f -a "human\t'Diagnostics with source snippets'
 json\t'One JSON object per file'
 github\t'GitHub Actions workflow annotations'"
@@ -103,6 +105,11 @@ never\t''"
 complete -c aigw -n "__fish_aigw_using_subcommand probe" -l warm -d 'Pre-warm each policy model on Ollama providers (default)'
 complete -c aigw -n "__fish_aigw_using_subcommand probe" -l no-warm -d 'Skip pre-warming'
 complete -c aigw -n "__fish_aigw_using_subcommand probe" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c aigw -n "__fish_aigw_using_subcommand convert" -s o -l output -d 'Write the policy to this file instead of standard output' -r -F
+complete -c aigw -n "__fish_aigw_using_subcommand convert" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand convert" -s h -l help -d 'Print help'
 complete -c aigw -n "__fish_aigw_using_subcommand init" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -116,12 +123,13 @@ complete -c aigw -n "__fish_aigw_using_subcommand completions" -l color -d 'When
 always\t''
 never\t''"
 complete -c aigw -n "__fish_aigw_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "validate" -d 'Check policy files: schema, meaning and CEL strategies, with located diagnostics'
-complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "explain" -d 'Dry-run routing: which strategy matches and the ordered candidates a request would try'
-complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "test" -d 'Run routing test files (request → expected candidates) against their policies'
-complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "serve" -d 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover'
-complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "probe" -d 'Check providers: reachability, installed models, pre-warm Ollama models'
-complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "init" -d 'Write the built-in default policy to a file to start from'
-complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "schema" -d 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
-complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe init schema completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe convert init schema completions help" -f -a "validate" -d 'Check policy files: schema, meaning and CEL strategies, with located diagnostics'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe convert init schema completions help" -f -a "explain" -d 'Dry-run routing: which strategy matches and the ordered candidates a request would try'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe convert init schema completions help" -f -a "test" -d 'Run routing test files (request → expected candidates) against their policies'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe convert init schema completions help" -f -a "serve" -d 'Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe convert init schema completions help" -f -a "probe" -d 'Check providers: reachability, installed models, pre-warm Ollama models'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe convert init schema completions help" -f -a "convert" -d 'Turn a LiteLLM proxy config.yaml into a policy; report what cannot carry over'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe convert init schema completions help" -f -a "init" -d 'Write the built-in default policy to a file to start from'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe convert init schema completions help" -f -a "schema" -d 'Print the JSON Schema of policy.yaml (for editors and yaml-language-server)'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe convert init schema completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c aigw -n "__fish_aigw_using_subcommand help; and not __fish_seen_subcommand_from validate explain test serve probe convert init schema completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,9 +1,17 @@
 //! Command-line definitions (clap). Completions and `--help` snapshots come from here.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::gateway::GatewayOptions;
+use crate::gateway::attempts::breaker::BreakerOptions;
+use crate::gateway::attempts::failure::RetryOptions;
+use crate::policy::duration::{self, DurationError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +55,15 @@ pub enum Command {
 (bad flags, an unreadable policy, or a policy with errors)."
     )]
     Probe(ProbeArgs),
+    /// Turn a LiteLLM proxy config.yaml into a policy; report what cannot carry over.
+    #[command(
+        after_help = "The policy goes to standard output (or -o FILE); the report of warnings and \
+settings not carried over, each with its line, goes to standard error. Keys are never copied: \
+`os.environ/NAME` becomes ${secrets.get('env', 'NAME')}, read from the variable NAME.\n\n\
+Exit status: 0 converted, 1 the converted policy did not validate (a bug in convert), 2 the \
+file could not be read or has no convertible model_list."
+    )]
+    Convert(ConvertArgs),
     /// Write the built-in default policy to a file to start from.
     Init(InitArgs),
     /// Print the JSON Schema of policy.yaml (for editors and yaml-language-server).
@@ -95,9 +112,12 @@ pub enum TableFormat {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Policy files to check (`-` reads standard input).
-    #[arg(value_name = "FILES", default_value = "policy.yaml")]
+    /// Policy files to check (`-` reads standard input). Default: ./policy.yaml.
+    #[arg(value_name = "FILES")]
     pub files: Vec<PathBuf>,
+    /// A policy file to check, as every other command takes it (same as a FILES argument).
+    #[arg(long, short = 'p', value_name = "FILE")]
+    pub policy: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Human)]
     pub format: ReportFormat,
@@ -146,8 +166,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Address to listen on. A non-loopback address requires --auth-token.
-    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
-    pub listen: String,
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: SocketAddr,
     /// Token clients must send as `Authorization: Bearer TOKEN` (or AIGW_AUTH_TOKEN).
     #[arg(
         long,
@@ -157,40 +177,40 @@ pub struct ServeArgs {
     )]
     pub auth_token: Option<String>,
     /// Most attempts per request across keys and models.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = GatewayOptions::default().max_attempts)]
     pub max_attempts: usize,
     /// Fail over when the first byte takes longer than this (time-to-first-token limit).
     #[arg(long, value_name = "DURATION")]
-    pub first_byte_timeout: Option<String>,
+    pub first_byte_timeout: Option<DurationArg>,
     /// End a stream that sends nothing for this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub stream_idle_timeout: String,
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(GatewayOptions::default().stream_idle_timeout))]
+    pub stream_idle_timeout: DurationArg,
     /// After a 429 on a model's last key: times to send it again (honouring Retry-After, else
     /// backing off with jitter) before failing over; 0 fails over at once.
-    #[arg(long, default_value_t = 2, value_name = "N")]
+    #[arg(long, default_value_t = RetryOptions::default().rate_limit_retries, value_name = "N")]
     pub rate_limit_retries: u32,
     /// Times the same (key, model) is sent again after a transient failure (a 5xx, a reset)
     /// before the next candidate; 0 restores ngrok's "never the same pair twice".
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    #[arg(long, default_value_t = RetryOptions::default().same_pair_retries, value_name = "N")]
     pub same_pair_retries: u32,
     /// Longest wait accepted before a retry; a longer Retry-After fails over instead.
-    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
-    pub max_retry_wait: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(RetryOptions::default().max_wait))]
+    pub max_retry_wait: DurationArg,
     /// Consecutive failures (5xx, timeouts, connection errors) that open a model's circuit;
     /// 0 turns circuit breaking off.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    #[arg(long, default_value_t = BreakerOptions::default().failures, value_name = "N")]
     pub breaker_failures: u32,
     /// How long an open circuit skips its model before one request probes it again; each failed
     /// probe doubles the wait (up to 60s).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    pub breaker_cooldown: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(BreakerOptions::default().cooldown))]
+    pub breaker_cooldown: DurationArg,
     /// Largest request body accepted (bytes); larger ones get 413.
-    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    #[arg(long, default_value_t = GatewayOptions::default().max_body_bytes)]
     pub max_body_bytes: usize,
     /// Close connections that do not send a full request head (line and headers) within this
     /// time (slow clients, slow-loris).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    pub header_read_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(GatewayOptions::default().header_read_timeout))]
+    pub header_read_timeout: DurationArg,
     /// Threads serving connections; 0 means one per core. A connection and the upstream
     /// connections its requests use stay on one thread.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -243,6 +263,16 @@ pub struct ProbeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// LiteLLM proxy config (the file given to `litellm --config`); `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Write the policy to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "OUT")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct InitArgs {
     /// Where to write the policy.
     #[arg(default_value = "policy.yaml")]
@@ -252,14 +282,58 @@ pub struct InitArgs {
     pub force: bool,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::policy::duration::parse(s)
-        .map_err(|e| format!("{e} (write a duration such as 500ms, 20s or 2m)"))
+/// A duration flag, written like the policy's durations (`500ms`, `20s`, `2m`); its default is
+/// taken from the option it sets, so each default is stated once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationArg(pub Duration);
+
+/// A duration flag that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} (write a duration such as 500ms, 20s or 2m)")]
+pub struct DurationArgError(#[from] DurationError);
+
+impl FromStr for DurationArg {
+    type Err = DurationArgError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DurationArg(duration::parse(s)?))
+    }
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+impl fmt::Display for DurationArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&duration::format(self.0))
+    }
+}
+
+/// A `--base-url` value without `=`, or with an empty side.
+#[derive(Debug, thiserror::Error)]
+#[error("expected ID=URL, found `{0}`")]
+pub struct KeyValueError(String);
+
+fn parse_key_value(s: &str) -> Result<(String, String), KeyValueError> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected ID=URL, found `{s}`")),
+        _ => Err(KeyValueError(s.to_string())),
+    }
+}
+
+/// A `--listen` value that is not an address.
+#[derive(Debug, thiserror::Error)]
+#[error("expected an address such as 127.0.0.1:8080, :8080 or localhost:8080")]
+pub struct ListenError;
+
+/// `127.0.0.1:8080`, `localhost:8080`, `:8080` or `8080`.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, ListenError> {
+    let t = text.trim();
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let port = t
+        .strip_prefix(':')
+        .or_else(|| t.strip_prefix("localhost:"))
+        .unwrap_or(t);
+    match port.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => Err(ListenError),
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod convert;
 pub mod gateway;
 pub mod policy;
 pub mod probe;

@@ -14,15 +14,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let exit = match cli.command {
+    let result = match cli.command {
         Command::Validate(args) => commands::validate::run(args, cli.color),
         Command::Explain(args) => commands::explain::run(args, cli.color),
         Command::Test(args) => commands::test::run(args, cli.color),
         Command::Serve(args) => commands::serve::run(args, cli.color),
-        Command::Probe(args) => commands::probe::run(args, cli.color),
+        // probe reports its own errors, in colour, on the stream its tests capture.
+        Command::Probe(args) => Ok(commands::probe::run(args, cli.color)),
+        Command::Convert(args) => commands::convert::run(args, cli.color),
         Command::Init(args) => commands::init::run(args),
         Command::Schema => commands::schema::run(),
         Command::Completions { shell } => commands::completions::run(shell),
     };
-    ExitCode::from(exit)
+    ExitCode::from(commands::finish(result))
 }

@@ -16,3 +16,8 @@ fn explain_transcripts() {
 fn test_transcripts() {
     trycmd::TestCases::new().case("commands/test/*.toml");
 }
+
+#[test]
+fn convert_transcripts() {
+    trycmd::TestCases::new().case("commands/convert/*.toml");
+}

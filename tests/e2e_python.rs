@@ -6,15 +6,13 @@
 //! Needs `pip install -r tests/e2e/requirements.txt`; without the packages this test fails and
 //! says so (CI installs them).
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
 use aigw::gateway::GatewayOptions;
-use standin::{Fault, Kind, StandIn};
+use support::standin::{Fault, Kind, StandIn};
 
 const POLICY: &str = r#"
 on_http_request:
@@ -69,30 +67,15 @@ async fn official_python_clients_work_through_the_gateway() {
             "the Python e2e test needs the official clients: run `pip install -r tests/e2e/requirements.txt`\n({e})"
         );
     }
-    let local = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("local")
-        .with_models(&["test-chat", "test-embed"]);
-    let broken = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("broken")
-        .with_models(&["broken-model"]);
+    let local = support::openai_standin("local", &["test-chat", "test-embed"]).await;
+    let broken = support::openai_standin("broken", &["broken-model"]).await;
     broken.set_fault(Some(Fault::status(500)));
     // One stand-in per fault that must hold for every request the SDK sends.
-    let faulty = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("faulty")
-        .with_models(&["cut-stream"]);
+    let faulty = support::openai_standin("faulty", &["cut-stream"]).await;
     faulty.set_fault(Some(Fault::StreamCutAfter(3)));
-    let toolong = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("toolong")
-        .with_models(&["too-long"]);
+    let toolong = support::openai_standin("toolong", &["too-long"]).await;
     toolong.set_fault(Some(Fault::ContextLengthExceeded));
-    let garbled = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("garbled")
-        .with_models(&["garbled-stream"]);
+    let garbled = support::openai_standin("garbled", &["garbled-stream"]).await;
     garbled.set_fault(Some(Fault::MalformedChunkAt(2)));
     let ollama = StandIn::start(Kind::Ollama)
         .await

@@ -1,8 +1,9 @@
 //! Files generated from the code are kept in the repository and must stay current:
 //! shell completions and the policy JSON Schema (`completions/`), and `--help` (snapshots).
-//! Regenerate with `AIGW_REGENERATE=1 cargo test --test generated_files`.
+//! Regenerate with `TRYCMD=overwrite cargo test --test generated_files` and review the diff.
 
-use std::path::Path;
+#[path = "support/golden.rs"]
+mod golden;
 
 use clap::CommandFactory;
 use clap_complete::Shell;
@@ -12,17 +13,7 @@ use aigw::commands::completions::script;
 use aigw::policy::schema::policy_schema_text;
 
 fn check(path: &str, expected: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    if std::env::var_os("AIGW_REGENERATE").is_some() {
-        std::fs::write(&path, expected).unwrap();
-        return;
-    }
-    let actual = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        actual == expected,
-        "{} is out of date; run `AIGW_REGENERATE=1 cargo test --test generated_files`",
-        path.display()
-    );
+    golden::assert_file(path, expected);
 }
 
 #[test]

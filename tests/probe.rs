@@ -6,6 +6,8 @@
 //! binary in a shared target directory may be rebuilt by another checkout at any moment, and
 //! in-process runs are faster.
 
+#[path = "support/golden.rs"]
+mod golden;
 #[path = "support/standin/mod.rs"]
 mod standin;
 
@@ -129,6 +131,15 @@ const OLLAMA_POLICY: &str = r#"on_http_request:
             - id: "llama3.2"
             - id: "llama3.2:1b"
 "#;
+
+/// Probes [`OLLAMA_POLICY`] (written to a temporary directory) with these arguments.
+fn probe_ollama_policy(args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path(), OLLAMA_POLICY);
+    let mut all = vec!["--policy", p.to_str().unwrap()];
+    all.extend_from_slice(args);
+    probe(&all)
+}
 
 /// Snapshots with the scrub rules as insta filters.
 fn snapshot(name: &str, text: &str) {
@@ -314,16 +325,7 @@ fn slow_tags_time_out() {
     let ollama = start(&rt, Kind::Ollama, &["llama3.2:latest"]);
     ollama.push_fault_on("/api/tags", Fault::DelayHeaders(Duration::from_secs(3)));
     let base = format!("ollama={}", ollama.url());
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), OLLAMA_POLICY);
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--base-url",
-        &base,
-        "--timeout",
-        "300ms",
-    ]);
+    let run = probe_ollama_policy(&["--base-url", &base, "--timeout", "300ms"]);
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout
@@ -340,9 +342,7 @@ fn warm_404_is_model_not_found() {
     let ollama = start(&rt, Kind::Ollama, &["llama3.2:latest"]);
     ollama.push_fault_on("/api/generate", Fault::status(404));
     let base = format!("ollama={}", ollama.url());
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), OLLAMA_POLICY);
-    let run = probe(&["--policy", p.to_str().unwrap(), "--base-url", &base]);
+    let run = probe_ollama_policy(&["--base-url", &base]);
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout
@@ -370,9 +370,7 @@ fn garbage_is_not_json() {
         },
     );
     let base = format!("ollama={}", ollama.url());
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), OLLAMA_POLICY);
-    let run = probe(&["--policy", p.to_str().unwrap(), "--base-url", &base]);
+    let run = probe_ollama_policy(&["--base-url", &base]);
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout.contains(
@@ -393,9 +391,7 @@ fn forbidden_host_is_explained() {
         retry_after: None,
     }));
     let base = format!("ollama={}", ollama.url());
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), OLLAMA_POLICY);
-    let run = probe(&["--policy", p.to_str().unwrap(), "--base-url", &base]);
+    let run = probe_ollama_policy(&["--base-url", &base]);
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout.contains(
@@ -412,9 +408,7 @@ fn wrong_base_url_404() {
     let rt = runtime();
     let ollama = start(&rt, Kind::Ollama, &["llama3.2:latest"]);
     let base = format!("ollama={}/api", ollama.url());
-    let dir = tempfile::tempdir().unwrap();
-    let p = policy(dir.path(), OLLAMA_POLICY);
-    let run = probe(&["--policy", p.to_str().unwrap(), "--base-url", &base]);
+    let run = probe_ollama_policy(&["--base-url", &base]);
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout
@@ -501,25 +495,34 @@ fn api_policy(dir: &Path, id: &str, url: &str, models: &[&str]) -> PathBuf {
     policy(dir, &text)
 }
 
+/// Writes [`api_policy`] into `dir` and probes it with `--policy`, `--secrets` and `extra`.
+fn probe_api(dir: &Path, id: &str, url: &str, models: &[&str], extra: &[&str]) -> (PathBuf, Run) {
+    let p = api_policy(dir, id, url, models);
+    let secrets = dir.join("secrets.yaml");
+    let mut args = vec![
+        "--policy",
+        p.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let run = probe(&args);
+    (p, run)
+}
+
 #[test]
 fn openai_format_lists_models_with_the_key() {
     let rt = runtime();
     let openai = start(&rt, Kind::OpenAi, &["gpt-4o", "gpt-4o-mini"]);
     openai.require_key(KEY);
     let dir = tempfile::tempdir().unwrap();
-    let p = api_policy(
+    let (_, run) = probe_api(
         dir.path(),
         "openai",
         &openai.url(),
         &["gpt-4o", "gpt-4o-mni"],
+        &[],
     );
-    let secrets = dir.path().join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ]);
     assert_eq!(run.exit, Exit::Failure, "{}", run.stdout);
     let req = openai
         .requests()
@@ -550,16 +553,13 @@ fn rejected_key_is_redacted() {
     let openai = start(&rt, Kind::OpenAi, &["gpt-4o"]);
     openai.require_key("sk-the-right-one-000000");
     let dir = tempfile::tempdir().unwrap();
-    let p = api_policy(dir.path(), "openai", &openai.url(), &["gpt-4o"]);
-    let secrets = dir.path().join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let (_, run) = probe_api(
+        dir.path(),
+        "openai",
+        &openai.url(),
+        &["gpt-4o"],
+        &["--format", "json"],
+    );
     assert_eq!(run.exit, Exit::Failure);
     assert!(
         run.stdout
@@ -576,19 +576,13 @@ fn anthropic_format_uses_x_api_key() {
     let anthropic = start(&rt, Kind::Anthropic, &["claude-sonnet-4-5"]);
     anthropic.require_key(KEY);
     let dir = tempfile::tempdir().unwrap();
-    let p = api_policy(
+    let (_, run) = probe_api(
         dir.path(),
         "anthropic",
         &anthropic.url(),
         &["claude-sonnet-4-5"],
+        &[],
     );
-    let secrets = dir.path().join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ]);
     assert_eq!(run.exit, Exit::Success, "{}", run.stdout);
     let req = anthropic
         .requests()
@@ -663,8 +657,7 @@ fn installed_models_function() {
 
 // ---------------------------------------------------------------------------------------------
 // Transcripts: `commands/probe/*.md`, one per case, regenerated from real runs so they stay true.
-// A changed transcript fails the test unless AIGW_BLESS=1 (then it is rewritten); a missing one
-// is written (outside CI).
+// A changed or missing transcript fails the test; `TRYCMD=overwrite` rewrites them.
 
 struct Case {
     file: &'static str,
@@ -701,28 +694,6 @@ fn transcript(case: &Case) -> String {
     }
     md.push_str(&format!("\n# exit code: {}\n```\n", case.run.exit as u8));
     md
-}
-
-fn check_transcript(case: &Case) -> Option<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("commands/probe")
-        .join(case.file);
-    let want = transcript(case);
-    let have = std::fs::read_to_string(&path).ok();
-    let bless = std::env::var_os("AIGW_BLESS").is_some_and(|v| v == "1");
-    match have {
-        Some(h) if h == want => None,
-        Some(_) if !bless => Some(format!(
-            "{} is out of date (AIGW_BLESS=1 rewrites it):\n{want}",
-            path.display()
-        )),
-        None if std::env::var_os("CI").is_some() => Some(format!("{} is missing", path.display())),
-        _ => {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, want).unwrap();
-            None
-        }
-    }
 }
 
 fn case_with_policy(
@@ -837,14 +808,13 @@ fn transcripts() {
     let openai = start(&rt, Kind::OpenAi, &["gpt-4o", "gpt-4o-mini"]);
     openai.require_key(KEY);
     let dir = tempfile::tempdir().unwrap().keep();
-    let p = api_policy(&dir, "openai", &openai.url(), &["gpt-4o", "gpt-4o-mni"]);
-    let secrets = dir.join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ]);
+    let (p, run) = probe_api(
+        &dir,
+        "openai",
+        &openai.url(),
+        &["gpt-4o", "gpt-4o-mni"],
+        &[],
+    );
     cases.push(Case {
         file: "openai-models.md",
         title: "OpenAI format: the key from --secrets lists the models; one policy id is misspelt",
@@ -890,14 +860,7 @@ fn transcripts() {
     let plain = start(&rt, Kind::OpenAi, &["gpt-4o"]);
     let tls_url = plain.url().replace("http://", "https://");
     let dir = tempfile::tempdir().unwrap().keep();
-    let p = api_policy(&dir, "openai", &tls_url, &["gpt-4o"]);
-    let secrets = dir.join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-    ]);
+    let (p, run) = probe_api(&dir, "openai", &tls_url, &["gpt-4o"], &[]);
     cases.push(Case {
         file: "tls-failure.md",
         title: "https:// to a server that speaks plain HTTP: TCP works, TLS fails",
@@ -916,11 +879,16 @@ fn transcripts() {
         &["openai", "--base-url", &oa],
     ));
 
-    let stale: Vec<String> = cases.iter().filter_map(check_transcript).collect();
+    let transcripts: Vec<(String, String)> = cases
+        .iter()
+        .map(|c| (format!("commands/probe/{}", c.file), transcript(c)))
+        .collect();
     for c in &cases {
         let _ = std::fs::remove_dir_all(&c.dir);
     }
-    assert!(stale.is_empty(), "{}", stale.join("\n\n"));
+    for (path, text) in &transcripts {
+        golden::assert_file(path, text);
+    }
 }
 
 #[test]
@@ -929,16 +897,13 @@ fn tls_to_a_plain_http_server_fails_as_tls() {
     let openai = start(&rt, Kind::OpenAi, &["gpt-4o"]);
     let dir = tempfile::tempdir().unwrap();
     let url = openai.url().replace("http://", "https://");
-    let p = api_policy(dir.path(), "openai", &url, &["gpt-4o"]);
-    let secrets = dir.path().join("secrets.yaml");
-    let run = probe(&[
-        "--policy",
-        p.to_str().unwrap(),
-        "--secrets",
-        secrets.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let (_, run) = probe_api(
+        dir.path(),
+        "openai",
+        &url,
+        &["gpt-4o"],
+        &["--format", "json"],
+    );
     assert_eq!(run.exit, Exit::Failure);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     let p0 = &v["providers"][0];

@@ -10,8 +10,6 @@
 //! changes the number of generated cases (default 4000). The test prints how many inputs ran.
 //! A second test sends 1500 mutated seed requests and arbitrary byte strings to a live listener.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -32,7 +30,6 @@ use proptest::test_runner::{
     Config, FileFailurePersistence, RngAlgorithm, TestCaseError, TestRng, TestRunner,
 };
 use serde_json::Value;
-use standin::{Kind, StandIn};
 use tower::ServiceExt;
 
 const POLICY: &str = r#"
@@ -376,10 +373,7 @@ fn requests_through_the_router_never_panic_and_errors_are_well_formed() {
         .build()
         .unwrap();
     let (up, app) = rt.block_on(async {
-        let up = StandIn::start(Kind::OpenAi)
-            .await
-            .with_label("local")
-            .with_models(&["made-up-chat", "made-up-embed"]);
+        let up = support::openai_standin("local", &["made-up-chat", "made-up-embed"]).await;
         let loaded = aigw::policy::load_str("policy.yaml", POLICY);
         let (routing, _) = support::factory(&[("local", up.url())], &[])
             .build(&loaded, Default::default())
@@ -489,10 +483,7 @@ fn raw_bytes_on_a_live_listener_never_take_the_server_down() {
         .build()
         .unwrap();
     let (up, gw) = rt.block_on(async {
-        let up = StandIn::start(Kind::OpenAi)
-            .await
-            .with_label("local")
-            .with_models(&["made-up-chat", "made-up-embed"]);
+        let up = support::openai_standin("local", &["made-up-chat", "made-up-embed"]).await;
         let gw = support::start_policy(
             POLICY,
             &[("local", up.url())],

@@ -3,8 +3,6 @@
 //! broken policy reloaded while requests are in flight. Every failure is a JSON error in the
 //! route's dialect whose message names the problem (and the fix where there is one).
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -14,21 +12,9 @@ use std::time::Duration;
 
 use aigw::gateway::GatewayOptions;
 use serde_json::{Value, json};
-use standin::{Kind, StandIn};
+use support::standin::StandIn;
 use support::{client, start_policy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const POLICY: &str = r#"
-on_http_request:
-  - type: ai-gateway
-    config:
-      only_allow_configured_providers: true
-      providers:
-        - id: local
-          base_url: "https://local.internal"
-          models:
-            - id: made-up-chat
-"#;
 
 fn opts() -> GatewayOptions {
     GatewayOptions {
@@ -38,11 +24,14 @@ fn opts() -> GatewayOptions {
 }
 
 async fn setup(opts: GatewayOptions) -> (StandIn, support::Started) {
-    let up = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("local")
-        .with_models(&["made-up-chat"]);
-    let gw = start_policy(POLICY, &[("local", up.url())], &[], opts).await;
+    let up = support::openai_standin("local", &["made-up-chat"]).await;
+    let gw = start_policy(
+        support::LOCAL_CHAT_POLICY,
+        &[("local", up.url())],
+        &[],
+        opts,
+    )
+    .await;
     (up, gw)
 }
 
@@ -180,22 +169,10 @@ async fn bodies_over_the_limit_are_413_naming_the_limit_and_the_flag() {
     }
     // Just under the limit still works.
     let ok = json!({"model": "made-up-chat", "messages": [{"role": "user", "content": "hi"}]});
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&ok)
-        .send()
-        .await
-        .unwrap();
+    let r = gw.post("/v1/chat/completions", &ok).await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.requests().len(), 1);
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("status=\"413\""), "{metrics}");
 }
 
@@ -252,7 +229,7 @@ async fn slow_loris_connections_are_closed_after_the_header_read_timeout() {
         slow.push(s);
     }
     // Served while the slow ones hang.
-    let r = client().get(gw.url("/healthz")).send().await.unwrap();
+    let r = gw.get("/healthz").await;
     assert_eq!(r.status(), 200);
     for mut s in slow {
         // Generous bound: only a safety net so a regression fails instead of hanging.
@@ -285,15 +262,12 @@ async fn slow_loris_connections_are_closed_after_the_header_read_timeout() {
 /// serving, every request is answered 200, and the reload is counted as an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_policy_reloaded_under_load_drops_nothing() {
-    let up = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("local")
-        .with_models(&["made-up-chat"]);
+    let up = support::openai_standin("local", &["made-up-chat"]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.yaml");
-    std::fs::write(&path, POLICY).unwrap();
+    std::fs::write(&path, support::LOCAL_CHAT_POLICY).unwrap();
     let f = Arc::new(support::factory(&[("local", up.url())], &[]));
-    let loaded = aigw::policy::load_str("policy.yaml", POLICY);
+    let loaded = aigw::policy::load_str("policy.yaml", support::LOCAL_CHAT_POLICY);
     let (routing, _) = f.build(&loaded, Default::default()).unwrap();
     let gw = support::start(routing, opts()).await;
     aigw::gateway::server::reload::spawn(
@@ -343,7 +317,7 @@ async fn a_broken_policy_reloaded_under_load_drops_nothing() {
     .map(String::from)
     .into_iter()
     // Nested deep enough to overflow a reload thread's stack before the CEL nesting guard.
-    .chain([POLICY.replace(
+    .chain([support::LOCAL_CHAT_POLICY.replace(
         "            - id: made-up-chat\n",
         &format!(
             "            - id: made-up-chat\n      model_selection:\n        strategy:\n          - \"{}ai.models{}\"\n",

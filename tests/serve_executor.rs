@@ -44,18 +44,13 @@ async fn fails_over_on_500_and_rewrites_the_body() {
         &[("a", "m1"), ("b", "m2")],
     );
     let gw = start(Arc::new(routing), GatewayOptions::default()).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("a:m1", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/v1/chat/completions", &chat("a:m1", false)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-aigw-provider"], "b");
     assert_eq!(resp.headers()["x-aigw-model"], "m2");
     assert_eq!(resp.headers()["x-aigw-attempts"], "2");
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["served_by"], "b");
+    assert_eq!(body["choices"][0]["message"]["content"], "[b] you said: hi");
     let seen_a = a.seen();
     // A transient 500 is sent to the same pair once more before failing over.
     assert_eq!(seen_a.len(), 2);
@@ -66,14 +61,7 @@ async fn fails_over_on_500_and_rewrites_the_body() {
         "`models` must not go upstream"
     );
     assert_eq!(b.seen()[0].body["model"], "m2");
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("aigw_failovers_total 1"), "{metrics}");
     assert!(
         metrics.contains("aigw_attempts_total{provider=\"a\",outcome=\"http_error\"} 2"),
@@ -96,12 +84,7 @@ async fn fails_over_on_connection_refused_and_timeout() {
     );
     routing.gateway.per_request_timeout = Some(Sp::new(Duration::from_millis(500), 0..0));
     let gw = start(Arc::new(routing), GatewayOptions::default()).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/v1/chat/completions", &chat("m", false)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-aigw-provider"], "ok");
     assert_eq!(resp.headers()["x-aigw-attempts"], "3");
@@ -121,12 +104,7 @@ async fn total_timeout_is_504() {
     routing.gateway.per_request_timeout = Some(Sp::new(Duration::from_secs(20), 0..0));
     routing.gateway.total_timeout = Some(Sp::new(Duration::from_millis(600), 0..0));
     let gw = start(Arc::new(routing), GatewayOptions::default()).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/v1/chat/completions", &chat("m", false)).await;
     assert_eq!(resp.status(), 504);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ERR_NGROK_3810");
@@ -142,19 +120,18 @@ async fn exhausted_candidates_are_503_with_every_reason() {
         &[("a", "m1"), ("b", "m2")],
     );
     let gw = start(Arc::new(routing), GatewayOptions::default()).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m1", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/v1/chat/completions", &chat("m1", false)).await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["x-aigw-attempts"], "2");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ERR_NGROK_3807");
     assert_eq!(body["error"]["type"], "gateway_error");
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("a:m1: HTTP 500 (a says 500)"), "{msg}");
+    // The upstream's own message (the stand-in's OpenAI 500) is quoted.
+    assert!(
+        msg.contains("a:m1: HTTP 500 (The server had an error while processing your request."),
+        "{msg}"
+    );
     assert!(msg.contains("b:m2: HTTP 429"), "{msg}");
 }
 
@@ -173,12 +150,7 @@ async fn attempt_cap_is_enforced() {
         },
     )
     .await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m1", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/v1/chat/completions", &chat("m1", false)).await;
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ERR_NGROK_3812");
@@ -216,12 +188,9 @@ async fn rotates_keys_and_never_leaks_them() {
 
     // Both keys rejected: the error names the keys only redacted.
     a.set(Mode::Status(401));
-    let body: Value = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m", false))
-        .send()
+    let body: Value = gw
+        .post("/v1/chat/completions", &chat("m", false))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -264,12 +233,7 @@ async fn inbound_token_is_required_and_never_forwarded() {
         ..GatewayOptions::default()
     };
     let gw = start(Arc::new(routing), opts).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/v1/chat/completions", &chat("m", false)).await;
     assert_eq!(resp.status(), 401);
     let resp = client()
         .post(gw.url("/v1/chat/completions"))
@@ -279,15 +243,7 @@ async fn inbound_token_is_required_and_never_forwarded() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    assert!(
-        client()
-            .get(gw.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    assert!(gw.get("/healthz").await.status().is_success());
     let resp = client()
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth("gw-token-123")
@@ -320,12 +276,7 @@ async fn streams_chunk_by_chunk() {
     let (a_url, _a) = mini::start("a", Mode::Stream { n: 5, die: false }).await;
     let routing = FixedRouting::new(vec![provider("a", &a_url, &[])], &[("a", "m")]);
     let gw = start(Arc::new(routing), GatewayOptions::default()).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/v1/chat/completions", &chat("m", true)).await;
     assert_eq!(resp.status(), 200);
     assert!(
         resp.headers()["content-type"]
@@ -334,7 +285,8 @@ async fn streams_chunk_by_chunk() {
             .starts_with("text/event-stream")
     );
     let text = resp.text().await.unwrap();
-    assert_eq!(text.matches("data: {").count(), 5, "{text}");
+    // The stand-in's chunks for "[a] you said: hi": role, one per word, finish.
+    assert_eq!(text.matches("data: {").count(), 6, "{text}");
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert!(!text.contains("\"error\""));
 }
@@ -348,15 +300,11 @@ async fn a_stream_that_dies_ends_with_an_error_event() {
         &[("a", "m"), ("b", "m")],
     );
     let gw = start(Arc::new(routing), GatewayOptions::default()).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat("m", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/v1/chat/completions", &chat("m", true)).await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap_or_default();
-    assert!(text.contains("a-0"), "{text}");
+    // The first 3 chunks (role, "[a]", " you") arrived.
+    assert!(text.contains(r#""content":"[a]""#), "{text}");
     let last = text.trim_end().lines().last().unwrap();
     assert!(last.starts_with("data: {\"error\""), "{text}");
     assert!(!text.contains("[DONE]"));
@@ -382,12 +330,7 @@ async fn bad_bodies_are_3801() {
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ERR_NGROK_3801");
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": 3}))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/v1/chat/completions", &json!({"model": 3})).await;
     assert_eq!(resp.status(), 400);
     // Over --max-body-bytes: 413 in the OpenAI error shape.
     let routing = FixedRouting::new(vec![], &[]);
@@ -400,12 +343,7 @@ async fn bad_bodies_are_3801() {
     )
     .await;
     let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(5000)}]});
-    let resp = client()
-        .post(small.url("/v1/chat/completions"))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
+    let resp = small.post("/v1/chat/completions", &big).await;
     assert_eq!(resp.status(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "ERR_NGROK_3801");

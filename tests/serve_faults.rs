@@ -6,8 +6,6 @@
 //! assert on what the stand-ins saw and what the client got; where time matters they assert
 //! lower bounds that a sleep guarantees, or upper bounds with generous slack, never a target.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -15,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use aigw::gateway::GatewayOptions;
 use serde_json::{Value, json};
-use standin::{Fault, Kind, StandIn};
-use support::{client, start_policy};
+use support::standin::{Fault, StandIn};
+use support::{client, header, start_pair};
 
 const SECRETS: &[(&str, &str)] = &[
     ("AIGW_SECRET_PRIMARY_KEY1", "sk-fault-primary-key-one-1111"),
@@ -66,17 +64,10 @@ fn opts() -> GatewayOptions {
 }
 
 async fn setup_with(timeouts: &str, opts: GatewayOptions) -> Setup {
-    let primary = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("primary")
-        .with_models(&["chat-a"]);
-    let fallback = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("fallback")
-        .with_models(&["chat-b"]);
-    let gw = start_policy(
+    let (primary, fallback, gw) = start_pair(
         &policy(timeouts),
-        &[("primary", primary.url()), ("fallback", fallback.url())],
+        ["primary", "fallback"],
+        [&["chat-a"], &["chat-b"]],
         SECRETS,
         opts,
     )
@@ -118,14 +109,6 @@ async fn post(s: &Setup, body: &Value) -> reqwest::Response {
         .expect("the gateway answers")
 }
 
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
 async fn error_message(r: reqwest::Response) -> String {
     let v: Value = r.json().await.expect("a JSON error");
     v["error"]["message"].as_str().unwrap_or("").to_string()
@@ -146,14 +129,7 @@ fn sse_payloads(text: &str) -> Vec<String> {
 }
 
 async fn metrics(s: &Setup) -> String {
-    client()
-        .get(s.gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    s.gw.metrics().await
 }
 
 // 1 -------------------------------------------------------------------------------------------
@@ -747,7 +723,7 @@ async fn the_access_line_records_how_each_stream_ended() {
             s.primary.push_fault(f);
         }
         let r = post(&s, &only_primary(true)).await;
-        let id = header(&r, "x-request-id");
+        let id = header(&r, "x-request-id").to_string();
         let _ = r.text().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let line = loop {

@@ -1,8 +1,6 @@
 //! `aigw serve` end to end in-process: the real engine on a policy, stand-in providers on
 //! 127.0.0.1, and an HTTP client. Failover, timeouts, keys, mapping, reload, models, auth.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -12,8 +10,8 @@ use std::time::Duration;
 use aigw::gateway::GatewayOptions;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use standin::{Fault, Kind, StandIn};
-use support::{client, start_policy};
+use support::standin::{Fault, Kind, StandIn};
+use support::{client, header, openai_standin, start_pair, start_policy};
 
 /// Two OpenAI-format providers offering the same model: `primary` (two keys) then `backup`
 /// (client key passthrough). Both are ngrok `.internal` endpoints mapped with `--base-url`.
@@ -54,17 +52,10 @@ struct Setup {
 }
 
 async fn setup_with(extra: &str, opts: GatewayOptions) -> Setup {
-    let primary = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("primary")
-        .with_models(&["test-chat"]);
-    let backup = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("backup")
-        .with_models(&["test-chat"]);
-    let gw = start_policy(
+    let (primary, backup, gw) = start_pair(
         &two_providers(extra),
-        &[("primary", primary.url()), ("backup", backup.url())],
+        ["primary", "backup"],
+        [&["test-chat"], &["test-chat"]],
         SECRETS,
         opts,
     )
@@ -94,13 +85,6 @@ async fn post(s: &Setup, body: &Value) -> reqwest::Response {
         .unwrap()
 }
 
-fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap())
-        .unwrap_or("")
-}
-
 #[tokio::test]
 async fn plain_chat_through_a_mapped_internal_endpoint() {
     let s = setup().await;
@@ -125,15 +109,10 @@ async fn plain_chat_through_a_mapped_internal_endpoint() {
 
 #[tokio::test]
 async fn streaming_chat_arrives_chunk_by_chunk() {
-    let primary = StandIn::start(Kind::OpenAi)
+    let primary = openai_standin("primary", &["test-chat"])
         .await
-        .with_label("primary")
-        .with_models(&["test-chat"])
         .with_chunk_delay(Duration::from_millis(150));
-    let backup = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("backup")
-        .with_models(&["test-chat"]);
+    let backup = openai_standin("backup", &["test-chat"]).await;
     let gw = start_policy(
         &two_providers(""),
         &[("primary", primary.url()), ("backup", backup.url())],
@@ -141,12 +120,7 @@ async fn streaming_chat_arrives_chunk_by_chunk() {
         GatewayOptions::default(),
     )
     .await;
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "test-chat", "stream": true, "messages": [{"role": "user", "content": "one two three four"}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.post("/v1/chat/completions", &json!({"model": "test-chat", "stream": true, "messages": [{"role": "user", "content": "one two three four"}]})).await;
     assert_eq!(r.status(), 200);
     assert!(header(&r, "content-type").starts_with("text/event-stream"));
     // The first chunk arrives long before the stream ends: nothing is buffered.
@@ -217,10 +191,7 @@ async fn key_rotation_on_401() {
 
 #[tokio::test]
 async fn fails_over_on_connection_refused() {
-    let backup = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("backup")
-        .with_models(&["test-chat"]);
+    let backup = openai_standin("backup", &["test-chat"]).await;
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
@@ -232,12 +203,7 @@ async fn fails_over_on_connection_refused() {
         GatewayOptions::default(),
     )
     .await;
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat(false))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.post("/v1/chat/completions", &chat(false)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-aigw-provider"), "backup");
     assert_eq!(header(&r, "x-aigw-attempts"), "3");
@@ -325,12 +291,12 @@ async fn mid_stream_death_ends_with_an_error_event() {
 #[tokio::test]
 async fn plan_errors_keep_their_codes() {
     let s = setup().await;
-    let r = client()
-        .post(s.gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "no-such-model", "messages": []}))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        s.gw.post(
+            "/v1/chat/completions",
+            &json!({"model": "no-such-model", "messages": []}),
+        )
+        .await;
     assert_eq!(r.status(), 422);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "ERR_NGROK_3804");
@@ -339,14 +305,7 @@ async fn plan_errors_keep_their_codes() {
 #[tokio::test]
 async fn models_lists_candidates_as_provider_model() {
     let s = setup().await;
-    let v: Value = client()
-        .get(s.gw.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.gw.get("/v1/models").await.json().await.unwrap();
     assert_eq!(v["object"], "list");
     let ids: Vec<&str> = v["data"]
         .as_array()
@@ -357,19 +316,11 @@ async fn models_lists_candidates_as_provider_model() {
     assert!(ids.contains(&"primary:test-chat"), "{ids:?}");
     assert!(ids.contains(&"backup:test-chat"), "{ids:?}");
     assert!(v["data"][0]["object"] == "model");
-    let r = client()
-        .get(s.gw.url("/v1/models/backup:test-chat"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.gw.get("/v1/models/backup:test-chat").await;
     assert_eq!(r.status(), 200);
     let m: Value = r.json().await.unwrap();
     assert_eq!(m["id"], "backup:test-chat");
-    let r = client()
-        .get(s.gw.url("/v1/models/nope:nope"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.gw.get("/v1/models/nope:nope").await;
     assert_eq!(r.status(), 404);
 }
 
@@ -408,12 +359,12 @@ async fn request_decoration_headers_query_body_and_token_limits() {
     );
 
     let long = "x".repeat(400);
-    let r = client()
-        .post(s.gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "test-chat", "messages": [{"role": "user", "content": long}]}))
-        .send()
-        .await
-        .unwrap();
+    let r =
+        s.gw.post(
+            "/v1/chat/completions",
+            &json!({"model": "test-chat", "messages": [{"role": "user", "content": long}]}),
+        )
+        .await;
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "ERR_NGROK_3811");
@@ -442,24 +393,16 @@ on_http_request:
         GatewayOptions::default(),
     )
     .await;
-    let r = client()
-        .post(gw.url("/api/chat"))
-        .json(&json!({"model": "llama3.2:latest", "stream": false, "messages": [{"role": "user", "content": "hi ollama"}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.post("/api/chat", &json!({"model": "llama3.2:latest", "stream": false, "messages": [{"role": "user", "content": "hi ollama"}]})).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-aigw-provider"), "ollama");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["message"]["content"], "[ollama] you said: hi ollama");
     assert_eq!(ollama.requests()[0].path, "/api/chat");
     // Unknown model: Ollama's error shape.
-    let r = client()
-        .post(gw.url("/api/chat"))
-        .json(&json!({"model": "nope", "messages": []}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw
+        .post("/api/chat", &json!({"model": "nope", "messages": []}))
+        .await;
     assert!(r.status().is_client_error());
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].is_string(), "{v}");
@@ -467,9 +410,15 @@ on_http_request:
 
 #[tokio::test]
 async fn off_loopback_needs_a_token() {
-    use aigw::commands::serve::{check_bind, parse_listen};
+    use aigw::cli::parse_listen;
+    use aigw::commands::serve::check_bind;
     let any = parse_listen("0.0.0.0:0").unwrap();
-    assert!(check_bind(&any, None).unwrap_err().contains("--auth-token"));
+    assert!(
+        check_bind(&any, None)
+            .unwrap_err()
+            .to_string()
+            .contains("--auth-token")
+    );
     assert!(check_bind(&any, Some("")).is_err());
     assert!(check_bind(&any, Some("t0k3n")).is_ok());
     assert!(check_bind(&parse_listen("127.0.0.1:8080").unwrap(), None).is_ok());
@@ -479,10 +428,7 @@ async fn off_loopback_needs_a_token() {
     );
 
     // Bound on all interfaces with a token: requests without it are refused.
-    let up = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("primary")
-        .with_models(&["test-chat"]);
+    let up = openai_standin("primary", &["test-chat"]).await;
     let loaded = aigw::policy::load_str("policy.yaml", two_providers(""));
     let (routing, _) = support::factory(&[("primary", up.url()), ("backup", up.url())], SECRETS)
         .build(&loaded, Default::default())
@@ -513,16 +459,19 @@ async fn off_loopback_needs_a_token() {
     );
 }
 
+/// Replaces the file in one step, as editors save: a plain write truncates first, and a reload
+/// that looks between the truncation and the write sees the change twice (and reports the same
+/// broken policy twice), which made the exact error count below depend on timing.
+fn save(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 #[tokio::test]
 async fn reload_swaps_a_good_policy_and_keeps_serving_on_a_bad_one() {
-    let a = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("a")
-        .with_models(&["m"]);
-    let b = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("b")
-        .with_models(&["m"]);
+    let a = openai_standin("a", &["m"]).await;
+    let b = openai_standin("b", &["m"]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.yaml");
     let policy = |id: &str| {
@@ -543,12 +492,12 @@ async fn reload_swaps_a_good_policy_and_keeps_serving_on_a_bad_one() {
         build,
     );
     let ask = || async {
-        let r = client()
-            .post(started.url("/v1/chat/completions"))
-            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap();
+        let r = started
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
         r.headers()
             .get("x-aigw-provider")
             .map(|v| v.to_str().unwrap().to_string())
@@ -557,7 +506,7 @@ async fn reload_swaps_a_good_policy_and_keeps_serving_on_a_bad_one() {
     assert_eq!(ask().await, "a");
 
     // A good policy is picked up.
-    std::fs::write(&path, policy("b")).unwrap();
+    save(&path, &policy("b"));
     let mut switched = false;
     for _ in 0..100 {
         if ask().await == "b" {
@@ -569,17 +518,11 @@ async fn reload_swaps_a_good_policy_and_keeps_serving_on_a_bad_one() {
     assert!(switched, "the new policy was not swapped in");
 
     // A broken one is reported and the previous one keeps serving.
-    std::fs::write(&path, "on_http_request:\n  - type: ai-gateway\n    config:\n      only_allow_configured_providers: true\n      providers: 7\n").unwrap();
-    let metrics = || async {
-        client()
-            .get(started.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    save(
+        &path,
+        "on_http_request:\n  - type: ai-gateway\n    config:\n      only_allow_configured_providers: true\n      providers: 7\n",
+    );
+    let metrics = || async { started.metrics().await };
     let mut reported = false;
     for _ in 0..100 {
         if metrics()

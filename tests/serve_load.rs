@@ -4,8 +4,6 @@
 //! the open-stream gauge returns to 0 and the process's memory stays bounded. The memory figures
 //! (resident set before, at peak, after) are printed.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -16,19 +14,7 @@ use std::time::Duration;
 use aigw::gateway::GatewayOptions;
 use futures_util::StreamExt;
 use serde_json::json;
-use standin::{Kind, StandIn};
-
-const POLICY: &str = r#"
-on_http_request:
-  - type: ai-gateway
-    config:
-      only_allow_configured_providers: true
-      providers:
-        - id: local
-          base_url: "https://local.internal"
-          models:
-            - id: made-up-chat
-"#;
+use support::standin::{Kind, StandIn};
 
 const STREAMS: usize = 1000;
 
@@ -63,7 +49,7 @@ async fn a_thousand_streams_with_disconnecting_clients() {
         .with_models(&["made-up-chat"])
         .with_chunk_delay(Duration::from_millis(10));
     let gw = support::start_policy(
-        POLICY,
+        support::LOCAL_CHAT_POLICY,
         &[("local", up.url())],
         &[],
         GatewayOptions {
@@ -73,26 +59,19 @@ async fn a_thousand_streams_with_disconnecting_clients() {
     )
     .await;
     // Warm up (lazy statics, the connection pool's first connection).
-    let warm = support::client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "made-up-chat", "messages": [{"role": "user", "content": "warm"}]}))
-        .send()
-        .await
-        .unwrap();
+    let warm = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "made-up-chat", "messages": [{"role": "user", "content": "warm"}]}),
+        )
+        .await;
     assert_eq!(warm.status(), 200);
     let before = rss_kib();
     let (counts, peak1) = wave(&gw, &up).await;
     let after1 = rss_kib();
     // A second wave: memory is reused, not accumulated.
     let (_, peak2) = wave(&gw, &up).await;
-    let metrics = support::client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(metrics.contains("aigw_open_streams 0"), "{metrics}");
     let after = rss_kib();
     eprintln!(

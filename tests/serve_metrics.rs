@@ -1,8 +1,6 @@
 //! `m.metrics.*` fed from the gateway's own traffic: a strategy that filters out models with a
 //! high error rate stops sending requests to a failing provider once the figures refresh.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -11,8 +9,7 @@ use std::time::Duration;
 
 use aigw::gateway::GatewayOptions;
 use serde_json::json;
-use standin::{Fault, Kind, StandIn};
-use support::client;
+use support::standin::Fault;
 
 const POLICY: &str = r#"
 on_http_request:
@@ -36,14 +33,8 @@ on_http_request:
 
 #[tokio::test]
 async fn error_rates_from_live_traffic_steer_routing() {
-    let flaky = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("flaky")
-        .with_models(&["m"]);
-    let steady = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("steady")
-        .with_models(&["m"]);
+    let flaky = support::openai_standin("flaky", &["m"]).await;
+    let steady = support::openai_standin("steady", &["m"]).await;
     flaky.set_fault(Some(Fault::status(500)));
     let f = Arc::new(support::factory(
         &[("flaky", flaky.url()), ("steady", steady.url())],
@@ -60,12 +51,12 @@ async fn error_rates_from_live_traffic_steer_routing() {
         f.clone().metrics_rebuilder(),
     );
     let ask = || async {
-        let r = client()
-            .post(gw.url("/v1/chat/completions"))
-            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap();
+        let r = gw
+            .post(
+                "/v1/chat/completions",
+                &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
         assert_eq!(r.status(), 200);
         r.headers()["x-aigw-attempts"].to_str().unwrap().to_string()
     };

@@ -2,8 +2,6 @@
 //! `/api/chat` streaming and not, failover between two Ollama instances, `/api/tags` merging,
 //! `/api/embed`, `/api/version`, and a mid-stream failure as an NDJSON error line.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -11,8 +9,8 @@ use std::sync::Arc;
 
 use aigw::gateway::GatewayOptions;
 use serde_json::{Value, json};
-use standin::{Fault, Kind, StandIn};
-use support::{FixedProvider, FixedRouting, client, start};
+use support::standin::{Fault, Kind, StandIn};
+use support::{FixedProvider, FixedRouting, start};
 
 fn ollama(id: &str, url: String) -> FixedProvider {
     FixedProvider {
@@ -47,12 +45,7 @@ async fn two_ollamas() -> (StandIn, StandIn, support::Started) {
 async fn api_chat_streams_ndjson_and_fails_over() {
     let (a, b, gw) = two_ollamas().await;
     // Streaming is Ollama's default.
-    let resp = client()
-        .post(gw.url("/api/chat"))
-        .json(&json!({"model": "llama3.2", "messages": [{"role": "user", "content": "one two three"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/api/chat", &json!({"model": "llama3.2", "messages": [{"role": "user", "content": "one two three"}]})).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-aigw-provider"], "gpu-a");
     assert!(
@@ -74,12 +67,7 @@ async fn api_chat_streams_ndjson_and_fails_over() {
     // answers on its native API.
     a.push_fault_on("/api/chat", Fault::status(500));
     a.push_fault_on("/api/chat", Fault::status(500));
-    let resp = client()
-        .post(gw.url("/api/chat"))
-        .json(&json!({"model": "llama3.2", "stream": false, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/api/chat", &json!({"model": "llama3.2", "stream": false, "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-aigw-provider"], "gpu-b");
     let v: Value = resp.json().await.unwrap();
@@ -97,12 +85,7 @@ async fn api_chat_streams_ndjson_and_fails_over() {
 async fn api_chat_mid_stream_failure_is_an_error_line() {
     let (a, _b, gw) = two_ollamas().await;
     a.push_fault_on("/api/chat", Fault::StreamCutAfter(2));
-    let resp = client()
-        .post(gw.url("/api/chat"))
-        .json(&json!({"model": "llama3.2", "messages": [{"role": "user", "content": "one two three four five"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.post("/api/chat", &json!({"model": "llama3.2", "messages": [{"role": "user", "content": "one two three four five"}]})).await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap_or_default();
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
@@ -116,14 +99,7 @@ async fn api_chat_mid_stream_failure_is_an_error_line() {
 #[tokio::test]
 async fn api_tags_merges_and_embed_routes() {
     let (_a, _b, gw) = two_ollamas().await;
-    let v: Value = client()
-        .get(gw.url("/api/tags"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.get("/api/tags").await.json().await.unwrap();
     let mut names: Vec<&str> = v["models"]
         .as_array()
         .unwrap()
@@ -132,21 +108,14 @@ async fn api_tags_merges_and_embed_routes() {
         .collect();
     names.sort();
     assert_eq!(names, ["llama3.2:latest", "mistral:latest", "qwen3:8b"]);
-    let v: Value = client()
-        .get(gw.url("/api/version"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.get("/api/version").await.json().await.unwrap();
     assert!(v["version"].as_str().is_some());
-    let resp = client()
-        .post(gw.url("/api/embed"))
-        .json(&json!({"model": "llama3.2", "input": ["a", "b"]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = gw
+        .post(
+            "/api/embed",
+            &json!({"model": "llama3.2", "input": ["a", "b"]}),
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["embeddings"].as_array().unwrap().len(), 2);

@@ -6,8 +6,6 @@
 //!   target and must see zero requests;
 //! - routing loops back to aigw itself are refused with 508 naming the provider.
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -20,7 +18,6 @@ use aigw::gateway::{Gateway, GatewayOptions, ProviderView};
 use aigw::policy::secrets::SecretStore;
 use aigw::routing::upstream::UrlOrigin;
 use serde_json::{Value, json};
-use standin::{Kind, StandIn};
 use support::{client, start_policy};
 
 fn policy(ids: &[&str]) -> String {
@@ -51,10 +48,7 @@ fn chat(model: &str) -> Value {
 
 #[tokio::test]
 async fn the_inbound_token_is_required_in_every_dialect_and_never_forwarded() {
-    let up = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("good")
-        .with_models(&["made-up-chat"]);
+    let up = support::openai_standin("good", &["made-up-chat"]).await;
     let token = "tok-inbound-7f3a9c1e5b";
     let gw = start_policy(
         &policy(&["good"]),
@@ -161,7 +155,9 @@ fn off_loopback_needs_a_token_and_loopback_does_not() {
         assert!(check_bind(&addr.parse().unwrap(), None).is_ok(), "{addr}");
     }
     for addr in ["0.0.0.0:8080", "[::]:8080", "192.0.2.10:8080"] {
-        let e = check_bind(&addr.parse().unwrap(), None).unwrap_err();
+        let e = check_bind(&addr.parse().unwrap(), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--auth-token"), "{e}");
         assert!(
             check_bind(&addr.parse().unwrap(), Some("")).is_err(),
@@ -203,14 +199,8 @@ fn token_comparison_is_exact() {
 
 #[tokio::test]
 async fn client_data_never_chooses_the_upstream() {
-    let good = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("good")
-        .with_models(&["made-up-chat"]);
-    let evil = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("evil")
-        .with_models(&["made-up-chat"]);
+    let good = support::openai_standin("good", &["made-up-chat"]).await;
+    let evil = support::openai_standin("evil", &["made-up-chat"]).await;
     let e = evil.url(); // http://127.0.0.1:PORT
     let eh = e.trim_start_matches("http://").to_string();
     let gw = start_policy(&policy(&["good"]), &[("good", good.url())], &[], opts()).await;
@@ -456,10 +446,7 @@ async fn two_gateways_pointing_at_each_other_stop_after_one_round() {
 
 #[tokio::test]
 async fn inbound_hops_naming_this_instance_or_too_many_are_508_in_each_dialect() {
-    let up = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("good")
-        .with_models(&["made-up-chat"]);
+    let up = support::openai_standin("good", &["made-up-chat"]).await;
     let gw = start_policy(&policy(&["good"]), &[("good", up.url())], &[], opts()).await;
     let id = gw.gw.instance_id.clone();
     let many: Vec<String> = (0..hops::MAX_HOPS)

@@ -1,8 +1,6 @@
 //! Streaming beyond chat: Anthropic `/v1/messages`, OpenAI `/v1/responses`, client disconnects
 //! (the upstream is dropped) and graceful shutdown (open streams end with an error event).
 
-#[path = "support/standin/mod.rs"]
-mod standin;
 #[path = "gateway_support/mod.rs"]
 mod support;
 
@@ -11,7 +9,7 @@ use std::time::{Duration, Instant};
 use aigw::gateway::GatewayOptions;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use standin::{Kind, StandIn};
+use support::standin::{Kind, StandIn};
 use support::{client, start_policy};
 
 fn policy(id: &str, model: &str) -> String {
@@ -107,12 +105,12 @@ async fn responses_api_streams_to_completion() {
         GatewayOptions::default(),
     )
     .await;
-    let r = client()
-        .post(gw.url("/v1/responses"))
-        .json(&json!({"model": "test-resp", "input": "hello responses", "stream": true}))
-        .send()
-        .await
-        .unwrap();
+    let r = gw
+        .post(
+            "/v1/responses",
+            &json!({"model": "test-resp", "input": "hello responses", "stream": true}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(text.contains("response.completed"), "{text}");
@@ -200,26 +198,21 @@ fn pair_policy() -> String {
 
 #[tokio::test]
 async fn first_byte_timeout_fails_over_before_anything_is_sent() {
-    let first = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("first")
-        .with_models(&["m"]);
-    let second = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("second")
-        .with_models(&["m"]);
-    first.push_fault(standin::Fault::SlowFirstChunk(Duration::from_secs(30)));
     let opts = GatewayOptions {
         first_byte_timeout: Some(Duration::from_millis(500)),
         ..GatewayOptions::default()
     };
-    let gw = start_policy(
+    let (first, _second, gw) = support::start_pair(
         &pair_policy(),
-        &[("first", first.url()), ("second", second.url())],
+        ["first", "second"],
+        [&["m"], &["m"]],
         &[],
         opts,
     )
     .await;
+    first.push_fault(support::standin::Fault::SlowFirstChunk(
+        Duration::from_secs(30),
+    ));
     let r = stream_client()
         .post(gw.url("/v1/chat/completions"))
         .json(
@@ -240,26 +233,19 @@ async fn first_byte_timeout_fails_over_before_anything_is_sent() {
 
 #[tokio::test]
 async fn a_stalled_stream_ends_after_the_idle_timeout() {
-    let first = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("first")
-        .with_models(&["m"]);
-    let second = StandIn::start(Kind::OpenAi)
-        .await
-        .with_label("second")
-        .with_models(&["m"]);
-    first.push_fault(standin::Fault::StreamStallAfter(2));
     let opts = GatewayOptions {
         stream_idle_timeout: Duration::from_millis(500),
         ..GatewayOptions::default()
     };
-    let gw = start_policy(
+    let (first, second, gw) = support::start_pair(
         &pair_policy(),
-        &[("first", first.url()), ("second", second.url())],
+        ["first", "second"],
+        [&["m"], &["m"]],
         &[],
         opts,
     )
     .await;
+    first.push_fault(support::standin::Fault::StreamStallAfter(2));
     let r = stream_client()
         .post(gw.url("/v1/chat/completions"))
         .json(&json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "one two three"}]}))

@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests start for real (none yet needed beyond the base image).
-apt_packages=()
+# Debian packages the tests start for real: Chromium, driven headless by Playwright's Python
+# client in tests/serve_ui.rs (the system browser; `playwright install` is never run).
+apt_packages=(chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

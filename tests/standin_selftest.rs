@@ -986,6 +986,38 @@ async fn anthropic_errors_and_models() {
 // Auth and recording
 
 #[tokio::test]
+async fn revoked_keys_get_the_providers_401_and_others_pass() {
+    let s = StandIn::start(Kind::OpenAi).await;
+    s.set_revoked_keys(&["sk-revoked-0001"]);
+    let send = |key: &'static str| {
+        client()
+            .post(format!("{}/v1/chat/completions", s.url()))
+            .bearer_auth(key)
+            .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let r = send("sk-revoked-0001").await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    assert_eq!(send("sk-other-0002").await.unwrap().status(), 200);
+    s.set_revoked_keys(&[]);
+    assert_eq!(send("sk-revoked-0001").await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn any_model_answers_names_it_does_not_list() {
+    let strict = StandIn::start(Kind::OpenAi).await;
+    let body = json!({"model": "m1", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _) = post_json(&strict, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(status, 404);
+    let any = StandIn::start(Kind::OpenAi).await.with_any_model();
+    let (status, v) = post_json(&any, "/v1/chat/completions", body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["model"], "m1");
+}
+
+#[tokio::test]
 async fn require_key_per_provider() {
     for kind in ALL {
         let s = StandIn::start(kind).await.with_key("sk-secret-123456");

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use crate::cli::{ColorChoice, PolicyArgs};
-use crate::policy::secrets::SecretStore;
+use crate::policy::secrets::{SecretStore, SecretsFileError};
 use crate::policy::{self, Loaded};
 use crate::render::diagnostics::Style;
 use crate::routing::upstream::BaseUrlOverrides;
@@ -29,26 +29,43 @@ impl PolicyOrigin {
     }
 }
 
-/// Reads a file, or standard input for `-`. Errors are sentences for the user.
-pub fn read_input(path: &Path) -> Result<Vec<u8>, String> {
+/// Why an input file (a policy, a test file) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot read standard input: {0}")]
+    Stdin(#[source] std::io::Error),
+    #[error("{}: no such file", .0.display())]
+    NotFound(PathBuf),
+    #[error("{}: is a directory, not a policy file", .0.display())]
+    IsADirectory(PathBuf),
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Reads a file, or standard input for `-`.
+pub fn read_input(path: &Path) -> Result<Vec<u8>, InputError> {
     if path == Path::new("-") {
         let mut buf = Vec::new();
         std::io::stdin()
             .read_to_end(&mut buf)
-            .map_err(|e| format!("cannot read standard input: {e}"))?;
+            .map_err(InputError::Stdin)?;
         return Ok(buf);
     }
     std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!("{}: no such file", path.display()),
-        std::io::ErrorKind::IsADirectory => {
-            format!("{}: is a directory, not a policy file", path.display())
-        }
-        _ => format!("cannot read {}: {e}", path.display()),
+        std::io::ErrorKind::NotFound => InputError::NotFound(path.to_path_buf()),
+        std::io::ErrorKind::IsADirectory => InputError::IsADirectory(path.to_path_buf()),
+        _ => InputError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })
 }
 
 /// Loads the policy a command runs with: `--policy FILE`, else ./policy.yaml, else the built-in.
-pub fn load_policy(path: Option<&Path>) -> Result<(Loaded, PolicyOrigin), String> {
+pub fn load_policy(path: Option<&Path>) -> Result<(Loaded, PolicyOrigin), InputError> {
     let chosen = match path {
         Some(p) => Some(p.to_path_buf()),
         None if Path::new("policy.yaml").is_file() => Some(PathBuf::from("policy.yaml")),
@@ -72,7 +89,7 @@ pub fn load_policy(path: Option<&Path>) -> Result<(Loaded, PolicyOrigin), String
 }
 
 /// Secrets from the environment plus `--secrets FILE`.
-pub fn secrets(file: Option<&Path>) -> Result<SecretStore, String> {
+pub fn secrets(file: Option<&Path>) -> Result<SecretStore, SecretsFileError> {
     let store = SecretStore::from_env();
     match file {
         Some(f) => store.with_file(f),

@@ -3,11 +3,16 @@
 use clap::CommandFactory;
 
 use crate::cli::Cli;
-use crate::commands::Exit;
+use std::io::Write;
 
-pub fn run(shell: clap_complete::Shell) -> Exit {
-    clap_complete::generate(shell, &mut Cli::command(), "aigw", &mut std::io::stdout());
-    Exit::Success
+use crate::commands::{CommandError, Exit};
+
+/// Generated into memory first: clap_complete panics when its writer fails (a closed pipe).
+pub fn run(shell: clap_complete::Shell) -> Result<Exit, CommandError> {
+    std::io::stdout()
+        .lock()
+        .write_all(script(shell).as_bytes())?;
+    Ok(Exit::Success)
 }
 
 /// The script for `shell`, as `completions/` keeps it.

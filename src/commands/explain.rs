@@ -1,11 +1,12 @@
 //! `aigw explain`: plan one request offline and show why.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
 
 use crate::cli::{ColorChoice, ExplainArgs, TableFormat};
-use crate::commands::{Exit, common};
+use crate::commands::{CommandError, Exit, common};
+use crate::outln;
 use crate::render::diagnostics as render_diag;
 use crate::render::explain::{self, ExplainView};
 use crate::routing::engine::{Engine, EngineOptions, ProviderInfo};
@@ -24,21 +25,9 @@ struct JsonExplain<'a> {
     answer: Option<usize>,
 }
 
-pub fn run(args: ExplainArgs, color: ColorChoice) -> Exit {
-    let (loaded, origin) = match common::load_policy(args.policy.policy.as_deref()) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
-    let secrets = match common::secrets(args.policy.secrets.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
+pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> {
+    let (loaded, origin) = common::load_policy(args.policy.policy.as_deref())?;
+    let secrets = common::secrets(args.policy.secrets.as_deref())?;
     let opts = EngineOptions {
         overrides: common::overrides(&args.policy),
         secrets,
@@ -54,7 +43,7 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Exit {
             eprintln!(
                 "error: the policy has errors; fix them first (`aigw validate` shows them all)"
             );
-            return Exit::Failure;
+            return Ok(Exit::Failure);
         }
     };
     let request = Request {
@@ -93,13 +82,7 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Exit {
                 failing: &failing,
                 answer,
             };
-            match serde_json::to_string_pretty(&report) {
-                Ok(s) => println!("{s}"),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Exit::Error;
-                }
-            }
+            outln!("{}", serde_json::to_string_pretty(&report)?)?;
         }
         TableFormat::Table => {
             let notes = notes(engine.providers(), &plan);
@@ -112,14 +95,16 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Exit {
                 failing: &failing,
                 notes: &notes,
             };
-            print!("{}", explain::text(&view));
+            std::io::stdout()
+                .lock()
+                .write_all(explain::text(&view).as_bytes())?;
         }
     }
-    if answer.is_some() {
+    Ok(if answer.is_some() {
         Exit::Success
     } else {
         Exit::Failure
-    }
+    })
 }
 
 fn matches_fail(a: &Attempt, fails: &[(String, Option<String>)], engine: &Engine) -> bool {

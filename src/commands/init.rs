@@ -1,32 +1,25 @@
 //! `aigw init`: write the built-in default policy out, to start from.
 
 use crate::cli::InitArgs;
-use crate::commands::Exit;
 use crate::commands::common::DEFAULT_POLICY;
+use crate::commands::{CommandError, Exit};
+use crate::outln;
 
-pub fn run(args: InitArgs) -> Exit {
+pub fn run(args: InitArgs) -> Result<Exit, CommandError> {
     if args.path.exists() && !args.force {
-        eprintln!(
-            "error: {} already exists; pass --force to overwrite it",
-            args.path.display()
-        );
-        return Exit::Error;
+        return Err(CommandError::Exists(args.path));
     }
-    match std::fs::write(&args.path, DEFAULT_POLICY) {
-        Ok(()) => {
-            println!(
-                "wrote {} (local Ollama + passthrough to built-in providers)",
-                args.path.display()
-            );
-            println!(
-                "next: aigw validate {0} && aigw serve --policy {0}",
-                args.path.display()
-            );
-            Exit::Success
-        }
-        Err(e) => {
-            eprintln!("error: cannot write {}: {e}", args.path.display());
-            Exit::Error
-        }
-    }
+    std::fs::write(&args.path, DEFAULT_POLICY).map_err(|source| CommandError::Write {
+        path: args.path.clone(),
+        source,
+    })?;
+    outln!(
+        "wrote {} (local Ollama + passthrough to built-in providers)",
+        args.path.display()
+    )?;
+    outln!(
+        "next: aigw validate {0} && aigw serve --policy {0}",
+        args.path.display()
+    )?;
+    Ok(Exit::Success)
 }

@@ -1,6 +1,9 @@
 //! One thin file per subcommand: gather inputs, call the engine, render.
 
 pub mod common;
+pub mod error;
+
+pub use error::{CommandError, finish};
 
 /// How a command ended, as scripts see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +22,7 @@ impl From<Exit> for std::process::ExitCode {
     }
 }
 pub mod completions;
+pub mod convert;
 pub mod explain;
 pub mod init;
 pub mod probe;

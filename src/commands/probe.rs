@@ -68,15 +68,15 @@ pub fn run_with(
     };
     let keep_alive = match KeepAlive::parse(&args.keep_alive) {
         Ok(k) => k,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.to_string()),
     };
     let (loaded, origin) = match common::load_policy(args.policy.policy.as_deref()) {
         Ok(x) => x,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.to_string()),
     };
     let secrets = match common::secrets(args.policy.secrets.as_deref()) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.to_string()),
     };
     let engine_opts = EngineOptions {
         overrides: common::overrides(&args.policy),
@@ -103,7 +103,7 @@ pub fn run_with(
     };
     let targets = match targets::select(&engine, &args.targets, &secrets) {
         Ok(t) => t,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.to_string()),
     };
     let opts = ProbeOptions {
         timeout,
@@ -144,8 +144,11 @@ pub fn run_with(
     known.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
     known.dedup();
     let text = crate::gateway::observe::redact::scrub(&text, &known);
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        return fail(format!("cannot write the report: {e}"));
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        // A closed pipe (`| head`) ends quietly, as for every command.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Exit::Success,
+        Err(e) => return fail(format!("cannot write the report: {e}")),
+        Ok(()) => {}
     }
     if report.summary.ok {
         Exit::Success

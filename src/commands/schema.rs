@@ -2,10 +2,12 @@
 
 use std::io::Write;
 
-use crate::commands::Exit;
+use crate::commands::{CommandError, Exit};
 use crate::policy::schema::policy_schema_text;
 
-pub fn run() -> Exit {
-    let _ = std::io::stdout().write_all(policy_schema_text().as_bytes());
-    Exit::Success
+pub fn run() -> Result<Exit, CommandError> {
+    std::io::stdout()
+        .lock()
+        .write_all(policy_schema_text().as_bytes())?;
+    Ok(Exit::Success)
 }

@@ -7,64 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::{ColorChoice, LogFormat, ServeArgs};
-use crate::commands::Exit;
 use crate::commands::common::{self, PolicyOrigin};
+use crate::commands::{CommandError, Exit};
+use crate::gateway::server::reload::Rejected;
 use crate::gateway::{self, Gateway, GatewayOptions, ProviderView, Routing};
+use crate::outln;
 use crate::policy::{self, Loaded};
 use crate::render::diagnostics::{Style, human};
 use crate::routing::engine::{Engine, EngineOptions};
 use crate::routing::upstream::UrlOrigin;
 
-pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
+pub fn run(args: ServeArgs, color: ColorChoice) -> Result<Exit, CommandError> {
     let (log_guard, access_log) = init_logging(args.log_format, color);
     let style = common::style(color, std::io::stderr().is_terminal());
-    let addr = match parse_listen(&args.listen) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
-    if let Err(e) = check_bind(&addr, args.auth_token.as_deref()) {
-        eprintln!("error: {e}");
-        return Exit::Error;
-    }
-    let duration = |flag: &str, text: &str| {
-        policy::duration::parse(text).map_err(|e| format!("--{flag} {text}: {e}"))
-    };
-    let first_byte_timeout = match args
-        .first_byte_timeout
-        .as_deref()
-        .map(|t| duration("first-byte-timeout", t))
-        .transpose()
-    {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
-    let stream_idle_timeout = match duration("stream-idle-timeout", &args.stream_idle_timeout) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
-    let secrets = match common::secrets(args.policy.secrets.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
-    let (loaded, origin) = match common::load_policy(args.policy.policy.as_deref()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
+    check_bind(&args.listen, args.auth_token.as_deref())?;
+    let secrets = common::secrets(args.policy.secrets.as_deref())?;
+    let (loaded, origin) = common::load_policy(args.policy.policy.as_deref())?;
     let factory = Arc::new(EngineFactory::new(
         common::overrides(&args.policy),
         secrets.clone(),
@@ -72,111 +30,139 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
         style,
     ));
     // Worker 0 (see gateway::server::workers): the accept loop, reloads and signals run here too.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return Exit::Error;
-        }
+        .map_err(CommandError::Runtime)?;
+    let started = Started {
+        factory,
+        loaded,
+        origin,
+        secrets,
     };
-    let exit = runtime.block_on(async move {
-        let (routing, warnings) = match factory.build_discovering(&loaded).await {
-            Ok(r) => r,
-            Err(diagnostics) => {
-                eprint!("{diagnostics}");
-                eprintln!("aigw: {} has errors; not serving", origin.describe());
-                return Exit::Error;
-            }
-        };
-        eprint!("{warnings}");
-        let open_files = gateway::server::open_files::raise()
-            .inspect_err(|e| tracing::debug!("open-file limit not raised: {e}"))
-            .ok();
-        let max_connections = match (args.max_connections, open_files) {
-            (0, Some(limit)) => gateway::server::open_files::connection_cap(limit),
-            (n, _) => n,
-        };
-        if let Some(w) = open_files.and_then(|l| gateway::server::open_files::warning(l, max_connections)) {
-            eprintln!("{w}");
-        }
-        let opts = GatewayOptions {
-            auth_token: args.auth_token.filter(|t| !t.is_empty()),
-            max_attempts: args.max_attempts,
-            first_byte_timeout,
-            stream_idle_timeout,
-            max_body_bytes: args.max_body_bytes,
-            header_read_timeout: args.header_read_timeout,
-            retry: gateway::attempts::failure::RetryOptions {
-                rate_limit_retries: args.rate_limit_retries,
-                max_wait: args.max_retry_wait,
-                same_pair_retries: args.same_pair_retries,
-                ..Default::default()
-            },
-            breaker: gateway::attempts::breaker::BreakerOptions {
-                failures: args.breaker_failures,
-                cooldown: args.breaker_cooldown,
-            },
-            access_log,
-            max_connections,
-            workers: match args.workers {
-                0 => gateway::server::workers::auto(),
-                n => n,
-            },
-            ..GatewayOptions::default()
-        };
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {addr}: {e}");
-                return Exit::Error;
-            }
-        };
-        let local = listener.local_addr().unwrap_or(addr);
-        let providers = routing.providers();
-        let builtins_allowed = !routing.gateway().only_configured_providers();
-        let gw = Gateway::new(routing, secrets, opts);
-        println!("{}", banner(local, &origin, &providers, builtins_allowed));
-        for (id, url) in gateway::server::hops::self_pointing(&providers, local).await {
-            eprintln!(
-                "warning: provider `{id}` has base_url {url}, which is this aigw's own address ({local}): requests \
-                 routed to it would loop back here and are refused with 508 Loop Detected; point it (or its \
-                 --base-url mapping) at the real upstream"
-            );
-        }
-        if let PolicyOrigin::File(path) = &origin
-            && !args.no_reload
-            && path != Path::new("-")
-        {
-            let build = factory.clone().reload_builder();
-            gateway::server::reload::spawn(
-                gw.clone(),
-                PathBuf::from(path),
-                Duration::from_secs(1),
-                build,
-            );
-        }
-        gateway::server::reload::spawn_metrics(
-            gw.clone(),
-            Duration::from_secs(5),
-            factory.clone().metrics_rebuilder(),
-        );
-        match gateway::serve(listener, gw, shutdown_signal()).await {
-            Ok(()) => Exit::Success,
-            Err(e) => {
-                eprintln!("error: {e}");
-                Exit::Error
-            }
-        }
-    });
+    let exit = runtime.block_on(serve(args, started, access_log));
     // The last request lines first, then the last word.
     drop(log_guard);
-    if matches!(exit, Exit::Success) {
+    if matches!(exit, Ok(Exit::Success)) {
         eprintln!("aigw: stopped");
     }
     exit
+}
+
+/// What `run` prepared before the runtime starts.
+struct Started {
+    factory: Arc<EngineFactory>,
+    loaded: Loaded,
+    origin: PolicyOrigin,
+    secrets: crate::policy::secrets::SecretStore,
+}
+
+/// Builds the engine (asking Ollama providers what they hold), binds, prints the banner and
+/// serves until a shutdown signal.
+async fn serve(
+    args: ServeArgs,
+    started: Started,
+    access_log: Option<gateway::observe::access_log::AccessLog>,
+) -> Result<Exit, CommandError> {
+    let Started {
+        factory,
+        loaded,
+        origin,
+        secrets,
+    } = started;
+    let (routing, warnings) = match factory.build_discovering(&loaded).await {
+        Ok(r) => r,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            eprintln!("aigw: {} has errors; not serving", origin.describe());
+            return Ok(Exit::Error);
+        }
+    };
+    eprint!("{warnings}");
+    let opts = gateway_options(&args, access_log);
+    let addr = args.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CommandError::Listen { addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    let providers = routing.providers();
+    let builtins_allowed = !routing.gateway().only_configured_providers();
+    let gw = Gateway::new(routing, secrets, opts);
+    // A closed stdout must not stop the gateway: the banner is only information.
+    let _ = outln!("{}", banner(local, &origin, &providers, builtins_allowed));
+    for (id, url) in gateway::server::hops::self_pointing(&providers, local).await {
+        eprintln!(
+            "warning: provider `{id}` has base_url {url}, which is this aigw's own address ({local}): requests \
+             routed to it would loop back here and are refused with 508 Loop Detected; point it (or its \
+             --base-url mapping) at the real upstream"
+        );
+    }
+    if let PolicyOrigin::File(path) = &origin
+        && !args.no_reload
+        && path != Path::new("-")
+    {
+        let build = factory.clone().reload_builder();
+        gateway::server::reload::spawn(
+            gw.clone(),
+            PathBuf::from(path),
+            Duration::from_secs(1),
+            build,
+        );
+    }
+    gateway::server::reload::spawn_metrics(
+        gw.clone(),
+        Duration::from_secs(5),
+        factory.clone().metrics_rebuilder(),
+    );
+    gateway::serve(listener, gw, shutdown_signal())
+        .await
+        .map_err(CommandError::Serve)?;
+    Ok(Exit::Success)
+}
+
+/// The gateway's options from the flags, with the connection cap decided from the open-file
+/// limit (raised to the hard limit first).
+fn gateway_options(
+    args: &ServeArgs,
+    access_log: Option<gateway::observe::access_log::AccessLog>,
+) -> GatewayOptions {
+    let open_files = gateway::server::open_files::raise()
+        .inspect_err(|e| tracing::debug!("open-file limit not raised: {e}"))
+        .ok();
+    let max_connections = match (args.max_connections, open_files) {
+        (0, Some(limit)) => gateway::server::open_files::connection_cap(limit),
+        (n, _) => n,
+    };
+    if let Some(w) =
+        open_files.and_then(|l| gateway::server::open_files::warning(l, max_connections))
+    {
+        eprintln!("{w}");
+    }
+    GatewayOptions {
+        auth_token: args.auth_token.clone().filter(|t| !t.is_empty()),
+        max_attempts: args.max_attempts,
+        first_byte_timeout: args.first_byte_timeout.map(|d| d.0),
+        stream_idle_timeout: args.stream_idle_timeout.0,
+        max_body_bytes: args.max_body_bytes,
+        header_read_timeout: args.header_read_timeout.0,
+        retry: gateway::attempts::failure::RetryOptions {
+            rate_limit_retries: args.rate_limit_retries,
+            max_wait: args.max_retry_wait.0,
+            same_pair_retries: args.same_pair_retries,
+            ..Default::default()
+        },
+        breaker: gateway::attempts::breaker::BreakerOptions {
+            failures: args.breaker_failures,
+            cooldown: args.breaker_cooldown.0,
+        },
+        access_log,
+        max_connections,
+        workers: match args.workers {
+            0 => gateway::server::workers::auto(),
+            n => n,
+        },
+        ..GatewayOptions::default()
+    }
 }
 
 /// Ctrl-C (or SIGTERM) once: graceful shutdown; a second one exits at once.
@@ -201,35 +187,11 @@ async fn shutdown_signal() {
 
 /// A non-loopback address needs an inbound token: a policy holding API keys would otherwise be
 /// an open relay.
-pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), String> {
+pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> Result<(), CommandError> {
     if gateway::is_loopback(addr) || token.is_some_and(|t| !t.is_empty()) {
         return Ok(());
     }
-    Err(format!(
-        "{addr} is not a loopback address; pass --auth-token TOKEN (or AIGW_AUTH_TOKEN) so the gateway is not an \
-         open relay for the policy's API keys"
-    ))
-}
-
-/// `127.0.0.1:8080`, `localhost:8080`, `:8080` or `8080`.
-pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    let t = text.trim();
-    if let Ok(a) = t.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let port_only = t.strip_prefix(':').unwrap_or(t);
-    if let Ok(port) = port_only.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    if let Some(port) = t
-        .strip_prefix("localhost:")
-        .and_then(|p| p.parse::<u16>().ok())
-    {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    Err(format!(
-        "--listen {text}: expected an address such as 127.0.0.1:8080"
-    ))
+    Err(CommandError::OpenRelay(*addr))
 }
 
 /// The start-up banner (UX.md): where the gateway listens, which policy, and how each provider is
@@ -290,7 +252,7 @@ pub fn banner(
         ));
     }
     out.push_str(&format!(
-        "  OpenAI API  http://{addr}/v1     Ollama API  http://{addr}/api"
+        "  OpenAI API  http://{addr}/v1     Ollama API  http://{addr}/api     status  http://{addr}/ui"
     ));
     out
 }
@@ -351,7 +313,8 @@ pub struct EngineFactory {
     style: Style,
     /// Models found on Ollama providers at start-up; reloads keep routing to them.
     discovered: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
-    /// The policy being served, for rebuilding with fresh `m.metrics`.
+    /// The policy being served when its strategies read `m.metrics`, for rebuilding with fresh
+    /// figures (`None`: nothing would change).
     current: std::sync::Mutex<Option<Loaded>>,
 }
 
@@ -372,13 +335,10 @@ impl EngineFactory {
         }
     }
 
-    /// What the reload watcher calls: read the file, build, render diagnostics.
+    /// What the reload watcher calls: build from the bytes it read, render diagnostics.
     pub fn reload_builder(self: Arc<Self>) -> gateway::server::reload::Builder {
-        Arc::new(move |p: &Path| {
-            let loaded = match common::load_policy(Some(p)) {
-                Ok((l, _)) => l,
-                Err(e) => return Err(format!("error: {e}\n")),
-            };
+        Arc::new(move |p: &Path, bytes: &[u8]| {
+            let loaded = policy::load_bytes(&p.display().to_string(), bytes);
             let discovered = self
                 .discovered
                 .lock()
@@ -393,9 +353,6 @@ impl EngineFactory {
     pub fn metrics_rebuilder(self: Arc<Self>) -> gateway::server::reload::MetricsRebuilder {
         Arc::new(move |metrics| {
             let loaded = self.current.lock().ok()?.clone()?;
-            if !loaded.source.text.contains("metrics") {
-                return None;
-            }
             let discovered = self
                 .discovered
                 .lock()
@@ -434,13 +391,15 @@ impl EngineFactory {
         &self,
         loaded: &Loaded,
         discovered: std::collections::HashMap<String, Vec<String>>,
-    ) -> Result<(Arc<dyn Routing>, String), String> {
+    ) -> Result<(Arc<dyn Routing>, String), Rejected> {
         match self.engine(loaded, discovered) {
             Ok((engine, warnings)) => Ok((
                 Arc::new(engine) as Arc<dyn Routing>,
                 self.render(loaded, &warnings),
             )),
-            Err(diags) => Err(self.render(loaded, &diags)),
+            Err(diags) => Err(Rejected {
+                rendered: self.render(loaded, &diags),
+            }),
         }
     }
 
@@ -450,10 +409,10 @@ impl EngineFactory {
         discovered: std::collections::HashMap<String, Vec<String>>,
     ) -> Result<(Engine, Vec<policy::Diagnostic>), Vec<policy::Diagnostic>> {
         let built = self.engine_with(loaded, discovered, Default::default());
-        if built.is_ok()
+        if let Ok((engine, _)) = &built
             && let Ok(mut current) = self.current.lock()
         {
-            *current = Some(loaded.clone());
+            *current = engine.reads_metrics().then(|| loaded.clone());
         }
         built
     }
@@ -480,10 +439,12 @@ impl EngineFactory {
     pub async fn build_discovering(
         &self,
         loaded: &Loaded,
-    ) -> Result<(Arc<dyn Routing>, String), String> {
+    ) -> Result<(Arc<dyn Routing>, String), Rejected> {
         let (first, warnings) = self
             .engine(loaded, Default::default())
-            .map_err(|d| self.render(loaded, &d))?;
+            .map_err(|d| Rejected {
+                rendered: self.render(loaded, &d),
+            })?;
         let mut discovered = gateway::server::ollama_api::discover(
             &Routing::providers(&first),
             Duration::from_secs(1),
@@ -516,6 +477,7 @@ impl EngineFactory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::parse_listen;
     use crate::policy::ApiFormat;
 
     fn provider(
@@ -577,7 +539,7 @@ mod tests {
              \x20 ollama → http://localhost:11434 (from https://ollama.internal)   client key passthrough   4 models\n\
              \x20 vllm   → https://vllm.internal (ngrok-internal: unreachable here; map it with --base-url ID=URL)   1 key   1 model\n\
              \x20 built-in providers (openai) → their public APIs, client key passthrough\n\
-             \x20 OpenAI API  http://127.0.0.1:8080/v1     Ollama API  http://127.0.0.1:8080/api"
+             \x20 OpenAI API  http://127.0.0.1:8080/v1     Ollama API  http://127.0.0.1:8080/api     status  http://127.0.0.1:8080/ui"
         );
         let text = banner(
             addr,

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{ColorChoice, TableFormat, TestArgs};
-use crate::commands::{Exit, common};
+use crate::commands::common::InputError;
+use crate::commands::{CommandError, Exit, common};
+use crate::outln;
 use crate::policy;
 use crate::routing::engine::{Engine, EngineOptions};
 use crate::routing::plan::{PlanOptions, Request};
@@ -80,13 +82,31 @@ pub struct CaseResult {
     pub problems: Vec<String>,
 }
 
-/// Runs one test file; a file that cannot run becomes an error string.
-pub fn run_file(path: &Path) -> Result<Vec<CaseResult>, String> {
+/// Why a test file could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TestFileError {
+    #[error(transparent)]
+    Read(#[from] InputError),
+    #[error("{}: not UTF-8 text", .0.display())]
+    NotUtf8(PathBuf),
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{}: the policy has errors (first: {first}); run `aigw validate {}`", path.display(), policy.display())]
+    InvalidPolicy {
+        path: PathBuf,
+        policy: PathBuf,
+        first: String,
+    },
+}
+
+/// Runs one test file.
+pub fn run_file(path: &Path) -> Result<Vec<CaseResult>, TestFileError> {
     let bytes = common::read_input(path)?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
-    let file: TestFile = serde_saphyr::from_str(&text)
-        .map_err(|e| format!("{}: {}", path.display(), first_line(&e.to_string())))?;
+    let text = String::from_utf8(bytes).map_err(|_| TestFileError::NotUtf8(path.to_path_buf()))?;
+    let file: TestFile = serde_saphyr::from_str(&text).map_err(|e| TestFileError::Parse {
+        path: path.to_path_buf(),
+        message: first_line(&e.to_string()),
+    })?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let policy_path = dir.join(&file.policy);
     let policy_bytes = common::read_input(&policy_path)?;
@@ -104,11 +124,11 @@ pub fn run_file(path: &Path) -> Result<Vec<CaseResult>, String> {
                 .find(|d| d.is_error())
                 .map(|d| d.message.clone())
                 .unwrap_or_default();
-            return Err(format!(
-                "{}: the policy has errors (first: {first}); run `aigw validate {}`",
-                path.display(),
-                policy_path.display()
-            ));
+            return Err(TestFileError::InvalidPolicy {
+                path: path.to_path_buf(),
+                policy: policy_path,
+                first,
+            });
         }
     };
     let file_name = path.display().to_string();
@@ -204,24 +224,21 @@ struct JsonSummary<'a> {
     cases: &'a [CaseResult],
 }
 
-pub fn run(args: TestArgs, _color: ColorChoice) -> Exit {
+pub fn run(args: TestArgs, _color: ColorChoice) -> Result<Exit, CommandError> {
     let files = if args.files.is_empty() {
         discover(Path::new("."))
     } else {
         args.files.clone()
     };
     if files.is_empty() {
-        eprintln!(
-            "error: no test files given and none named *.aigw-test.yaml found under the current directory"
-        );
-        return Exit::Error;
+        return Err(CommandError::NoTests);
     }
     let mut results = Vec::new();
     let mut errors = Vec::new();
     for f in &files {
         match run_file(f) {
             Ok(mut r) => results.append(&mut r),
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     let passed = results.iter().filter(|r| r.passed).count();
@@ -234,32 +251,32 @@ pub fn run(args: TestArgs, _color: ColorChoice) -> Exit {
                 errors: &errors,
                 cases: &results,
             };
-            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&s)?)?;
         }
         TableFormat::Table => {
             for r in &results {
                 if r.passed {
-                    println!("ok    {} :: {}", r.file, r.name);
+                    outln!("ok    {} :: {}", r.file, r.name)?;
                 } else {
-                    println!("FAIL  {} :: {}", r.file, r.name);
+                    outln!("FAIL  {} :: {}", r.file, r.name)?;
                     for p in &r.problems {
-                        println!("      {p}");
+                        outln!("      {p}")?;
                     }
                 }
             }
             for e in &errors {
                 eprintln!("error: {e}");
             }
-            println!("{passed} passed, {failed} failed");
+            outln!("{passed} passed, {failed} failed")?;
         }
     }
-    if !errors.is_empty() {
+    Ok(if !errors.is_empty() {
         Exit::Error
     } else if failed > 0 {
         Exit::Failure
     } else {
         Exit::Success
-    }
+    })
 }
 
 /// Every `*.aigw-test.yaml` below `dir` (skipping `target` and hidden folders), sorted.

@@ -1,12 +1,12 @@
 //! `aigw validate`: load + compile each policy exactly as serve would, and report.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::cli::{ColorChoice, ReportFormat, ValidateArgs};
-use crate::commands::{Exit, common};
+use crate::commands::{CommandError, Exit, common};
 use crate::policy::secrets::SecretStore;
 use crate::policy::{self, Diagnostic, Severity, Source};
 use crate::render::diagnostics::{self as render, JsonDiagnostic, Style};
@@ -39,18 +39,16 @@ struct JsonReport<'a> {
     diagnostics: Vec<JsonDiagnostic>,
 }
 
-pub fn run(args: ValidateArgs, color: ColorChoice) -> Exit {
-    let secrets = match common::secrets(args.secrets.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Error;
-        }
-    };
+pub fn run(args: ValidateArgs, color: ColorChoice) -> Result<Exit, CommandError> {
+    let secrets = common::secrets(args.secrets.as_deref())?;
     let style = common::style(color, std::io::stderr().is_terminal());
     let mut exit = Exit::Success;
     let mut stdout = std::io::stdout().lock();
-    for (i, path) in args.files.iter().enumerate() {
+    let mut files: Vec<PathBuf> = args.files.iter().chain(&args.policy).cloned().collect();
+    if files.is_empty() {
+        files.push(PathBuf::from("policy.yaml"));
+    }
+    for (i, path) in files.iter().enumerate() {
         if i > 0 && args.format == ReportFormat::Human {
             eprintln!();
         }
@@ -58,7 +56,7 @@ pub fn run(args: ValidateArgs, color: ColorChoice) -> Exit {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("error: {e}");
-                if path == Path::new("policy.yaml") && args.files.len() == 1 {
+                if path == Path::new("policy.yaml") && files.len() == 1 {
                     eprintln!(
                         "  help: pass the policy to check, e.g. `aigw validate my-policy.yaml`, or create one with `aigw init`"
                     );
@@ -103,20 +101,15 @@ pub fn run(args: ValidateArgs, color: ColorChoice) -> Exit {
                         .map(|d| JsonDiagnostic::new(d, &source))
                         .collect(),
                 };
-                serde_json::to_writer(&mut stdout, &report)
-                    .map_err(std::io::Error::other)
-                    .and_then(|_| writeln!(stdout))
+                writeln!(stdout, "{}", serde_json::to_string(&report)?)
             }
             ReportFormat::Github => diags
                 .iter()
                 .try_for_each(|d| writeln!(stdout, "{}", render::github(d, &source))),
         };
-        if written.is_err() {
-            // A closed pipe (`| head`) is not an error worth a message.
-            return exit;
-        }
+        written?;
     }
-    exit
+    Ok(exit)
 }
 
 fn write_human(

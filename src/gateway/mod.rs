@@ -4,14 +4,16 @@
 //! Its rooms (no two files import each other; [`errors`], [`names`] and [`token`] are shared):
 //! - [`server`]: the inbound side: the axum router and inbound auth ([`server::routes`]), one
 //!   request from body to answer ([`server::pipeline`]), body parsing, the Ollama native API,
-//!   loop detection, workers, open-file limits, policy reload.
+//!   loop detection, workers, open-file limits, policy reload, the `/ui` status page
+//!   ([`server::ui`]).
 //! - [`attempts`]: the failover executor ([`attempts::forward`]), failure classes and retries,
 //!   circuit breakers, `${…}` per request.
 //! - [`upstream`]: the outbound side: the keep-alive pool and client, why a send failed,
 //!   chunk-by-chunk relaying of SSE / NDJSON with idle timeouts and a final error event, stream
 //!   event parsing.
 //! - [`observe`]: what aigw tells about traffic: metrics, the access log and its writer, token
-//!   usage, rolling per-model figures for `m.metrics`, key redaction.
+//!   usage, rolling per-model figures for `m.metrics`, key redaction, what the status page
+//!   shows of recent requests ([`observe::status`]).
 //!
 //! The gateway sees the engine through the small [`Routing`] trait, so it can be tested with a
 //! fixed plan and swapped on reload.
@@ -25,7 +27,7 @@ pub mod token;
 pub mod upstream;
 
 use attempts::{breaker, failure};
-use observe::{access_log, metrics, traffic};
+use observe::{access_log, metrics, status, traffic};
 use server::{hops, routes, workers};
 use upstream::client;
 
@@ -140,6 +142,8 @@ pub struct Gateway {
     pub traffic: Arc<traffic::Traffic>,
     /// One circuit breaker per `provider:model`.
     pub breakers: breaker::Breakers,
+    /// Requests in flight and, while `/ui` watches, the recent ones.
+    pub status: status::Status,
     /// Cancelled on shutdown: open streams end with an error event.
     pub shutdown: CancellationToken,
     /// This process's id in `x-aigw-via` (routing-loop detection, see [`hops`]).
@@ -165,6 +169,7 @@ impl Gateway {
             opts,
             metrics: Arc::default(),
             traffic: Arc::default(),
+            status: status::Status::default(),
             shutdown: CancellationToken::new(),
             instance_id: hops::new_instance_id(),
         })

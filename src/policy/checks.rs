@@ -147,21 +147,23 @@ fn gateway(
     }
 
     // Model aliases: unique across all models ("You cannot use an alias that is already in use
-    // as an ID or alias by another model"). Ids repeat legitimately across providers.
-    let mut model_names: HashMap<String, (&Sp<String>, &str)> = HashMap::new();
+    // as an ID or alias by another model"). Ids repeat legitimately across providers, and a
+    // model with the same id on several providers is one model served by several providers
+    // (two Ollama boxes): they may share an alias, which then names all of them.
+    let mut model_names: HashMap<String, (&Sp<String>, String)> = HashMap::new();
     for p in &g.providers {
         for m in &p.models {
-            model_names
-                .entry(m.id.to_ascii_lowercase())
-                .or_insert((&m.id, p.id.as_str()));
+            let id = m.id.to_ascii_lowercase();
+            model_names.entry(id.clone()).or_insert((&m.id, id));
         }
     }
     for p in &g.providers {
         for m in &p.models {
+            let own = m.id.to_ascii_lowercase();
             for alias in &m.id_aliases {
                 let key = alias.to_ascii_lowercase();
                 match model_names.get(&key) {
-                    Some((other, _)) if other.span != m.id.span => out.push(
+                    Some((other, owner)) if other.span != m.id.span && *owner != own => out.push(
                         Diagnostic::new(
                             Code::ModelAliasCollision,
                             alias.span.clone(),
@@ -176,8 +178,9 @@ fn gateway(
                             "aliases must be unique across all models; rename or remove this alias",
                         ),
                     ),
-                    _ => {
-                        model_names.insert(key, (alias, p.id.as_str()));
+                    Some(_) => {}
+                    None => {
+                        model_names.insert(key, (alias, own.clone()));
                     }
                 }
             }
@@ -400,10 +403,23 @@ fn secrets_in(
                     t.span.clone(),
                     format!("secret `{}` is not set", display_secret(s)),
                 )
-                .help(format!(
-                    "export {}=… or pass --secrets FILE; until then aigw cannot use this key",
-                    env_name(s.vault.as_deref(), &s.name)
-                )),
+                .help(
+                    if s
+                        .vault
+                        .as_deref()
+                        .is_some_and(|v| v.eq_ignore_ascii_case(super::secrets::ENV_VAULT))
+                    {
+                        format!(
+                            "export {}=… (the `env` vault reads plain variables) or pass --secrets FILE; until then aigw cannot use this key",
+                            s.name
+                        )
+                    } else {
+                        format!(
+                            "export {}=… or pass --secrets FILE; until then aigw cannot use this key",
+                            env_name(s.vault.as_deref(), &s.name)
+                        )
+                    },
+                ),
             );
         }
     }

@@ -2,17 +2,36 @@
 
 use std::time::Duration;
 
+/// Why a duration string does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("a duration cannot be negative")]
+    Negative,
+    #[error("expected a number at `{0}`")]
+    ExpectedNumber(String),
+    #[error("`{0}` is not a number")]
+    NotANumber(String),
+    #[error("`{0}` has no unit")]
+    NoUnit(String),
+    #[error("unknown unit `{0}`")]
+    UnknownUnit(String),
+    #[error("duration is too large")]
+    TooLarge,
+}
+
 /// Parses a Go-style duration. A bare number is rejected: ngrok requires a unit.
-pub fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.starts_with('-') {
-        return Err("a duration cannot be negative".into());
+        return Err(DurationError::Negative);
     }
     let s = s.strip_prefix('+').unwrap_or(s);
     let mut total = 0f64;
@@ -22,11 +41,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("expected a number at `{rest}`"));
+            return Err(DurationError::ExpectedNumber(rest.to_string()));
         }
         let number: f64 = rest[..num_len]
             .parse()
-            .map_err(|_| format!("`{}` is not a number", &rest[..num_len]))?;
+            .map_err(|_| DurationError::NotANumber(rest[..num_len].to_string()))?;
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -39,14 +58,14 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            "" => return Err(format!("`{}` has no unit", text.trim())),
-            other => return Err(format!("unknown unit `{}`", other.trim())),
+            "" => return Err(DurationError::NoUnit(text.trim().to_string())),
+            other => return Err(DurationError::UnknownUnit(other.trim().to_string())),
         };
         total += number * scale;
         rest = &rest[unit_len..];
     }
     if !total.is_finite() || total > 1e12 {
-        return Err("duration is too large".into());
+        return Err(DurationError::TooLarge);
     }
     Ok(Duration::from_secs_f64(total))
 }
@@ -91,10 +110,15 @@ mod tests {
 
     #[test]
     fn bad_durations_say_why() {
-        assert!(parse("30").unwrap_err().contains("no unit"));
+        assert!(parse("30").unwrap_err().to_string().contains("no unit"));
         assert!(parse("5 minutes").is_err());
-        assert!(parse("-1s").unwrap_err().contains("negative"));
-        assert!(parse("1d").unwrap_err().contains("unknown unit `d`"));
+        assert!(parse("-1s").unwrap_err().to_string().contains("negative"));
+        assert!(
+            parse("1d")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown unit `d`")
+        );
         assert!(parse("").is_err());
     }
 

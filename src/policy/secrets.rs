@@ -5,6 +5,10 @@
 //! `--secrets FILE` (YAML: `vault: {name: value}`); the environment wins. The one-argument form
 //! `secrets.get('name')` that some ngrok examples use reads `AIGW_SECRET_<NAME>`, or a top-level
 //! `name: value` in the file.
+//!
+//! The vault `env` is aigw's bridge from configs that name plain environment variables
+//! (LiteLLM's `os.environ/NAME`, which `aigw convert` turns into `secrets.get('env', 'NAME')`):
+//! after `AIGW_SECRET_ENV_<NAME>` and the file, it reads the variable `NAME` itself, verbatim.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,7 +18,28 @@ use super::interpolate::SecretRef;
 #[derive(Debug, Clone, Default)]
 pub struct SecretStore {
     values: HashMap<String, String>,
+    /// Every variable given, for the `env` vault. Not in [`SecretStore::values`]: only the
+    /// ones a policy references are secrets (the gateway scrubs configured keys itself).
+    plain: HashMap<String, String>,
 }
+
+/// Why `--secrets FILE` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsFileError {
+    #[error("cannot read secrets file {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("secrets file {} is not a YAML mapping: {source}", path.display())]
+    NotAMapping {
+        path: std::path::PathBuf,
+        source: Box<serde_saphyr::Error>,
+    },
+}
+
+/// The vault whose names are read from plain environment variables.
+pub const ENV_VAULT: &str = "env";
 
 impl SecretStore {
     /// Secrets from the process environment only.
@@ -24,19 +49,26 @@ impl SecretStore {
 
     /// Secrets from `AIGW_SECRET_*` pairs (the environment, or a test's own list).
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        let values = vars
-            .into_iter()
+        let plain: HashMap<String, String> = vars.into_iter().collect();
+        let values = plain
+            .iter()
             .filter(|(k, _)| k.starts_with("AIGW_SECRET_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        SecretStore { values }
+        SecretStore { values, plain }
     }
 
     /// Adds the secrets of a YAML file; values already present (from the environment) win.
-    pub fn with_file(mut self, path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read secrets file {}: {e}", path.display()))?;
-        let parsed: HashMap<String, serde_json::Value> = serde_saphyr::from_str(&text)
-            .map_err(|e| format!("secrets file {} is not a YAML mapping: {e}", path.display()))?;
+    pub fn with_file(mut self, path: &Path) -> Result<Self, SecretsFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SecretsFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let parsed: HashMap<String, serde_json::Value> =
+            serde_saphyr::from_str(&text).map_err(|source| SecretsFileError::NotAMapping {
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            })?;
         for (vault, entry) in parsed {
             match entry {
                 serde_json::Value::Object(names) => {
@@ -64,8 +96,14 @@ impl SecretStore {
     }
 
     pub fn get(&self, secret: &SecretRef) -> Option<&str> {
+        let vault = secret.vault.as_deref();
         self.values
-            .get(&env_name(secret.vault.as_deref(), &secret.name))
+            .get(&env_name(vault, &secret.name))
+            .or_else(|| {
+                vault
+                    .filter(|v| v.eq_ignore_ascii_case(ENV_VAULT))
+                    .and_then(|_| self.plain.get(&secret.name))
+            })
             .map(String::as_str)
     }
 }
@@ -163,6 +201,28 @@ mod tests {
         assert_eq!(s.get(&secret(Some("openai"), "api-key")), Some("from-env"));
         assert_eq!(s.get(&secret(Some("openai"), "backup")), Some("b"));
         assert_eq!(s.get(&secret(None, "flat")), Some("f"));
+    }
+
+    #[test]
+    fn env_vault_reads_the_plain_variable_after_aigw_secret() {
+        let s = SecretStore::from_vars([
+            ("OPENAI_API_KEY".to_string(), "plain".to_string()),
+            ("GROQ_API_KEY".to_string(), "plain-groq".to_string()),
+            (
+                "AIGW_SECRET_ENV_GROQ_API_KEY".to_string(),
+                "prefixed".to_string(),
+            ),
+        ]);
+        assert_eq!(s.get(&secret(Some("env"), "OPENAI_API_KEY")), Some("plain"));
+        assert_eq!(
+            s.get(&secret(Some("env"), "GROQ_API_KEY")),
+            Some("prefixed")
+        );
+        // Only the `env` vault reads plain variables, and only by their exact name.
+        assert_eq!(s.get(&secret(Some("other"), "OPENAI_API_KEY")), None);
+        assert_eq!(s.get(&secret(Some("env"), "openai_api_key")), None);
+        assert_eq!(s.get(&secret(None, "OPENAI_API_KEY")), None);
+        assert!(!s.values().any(|v| v == "plain"));
     }
 
     #[test]

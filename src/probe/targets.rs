@@ -61,11 +61,41 @@ pub struct ProbeTarget {
 /// provider the policy lists when `names` is empty; else each name as a provider id or alias
 /// (built-in providers included, though only reachable by passthrough), or an `http(s)://` URL.
 /// An unknown name is a usage error (the message lists what exists).
+/// A probe target that is neither a provider of the policy, a built-in one, nor a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownProvider {
+    pub name: String,
+    /// The closest provider id, when one is close.
+    pub suggestion: Option<String>,
+    /// The providers the policy lists.
+    pub configured: Vec<String>,
+}
+
+impl std::error::Error for UnknownProvider {}
+
+impl std::fmt::Display for UnknownProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown provider `{}`", self.name)?;
+        if let Some(best) = &self.suggestion {
+            write!(f, " (did you mean `{best}`?)")?;
+        }
+        if self.configured.is_empty() {
+            write!(f, "; the policy lists no providers")?;
+        } else {
+            write!(f, "; the policy has {}", self.configured.join(", "))?;
+        }
+        write!(
+            f,
+            ". Give a provider id, a built-in provider (openai, anthropic, …) or a URL such as http://localhost:11434"
+        )
+    }
+}
+
 pub fn select(
     engine: &Engine,
     names: &[String],
     secrets: &SecretStore,
-) -> Result<Vec<ProbeTarget>, String> {
+) -> Result<Vec<ProbeTarget>, UnknownProvider> {
     let providers = engine.providers();
     if names.is_empty() {
         return Ok(providers
@@ -107,27 +137,22 @@ pub fn select(
             out.push(from_engine(engine, p, secrets));
             continue;
         }
-        let configured: Vec<&str> = providers
+        let configured = providers
             .iter()
             .filter(|p| p.configured)
-            .map(|p| p.id.as_str())
+            .map(|p| p.id.clone())
             .collect();
-        let all: Vec<&str> = providers.iter().map(|p| p.id.as_str()).collect();
-        let mut msg = format!("unknown provider `{name}`");
-        if let Some(best) = all
+        let suggestion = providers
             .iter()
+            .map(|p| p.id.as_str())
             .filter(|k| strsim::jaro_winkler(k, name) > 0.8)
             .max_by(|a, b| strsim::jaro_winkler(a, name).total_cmp(&strsim::jaro_winkler(b, name)))
-        {
-            msg.push_str(&format!(" (did you mean `{best}`?)"));
-        }
-        if configured.is_empty() {
-            msg.push_str("; the policy lists no providers");
-        } else {
-            msg.push_str(&format!("; the policy has {}", configured.join(", ")));
-        }
-        msg.push_str(". Give a provider id, a built-in provider (openai, anthropic, …) or a URL such as http://localhost:11434");
-        return Err(msg);
+            .map(String::from);
+        return Err(UnknownProvider {
+            name: name.clone(),
+            suggestion,
+            configured,
+        });
     }
     Ok(out)
 }

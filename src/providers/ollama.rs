@@ -105,8 +105,16 @@ pub enum KeepAlive {
     Seconds(i64),
 }
 
+/// A `keep_alive` that is neither a number of seconds nor a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid keep-alive `{text}`: {reason} (e.g. 5m, 1h, -1 to keep loaded)")]
+pub struct KeepAliveError {
+    pub text: String,
+    pub reason: crate::policy::duration::DurationError,
+}
+
 impl KeepAlive {
-    pub fn parse(text: &str) -> Result<KeepAlive, String> {
+    pub fn parse(text: &str) -> Result<KeepAlive, KeepAliveError> {
         let t = text.trim();
         if let Ok(n) = t.parse::<i64>() {
             return Ok(KeepAlive::Seconds(n));
@@ -114,8 +122,9 @@ impl KeepAlive {
         let positive = t.strip_prefix('-').unwrap_or(t);
         crate::policy::duration::parse(positive)
             .map(|_| KeepAlive::Duration(t.to_string()))
-            .map_err(|e| {
-                format!("invalid keep-alive `{text}`: {e} (e.g. 5m, 1h, -1 to keep loaded)")
+            .map_err(|reason| KeepAliveError {
+                text: text.to_string(),
+                reason,
             })
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::policy::checks;
 use crate::policy::interpolate::{Part, Template};
 use crate::policy::secrets::{SecretStore, redact};
-use crate::policy::{self, AiGateway, ApiFormat, Code, Diagnostic, Loaded, Sp, inner_span};
+use crate::policy::{AiGateway, ApiFormat, Code, Diagnostic, Loaded};
 
 use super::catalog::{BuiltinProvider, Catalog, CatalogModel};
 use super::cel::{
@@ -16,6 +16,7 @@ use super::cel::{
 };
 use super::plan::*;
 use super::plan_cache::PlanCache;
+use super::strategy_checks;
 use super::upstream::{self, BaseUrlOverrides, UrlOrigin};
 
 /// Inputs to [`Engine::build`] beyond the policy.
@@ -143,9 +144,19 @@ impl Engine {
         let mut strategies = (Vec::new(), Vec::new());
         for (i, (_, g)) in gateways.iter().enumerate() {
             let text = &loaded.source.text;
-            let models = compile_all(g.model_strategies(), StrategyKind::Models, text, &mut diags);
-            let keys = compile_all(g.key_strategies(), StrategyKind::Keys, text, &mut diags);
-            strategy_coverage(g.model_strategies(), &mut diags);
+            let models = strategy_checks::compile_all(
+                g.model_strategies(),
+                StrategyKind::Models,
+                text,
+                &mut diags,
+            );
+            let keys = strategy_checks::compile_all(
+                g.key_strategies(),
+                StrategyKind::Keys,
+                text,
+                &mut diags,
+            );
+            strategy_checks::coverage(g.model_strategies(), &models, &mut diags);
             if i == route_with {
                 strategies = (models, keys);
             }
@@ -186,7 +197,7 @@ impl Engine {
             .0
             .iter()
             .chain(&strategies.1)
-            .any(|(source, _)| source.contains("random"));
+            .any(|(_, strategy)| strategy.draws_random());
         let engine = Engine {
             config: chosen,
             providers,
@@ -254,9 +265,17 @@ impl Engine {
         }
     }
 
-    /// Whether [`Engine::plan_shared`] remembers plans (no strategy mentions `random`).
+    /// Whether [`Engine::plan_shared`] remembers plans (no strategy draws a random number).
     pub fn caches_plans(&self) -> bool {
         self.plan_cache.is_some()
+    }
+
+    /// Whether a strategy reads `m.metrics`, so live traffic figures can change plans.
+    pub fn reads_metrics(&self) -> bool {
+        self.model_strategies
+            .iter()
+            .chain(&self.key_strategies)
+            .any(|(_, s)| s.reads_metrics())
     }
 
     fn plan_traced(&self, req: &Request, opts: PlanOptions, trace: bool) -> Plan {
@@ -850,132 +869,6 @@ fn key_label(t: &Template, secrets: &SecretStore) -> String {
     match resolve_template(t, secrets) {
         Some(v) => format!("({})", redact(&v)),
         None => "(templated)".into(),
-    }
-}
-
-fn compile_all(
-    strategies: &[Sp<String>],
-    kind: StrategyKind,
-    text: &str,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<(String, Strategy)> {
-    let mut out = Vec::new();
-    for s in strategies {
-        match cel::compile(&s.value, kind) {
-            Ok((strategy, warnings)) => {
-                diags.extend(warnings.into_iter().map(|i| cel_diagnostic(i, s, text)));
-                out.push((s.value.clone(), strategy));
-            }
-            Err(issues) => {
-                // A strategy over the wrong root (`ai.keys` in model_selection) also has the
-                // wrong result type; the root is the one thing to fix, so say only that.
-                let wrong_root = issues.iter().any(|i| i.code == "cel-wrong-root");
-                diags.extend(
-                    issues
-                        .into_iter()
-                        .filter(|i| !(wrong_root && i.code == "cel-result-type"))
-                        .map(|i| cel_diagnostic(i, s, text)),
-                );
-            }
-        }
-    }
-    out
-}
-
-fn cel_diagnostic(issue: cel::CelIssue, s: &Sp<String>, text: &str) -> Diagnostic {
-    let code = match issue.code {
-        "cel-syntax" => Code::CelSyntax,
-        "cel-unknown-variable" => Code::CelUnknownVariable,
-        "cel-unknown-field" => Code::CelUnknownField,
-        "cel-unknown-function" => Code::CelUnknownFunction,
-        "cel-arity" => Code::CelArity,
-        "cel-price-type" => Code::CelPriceType,
-        "cel-result-type" => Code::CelResultType,
-        "cel-wrong-root" => Code::CelWrongRoot,
-        "cel-unguarded-key" => Code::CelUnguardedKey,
-        _ => Code::CelSyntax,
-    };
-    // An error at the very end of the expression has an empty range; underline its last
-    // character so the caret has something to point at.
-    let mut range = issue.range.clone();
-    if range.is_empty() {
-        let end = range.start.min(s.value.len());
-        let start = s.value[..end]
-            .char_indices()
-            .next_back()
-            .map_or(0, |(i, _)| i);
-        range = start..end.max(start + 1).min(s.value.len().max(start));
-    }
-    let span = inner_span(text, &s.span, &s.value, range);
-    let syntax = code == Code::CelSyntax && issue.help.is_none();
-    let mut d = Diagnostic::new(code, span, issue.message);
-    if code == Code::CelArity && issue.help.is_none() {
-        d = d.help(
-            "check the arguments against the documented signatures, e.g. underCost('text.input', 1.0), sortBy('price') or sortBy(m, m.pricing.input), ai.models.get('openai', 'gpt-4o')",
-        );
-    }
-    if syntax {
-        d = d.help(
-            "a strategy is one CEL expression, e.g. \"ai.models.filter(m, m.provider_id == 'ollama')\"; check parentheses and quotes",
-        );
-    }
-    d.severity = match issue.severity {
-        cel::Severity::Error => policy::Severity::Error,
-        cel::Severity::Warning => policy::Severity::Warning,
-    };
-    if let Some(h) = issue.help {
-        d = d.help(h);
-    }
-    d
-}
-
-/// W003 (no catch-all last) and W010 (strategies after a catch-all never run).
-fn strategy_coverage(strategies: &[Sp<String>], diags: &mut Vec<Diagnostic>) {
-    if strategies.is_empty() {
-        return;
-    }
-    if let Some(pos) = strategies.iter().position(|s| is_catch_all(s)) {
-        for later in &strategies[pos + 1..] {
-            diags.push(
-                Diagnostic::new(Code::UnreachableStrategy, later.span.clone(), "this strategy never runs")
-                    .label("after a catch-all")
-                    .help("an earlier strategy returns every model, so later ones are never evaluated; remove it or move it up"),
-            );
-        }
-    } else {
-        let last = strategies.last().expect("non-empty");
-        diags.push(
-            Diagnostic::new(Code::NoCatchAllStrategy, last.span.clone(), "no strategy matches every request")
-                .help("add a last strategy such as \"ai.models\" so a request never ends with no candidate"),
-        );
-    }
-}
-
-/// A strategy that returns every model (possibly reordered).
-fn is_catch_all(s: &str) -> bool {
-    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    let Some(rest) = compact.strip_prefix("ai.models") else {
-        return false;
-    };
-    let mut rest = rest;
-    loop {
-        if rest.is_empty() {
-            return true;
-        }
-        if let Some(r) = rest.strip_prefix(".randomize()") {
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix(".sortBy(") {
-            // sortBy keeps every model; skip its argument list.
-            let Some(close) = r.find(')') else {
-                return false;
-            };
-            rest = &r[close + 1..];
-            if rest.starts_with(')') {
-                rest = &rest[1..];
-            }
-        } else {
-            return false;
-        }
     }
 }
 

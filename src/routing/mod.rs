@@ -6,4 +6,5 @@ pub mod cel;
 pub mod engine;
 pub mod plan;
 pub mod plan_cache;
+pub mod strategy_checks;
 pub mod upstream;

@@ -1,6 +1,10 @@
-//! Helpers for the gateway tests: start aigw's gateway in-process on 127.0.0.1:0, and a fixed
-//! `Routing` for executor tests that should not depend on the engine's planning.
+//! Helpers for the gateway tests: start aigw's gateway in-process on 127.0.0.1:0, a fixed
+//! `Routing` for executor tests that should not depend on the engine's planning, and the one
+//! stand-in upstream (`standin`, from `tests/support/standin`).
 #![allow(dead_code)]
+
+#[path = "../support/standin/mod.rs"]
+pub mod standin;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +25,42 @@ impl Started {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// POSTs `body` as JSON to `path` with [`client`]; panics only when nothing answers.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        client()
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `path` with [`client`]; panics only when nothing answers.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        client().get(self.url(path)).send().await.unwrap()
+    }
+
+    /// The `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+}
+
+/// A response header as text ("" when absent).
+pub fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// An OpenAI stand-in labelled `label` that knows exactly `models`.
+pub async fn openai_standin(label: &str, models: &[&str]) -> standin::StandIn {
+    standin::StandIn::start(standin::Kind::OpenAi)
+        .await
+        .with_label(label)
+        .with_models(models)
 }
 
 pub async fn start(routing: Arc<dyn Routing>, opts: GatewayOptions) -> Started {
@@ -163,25 +203,28 @@ pub fn keys_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-/// A minimal scripted upstream for executor tests (the full stand-ins live in tests/support).
+/// The scripted upstream of the first executor tests, kept as a thin layer over the one
+/// stand-in ([`standin::StandIn`], OpenAI kind) so that tests written against it still build.
+/// New tests use `StandIn` directly.
 pub mod mini {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
-    use axum::Router;
-    use axum::body::{Body, Bytes};
-    use axum::extract::State;
-    use axum::http::{HeaderMap, StatusCode, Uri};
-    use axum::response::{IntoResponse, Response};
+    use axum::http::HeaderMap;
+
+    use super::standin::{Fault, Kind, StandIn};
 
     #[derive(Clone, Debug)]
     pub enum Mode {
         Ok,
+        /// This status, in OpenAI's error shape.
         Status(u16),
+        /// The answer after this delay.
         Sleep(Duration),
         /// 401 when `Authorization: Bearer KEY` carries this key, else Ok.
         RejectKey(String),
-        /// SSE: `n` chunks then `[DONE]`; with `die`, the connection drops after the chunks.
+        /// An SSE stream (the stand-in's chunks: role, one per word, finish, `[DONE]`); with
+        /// `die`, the connection drops after `n` chunks.
         Stream {
             n: usize,
             die: bool,
@@ -190,112 +233,98 @@ pub mod mini {
 
     #[derive(Clone, Debug)]
     pub struct Seen {
+        /// The path with its query, as the upstream received it.
         pub path: String,
         pub headers: HeaderMap,
+        /// The JSON body (`Null` when it is not JSON).
         pub body: serde_json::Value,
     }
 
     #[derive(Clone)]
     pub struct Mini {
-        pub mode: Arc<Mutex<Mode>>,
-        pub seen: Arc<Mutex<Vec<Seen>>>,
         pub name: String,
+        pub standin: Arc<StandIn>,
     }
 
     impl Mini {
         pub fn seen(&self) -> Vec<Seen> {
-            self.seen.lock().unwrap().clone()
+            self.standin
+                .requests()
+                .into_iter()
+                .map(|r| Seen {
+                    path: match &r.query {
+                        Some(q) => format!("{}?{q}", r.path),
+                        None => r.path.clone(),
+                    },
+                    body: r.json.clone().unwrap_or(serde_json::Value::Null),
+                    headers: r.headers,
+                })
+                .collect()
         }
-        pub fn set(&self, m: Mode) {
-            *self.mode.lock().unwrap() = m;
+
+        pub fn set(&self, mode: Mode) {
+            let revoked = match &mode {
+                Mode::RejectKey(key) => vec![key.as_str()],
+                _ => Vec::new(),
+            };
+            self.standin.set_revoked_keys(&revoked);
+            let fault = match mode {
+                Mode::Ok | Mode::RejectKey(_) | Mode::Stream { die: false, .. } => None,
+                Mode::Status(code) => Some(Fault::status(code)),
+                Mode::Sleep(d) => Some(Fault::DelayHeaders(d)),
+                Mode::Stream { n, die: true } => Some(Fault::StreamCutAfter(n)),
+            };
+            self.standin.set_fault(fault);
         }
     }
 
+    /// Starts an OpenAI stand-in labelled `name` that answers any model, in `mode`.
     pub async fn start(name: &str, mode: Mode) -> (String, Mini) {
+        let standin = StandIn::start(Kind::OpenAi)
+            .await
+            .with_label(name)
+            .with_any_model();
         let mini = Mini {
-            mode: Arc::new(Mutex::new(mode)),
-            seen: Arc::default(),
             name: name.into(),
+            standin: Arc::new(standin),
         };
-        let app = Router::new().fallback(handler).with_state(mini.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (format!("http://{addr}"), mini)
-    }
-
-    async fn handler(State(m): State<Mini>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-        let body: serde_json::Value =
-            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        m.seen.lock().unwrap().push(Seen {
-            path: uri.to_string(),
-            headers,
-            body: body.clone(),
-        });
-        let mode = m.mode.lock().unwrap().clone();
-        let model = body.get("model").cloned().unwrap_or_default();
-        let ok = serde_json::json!({"id": "x", "object": "chat.completion", "model": model, "served_by": m.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("hello from {}", m.name)}, "finish_reason": "stop"}]});
-        match mode {
-            Mode::Ok => axum::Json(ok).into_response(),
-            Mode::Status(s) => (
-                StatusCode::from_u16(s).unwrap(),
-                axum::Json(
-                    serde_json::json!({"error": {"message": format!("{} says {s}", m.name)}}),
-                ),
-            )
-                .into_response(),
-            Mode::RejectKey(k) => {
-                let auth = m
-                    .seen
-                    .lock()
-                    .unwrap()
-                    .last()
-                    .and_then(|s| s.headers.get("authorization").cloned());
-                if auth.is_some_and(|a| a.to_str().unwrap_or("") == format!("Bearer {k}")) {
-                    (StatusCode::UNAUTHORIZED, axum::Json(serde_json::json!({"error": {"message": format!("Incorrect API key provided: {k}")}}))).into_response()
-                } else {
-                    axum::Json(ok).into_response()
-                }
-            }
-            Mode::Sleep(d) => {
-                tokio::time::sleep(d).await;
-                axum::Json(ok).into_response()
-            }
-            Mode::Stream { n, die } => {
-                let name = m.name.clone();
-                let s = async_stream(n, die, name);
-                Response::builder()
-                    .header("content-type", "text/event-stream")
-                    .body(Body::from_stream(s))
-                    .unwrap()
-            }
-        }
-    }
-
-    fn async_stream(
-        n: usize,
-        die: bool,
-        name: String,
-    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-        futures_util::stream::unfold(0usize, move |i| {
-            let name = name.clone();
-            async move {
-                if i < n {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    let chunk = serde_json::json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": format!("{name}-{i} ")}}]});
-                    Some((Ok(Bytes::from(format!("data: {chunk}\n\n"))), i + 1))
-                } else if i == n && !die {
-                    Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), i + 1))
-                } else if i == n && die {
-                    Some((Err(std::io::Error::other("upstream died")), i + 1))
-                } else {
-                    None
-                }
-            }
-        })
+        mini.set(mode);
+        // The old scripted upstream lived until the test process ended, also when its handle
+        // was dropped at once (`let (url, _) = ...`); keep that.
+        std::mem::forget(mini.standin.clone());
+        (mini.standin.url(), mini)
     }
 }
+
+/// Two OpenAI stand-ins, labelled with and mapped to the policy's providers `ids` (each
+/// knowing its `models`), and the gateway on `policy` in front of them.
+pub async fn start_pair(
+    policy: &str,
+    ids: [&str; 2],
+    models: [&[&str]; 2],
+    secrets: &[(&str, &str)],
+    opts: GatewayOptions,
+) -> (standin::StandIn, standin::StandIn, Started) {
+    let a = openai_standin(ids[0], models[0]).await;
+    let b = openai_standin(ids[1], models[1]).await;
+    let urls = [(ids[0], a.url()), (ids[1], b.url())];
+    let gw = start_policy(policy, &urls, secrets, opts).await;
+    (a, b, gw)
+}
+
+/// The smallest policy that routes, for tests about the gateway rather than routing: one
+/// configured provider `local` (map it to a stand-in) with one model, `made-up-chat`.
+pub const LOCAL_CHAT_POLICY: &str = r#"
+on_http_request:
+  - type: ai-gateway
+    config:
+      only_allow_configured_providers: true
+      providers:
+        - id: local
+          base_url: "https://local.internal"
+          models:
+            - id: made-up-chat
+"#;
 
 /// Builds engines the way `aigw serve` does (`--base-url` pairs, `AIGW_SECRET_*` pairs).
 pub fn factory(

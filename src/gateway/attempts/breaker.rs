@@ -60,6 +60,19 @@ pub enum Admit {
     },
 }
 
+/// One circuit as the status page shows it. Models without an entry are closed with no
+/// recent failures.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Circuit {
+    pub provider: String,
+    pub model: String,
+    /// `closed` (failing, below the threshold), `open`, `half-open` (the next request probes)
+    /// or `probing` (a probe is under way).
+    pub state: &'static str,
+    pub consecutive_failures: u32,
+    pub retry_in_ms: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Breakers {
     opts: Option<BreakerOptions>,
@@ -151,6 +164,44 @@ impl Breakers {
         }
     }
 
+    /// Every circuit that failed recently, for the status page; sorted by `provider:model`.
+    pub fn circuits(&self, now: Instant) -> Vec<Circuit> {
+        let Some(opts) = self.opts else {
+            return Vec::new();
+        };
+        let states = self.states();
+        let mut out: Vec<Circuit> = states
+            .iter()
+            .map(|(k, s)| {
+                let (provider, model) = k.split_once(':').unwrap_or((k.as_str(), ""));
+                let open = s.open_until.is_some_and(|t| t > now);
+                let probing = s
+                    .probe_since
+                    .is_some_and(|t| now.duration_since(t) < opts.cooldown);
+                Circuit {
+                    provider: provider.to_string(),
+                    model: model.to_string(),
+                    state: if probing {
+                        "probing"
+                    } else if open {
+                        "open"
+                    } else if s.open_until.is_some() {
+                        // Cooldown over: the next request is let through as the probe.
+                        "half-open"
+                    } else {
+                        "closed"
+                    },
+                    consecutive_failures: s.consecutive,
+                    retry_in_ms: s
+                        .open_until
+                        .map_or(0, |t| t.saturating_duration_since(now).as_millis() as u64),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.provider, &a.model).cmp(&(&b.provider, &b.model)));
+        out
+    }
+
     /// `aigw_circuit_open{provider_model}` gauges for `/metrics`.
     pub fn render(&self, now: Instant) -> String {
         let mut out = String::from(
@@ -210,6 +261,40 @@ mod tests {
         b.success("p", "m");
         assert_eq!(b.admit("p", "m", again), Admit::Closed);
         assert!(b.render(again).lines().count() == 2);
+    }
+
+    #[test]
+    fn circuits_show_each_state_for_the_status_page() {
+        let b = Breakers::new(BreakerOptions {
+            failures: 2,
+            cooldown: Duration::from_secs(10),
+        });
+        let t0 = Instant::now();
+        b.failure("p", "llama3.2:1b", t0);
+        let c = b.circuits(t0);
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].provider.as_str(), c[0].model.as_str()),
+            ("p", "llama3.2:1b")
+        );
+        assert_eq!((c[0].state, c[0].consecutive_failures), ("closed", 1));
+        b.failure("p", "llama3.2:1b", t0);
+        let c = b.circuits(t0 + Duration::from_secs(4));
+        assert_eq!((c[0].state, c[0].retry_in_ms), ("open", 6000));
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(b.circuits(later)[0].state, "half-open");
+        assert_eq!(b.admit("p", "llama3.2:1b", later), Admit::Probe);
+        assert_eq!(b.circuits(later)[0].state, "probing");
+        b.success("p", "llama3.2:1b");
+        assert!(b.circuits(later).is_empty());
+        assert!(
+            Breakers::new(BreakerOptions {
+                failures: 0,
+                cooldown: Duration::ZERO
+            })
+            .circuits(t0)
+            .is_empty()
+        );
     }
 
     #[test]

@@ -278,6 +278,19 @@ pub struct RetryOptions {
     pub same_pair_retries: u32,
 }
 
+/// Why a rate-limited request is not sent again to the same model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoRetry {
+    #[error("rate limited (retries are off: --rate-limit-retries 0)")]
+    Off,
+    #[error("still rate limited after {0} retries")]
+    Exhausted(u32),
+    #[error("Retry-After {wait} is longer than --max-retry-wait {max}")]
+    TooLong { wait: String, max: String },
+    #[error("waiting {0} would pass total_timeout")]
+    PastTotal(String),
+}
+
 impl Default for RetryOptions {
     fn default() -> Self {
         RetryOptions {
@@ -319,11 +332,11 @@ impl RetryOptions {
         retry_after: Option<Duration>,
         remaining: Duration,
         rng: &mut impl Rng,
-    ) -> Result<Duration, String> {
+    ) -> Result<Duration, NoRetry> {
         if retry >= self.rate_limit_retries {
             return Err(match self.rate_limit_retries {
-                0 => "rate limited (retries are off: --rate-limit-retries 0)".into(),
-                n => format!("still rate limited after {n} retries"),
+                0 => NoRetry::Off,
+                n => NoRetry::Exhausted(n),
             });
         }
         let wait = match retry_after {
@@ -339,14 +352,13 @@ impl RetryOptions {
         };
         let fmt = crate::policy::duration::format;
         if wait > self.max_wait {
-            return Err(format!(
-                "Retry-After {} is longer than --max-retry-wait {}",
-                fmt(wait),
-                fmt(self.max_wait)
-            ));
+            return Err(NoRetry::TooLong {
+                wait: fmt(wait),
+                max: fmt(self.max_wait),
+            });
         }
         if wait >= remaining {
-            return Err(format!("waiting {} would pass total_timeout", fmt(wait)));
+            return Err(NoRetry::PastTotal(fmt(wait)));
         }
         Ok(wait)
     }
@@ -483,11 +495,13 @@ mod tests {
         assert!(
             opts.wait(0, Some(Duration::from_secs(60)), long, &mut rng)
                 .unwrap_err()
+                .to_string()
                 .contains("--max-retry-wait")
         );
         assert!(
             opts.wait(0, ra, Duration::from_secs(1), &mut rng)
                 .unwrap_err()
+                .to_string()
                 .contains("total_timeout")
         );
     }

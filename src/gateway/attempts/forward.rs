@@ -73,6 +73,8 @@ pub struct Report {
     pub streaming: bool,
     /// For a stream: how it ended, known once its body has ended.
     pub stream_end: Option<crate::gateway::upstream::stream::EndNote>,
+    /// 1-based number of the strategy whose candidates were tried.
+    pub strategy: Option<usize>,
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), plus those aigw sets.
@@ -277,6 +279,7 @@ pub async fn execute(gw: &Arc<Gateway>, inb: Inbound) -> (Response, Report) {
         };
         return error_response(err, inb.dialect, &mut report);
     }
+    report.strategy = plan.strategies.iter().position(|s| s.chosen).map(|i| i + 1);
     if plan.attempts.is_empty() {
         let e = GatewayError::new(
             codes::SELECTION_EMPTY,

@@ -485,7 +485,7 @@ impl<'a> Run<'a> {
         &self,
         p: &Prepared<'_>,
         failure: &Failure,
-    ) -> Option<Result<Duration, String>> {
+    ) -> Option<Result<Duration, super::failure::NoRetry>> {
         let Next::RateLimited(retry_after) = failure.next() else {
             return None;
         };

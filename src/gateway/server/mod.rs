@@ -5,4 +5,5 @@ pub mod open_files;
 pub mod pipeline;
 pub mod reload;
 pub mod routes;
+pub mod ui;
 pub mod workers;

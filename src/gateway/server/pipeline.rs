@@ -16,6 +16,7 @@ use crate::gateway::Gateway;
 use crate::gateway::attempts::forward::{self, Inbound, Report};
 use crate::gateway::errors::{BODY_TOO_LARGE, Dialect, GatewayError, codes};
 use crate::gateway::names;
+use crate::gateway::observe::status::Recent;
 
 /// 413, naming the limit and the flag that raises it.
 pub fn too_large(max_body_bytes: usize) -> GatewayError {
@@ -92,6 +93,7 @@ pub async fn handle(
     body: Result<Bytes, GatewayError>,
 ) -> Response {
     let started = Instant::now();
+    let _in_flight = gw.status.begin();
     let id = request_id(&headers);
     let path = uri.path().to_string();
     let parsed = body.and_then(|b| json_body(&b));
@@ -125,16 +127,13 @@ pub async fn handle(
         resp.headers_mut().insert(names::X_REQUEST_ID, v);
     }
     gw.metrics.request(&path, report.status);
-    if !tracing::enabled!(target: "aigw::request", tracing::Level::INFO) {
-        return resp;
-    }
     if report.stream_end.is_none() {
         log_request(&gw, &method, &path, &id, &report, started);
         return resp;
     }
     // A stream's line is written when its body ends, saying how it ended.
     let line = LineOnEnd {
-        gw,
+        gw: gw.clone(),
         method,
         path,
         id,
@@ -188,7 +187,8 @@ impl hyper::body::Body for WithLine {
     }
 }
 
-/// The request's access line (the metric is counted when the response starts).
+/// The request's entry on /ui and its access line (the metric is counted when the response
+/// starts).
 pub fn log_request(
     gw: &Gateway,
     method: &Method,
@@ -197,6 +197,26 @@ pub fn log_request(
     report: &Report,
     started: Instant,
 ) {
+    gw.status.record(|| Recent {
+        seq: 0,
+        at_ms: 0,
+        request_id: id.to_string(),
+        method: method.to_string(),
+        path: path.to_string(),
+        model: report.model.clone().unwrap_or_else(|| "-".into()),
+        chosen: report.chosen.clone(),
+        status: report.status,
+        attempts: report.attempts,
+        failovers: report.attempts.saturating_sub(1),
+        streaming: report.streaming,
+        upstream_ms: ms(report.upstream),
+        total_ms: ms(started.elapsed()),
+        error: report.error_code.map(String::from),
+        strategy: report.strategy,
+    });
+    if !tracing::enabled!(target: "aigw::request", tracing::Level::INFO) {
+        return;
+    }
     let total = ms(started.elapsed());
     let upstream = ms(report.upstream);
     let model = report.model.as_deref().unwrap_or("-");

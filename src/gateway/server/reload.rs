@@ -10,9 +10,18 @@ use std::time::Duration;
 use crate::gateway::Gateway;
 use crate::gateway::Routing;
 
-/// Builds an engine from a policy file: `Ok(engine, rendered warnings)` or `Err(rendered
-/// diagnostics)`.
-pub type Builder = Arc<dyn Fn(&Path) -> Result<(Arc<dyn Routing>, String), String> + Send + Sync>;
+/// Builds an engine from a policy file's path and the bytes read from it: `Ok(engine, rendered
+/// warnings)` or why it was rejected.
+pub type Builder =
+    Arc<dyn Fn(&Path, &[u8]) -> Result<(Arc<dyn Routing>, String), Rejected> + Send + Sync>;
+
+/// A policy that cannot serve: validate's diagnostics, rendered for stderr, or why the file
+/// could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{rendered}")]
+pub struct Rejected {
+    pub rendered: String,
+}
 
 /// Rebuilds the engine with a traffic snapshot (`None`: nothing to change).
 pub type MetricsRebuilder = Arc<
@@ -71,9 +80,10 @@ pub fn spawn(
             if last.as_deref() == Some(now.as_slice()) {
                 continue;
             }
-            last = Some(now);
+            // Built from the very bytes compared: a second read could catch a write half-way.
+            last = Some(now.clone());
             let (p, b) = (path.clone(), build.clone());
-            let built = tokio::task::spawn_blocking(move || b(&p)).await;
+            let built = tokio::task::spawn_blocking(move || b(&p, &now)).await;
             match built {
                 Ok(Ok((routing, warnings))) => {
                     gw.swap(routing);

@@ -1,4 +1,4 @@
-//! The router: OpenAI, Anthropic and Ollama routes, inbound auth, `/healthz`, `/metrics`.
+//! The router: OpenAI, Anthropic and Ollama routes, inbound auth, `/healthz`, `/metrics`, `/ui`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::ollama_api;
 use super::pipeline::{body_error, handle, too_large};
+use super::{ollama_api, ui};
 use crate::gateway::Gateway;
 use crate::gateway::errors::{
     Dialect, GatewayError, METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, codes,
@@ -40,12 +40,16 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/api/ps", get(ollama_api::ps))
         .route("/api/version", get(ollama_api::version))
         .route("/metrics", get(metrics))
+        .route("/ui/state.json", get(ui::state_json))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(gw.clone(), auth))
         // Before auth: a request looping back through aigw carries no inbound token.
         .layer(middleware::from_fn_with_state(gw.clone(), loop_guard));
     Router::new()
         .route("/healthz", get(healthz))
+        // The page holds no data (its state.json is behind the token), so a browser can load
+        // it and then ask for the token.
+        .route("/ui", get(ui::page))
         .route("/", get(|| async { "aigw is running" }))
         .merge(api)
         .method_not_allowed_fallback(method_not_allowed)

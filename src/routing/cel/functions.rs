@@ -31,10 +31,10 @@ pub(crate) const HAS: &str = "@aigw_has";
 pub(crate) const PATH: &str = "@aigw_path";
 
 /// The overload the two-argument `sortBy` macro expands to; CEL source can't name it.
-const SORT_BY_KEYS: &str = "@aigw_sortByKeys";
+pub(crate) const SORT_BY_KEYS: &str = "@aigw_sortByKeys";
 
 /// The variable the `sortBy` macro binds its target to, so that it is evaluated once.
-const SORT_BY_INPUT: &str = "@aigw_sortBy_input";
+pub(crate) const SORT_BY_INPUT: &str = "@aigw_sortBy_input";
 
 /// The standard library, the strings extension and ngrok's functions (the compiled
 /// comprehensions of [`super::native`] are registered on top, in [`super::ENV`]).

@@ -39,6 +39,7 @@
 //! the `cel` interpreter.
 
 mod check;
+mod facts;
 mod functions;
 mod guard;
 mod native;
@@ -111,6 +112,7 @@ pub struct Strategy {
     expr: IdedExpr,
     /// The comprehensions compiled to native code, see [`native`].
     natives: Arc<[native::Collect]>,
+    facts: facts::Facts,
 }
 
 impl Strategy {
@@ -122,6 +124,21 @@ impl Strategy {
     /// Which strategy list it was compiled for.
     pub fn kind(&self) -> StrategyKind {
         self.kind
+    }
+
+    /// Calls `random()` or `randomize()`, so the same request may plan differently.
+    pub fn draws_random(&self) -> bool {
+        self.facts.draws_random
+    }
+
+    /// Reads `m.metrics`, so live traffic figures change its answer.
+    pub fn reads_metrics(&self) -> bool {
+        self.facts.reads_metrics
+    }
+
+    /// Returns every model (possibly reordered): later strategies never run.
+    pub fn is_catch_all(&self) -> bool {
+        self.facts.catch_all
     }
 }
 
@@ -172,6 +189,7 @@ fn compile_checked(
     if !errors.is_empty() {
         return Err(errors);
     }
+    let facts = facts::Facts::of(program.expression());
     let mut ast = program.expression().clone();
     rewrite(&mut ast);
     let mut natives = Vec::new();
@@ -183,6 +201,7 @@ fn compile_checked(
         kind,
         expr: ast,
         natives: natives.into(),
+        facts,
     };
     Ok((strategy, warnings))
 }

@@ -176,6 +176,8 @@ impl StandIn {
                     .map(|m| text::model_display(kind, m))
                     .collect(),
                 key: None,
+                revoked: Vec::new(),
+                any_model: false,
                 chunk_delay: Duration::ZERO,
                 queue: VecDeque::new(),
                 persistent: None,
@@ -218,6 +220,13 @@ impl StandIn {
         self
     }
 
+    /// Answers every model name as if it knew it (like an OpenAI-compatible server that does
+    /// not check), for tests whose plans name arbitrary models.
+    pub fn with_any_model(self) -> Self {
+        self.shared.lock().any_model = true;
+        self
+    }
+
     /// Sets the label used in reply texts (`"[LABEL] you said: ..."`) and `x-standin-label`.
     pub fn with_label(self, label: &str) -> Self {
         self.shared.lock().label = label.to_string();
@@ -241,6 +250,13 @@ impl StandIn {
     /// request; others get a 401 in the provider's error shape.
     pub fn require_key(&self, key: &str) {
         self.shared.lock().key = Some(key.to_string());
+    }
+
+    /// From now on, answer requests bearing one of these keys (`Authorization: Bearer KEY`,
+    /// or Anthropic's `x-api-key`) with the provider's 401, as for revoked keys; other keys
+    /// pass. Replaces the previous list (`&[]` revokes none).
+    pub fn set_revoked_keys(&self, keys: &[&str]) {
+        self.shared.lock().revoked = keys.iter().map(|k| k.to_string()).collect();
     }
 
     /// Queues a one-shot fault for the next request (any path).
@@ -320,6 +336,9 @@ struct Inner {
     label: String,
     models: Vec<String>,
     key: Option<String>,
+    /// Keys answered with a 401 ([`StandIn::set_revoked_keys`]).
+    revoked: Vec<String>,
+    any_model: bool,
     chunk_delay: Duration,
     queue: VecDeque<(Option<String>, Fault)>,
     persistent: Option<Fault>,
@@ -383,6 +402,7 @@ struct Ctx {
     seq: usize,
     label: String,
     models: Vec<String>,
+    any_model: bool,
     shared: Arc<Shared>,
     method: Method,
     path: String,
@@ -393,6 +413,9 @@ struct Ctx {
 impl Ctx {
     /// The known model matching `requested` (Ollama: normalised, case-insensitive).
     fn find_model(&self, requested: &str) -> Option<String> {
+        if self.any_model {
+            return Some(text::model_display(self.kind, requested));
+        }
         let want = text::model_key(self.kind, requested);
         self.models
             .iter()
@@ -462,7 +485,7 @@ async fn dispatch(
     let surface = Surface::of(kind, &path);
 
     // Record first, then take the fault, so that tests can count every attempt.
-    let (ctx, fault, key, chunk_delay) = {
+    let (ctx, fault, auth, chunk_delay) = {
         let mut inner = shared.lock();
         let fault = match inner
             .queue
@@ -491,13 +514,18 @@ async fn dispatch(
             seq,
             label: inner.label.clone(),
             models: inner.models.clone(),
+            any_model: inner.any_model,
             shared: shared.clone(),
             method: parts.method.clone(),
             path,
             body,
             json,
         };
-        (ctx, fault, inner.key.clone(), inner.chunk_delay)
+        let auth = Auth {
+            key: inner.key.clone(),
+            revoked: inner.revoked.clone(),
+        };
+        (ctx, fault, auth, inner.chunk_delay)
     };
 
     // Faults that act before any response header.
@@ -524,7 +552,7 @@ async fn dispatch(
     }
     let reply = match fault.as_ref().and_then(|f| fault::error_reply(&ctx, f)) {
         Some(reply) => reply,
-        None => match auth_failure(&ctx, &parts.headers, key.as_deref()) {
+        None => match auth_failure(&ctx, &parts.headers, &auth) {
             Some(reply) => reply,
             None => match kind {
                 Kind::Ollama => ollama::route(&ctx),
@@ -558,8 +586,16 @@ async fn dispatch(
     resp
 }
 
-fn auth_failure(ctx: &Ctx, headers: &HeaderMap, key: Option<&str>) -> Option<Reply> {
-    let key = key?;
+/// The keys a stand-in checks: the one it requires, and those it rejects.
+struct Auth {
+    key: Option<String>,
+    revoked: Vec<String>,
+}
+
+fn auth_failure(ctx: &Ctx, headers: &HeaderMap, auth: &Auth) -> Option<Reply> {
+    if auth.key.is_none() && auth.revoked.is_empty() {
+        return None;
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -573,6 +609,10 @@ fn auth_failure(ctx: &Ctx, headers: &HeaderMap, key: Option<&str>) -> Option<Rep
             .or(bearer),
         _ => bearer,
     };
+    if let Some(k) = given.filter(|k| auth.revoked.iter().any(|r| r == k)) {
+        return Some(fault::auth_error(ctx, Some(k)));
+    }
+    let key = auth.key.as_deref()?;
     match given {
         Some(k) if k == key => None,
         Some(k) => Some(fault::auth_error(ctx, Some(k))),
