@@ -80,9 +80,10 @@ complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-attempts -d 'Mos
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l first-byte-timeout -d 'Fail over when the first byte takes longer than this (time-to-first-token limit)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l stream-idle-timeout -d 'End a stream that sends nothing for this long' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l rate-limit-retries -d 'After a 429 on a model\'s last key: times to send it again (honouring Retry-After, else backing off with jitter) before failing over; 0 fails over at once' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l same-pair-retries -d 'Times the same (key, model) is sent again after a transient failure (a 5xx, a reset) before the next candidate; 0 restores ngrok\'s "never the same pair twice"' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-retry-wait -d 'Longest wait accepted before a retry; a longer Retry-After fails over instead' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l breaker-failures -d 'Consecutive failures (5xx, timeouts, connection errors) that open a model\'s circuit; 0 turns circuit breaking off' -r
-complete -c aigw -n "__fish_aigw_using_subcommand serve" -l breaker-cooldown -d 'How long an open circuit skips its model before one request probes it again' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l breaker-cooldown -d 'How long an open circuit skips its model before one request probes it again; each failed probe doubles the wait (up to 60s)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-body-bytes -d 'Largest request body accepted (bytes); larger ones get 413' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l header-read-timeout -d 'Close connections that do not send a full request head (line and headers) within this time (slow clients, slow-loris)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l body-read-timeout -d 'A request body must arrive within this time once the gateway starts reading it, else 408 and the connection is closed (stalled or trickled bodies)' -r

@@ -198,6 +198,10 @@ pub struct ServeArgs {
     /// backing off with jitter) before failing over; 0 fails over at once.
     #[arg(long, default_value_t = RetryOptions::default().rate_limit_retries, value_name = "N")]
     pub rate_limit_retries: u32,
+    /// Times the same (key, model) is sent again after a transient failure (a 5xx, a reset)
+    /// before the next candidate; 0 restores ngrok's "never the same pair twice".
+    #[arg(long, default_value_t = RetryOptions::default().same_pair_retries, value_name = "N")]
+    pub same_pair_retries: u32,
     /// Longest wait accepted before a retry; a longer Retry-After fails over instead.
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(RetryOptions::default().max_wait))]
     pub max_retry_wait: DurationArg,
@@ -205,7 +209,8 @@ pub struct ServeArgs {
     /// 0 turns circuit breaking off.
     #[arg(long, default_value_t = BreakerOptions::default().failures, value_name = "N")]
     pub breaker_failures: u32,
-    /// How long an open circuit skips its model before one request probes it again.
+    /// How long an open circuit skips its model before one request probes it again; each failed
+    /// probe doubles the wait (up to 60s).
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(BreakerOptions::default().cooldown))]
     pub breaker_cooldown: DurationArg,
     /// Largest request body accepted (bytes); larger ones get 413.

@@ -76,3 +76,54 @@ async fn no_cap_serves_every_connection() {
         open.push(served(gw.addr).await);
     }
 }
+
+/// One HTTP/2 connection cannot open more concurrent requests (and upstream sockets) than the
+/// cap: streams beyond it get 503 at once, naming the flag; when they end, it serves again.
+#[tokio::test]
+async fn the_cap_bounds_http2_streams_not_only_connections() {
+    let (up_url, _up) =
+        support::mini::start("slow", support::mini::Mode::Sleep(Duration::from_secs(2))).await;
+    let routing = FixedRouting::new(
+        vec![support::FixedProvider {
+            id: "a".into(),
+            base_url: up_url,
+            ollama: false,
+            keys: vec!["k".into()],
+        }],
+        &[("a", "m1")],
+    );
+    // Of 3 slots the connection holds one and the accept loop one (it takes a slot before
+    // accepting): one is left for a second concurrent stream.
+    let opts = GatewayOptions {
+        max_connections: 3,
+        ..GatewayOptions::default()
+    };
+    let gw = support::start(Arc::new(routing), opts).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let body =
+        serde_json::json!({"model": "a:m1", "messages": [{"role": "user", "content": "hi"}]});
+    let send = || h2.post(gw.url("/v1/chat/completions")).json(&body).send();
+    let (a, b, c) = tokio::join!(send(), send(), send());
+    let mut statuses: Vec<u16> = [&a, &b, &c]
+        .iter()
+        .map(|r| r.as_ref().unwrap().status().as_u16())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 503]);
+    for r in [a, b, c] {
+        let r = r.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        if r.status() == 503 {
+            let text = r.text().await.unwrap();
+            assert!(text.contains("--max-connections"), "{text}");
+        }
+    }
+    // The slots came back with the answers.
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -199,12 +199,36 @@ async fn f03_a_500_once_then_healthy() {
     s.primary.push_fault(Fault::status(500));
     let r = post(&s, &both(false)).await;
     assert_eq!(r.status(), 200);
-    // ngrok's semantics: the next key of the same model, not the same pair again.
+    // aigw's default: a transient 500 is sent to the same (key, model) once more.
     assert_eq!(header(&r, "x-aigw-provider"), "primary");
-    assert_eq!(header(&r, "x-aigw-attempts"), "2");
+    assert_eq!(header(&r, "x-aigw-attempts"), "1");
+    let seen = s.primary.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].header("authorization"),
+        seen[1].header("authorization")
+    );
     let r = post(&s, &both(false)).await;
     assert_eq!(header(&r, "x-aigw-attempts"), "1", "healthy again");
     assert_eq!(s.fallback.requests().len(), 0);
+}
+
+/// `--same-pair-retries 0` restores ngrok's "never the same pair twice": the next key instead.
+#[tokio::test]
+async fn f03_without_same_pair_retries_the_next_key_answers() {
+    let mut o = opts();
+    o.retry.same_pair_retries = 0;
+    let s = setup_with("", o).await;
+    s.primary.push_fault(Fault::status(500));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
+    assert_eq!(header(&r, "x-aigw-attempts"), "2");
+    let seen = s.primary.requests();
+    assert_ne!(
+        seen[0].header("authorization"),
+        seen[1].header("authorization")
+    );
 }
 
 // 4 -------------------------------------------------------------------------------------------
@@ -219,7 +243,9 @@ async fn f04_persistent_503_fails_over_then_surfaces_the_original_error() {
     s.fallback.set_fault(Some(Fault::status(503)));
     let r = post(&s, &both(false)).await;
     assert_eq!(r.status(), 503);
-    assert_eq!(header(&r, "x-aigw-attempts"), "3");
+    // Key #1 (sent twice) opens chat-a's circuit (5 failures since the first request), so
+    // key #2 is skipped for the fallback, which is sent twice too.
+    assert_eq!(header(&r, "x-aigw-attempts"), "2");
     let msg = error_message(r).await;
     assert!(msg.contains("primary:chat-a (key #1): HTTP 503"), "{msg}");
     assert!(
@@ -376,6 +402,24 @@ async fn f11_a_stream_without_done_is_finalised_promptly() {
     assert!(!text.contains("\"error\""));
 }
 
+/// Python servers write `"finish_reason": "stop"` with a space: completion is read from the
+/// parsed event, so that stream is as finished as a compact one.
+#[tokio::test]
+async fn f11_a_finished_stream_in_pythons_spacing_gets_its_done_not_an_error() {
+    let s = setup().await;
+    s.primary.push_fault(Fault::NoDoneMarkerSpaced);
+    let text = post(&s, &both(true)).await.text().await.unwrap();
+    assert!(text.contains("\"finish_reason\": \"stop\""), "{text}");
+    let payloads = sse_payloads(&text);
+    assert_eq!(
+        payloads.last().map(String::as_str),
+        Some("[DONE]"),
+        "{text}"
+    );
+    assert!(!text.contains("\"error\""), "{text}");
+    assert_eq!(s.fallback.requests().len(), 0);
+}
+
 // 12 ------------------------------------------------------------------------------------------
 #[tokio::test]
 async fn f12_context_length_is_not_retried_on_the_same_model() {
@@ -423,13 +467,37 @@ async fn f13_content_policy_reaches_the_client_with_the_providers_reason() {
     );
     assert_eq!(s.primary.requests().len(), 1, "not retried with key 2");
 
-    // With a fallback that fails too, the refusal is still what the client sees.
-    s.fallback.set_fault(Some(Fault::status(503)));
+    // A content filter's decision is final: a healthy fallback is not asked (it would hide
+    // the moderation decision from the client).
     let r = post(&s, &both(false)).await;
     assert_eq!(r.status(), 400);
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
     let msg = error_message(r).await;
     assert!(msg.contains("safety system"), "{msg}");
-    assert!(msg.contains("every other candidate failed too"), "{msg}");
+    assert_eq!(s.fallback.requests().len(), 0);
+    // So is any other invalid request.
+    s.primary.set_fault(Some(Fault::Status {
+        code: 400,
+        body: Some(r#"{"error":{"message":"Unrecognized request argument supplied: foo","type":"invalid_request_error"}}"#.into()),
+        retry_after: None,
+    }));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        error_message(r)
+            .await
+            .contains("Unrecognized request argument")
+    );
+    assert_eq!(s.fallback.requests().len(), 0);
+    // An unknown model is not: the next model may know it.
+    s.primary.set_fault(Some(Fault::Status {
+        code: 404,
+        body: Some(r#"{"error":{"message":"The model `chat-a` does not exist","type":"invalid_request_error","code":"model_not_found"}}"#.into()),
+        retry_after: None,
+    }));
+    let r = post(&s, &both(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
 }
 
 // 14 ------------------------------------------------------------------------------------------
@@ -487,10 +555,24 @@ async fn f15_a_flapping_primary_opens_its_circuit_and_a_probe_closes_it() {
         2,
         "no traffic to an open circuit"
     );
-    // Only one candidate and its circuit is open: a clear error, no upstream call.
+    // Only one candidate: an open circuit never refuses it untried (nowhere else to go).
     let r = post(&s, &only_primary(false)).await;
     assert_eq!(r.status(), 503);
-    assert!(error_message(r).await.contains("circuit is open"));
+    assert!(error_message(r).await.contains("HTTP 500"));
+    assert!(
+        s.primary.requests().len() > 2,
+        "the only candidate is tried"
+    );
+    // With somewhere else to go, the skip says how to change it.
+    let r = post(&s, &both(false)).await;
+    assert_eq!(header(&r, "x-aigw-provider"), "fallback");
+    s.fallback.set_fault(Some(Fault::status(503)));
+    let msg = error_message(post(&s, &both(false)).await).await;
+    assert!(
+        msg.contains("circuit is open") && msg.contains("--breaker-failures 0"),
+        "{msg}"
+    );
+    s.fallback.set_fault(None);
 
     // It recovers; after the cooldown one request probes it and closes the circuit.
     s.primary.set_fault(None);
@@ -504,6 +586,32 @@ async fn f15_a_flapping_primary_opens_its_circuit_and_a_probe_closes_it() {
             .await
             .contains("aigw_circuit_open{model=\"primary:chat-a\"} 1")
     );
+}
+
+/// A user restarts their only provider: the first request after it is back is answered, though
+/// its circuit is open (the issue's "next try in 22803ms").
+#[tokio::test]
+async fn f15_the_only_candidate_answers_as_soon_as_it_is_back() {
+    let mut o = opts();
+    o.breaker.failures = 2;
+    o.breaker.cooldown = Duration::from_secs(60);
+    let s = setup_with("", o).await;
+    s.primary.set_fault(Some(Fault::status(500)));
+    for _ in 0..2 {
+        assert_eq!(post(&s, &only_primary(false)).await.status(), 503);
+    }
+    assert!(
+        metrics(&s)
+            .await
+            .contains("aigw_circuit_open{model=\"primary:chat-a\"} 1")
+    );
+    s.primary.set_fault(None);
+    let r = post(&s, &only_primary(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
+    // Its success closed the circuit: the two-candidate plan goes to it again.
+    let r = post(&s, &both(false)).await;
+    assert_eq!(header(&r, "x-aigw-provider"), "primary");
 }
 
 // 16 ------------------------------------------------------------------------------------------
@@ -551,4 +659,88 @@ async fn f16_after_failover_the_response_names_the_model_that_answered_with_its_
         !m.contains("aigw_tokens_total{provider=\"primary\""),
         "nothing counted for the model that failed"
     );
+}
+
+/// The README's fault table and this suite name the same faults: every `(fNN)` in the table is
+/// a test here, and every test here has its row.
+#[test]
+fn the_readme_fault_table_names_these_tests() {
+    let readme = include_str!("../README.md");
+    let me = include_str!("serve_faults.rs");
+    let table_start = readme
+        .find("**Fault table**")
+        .expect("README has the fault table");
+    let table: String = readme[table_start..]
+        .lines()
+        .skip(1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ids = |text: &str, open: &str| -> std::collections::BTreeSet<String> {
+        text.match_indices(open)
+            .filter_map(|(i, _)| {
+                let n = &text[i + open.len()..];
+                let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+                (digits.len() == 2).then(|| format!("f{digits}"))
+            })
+            .collect()
+    };
+    let in_table = ids(&table, "(f");
+    let tests = ids(me, "async fn f");
+    assert!(!tests.is_empty());
+    assert_eq!(
+        in_table, tests,
+        "README fault table vs tests/serve_faults.rs"
+    );
+}
+
+/// The access line of a stream is written when the stream ends and says how it ended, with the
+/// request id the client was given.
+#[tokio::test]
+async fn the_access_line_records_how_each_stream_ended() {
+    use std::sync::{Arc, Mutex};
+    let _tracing = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish(),
+    );
+    let lines = Arc::new(Mutex::new(String::new()));
+    let sink = lines.clone();
+    let mut o = opts();
+    o.access_log = Some(aigw::gateway::observe::access_log::AccessLog::new(
+        Arc::new(move |b: &[u8]| sink.lock().unwrap().push_str(&String::from_utf8_lossy(b))),
+        false,
+    ));
+    let s = setup_with("", o).await;
+    for (fault, end) in [
+        (None, "finished"),
+        (Some(Fault::NoDoneMarker), "terminator_added"),
+        (Some(Fault::StreamCutAfter(3)), "cut"),
+    ] {
+        if let Some(f) = fault {
+            s.primary.push_fault(f);
+        }
+        let r = post(&s, &only_primary(true)).await;
+        let id = header(&r, "x-request-id").to_string();
+        let _ = r.text().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let found = lines
+                .lock()
+                .unwrap()
+                .lines()
+                .find(|l| l.ends_with(&format!("request_id={id}")))
+                .map(str::to_string);
+            match found {
+                Some(l) => break l,
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                None => panic!("no access line for {id}: {}", lines.lock().unwrap()),
+            }
+        };
+        assert!(line.contains(&format!("stream=true end={end} ")), "{line}");
+    }
 }

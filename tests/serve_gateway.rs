@@ -152,6 +152,8 @@ async fn fails_over_key_by_key_then_model_by_model() {
         ..GatewayOptions::default()
     };
     opts.retry.rate_limit_retries = 0;
+    // ...and a 500 is not sent to the same pair again (aigw sends it once more by default).
+    opts.retry.same_pair_retries = 0;
     let s = setup_with("", opts).await;
     // key 1: 500; key 2: 429 → backup with the client's own key.
     s.primary.push_fault(Fault::status(500));

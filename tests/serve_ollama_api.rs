@@ -63,7 +63,9 @@ async fn api_chat_streams_ndjson_and_fails_over() {
     assert_eq!(lines.last().unwrap()["done"], true);
     assert_eq!(a.hits("/api/chat"), 1);
 
-    // gpu-a fails: gpu-b (base URL with /v1) answers on its native API.
+    // gpu-a fails (twice: a transient 500 is sent to it once more): gpu-b (base URL with /v1)
+    // answers on its native API.
+    a.push_fault_on("/api/chat", Fault::status(500));
     a.push_fault_on("/api/chat", Fault::status(500));
     let resp = gw.post("/api/chat", &json!({"model": "llama3.2", "stream": false, "messages": [{"role": "user", "content": "hi"}]})).await;
     assert_eq!(resp.status(), 200);

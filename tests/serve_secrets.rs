@@ -199,6 +199,10 @@ async fn no_secret_reaches_logs_responses_metrics_or_other_commands() {
         ("ok", vec![], vec![], false),
     ];
     for (name, kf, pf, stream) in scenarios {
+        // A fault a scenario left unused (a transient one sent to the same pair again consumes
+        // the next) must not leak into the next scenario.
+        keyed.clear_faults();
+        passthru.clear_faults();
         keyed.set_fault(None);
         for f in kf {
             keyed.push_fault(f);
@@ -283,6 +287,8 @@ async fn no_secret_reaches_logs_responses_metrics_or_other_commands() {
     assert_clean("serve stderr", &stderr);
     assert_clean("responses and /metrics", &captured);
 
+    keyed.clear_faults();
+    passthru.clear_faults();
     // explain, validate and probe on the same policy, with the same secrets.
     keyed.set_fault(Some(echo(401, KEY1, 0)));
     passthru.set_fault(Some(echo(401, CLIENT_KEY, 0)));

@@ -73,7 +73,7 @@ async fn anthropic_messages_with_the_clients_key() {
     assert!(text.contains("event: message_stop"), "{text}");
     assert!(!text.contains("event: error"), "{text}");
 
-    // A wrong key fails over to nothing: 503 in Anthropic's error shape.
+    // The client's own key refused is final: the provider's 401, in Anthropic's error shape.
     let r = client()
         .post(gw.url("/v1/messages"))
         .header("x-api-key", "wrong")
@@ -81,10 +81,16 @@ async fn anthropic_messages_with_the_clients_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["type"], "error");
-    assert_eq!(v["error"]["code"], "ERR_NGROK_3807");
+    assert_eq!(v["type"], "error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-api-key"),
+        "{v}"
+    );
 }
 
 #[tokio::test]

@@ -62,6 +62,12 @@ async fn start(auth_token: Option<&str>) -> (support::Started, StandIn, StandIn)
                 failures: 2,
                 cooldown: Duration::from_secs(600),
             },
+            // One failure per request (ngrok's "never the same pair twice"), so the counts
+            // below are one per request.
+            retry: aigw::gateway::attempts::failure::RetryOptions {
+                same_pair_retries: 0,
+                ..Default::default()
+            },
             ..GatewayOptions::default()
         },
     )

@@ -149,6 +149,7 @@ fn gateway_options(
         retry: gateway::attempts::failure::RetryOptions {
             rate_limit_retries: args.rate_limit_retries,
             max_wait: args.max_retry_wait.0,
+            same_pair_retries: args.same_pair_retries,
             ..Default::default()
         },
         breaker: gateway::attempts::breaker::BreakerOptions {

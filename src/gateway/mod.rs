@@ -122,7 +122,9 @@ impl Default for GatewayOptions {
             auth_token: None,
             max_attempts: 10,
             first_byte_timeout: None,
-            stream_idle_timeout: Duration::from_secs(60),
+            // A stall is noticed within ~10 s. Safe for slow local models: the first chunk
+            // (where a cold model load waits) is bounded by the attempt's budget, not by this.
+            stream_idle_timeout: Duration::from_secs(10),
             max_body_bytes: 32 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
@@ -237,7 +239,14 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(gateway.opts.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2: a peer that stops answering pings is dropped (frames after the first request
+    // have a time limit too), and one connection carries at most H2_MAX_STREAMS requests.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(gateway.opts.header_read_timeout))
+        .keep_alive_timeout(gateway.opts.header_read_timeout)
+        .max_concurrent_streams(H2_MAX_STREAMS);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut cap = ConnectionCap::new(gateway.opts.max_connections);
     loop {
@@ -251,7 +260,7 @@ pub async fn serve(
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
+                    tracing::warn!("accept failed: {}", accept_error(&e));
                     tokio::select! {
                         _ = token.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
@@ -260,6 +269,7 @@ pub async fn serve(
             },
         };
         let conn = Connection {
+            streams: cap.shared(),
             gateway: gateway.clone(),
             app: app.clone(),
             builder: builder.clone(),
@@ -316,6 +326,11 @@ impl ConnectionCap {
         }
     }
 
+    /// The permits, for HTTP/2 streams beyond a connection's first (see [`StreamSlot`]).
+    fn shared(&self) -> Option<Arc<tokio::sync::Semaphore>> {
+        self.permits.as_ref().map(|(p, _)| p.clone())
+    }
+
     /// A slot for the next connection, waiting while `max` are open.
     async fn acquire(&mut self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let (permits, max) = self.permits.as_ref()?;
@@ -336,8 +351,94 @@ impl ConnectionCap {
     }
 }
 
+/// Most concurrent requests on one HTTP/2 connection.
+const H2_MAX_STREAMS: u32 = 64;
+
+/// One request in flight on an HTTP/2 connection. The connection's own permit covers its first
+/// stream; every further concurrent stream holds a permit of `--max-connections` too, so the
+/// cap bounds requests (and the upstream sockets they open), not only connections. Held by the
+/// response body until it ends.
+struct StreamSlot {
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl StreamSlot {
+    /// A slot, or `None` when the cap is reached (the request is refused at once, never
+    /// queued: a queued stream would wait on connections that are merely idle).
+    fn take(
+        in_flight: &Arc<std::sync::atomic::AtomicUsize>,
+        permits: Option<&Arc<tokio::sync::Semaphore>>,
+    ) -> Option<StreamSlot> {
+        use std::sync::atomic::Ordering;
+        let before = in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = |permit| StreamSlot {
+            in_flight: in_flight.clone(),
+            _permit: permit,
+        };
+        match permits {
+            Some(p) if before > 0 => match p.clone().try_acquire_owned() {
+                Ok(permit) => Some(slot(Some(permit))),
+                Err(_) => {
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                    None
+                }
+            },
+            _ => Some(slot(None)),
+        }
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// A response body that holds its stream's slot until it ends.
+struct Held {
+    body: axum::body::Body,
+    _slot: StreamSlot,
+}
+
+impl hyper::body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// 503 for an HTTP/2 stream over the cap.
+fn over_stream_cap() -> axum::response::Response {
+    let mut resp = axum::response::Response::new(axum::body::Body::from(
+        "{\"error\":{\"message\":\"aigw is serving --max-connections requests at once (HTTP/2 streams count too); retry shortly, or raise --max-connections\",\"type\":\"overloaded\"}}",
+    ));
+    *resp.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// One accepted connection, ready to be served on a worker.
 struct Connection {
+    /// `--max-connections`' permits, shared with HTTP/2 streams.
+    streams: Option<Arc<tokio::sync::Semaphore>>,
     gateway: Arc<Gateway>,
     app: axum::Router,
     builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
@@ -347,11 +448,51 @@ struct Connection {
 }
 
 impl Connection {
+    /// One request: refused early when its declared body is too large, its body read under a
+    /// deadline, the policy's rules (when it has any besides `ai-gateway`) around the fast path
+    /// (health, metrics) or the router. `Err` makes hyper drop the connection (close-connection).
+    async fn answer(
+        gateway: Arc<Gateway>,
+        app: axum::Router,
+        req: axum::http::Request<hyper::body::Incoming>,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Result<axum::response::Response, policy_hook::Closed> {
+        use tower::ServiceExt;
+        // Before the body is read: hyper sends `100 Continue` only once it is.
+        if let Some(refused) = server::pipeline::declared_too_large(&gateway, &req) {
+            return Ok(refused);
+        }
+        let limit = gateway.opts.body_read_timeout;
+        let req = req.map(|b| server::timed_body::TimedBody::new(b, limit));
+        let route =
+            |mut req: axum::http::Request<server::timed_body::TimedBody<hyper::body::Incoming>>| {
+                let gateway = gateway.clone();
+                async move {
+                    if routes::is_fast_path(req.method(), req.uri().path()) {
+                        return routes::fast_path(gateway, req, remote).await;
+                    }
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(remote));
+                    match app.oneshot(req).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                }
+            };
+        match gateway.current().traffic() {
+            None => Ok(route(req).await),
+            Some(program) => {
+                policy_hook::apply(gateway.clone(), program, req, remote, local, route).await
+            }
+        }
+    }
+
     async fn serve(self, tcp: tokio::net::TcpStream) {
         use hyper_util::rt::TokioIo;
-        use tower::ServiceExt;
 
         let Connection {
+            streams,
             gateway,
             app,
             builder,
@@ -365,43 +506,28 @@ impl Connection {
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = started.clone();
         let local = tcp.local_addr().ok();
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let svc =
             hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
                 seen.store(true, std::sync::atomic::Ordering::Relaxed);
                 let gateway = gateway.clone();
                 let app = app.clone();
+                // HTTP/1 serves one request at a time on the connection's own permit.
+                let slot = (req.version() == axum::http::Version::HTTP_2)
+                    .then(|| StreamSlot::take(&in_flight, streams.as_ref()));
                 async move {
-                    // Before the body is read: hyper sends `100 Continue` only once it is.
-                    if let Some(refused) = server::pipeline::declared_too_large(&gateway, &req) {
-                        return Ok(refused);
-                    }
-                    let limit = gateway.opts.body_read_timeout;
-                    let req = req.map(|b| server::timed_body::TimedBody::new(b, limit));
-                    let route = |mut req: axum::http::Request<
-                        server::timed_body::TimedBody<hyper::body::Incoming>,
-                    >| {
-                        let gateway = gateway.clone();
-                        async move {
-                            if routes::is_fast_path(req.method(), req.uri().path()) {
-                                return routes::fast_path(gateway, req, remote).await;
-                            }
-                            req.extensions_mut()
-                                .insert(axum::extract::ConnectInfo(remote));
-                            match app.oneshot(req).await {
-                                Ok(response) => response,
-                                Err(never) => match never {},
-                            }
-                        }
+                    let slot = match slot {
+                        None => None,
+                        Some(None) => return Ok::<_, policy_hook::Closed>(over_stream_cap()),
+                        Some(Some(slot)) => Some(slot),
                     };
-                    // The policy's rules, when it has any besides `ai-gateway`, run first;
-                    // an error from here makes hyper drop the connection (close-connection).
-                    match gateway.current().traffic() {
-                        None => Ok(route(req).await),
-                        Some(program) => {
-                            policy_hook::apply(gateway.clone(), program, req, remote, local, route)
-                                .await
+                    let resp = Self::answer(gateway, app, req, remote, local).await?;
+                    Ok(match slot {
+                        None => resp,
+                        Some(slot) => {
+                            resp.map(|body| axum::body::Body::new(Held { body, _slot: slot }))
                         }
-                    }
+                    })
                 }
             });
         let conn = builder
@@ -468,5 +594,31 @@ impl Routing for crate::routing::engine::Engine {
                 models: models.iter().filter(|m| m.provider_id == p.id).count(),
             })
             .collect()
+    }
+}
+/// Why accept failed, and for a lack of file descriptors which limit to raise.
+fn accept_error(e: &std::io::Error) -> String {
+    // EMFILE (24): this process's open-file limit; ENFILE (23): the whole system's.
+    match e.raw_os_error() {
+        Some(24) => format!(
+            "{e}: the process is out of file descriptors; raise its open-file limit (`ulimit -n`, LimitNOFILE= in a systemd unit) or lower --max-connections"
+        ),
+        Some(23) => format!(
+            "{e}: the system is out of file descriptors; raise fs.file-max (sysctl) or lower --max-connections"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_errors_name_the_limit_to_raise() {
+        let emfile = std::io::Error::from_raw_os_error(24);
+        assert!(super::accept_error(&emfile).contains("ulimit -n"));
+        let enfile = std::io::Error::from_raw_os_error(23);
+        assert!(super::accept_error(&enfile).contains("fs.file-max"));
+        let other = std::io::Error::from_raw_os_error(104);
+        assert!(!super::accept_error(&other).contains("limit"));
     }
 }

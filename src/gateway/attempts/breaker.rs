@@ -2,11 +2,15 @@
 //!
 //! After `failures` consecutive failures that blame the provider (5xx, 408, connection errors,
 //! timeouts: see [`super::failure::Failure::counts_against_provider`]) the circuit opens: for
-//! `cooldown` the model is skipped and traffic goes to the plan's next candidates. Then one
-//! request is let through as a probe; its success closes the circuit, its failure opens it for
-//! another `cooldown`. A probe that never reports (its client went away) is replaced after
-//! `cooldown`. A refused key or request is an answer, so it closes the circuit like a success;
-//! a rate limit leaves it as it is. ngrok has no circuit breaker; `--breaker-failures 0` turns it off.
+//! `cooldown` the model is skipped and traffic goes to the plan's next candidates. Then it is
+//! half-open: one request is let through as a probe; its success closes the circuit, its
+//! failure opens it again for twice as long as the last time (backoff while it keeps failing,
+//! up to [`MAX_BACKOFF`] or the cooldown if that is longer). A probe that never reports (its
+//! client went away) is replaced after `cooldown`. A refused key or request is an answer, so
+//! it closes the circuit like a success; a rate limit leaves it as it is. An open circuit only
+//! diverts traffic: the attempt loop still tries a model whose circuit is open when no other
+//! candidate is left (`super::run`). ngrok has no circuit breaker; `--breaker-failures 0`
+//! turns it off.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -24,16 +28,23 @@ impl Default for BreakerOptions {
     fn default() -> Self {
         BreakerOptions {
             failures: 5,
-            cooldown: Duration::from_secs(30),
+            // Short, because probing backs off: a provider that is back gets traffic again
+            // within seconds, one that stays down costs one probe per (doubling) cooldown.
+            cooldown: Duration::from_secs(5),
         }
     }
 }
+
+/// The longest an open circuit waits between probes (unless the cooldown is longer).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 struct State {
     consecutive: u32,
     open_until: Option<Instant>,
     probe_since: Option<Instant>,
+    /// How long the circuit was last opened for (doubles with each failed probe).
+    open_for: Duration,
 }
 
 /// Whether an attempt may go to a model.
@@ -130,15 +141,26 @@ impl Breakers {
         let mut states = self.states();
         let s = states.entry(key(provider, model)).or_default();
         s.consecutive = s.consecutive.saturating_add(1);
-        if s.probe_since.take().is_some() || s.consecutive >= opts.failures {
+        let probe_failed = s.probe_since.take().is_some();
+        if probe_failed || s.consecutive >= opts.failures {
+            let was_open = s.open_until.is_some();
+            s.open_for = if probe_failed && was_open {
+                s.open_for
+                    .saturating_mul(2)
+                    .min(MAX_BACKOFF.max(opts.cooldown))
+            } else if was_open {
+                s.open_for.max(opts.cooldown)
+            } else {
+                opts.cooldown
+            };
             if s.open_until.is_none_or(|t| t <= now) {
                 tracing::warn!(
-                    "circuit open for {provider}:{model} after {} consecutive failures; retrying it in {}",
+                    "circuit open for {provider}:{model} after {} consecutive failures; probing it again in {}",
                     s.consecutive,
-                    crate::policy::duration::format(opts.cooldown)
+                    crate::policy::duration::format(s.open_for)
                 );
             }
-            s.open_until = Some(now + opts.cooldown);
+            s.open_until = Some(now + s.open_for);
         }
     }
 
@@ -228,13 +250,13 @@ mod tests {
         assert_eq!(b.admit("p", "m", later), Admit::Probe);
         // One probe at a time.
         assert!(matches!(b.admit("p", "m", later), Admit::Open { .. }));
-        // The probe fails: open again for a whole cooldown.
+        // The probe fails: open again for twice the cooldown (backoff).
         b.failure("p", "m", later);
         assert!(matches!(
-            b.admit("p", "m", later + Duration::from_secs(9)),
-            Admit::Open { .. }
+            b.admit("p", "m", later + Duration::from_secs(19)),
+            Admit::Open { retry_in, .. } if retry_in == Duration::from_secs(1)
         ));
-        let again = later + Duration::from_secs(10);
+        let again = later + Duration::from_secs(20);
         assert_eq!(b.admit("p", "m", again), Admit::Probe);
         b.success("p", "m");
         assert_eq!(b.admit("p", "m", again), Admit::Closed);
@@ -290,6 +312,34 @@ mod tests {
             b.admit("p", "m", t1 + Duration::from_secs(10)),
             Admit::Probe
         );
+    }
+
+    #[test]
+    fn failed_probes_back_off_up_to_the_cap_and_a_success_resets() {
+        let cooldown = Duration::from_secs(5);
+        let b = Breakers::new(BreakerOptions {
+            failures: 1,
+            cooldown,
+        });
+        let mut t = Instant::now();
+        b.failure("p", "m", t);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let Admit::Open { retry_in, .. } = b.admit("p", "m", t) else {
+                panic!("open")
+            };
+            waits.push(retry_in.as_secs());
+            t += retry_in;
+            assert_eq!(b.admit("p", "m", t), Admit::Probe);
+            b.failure("p", "m", t);
+        }
+        assert_eq!(waits, [5, 10, 20, 40, 60, 60]);
+        b.success("p", "m");
+        b.failure("p", "m", t);
+        assert!(matches!(
+            b.admit("p", "m", t),
+            Admit::Open { retry_in, .. } if retry_in == cooldown
+        ));
     }
 
     #[test]

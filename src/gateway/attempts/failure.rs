@@ -1,14 +1,23 @@
 //! Why an upstream attempt failed, and what that means for the attempts after it.
 //!
-//! The plan tries keys, then models, never the same (key, model) pair twice (ngrok's semantics).
+//! The plan tries keys, then models, never the same (key, model) pair twice (ngrok's semantics),
+//! except that aigw sends a transient failure (a 5xx, a reset) to the same pair once more by
+//! default, as a careful client would.
 //! Some failures say more than "try the next one":
+//!
+//! This is the one classification of upstream errors: the attempt loop acts on [`Next`], and
+//! the README's failover table says the same (kept true by `tests/serve_faults.rs`).
 //!
 //! | failure                                   | what happens next                              |
 //! |-------------------------------------------|------------------------------------------------|
 //! | 429                                       | the model's next key if it has one (limits are per key); on its last key, wait (`Retry-After`, else backoff with jitter) and send again, within `--rate-limit-retries` and `--max-retry-wait`; else the next model |
-//! | 401, 402, 403                             | the key is refused: the next key               |
-//! | 400, 404, 413, 422 (context length, content policy, unknown model…) | the request is refused: no other key of this model; the next model |
+//! | 401, 402, 403 on a configured key         | the key is refused: the next key               |
+//! | 401, 402, 403 on the client's own key     | **final**: the client's credentials are wrong; nobody else is tried |
+//! | 400, 422 content filter / policy          | **final**: a moderation decision the client must see, never hidden by another model |
+//! | 400, 422 other invalid request            | **final**: the request itself is wrong         |
+//! | 404, unknown model; 413, context length   | no other key of this model; the next model (which may know it / have a larger window) |
 //! | timeout before the first byte             | the route is silent: no other key of this model |
+//! | 5xx (not 501/505), a reset after sending   | the same (key, model) once more after ~¼ s (`--same-pair-retries`, 0 restores ngrok's "never the same pair twice"), then the next attempt |
 //! | 5xx, 408, connection errors               | the next attempt (and a failure for the model's circuit breaker) |
 
 use std::time::{Duration, SystemTime};
@@ -41,7 +50,9 @@ pub enum Failure {
 pub enum Rejection {
     ContextLength,
     ContentPolicy,
-    /// Anything else the provider called a bad request (an unknown model, a bad parameter…).
+    /// The provider does not know the model (404, `model_not_found`).
+    UnknownModel,
+    /// Anything else the provider called a bad request (a bad parameter…).
     Invalid,
 }
 
@@ -56,6 +67,22 @@ pub enum Next {
     NextModel(Option<Rejection>),
     /// The provider is in trouble: carry on as planned.
     NextAttempt,
+    /// The answer is final: nobody else is tried (a content filter's decision, an invalid
+    /// request, the client's own key refused). `None` is the client's key.
+    Final(Option<Rejection>),
+}
+
+impl Next {
+    /// The class's name, for logs and documentation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Next::RateLimited(_) => "rate limited: wait and retry, or next key",
+            Next::NextKey => "next key",
+            Next::NextModel(_) => "next model",
+            Next::NextAttempt => "next candidate",
+            Next::Final(_) => "final",
+        }
+    }
 }
 
 impl Failure {
@@ -115,13 +142,26 @@ impl Failure {
             "safety filter",
             "moderation",
         ];
+        const UNKNOWN_MODEL: &[&str] = &["model_not_found", "not_found_error"];
         Some(if CONTEXT.iter().any(|p| text.contains(p)) {
             Rejection::ContextLength
         } else if POLICY.iter().any(|p| text.contains(p)) {
             Rejection::ContentPolicy
+        } else if *status == 404 || UNKNOWN_MODEL.iter().any(|p| text.contains(p)) {
+            Rejection::UnknownModel
+        } else if *status == 413 {
+            Rejection::ContextLength
         } else {
             Rejection::Invalid
         })
+    }
+
+    /// What comes after this failure, given whose key the attempt carried.
+    pub fn next_for(&self, clients_key: bool) -> Next {
+        match self.next() {
+            Next::NextKey if clients_key => Next::Final(None),
+            next => next,
+        }
     }
 
     pub fn next(&self) -> Next {
@@ -135,12 +175,24 @@ impl Failure {
                 status: 401..=403, ..
             } => Next::NextKey,
             Failure::Http { .. } => match self.rejection() {
+                Some(r @ (Rejection::ContentPolicy | Rejection::Invalid)) => Next::Final(Some(r)),
                 Some(r) => Next::NextModel(Some(r)),
                 None => Next::NextAttempt,
             },
             // Do not retry a silent route: another key would wait just as long.
             Failure::Timeout { .. } => Next::NextModel(None),
             Failure::Connect(_) | Failure::Other(_) => Next::NextAttempt,
+        }
+    }
+
+    /// A blip that the same (key, model) may well not repeat: a 5xx that is not "not
+    /// implemented"/"version not supported", or a connection that broke after the request was
+    /// sent (a reset). A refused connection is not: the provider is down, not blinking.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Failure::Http { status, .. } => *status >= 500 && !matches!(status, 501 | 505),
+            Failure::Other(_) => true,
+            Failure::Connect(_) | Failure::Timeout { .. } => false,
         }
     }
 
@@ -218,8 +270,12 @@ pub struct RetryOptions {
     pub rate_limit_retries: u32,
     /// The longest wait aigw accepts before sending again; a longer `Retry-After` fails over.
     pub max_wait: Duration,
-    /// The first backoff step when a 429 has no `Retry-After`; it doubles each time.
+    /// The first backoff step when a 429 has no `Retry-After`; it doubles each time. Also the
+    /// step before sending a transient failure to the same pair again.
     pub backoff_base: Duration,
+    /// How many times the same (key, model) is sent again after a transient failure (a 5xx, a
+    /// reset) before moving on; 0 is ngrok's "never the same pair twice".
+    pub same_pair_retries: u32,
 }
 
 /// Why a rate-limited request is not sent again to the same model.
@@ -241,11 +297,30 @@ impl Default for RetryOptions {
             rate_limit_retries: 2,
             max_wait: Duration::from_secs(20),
             backoff_base: Duration::from_millis(250),
+            same_pair_retries: 1,
         }
     }
 }
 
 impl RetryOptions {
+    /// The wait before sending a transiently failed attempt to the same pair again (retry
+    /// number `retry`, 0-based), or `None` when it should move on: out of retries, or the wait
+    /// would pass `total_timeout`. Half a backoff step plus jitter: long enough for a blip to
+    /// pass, short next to a fallback's latency.
+    pub fn same_pair_wait(
+        &self,
+        retry: u32,
+        remaining: Duration,
+        rng: &mut impl Rng,
+    ) -> Option<Duration> {
+        if retry >= self.same_pair_retries {
+            return None;
+        }
+        let half = self.backoff_base / 2;
+        let wait = half + half.mul_f64(rng.random::<f64>());
+        (wait < remaining).then_some(wait)
+    }
+
     /// The wait before retry number `retry` (0-based) of a 429, or why there is none.
     ///
     /// Without `Retry-After` the step doubles from `backoff_base` and is drawn from its upper
@@ -324,6 +399,28 @@ mod tests {
             http(400, "unknown parameter", None).rejection(),
             Some(Rejection::Invalid)
         );
+        assert_eq!(
+            http(400, "rejected", Some("content_filter")).next(),
+            Next::Final(Some(Rejection::ContentPolicy))
+        );
+        assert_eq!(
+            http(400, "unknown parameter", None).next(),
+            Next::Final(Some(Rejection::Invalid))
+        );
+        assert_eq!(
+            http(404, "model 'x' not found", None).next(),
+            Next::NextModel(Some(Rejection::UnknownModel))
+        );
+        assert_eq!(
+            http(400, "no such model", Some("model_not_found")).next(),
+            Next::NextModel(Some(Rejection::UnknownModel))
+        );
+        assert_eq!(
+            http(413, "", None).next(),
+            Next::NextModel(Some(Rejection::ContextLength))
+        );
+        assert_eq!(http(401, "bad key", None).next_for(true), Next::Final(None));
+        assert_eq!(http(401, "bad key", None).next_for(false), Next::NextKey);
         assert_eq!(http(500, "", None).rejection(), None);
         let t = Failure::Timeout {
             after: Duration::from_secs(1),
@@ -333,6 +430,32 @@ mod tests {
         assert!(t.counts_against_provider());
         assert!(!http(400, "", None).counts_against_provider());
         assert!(!http(429, "", None).counts_against_provider());
+    }
+
+    #[test]
+    fn transient_failures_get_one_more_try_on_the_same_pair() {
+        assert!(http(500, "", None).is_transient());
+        assert!(http(503, "", None).is_transient());
+        assert!(!http(501, "", None).is_transient());
+        assert!(!http(400, "", None).is_transient());
+        assert!(!http(429, "", None).is_transient());
+        assert!(Failure::Other("connection reset".into()).is_transient());
+        assert!(!Failure::Connect("connection refused".into()).is_transient());
+        let opts = RetryOptions::default();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        let long = Duration::from_secs(10);
+        let w = opts.same_pair_wait(0, long, &mut rng).unwrap();
+        assert!(w >= opts.backoff_base / 2 && w <= opts.backoff_base);
+        assert_eq!(opts.same_pair_wait(1, long, &mut rng), None);
+        assert_eq!(
+            opts.same_pair_wait(0, Duration::from_millis(10), &mut rng),
+            None
+        );
+        let ngrok = RetryOptions {
+            same_pair_retries: 0,
+            ..opts
+        };
+        assert_eq!(ngrok.same_pair_wait(0, long, &mut rng), None);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! when nothing is left the client gets the first failure: the provider's own refusal when it
 //! refused the request, else 503 ERR_NGROK_3807 with every attempt's reason. A streaming
 //! response is committed once its first chunk has arrived; after
-//! that [`crate::gateway::upstream::stream`] relays it.
+//! that [`crate::gateway::upstream::stream`] relays it. The loop over the attempts is
+//! [`super::run`]'s.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -25,15 +26,13 @@ use futures_util::StreamExt;
 use http_body_util::{BodyDataStream, BodyExt};
 use serde_json::Value;
 
-use super::breaker::Admit;
-use super::failure::{Failure, Next};
+use super::failure::Failure;
 use super::template::{self, RequestVars};
 use crate::gateway::Gateway;
 use crate::gateway::Routing;
-use crate::gateway::errors::{Dialect, GatewayError, Refusal, codes};
+use crate::gateway::errors::{Dialect, GatewayError, codes};
 use crate::gateway::limits;
 use crate::gateway::names;
-use crate::gateway::observe::traffic::{Outcome, Sample};
 use crate::gateway::server::body::{Field, JsonBody};
 use crate::gateway::upstream::events::Framing;
 use crate::gateway::upstream::stream::Relay;
@@ -73,6 +72,8 @@ pub struct Report {
     pub upstream: Duration,
     pub error_code: Option<&'static str>,
     pub streaming: bool,
+    /// For a stream: how it ended, known once its body has ended.
+    pub stream_end: Option<crate::gateway::upstream::stream::EndNote>,
     /// 1-based number of the strategy whose candidates were tried.
     pub strategy: Option<usize>,
 }
@@ -92,7 +93,7 @@ const HOP_BY_HOP: &[&str] = &[
     "content-length",
 ];
 
-enum Success {
+pub(super) enum Success {
     Whole {
         status: u16,
         headers: HeaderMap,
@@ -350,363 +351,11 @@ pub async fn execute(gw: &Arc<Gateway>, inb: Inbound) -> (Response, Report) {
         );
         return error_response(e, inb.dialect, &mut report);
     }
-    run_attempts(gw, routing.as_ref(), &inb, &plan, report).await
-}
-
-async fn run_attempts(
-    gw: &Arc<Gateway>,
-    routing: &dyn Routing,
-    inb: &Inbound,
-    plan: &Plan,
-    mut report: Report,
-) -> (Response, Report) {
-    let g = routing.gateway();
-    let per_request = g
-        .per_request_timeout
-        .as_ref()
-        .map(|d| d.value)
-        .unwrap_or(DEFAULT_PER_REQUEST_TIMEOUT);
-    let total = g
-        .total_timeout
-        .as_ref()
-        .map(|d| d.value)
-        .unwrap_or(DEFAULT_TOTAL_TIMEOUT);
-    let deadline = inb.started + total;
-    let cap = gw.opts.max_attempts.max(1);
-    let format = if inb.dialect == Dialect::Anthropic {
-        ApiFormat::Anthropic
-    } else {
-        ApiFormat::OpenAi
-    };
-    let surface = plan.route.map(|r| r.surface).unwrap_or("");
-    let host = inb
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let method = inb.method.as_str();
-    let vars = RequestVars {
-        id: &inb.request_id,
-        method,
-        path: &inb.path,
-        query: &inb.query,
-        host,
-        headers: &inb.headers,
-        client: inb.client,
-    };
-    let mut reasons: Vec<String> = Vec::new();
-    let mut upstream_wait = Duration::ZERO;
-    let mut tried = 0usize;
-    let mut last_tried: Option<&Attempt> = None;
-    // The first failure is the real one: later candidates may refuse what only the first
-    // could serve, and must not mask it.
-    // (The attempt, its failure, the provider's message redacted, and its index in `reasons`.)
-    let mut first_failure: Option<(&Attempt, Failure, String, usize)> = None;
-    // Models that refused the request or stayed silent: their other keys are not tried.
-    let mut done_models: Vec<(&str, &str)> = Vec::new();
-    // No secret aigw knows (every configured key, secret value, token, the client's keys) may
-    // show up; the list is gathered once, on the first failure (the success path stays cheap).
-    let secrets = std::sync::OnceLock::new();
-    let redact_keys = |text: String| {
-        let known = secrets.get_or_init(|| {
-            let client_keys: Vec<&str> = [header::AUTHORIZATION, names::X_API_KEY]
-                .iter()
-                .filter_map(|h| inb.headers.get(h).and_then(|v| v.to_str().ok()))
-                .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
-                .collect();
-            crate::gateway::observe::redact::known_secrets(gw, routing, &client_keys)
-        });
-        crate::gateway::observe::redact::scrub(&text, known)
-    };
-    for (index, attempt) in plan.attempts.iter().enumerate() {
-        if tried >= cap {
-            break;
-        }
-        // Formatted only into a failure's reason or the report (the success path stays cheap).
-        let label = Label(attempt);
-        let key_label = KeyLabel(&attempt.key);
-        let now = Instant::now();
-        if now >= deadline {
-            return total_timeout(total, &reasons, inb.dialect, tried, report);
-        }
-        if done_models.contains(&(attempt.provider.as_str(), attempt.model.as_str())) {
-            gw.metrics.attempt(&attempt.provider, "skipped");
-            continue;
-        }
-        let Some(url) = attempt.url.clone() else {
-            reasons.push(format!("{label}: the provider has no base URL"));
-            gw.metrics.attempt(&attempt.provider, "skipped");
-            continue;
-        };
-        if gw.opts.upstream_loopback_only && !is_loopback_url(&url) {
-            reasons.push(format!(
-                "{label}: {url} is not a loopback address (upstream_loopback_only)"
-            ));
-            gw.metrics.attempt(&attempt.provider, "skipped");
-            continue;
-        }
-        let key = match &attempt.key {
-            KeyChoice::Passthrough => None,
-            KeyChoice::Configured { index, .. } => {
-                match routing.key_value(&attempt.provider, *index) {
-                    Some(k) if !k.is_empty() => Some(k),
-                    _ => {
-                        reasons.push(format!(
-                            "{label}{key_label}: the API key did not resolve (is its secret set?)"
-                        ));
-                        gw.metrics.attempt(&attempt.provider, "skipped");
-                        continue;
-                    }
-                }
-            }
-        };
-        if let Admit::Open { failures, retry_in } =
-            gw.breakers.admit(&attempt.provider, &attempt.model, now)
-        {
-            reasons.push(format!(
-                "{label}: skipped, its circuit is open after {failures} consecutive failures (next try in {})",
-                crate::policy::duration::format(retry_in.max(Duration::from_secs(1)))
-            ));
-            gw.metrics.attempt(&attempt.provider, "circuit_open");
-            done_models.push((&attempt.provider, &attempt.model));
-            continue;
-        }
-        tried += 1;
-        last_tried = Some(attempt);
-        if tried > 1 {
-            gw.metrics.failover();
-        }
-        let body = upstream_body(
-            &inb.body,
-            attempt,
-            g,
-            format,
-            surface,
-            inb.native_path.is_some(),
-            &vars,
-            &gw.secrets,
-        );
-        let mut headers = upstream_headers(&inb.headers, key.as_deref(), format, g, &vars, gw);
-        crate::gateway::server::hops::stamp(
-            &mut headers,
-            &inb.headers,
-            &gw.instance_id,
-            &attempt.provider,
-        );
-        let url = with_query(&url, &inb.query, g, &vars, gw);
-        let uri: Uri = match url.parse() {
-            Ok(u) => u,
-            Err(e) => {
-                reasons.push(format!(
-                    "{label}: its upstream URL is not a valid URL ({e}); check the provider's base_url"
-                ));
-                gw.metrics.attempt(&attempt.provider, "skipped");
-                continue;
-            }
-        };
-        let mut retries = 0u32;
-        // The failure that ended this attempt, and why a 429 was not retried (if it was one).
-        let (failure, no_retry) = loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let mut budget = per_request.min(remaining);
-            if let Some(fb) = gw.opts.first_byte_timeout {
-                budget = budget.min(fb);
-            }
-            let total_bound = budget >= remaining;
-            let t0 = Instant::now();
-            let gateway_time = t0.duration_since(inb.started).saturating_sub(upstream_wait);
-            let sent = send(
-                gw,
-                inb.method.clone(),
-                uri.clone(),
-                headers.clone(),
-                body.clone(),
-            );
-            let result = tokio::time::timeout(budget, sent).await;
-            let waited = t0.elapsed();
-            upstream_wait += waited;
-            let failure = match result {
-                Ok(Ok(success)) => {
-                    gw.traffic.record(
-                        &attempt.provider,
-                        &attempt.model,
-                        Sample {
-                            at: t0,
-                            outcome: Outcome::Ok,
-                            upstream: waited,
-                            gateway: gateway_time,
-                            streaming: matches!(success, Success::Stream { .. }),
-                        },
-                    );
-                    gw.breakers.success(&attempt.provider, &attempt.model);
-                    gw.metrics.attempt(&attempt.provider, "ok");
-                    gw.metrics.upstream_latency.observe(waited);
-                    gw.metrics
-                        .overhead
-                        .observe(inb.started.elapsed().saturating_sub(upstream_wait));
-                    report.attempts = tried;
-                    report.chosen = Some(label.to_string());
-                    report.upstream = upstream_wait;
-                    return (
-                        respond(gw, success, inb, attempt, tried, &mut report),
-                        report,
-                    );
-                }
-                Ok(Err(f)) => f,
-                Err(_) => Failure::Timeout {
-                    after: budget,
-                    total: total_bound,
-                },
-            };
-            gw.metrics.attempt(&attempt.provider, failure.outcome());
-            let outcome = match &failure {
-                Failure::Http { status, .. } => Outcome::from_status(*status),
-                Failure::Timeout { .. } => Outcome::Timeout,
-                Failure::Connect(_) | Failure::Other(_) => Outcome::Connect,
-            };
-            gw.traffic.record(
-                &attempt.provider,
-                &attempt.model,
-                Sample {
-                    at: t0,
-                    outcome,
-                    upstream: waited,
-                    gateway: gateway_time,
-                    streaming: false,
-                },
-            );
-            let Next::RateLimited(retry_after) = failure.next() else {
-                break (failure, String::new());
-            };
-            // Limits are per key: another key of this model goes first, without a wait.
-            let other_key = plan.attempts[index + 1..]
-                .iter()
-                .any(|a| a.provider == attempt.provider && a.model == attempt.model);
-            if other_key {
-                break (failure, String::new());
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            // (The thread-local RNG must not live across the wait below.)
-            let decision = gw
-                .opts
-                .retry
-                .wait(retries, retry_after, remaining, &mut rand::rng());
-            match decision {
-                Ok(wait) => {
-                    reasons.push(redact_keys(format!(
-                        "{label}{key_label}: {}, retried after {}",
-                        failure.describe(),
-                        crate::policy::duration::format(wait)
-                    )));
-                    retries += 1;
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => continue,
-                        _ = gw.shutdown.cancelled() => break (failure, String::new()),
-                    }
-                }
-                Err(why) => break (failure, format!("; {why}")),
-            }
-        };
-        let next = failure.next();
-        if failure.counts_against_provider() {
-            gw.breakers
-                .failure(&attempt.provider, &attempt.model, Instant::now());
-        } else if !matches!(next, Next::RateLimited(_)) {
-            // It answered (refusing the key or the request): the provider itself is up.
-            gw.breakers.success(&attempt.provider, &attempt.model);
-        }
-        let reason = redact_keys(format!(
-            "{label}{key_label}: {}{no_retry}",
-            failure.describe()
-        ));
-        tracing::debug!(request_id = %inb.request_id, "attempt failed: {reason}");
-        reasons.push(reason);
-        if let Next::NextModel(_) = next {
-            done_models.push((&attempt.provider, &attempt.model));
-        }
-        let total_bound = matches!(failure, Failure::Timeout { total: true, .. });
-        if first_failure.is_none() {
-            let detail = match &failure {
-                Failure::Http { detail, .. } => redact_keys(detail.clone()),
-                _ => String::new(),
-            };
-            first_failure = Some((attempt, failure, detail, reasons.len() - 1));
-        }
-        if total_bound {
-            report.upstream = upstream_wait;
-            return total_timeout(total, &reasons, inb.dialect, tried, report);
-        }
-    }
-    report.attempts = tried;
-    report.upstream = upstream_wait;
-    let n = reasons.len();
-    let mut resp = match first_failure {
-        // The provider refused the request itself: its status and reason reach the client.
-        Some((first, f, mut message, at)) if f.rejection().is_some() => {
-            let Failure::Http { status, code, .. } = f else {
-                unreachable!("only HTTP failures are rejections")
-            };
-            // Skipped candidates may come before the refusal in `reasons`.
-            let others: Vec<&str> = reasons
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != at)
-                .map(|(_, r)| r.as_str())
-                .collect();
-            if !others.is_empty() {
-                message.push_str(&format!(
-                    " (aigw: {}:{} refused the request; every other candidate failed too: {})",
-                    first.provider,
-                    first.model,
-                    others.join("; ")
-                ));
-            }
-            report.status = status;
-            report.error_code = Some("upstream_refused");
-            Refusal {
-                status,
-                message,
-                code,
-            }
-            .response(inb.dialect)
-        }
-        _ => {
-            let err = if plan.attempts.len() > cap || plan.truncated > 0 {
-                GatewayError::new(
-                    codes::TOO_MANY_ATTEMPTS,
-                    format!(
-                        "Too many failed attempts to upstream providers ({tried} tried, cap {cap}). Errors: {}",
-                        reasons.join("; ")
-                    ),
-                )
-            } else {
-                GatewayError::new(
-                    codes::ALL_FAILED,
-                    format!(
-                        "All providers failed: all {n} candidates failed: {}",
-                        reasons.join("; ")
-                    ),
-                )
-            };
-            error_response(err, inb.dialect, &mut report).0
-        }
-    };
-    let h = resp.headers_mut();
-    h.insert(names::X_AIGW_ATTEMPTS, names::attempts_value(tried));
-    // The last candidate tried, so a client can see where the request ended.
-    if let Some(last) = last_tried {
-        if let Ok(v) = HeaderValue::from_str(&last.provider) {
-            h.insert(names::X_AIGW_PROVIDER, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&last.model) {
-            h.insert(names::X_AIGW_MODEL, v);
-        }
-    }
-    (resp, report)
+    super::run::run(gw, routing.as_ref(), &inb, &plan, report).await
 }
 
 /// `provider:model`, for reasons and the report.
-struct Label<'a>(&'a Attempt);
+pub(super) struct Label<'a>(pub(super) &'a Attempt);
 
 impl std::fmt::Display for Label<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -715,7 +364,7 @@ impl std::fmt::Display for Label<'_> {
 }
 
 /// ` (key #n)` for a configured key, nothing for a passthrough key.
-struct KeyLabel<'a>(&'a KeyChoice);
+pub(super) struct KeyLabel<'a>(pub(super) &'a KeyChoice);
 
 impl std::fmt::Display for KeyLabel<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -726,7 +375,7 @@ impl std::fmt::Display for KeyLabel<'_> {
     }
 }
 
-fn total_timeout(
+pub(super) fn total_timeout(
     total: Duration,
     reasons: &[String],
     dialect: Dialect,
@@ -751,13 +400,17 @@ fn total_timeout(
     (resp, report)
 }
 
-fn error_response(e: GatewayError, dialect: Dialect, report: &mut Report) -> (Response, Report) {
+pub(super) fn error_response(
+    e: GatewayError,
+    dialect: Dialect,
+    report: &mut Report,
+) -> (Response, Report) {
     report.status = e.status;
     report.error_code = Some(e.code);
     (e.response(dialect), report.clone())
 }
 
-async fn send(
+pub(super) async fn send(
     gw: &Gateway,
     method: Method,
     uri: Uri,
@@ -866,7 +519,7 @@ async fn error_detail(
     super::failure::parse_error_body(&text)
 }
 
-fn respond(
+pub(super) fn respond(
     gw: &Arc<Gateway>,
     success: Success,
     inb: &Inbound,
@@ -903,7 +556,10 @@ fn respond(
                 provider: attempt.provider.clone(),
                 model: attempt.model.clone(),
                 redact: gw.redactor.get(gw),
+                request_id: inb.request_id.clone(),
+                end: Default::default(),
             };
+            report.stream_end = Some(relay.end.clone());
             (
                 status,
                 headers,
@@ -1167,7 +823,7 @@ pub fn upstream_headers(
 }
 
 /// The URL of one attempt: the client's query string, then `query_params`.
-fn with_query(
+pub(super) fn with_query(
     url: &str,
     client_query: &str,
     g: &AiGateway,

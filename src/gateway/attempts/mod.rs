@@ -1,4 +1,5 @@
 pub mod breaker;
 pub mod failure;
 pub mod forward;
+mod run;
 pub mod template;

@@ -38,6 +38,8 @@ pub struct Line<'a> {
     pub status: u16,
     pub attempts: usize,
     pub streaming: bool,
+    /// How a stream ended (`finished`, `cut`, `stalled`…), for streams.
+    pub stream_end: Option<&'a str>,
     pub upstream_ms: f64,
     pub total_ms: f64,
     pub error: &'a str,
@@ -84,6 +86,10 @@ impl AccessLog {
         } else {
             " stream=false"
         });
+        if let Some(end) = l.stream_end {
+            out.push_str(" end=");
+            out.push_str(end);
+        }
         for (name, ms) in [(" upstream_ms=", l.upstream_ms), (" total_ms=", l.total_ms)] {
             let t = tenths(ms);
             out.push_str(name);
@@ -167,6 +173,7 @@ mod tests {
             status: 200,
             attempts: 1,
             streaming: true,
+            stream_end: Some("finished"),
             upstream_ms: 0.5,
             total_ms: 0.6,
             error: "-",
@@ -181,7 +188,7 @@ mod tests {
         assert_eq!(
             log.format(&line("llama3.2"), at),
             "2025-12-02T19:46:40.020964Z  INFO POST /v1/chat/completions llama3.2 → ollama:llama3.2 200 \
-             attempts=1 stream=true upstream_ms=0.5 total_ms=0.6 error=- request_id=req_0123456789abcdef\n"
+             attempts=1 stream=true end=finished upstream_ms=0.5 total_ms=0.6 error=- request_id=req_0123456789abcdef\n"
         );
     }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::Response;
@@ -175,10 +175,69 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(names::X_REQUEST_ID, v);
     }
-    log_request(&gw, &method, &path, &id, &report, started);
-    resp
+    gw.metrics.request(&path, report.status);
+    if report.stream_end.is_none() {
+        log_request(&gw, &method, &path, &id, &report, started);
+        return resp;
+    }
+    // A stream's line is written when its body ends, saying how it ended.
+    let line = LineOnEnd {
+        gw: gw.clone(),
+        method,
+        path,
+        id,
+        report,
+        started,
+    };
+    resp.map(|body| Body::new(WithLine { body, _line: line }))
 }
 
+/// The access line of a streamed response, written when its body is dropped (ended, or the
+/// client went away).
+struct LineOnEnd {
+    gw: Arc<Gateway>,
+    method: Method,
+    path: String,
+    id: String,
+    report: Report,
+    started: Instant,
+}
+
+impl Drop for LineOnEnd {
+    fn drop(&mut self) {
+        let l = &*self;
+        log_request(&l.gw, &l.method, &l.path, &l.id, &l.report, l.started);
+    }
+}
+
+/// A response body that writes its access line when dropped.
+struct WithLine {
+    body: Body,
+    _line: LineOnEnd,
+}
+
+impl hyper::body::Body for WithLine {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The request's entry on /ui and its access line (the metric is counted when the response
+/// starts).
 pub fn log_request(
     gw: &Gateway,
     method: &Method,
@@ -187,7 +246,6 @@ pub fn log_request(
     report: &Report,
     started: Instant,
 ) {
-    gw.metrics.request(path, report.status);
     gw.status.record(|| Recent {
         seq: 0,
         at_ms: 0,
@@ -215,6 +273,7 @@ pub fn log_request(
     let status = report.status;
     let attempts = report.attempts;
     let error = report.error_code.unwrap_or("-");
+    let end = report.stream_end.as_ref().map(|e| e.get());
     match &gw.opts.access_log {
         Some(log) => log.write(&crate::gateway::observe::access_log::Line {
             method: method.as_str(),
@@ -224,6 +283,7 @@ pub fn log_request(
             status,
             attempts,
             streaming: report.streaming,
+            stream_end: end,
             upstream_ms: upstream,
             total_ms: total,
             error,
@@ -240,6 +300,7 @@ pub fn log_request(
             status,
             error,
             stream = report.streaming,
+            stream_end = end.unwrap_or("-"),
             upstream_ms = upstream,
             total_ms = total,
             "{method} {path} {model} → {chosen} {status}",

@@ -6,17 +6,17 @@
 //! partial event waits for its end, a malformed one is dropped (and counted) rather than passed
 //! on garbled. Along the way it notes what the client's stream needs at its end: whether the
 //! terminal event (`[DONE]`, `message_stop`, `"done":true`…) came, whether the answer itself
-//! finished (`finish_reason` / `stop_reason`), and the token usage reported.
+//! finished (`finish_reason` / `stop_reason`), and the token usage reported. All three are read
+//! from the event's parsed JSON, in the same pass that checks it is JSON.
 //!
 //! When a chunk holds only whole, well-formed events (the common case) it is passed on as is,
 //! without a copy.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
-use serde::de::IgnoredAny;
-
-use std::sync::LazyLock;
-
-use memchr::memmem::Finder;
+use serde::Deserialize;
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
 
 use crate::gateway::observe::usage::Usage;
 
@@ -30,55 +30,114 @@ pub enum Framing {
     Ndjson,
 }
 
-/// Bytes that end a well-formed stream.
-const SSE_TERMINALS: &[&[u8]] = &[
-    b"[DONE]",
-    b"message_stop",
-    b"response.completed",
-    b"response.incomplete",
-    b"response.failed",
-    b"\"error\"",
-];
-const NDJSON_TERMINALS: &[&[u8]] = &[b"\"done\":true", b"\"done\": true", b"\"error\""];
-/// Bytes that say the answer is complete even if the terminal event never comes.
-const FINISHED: &[&[u8]] = &[b"\"finish_reason\":\"", b"\"stop_reason\":\""];
-/// Bytes that say an event may carry token usage (then it is parsed for it).
-const USAGE: &[&[u8]] = &[b"\"usage\"", b"\"eval_count\""];
+/// What one event says about the end of the stream, read from its parsed JSON (never from byte
+/// patterns: `"finish_reason": "stop"` with a space is as finished as without). Only these
+/// fields are kept; everything else is stepped over without allocating.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Said<'a> {
+    /// OpenAI chat: a choice with a non-null `finish_reason`.
+    choices: AnyFinished,
+    /// Anthropic and the Responses API name each event: `message_stop`, `response.completed`…
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    /// Anthropic `message_delta`: `delta.stop_reason`.
+    delta: Option<StopReason>,
+    /// Ollama: `"done": true` ends the answer and the stream.
+    done: Option<bool>,
+    error: Option<IgnoredAny>,
+    // The keys that carry usage (see `usage.rs`): only then is the event read for it.
+    usage: Option<IgnoredAny>,
+    message: Option<IgnoredAny>,
+    response: Option<IgnoredAny>,
+    prompt_eval_count: Option<IgnoredAny>,
+    eval_count: Option<IgnoredAny>,
+}
 
-/// Any of a few byte strings. The searchers are built once: building a `memmem` searcher per
-/// search, ten per event, was most of the cost of relaying an event. (One Aho-Corasick automaton
-/// for all of them measured slower on events this short.)
-struct AnyOf(Vec<Finder<'static>>);
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct StopReason {
+    stop_reason: Option<IgnoredAny>,
+}
 
-impl AnyOf {
-    fn new(needles: &[&'static [u8]]) -> AnyOf {
-        AnyOf(needles.iter().map(|&n| Finder::new(n)).collect())
-    }
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Choice {
+    finish_reason: Option<IgnoredAny>,
+}
 
-    fn is_in(&self, hay: &[u8]) -> bool {
-        self.0.iter().any(|f| f.find(hay).is_some())
+/// Whether any element of `choices` has finished, read without collecting the choices.
+#[derive(Default)]
+struct AnyFinished(bool);
+
+impl<'de> Deserialize<'de> for AnyFinished {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyFinished;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of choices")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyFinished, A::Error> {
+                let mut any = false;
+                while let Some(c) = seq.next_element::<Choice>()? {
+                    any |= c.finish_reason.is_some();
+                }
+                Ok(AnyFinished(any))
+            }
+            fn visit_unit<E>(self) -> Result<AnyFinished, E> {
+                Ok(AnyFinished(false))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
-/// What an event can say: it ends the stream, the answer finished, it may carry usage.
-struct Marks {
-    terminal: AnyOf,
-    finished: AnyOf,
-    usage: AnyOf,
+/// What an event means for the stream's end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Meaning {
+    terminal: bool,
+    finished: bool,
+    has_usage: bool,
 }
 
-impl Marks {
-    fn new(terminals: &[&'static [u8]]) -> Marks {
-        Marks {
-            terminal: AnyOf::new(terminals),
-            finished: AnyOf::new(FINISHED),
-            usage: AnyOf::new(USAGE),
+impl Said<'_> {
+    fn meaning(&self) -> Meaning {
+        let kind = self.kind.as_deref().unwrap_or("");
+        let terminal_kind = matches!(
+            kind,
+            "message_stop"
+                | "response.completed"
+                | "response.incomplete"
+                | "response.failed"
+                | "error"
+        );
+        let done = self.done == Some(true);
+        Meaning {
+            terminal: terminal_kind || done || self.error.is_some(),
+            finished: self.choices.0
+                || self.delta.as_ref().is_some_and(|d| d.stop_reason.is_some())
+                || done
+                || kind == "response.completed",
+            has_usage: self.usage.is_some()
+                || self.message.is_some()
+                || self.response.is_some()
+                || self.prompt_eval_count.is_some()
+                || self.eval_count.is_some(),
         }
     }
 }
 
-static SSE_MARKS: LazyLock<Marks> = LazyLock::new(|| Marks::new(SSE_TERMINALS));
-static NDJSON_MARKS: LazyLock<Marks> = LazyLock::new(|| Marks::new(NDJSON_TERMINALS));
+/// Reads one JSON payload: `None` when it is not JSON. A payload that is JSON but not an object
+/// of the expected shapes (a bare number, `"done": "yes"`) passes and says nothing.
+fn read(payload: &[u8]) -> Option<Meaning> {
+    match serde_json::from_slice::<Said>(payload) {
+        Ok(said) => Some(said.meaning()),
+        Err(_) => serde_json::from_slice::<IgnoredAny>(payload)
+            .ok()
+            .map(|_| Meaning::default()),
+    }
+}
 
 #[derive(Debug)]
 pub struct Events {
@@ -207,10 +266,10 @@ impl Events {
                 if line.is_empty() {
                     return true;
                 }
-                if serde_json::from_slice::<IgnoredAny>(line).is_err() {
+                let Some(meaning) = read(line) else {
                     return false;
-                }
-                self.note(line, line, &NDJSON_MARKS);
+                };
+                self.note(line, meaning);
                 true
             }
             Framing::Sse => {
@@ -249,25 +308,27 @@ impl Events {
                         &joined
                     }
                 };
-                if payload.trim_ascii() != b"[DONE]"
-                    && serde_json::from_slice::<IgnoredAny>(payload).is_err()
-                {
-                    return false;
-                }
-                self.note(event, payload, &SSE_MARKS);
+                let meaning = if payload.trim_ascii() == b"[DONE]" {
+                    Meaning {
+                        terminal: true,
+                        ..Meaning::default()
+                    }
+                } else {
+                    match read(payload) {
+                        Some(m) => m,
+                        None => return false,
+                    }
+                };
+                self.note(payload, meaning);
                 true
             }
         }
     }
 
-    fn note(&mut self, event: &[u8], payload: &[u8], marks: &Marks) {
-        if !self.terminal && marks.terminal.is_in(event) {
-            self.terminal = true;
-        }
-        if !self.finished && marks.finished.is_in(payload) {
-            self.finished = true;
-        }
-        if marks.usage.is_in(payload)
+    fn note(&mut self, payload: &[u8], m: Meaning) {
+        self.terminal |= m.terminal;
+        self.finished |= m.finished;
+        if m.has_usage
             && let Some(u) = Usage::from_json(payload)
         {
             self.usage.update(u);
@@ -347,6 +408,48 @@ mod tests {
         e.push(Bytes::from_static(b"data: {\"trunc"));
         assert!(e.finish().is_empty());
         assert_eq!(e.dropped, 1);
+    }
+
+    /// Finished and terminal come from the parsed event: spacing does not matter, and text that
+    /// merely mentions the markers does not count.
+    #[test]
+    fn completion_is_read_from_the_parsed_event() {
+        let mut e = sse();
+        e.push(Bytes::from_static(
+            b"data: {\"choices\": [{\"delta\": {}, \"finish_reason\": \"stop\"}]}\n\n",
+        ));
+        assert!(e.finished && !e.terminal);
+        let mut e = sse();
+        e.push(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"say \\\"finish_reason\\\":\\\"stop\\\" and [DONE] or \\\"error\\\"\"},\"finish_reason\":null}]}\n\n",
+        ));
+        assert_eq!(e.dropped, 0);
+        assert!(!e.finished && !e.terminal);
+        let mut a = sse();
+        a.push(Bytes::from_static(
+            b"event: message_delta\ndata: {\"type\": \"message_delta\", \"delta\": {\"stop_reason\": \"end_turn\"}, \"usage\": {\"output_tokens\": 9}}\n\n",
+        ));
+        assert!(a.finished && !a.terminal);
+        assert_eq!(a.usage.output, Some(9));
+        a.push(Bytes::from_static(
+            b"event: message_stop\ndata: {\"type\": \"message_stop\"}\n\n",
+        ));
+        assert!(a.terminal);
+        let mut n = Events::new(Framing::Ndjson);
+        n.push(Bytes::from_static(
+            b"{\"message\": {\"content\": \"\\\"done\\\":true\"}, \"done\": false}\n",
+        ));
+        assert!(!n.terminal && !n.finished);
+        n.push(Bytes::from_static(b"{\"done\": true, \"eval_count\": 4}\n"));
+        assert!(n.terminal && n.finished);
+        assert_eq!(n.usage.output, Some(4));
+        // JSON of an unexpected shape passes and says nothing.
+        let mut n = Events::new(Framing::Ndjson);
+        assert_eq!(
+            n.push(Bytes::from_static(b"{\"done\": \"yes\"}\n")).len(),
+            16
+        );
+        assert!(!n.terminal && n.dropped == 0);
     }
 
     proptest::proptest! {

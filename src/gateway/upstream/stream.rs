@@ -21,6 +21,23 @@ use super::events::{Events, Framing};
 use crate::gateway::errors::{Dialect, GatewayError, UPSTREAM_FAILED};
 use crate::gateway::observe::metrics::StreamGuard;
 
+/// How a relayed stream ended, for the request's access line (written when the body ends).
+#[derive(Debug, Clone, Default)]
+pub struct EndNote(std::sync::Arc<std::sync::OnceLock<&'static str>>);
+
+impl EndNote {
+    fn set(&self, how: &'static str) {
+        let _ = self.0.set(how);
+    }
+
+    /// `finished`, `terminator_added` (finished without its terminal event), `cut` (the
+    /// upstream connection broke), `unfinished` (closed cleanly before the answer finished),
+    /// `stalled` (the idle limit), `shutdown`, or `client_gone` (the client left first).
+    pub fn get(&self) -> &'static str {
+        self.0.get().copied().unwrap_or("client_gone")
+    }
+}
+
 pub struct Relay {
     pub first: Bytes,
     pub upstream: super::client::DataStream,
@@ -33,6 +50,9 @@ pub struct Relay {
     pub model: String,
     /// Keys the policy holds, redacted from every relayed event and log line.
     pub redact: std::sync::Arc<crate::gateway::observe::redact::Redactor>,
+    /// For the log line when the stream ends early, so it joins the request's access line.
+    pub request_id: String,
+    pub end: EndNote,
 }
 
 struct State {
@@ -85,7 +105,10 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
             let idle = st.relay.idle;
             let failure = tokio::select! {
                 biased;
-                _ = st.relay.cancel.cancelled() => Some("the gateway is shutting down".to_string()),
+                _ = st.relay.cancel.cancelled() => {
+                    st.relay.end.set("shutdown");
+                    Some("the gateway is shutting down".to_string())
+                }
                 next = tokio::time::timeout(idle, st.relay.upstream.next()) => match next {
                     Ok(Some(Ok(bytes))) => {
                         let out = st.events.push(bytes);
@@ -94,9 +117,15 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
                         }
                         return Some((Ok(st.relay.redact.bytes(out)), st));
                     }
-                    Ok(Some(Err(e))) => Some(format!("the upstream stream failed: {}", super::failed::describe(&e))),
+                    Ok(Some(Err(e))) => {
+                        st.relay.end.set("cut");
+                        Some(format!("the upstream stream failed: {}", super::failed::describe(&e)))
+                    }
                     Ok(None) => None,
-                    Err(_) => Some(format!("the upstream sent nothing for {}", crate::policy::duration::format(idle))),
+                    Err(_) => {
+                        st.relay.end.set("stalled");
+                        Some(format!("the upstream sent nothing for {}", crate::policy::duration::format(idle)))
+                    }
                 }
             };
             st.done = true;
@@ -110,16 +139,21 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
             let message = match failure {
                 Some(m) => m,
                 None if st.events.terminal => {
+                    r.end.set("finished");
                     return (!tail.is_empty()).then_some((Ok(tail), st));
                 }
                 None if st.events.finished
                     && let Some(end) = terminator(r.dialect, r.framing) =>
                 {
+                    r.end.set("terminator_added");
                     return Some((Ok(append(tail, &end)), st));
                 }
-                None => "the upstream closed the stream before it finished".to_string(),
+                None => {
+                    r.end.set("unfinished");
+                    "the upstream closed the stream before it finished".to_string()
+                }
             };
-            tracing::warn!(upstream = %format!("{}:{}", r.provider, r.model), "stream ended early: {message}");
+            tracing::warn!(request_id = %r.request_id, upstream = %format!("{}:{}", r.provider, r.model), "stream ended early: {message}");
             let err = GatewayError::new(
                 UPSTREAM_FAILED,
                 format!("{}:{}: {message}", r.provider, r.model),

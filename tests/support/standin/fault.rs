@@ -41,6 +41,9 @@ pub enum Fault {
     /// The full stream without its terminator (`data: [DONE]`, `done:true` line,
     /// `message_stop`, `response.completed`), ended cleanly.
     NoDoneMarker,
+    /// [`Fault::NoDoneMarker`] with every event's JSON written with Python's default separators
+    /// (`", "` and `": "`), as a Python server ends a finished stream.
+    NoDoneMarkerSpaced,
     /// Headers at once, the first chunk after this delay.
     SlowFirstChunk(Duration),
     /// 400: the prompt is too long (OpenAI `code: "context_length_exceeded"`).
@@ -361,6 +364,7 @@ pub fn render(reply: Reply, ctx: &Ctx, fault: Option<&Fault>, chunk_delay: Durat
                 | Fault::StreamStallAfter(_)
                 | Fault::MalformedChunkAt(_)
                 | Fault::NoDoneMarker
+                | Fault::NoDoneMarkerSpaced
                 | Fault::SlowFirstChunk(_)
         )
     );
@@ -386,7 +390,12 @@ pub fn render(reply: Reply, ctx: &Ctx, fault: Option<&Fault>, chunk_delay: Durat
     // Cuts, stalls and NoDoneMarker never send the terminator.
     if !matches!(
         fault,
-        Some(Fault::StreamCutAfter(_) | Fault::StreamStallAfter(_) | Fault::NoDoneMarker)
+        Some(
+            Fault::StreamCutAfter(_)
+                | Fault::StreamStallAfter(_)
+                | Fault::NoDoneMarker
+                | Fault::NoDoneMarkerSpaced
+        )
     ) {
         plan.items.extend(end);
     }
@@ -394,6 +403,11 @@ pub fn render(reply: Reply, ctx: &Ctx, fault: Option<&Fault>, chunk_delay: Durat
         Some(Fault::StreamCutAfter(n)) => plan.cut_after = Some(*n),
         Some(Fault::StreamStallAfter(n)) => plan.stall_after = Some(*n),
         Some(Fault::SlowFirstChunk(d)) => plan.first_delay = Some(*d),
+        Some(Fault::NoDoneMarkerSpaced) => {
+            for chunk in &mut plan.items {
+                *chunk = spaced(chunk);
+            }
+        }
         Some(Fault::MalformedChunkAt(i)) => {
             if let Some(chunk) = plan.items.get_mut(*i) {
                 *chunk = malformed(chunk, surface, streaming);
@@ -404,6 +418,36 @@ pub fn render(reply: Reply, ctx: &Ctx, fault: Option<&Fault>, chunk_delay: Durat
     builder
         .body(Body::from_stream(plan.into_stream()))
         .expect("stand-in: response")
+}
+
+/// Compact JSON respaced as Python's `json.dumps` writes it: a space after every `,` and `:`
+/// outside strings. (Applied to whole chunks: SSE field names have no `:` inside a JSON value.)
+fn spaced(chunk: &Bytes) -> Bytes {
+    let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 8);
+    let (mut in_json, mut in_string, mut escaped) = (false, false, false);
+    for &b in chunk.iter() {
+        out.push(b);
+        match b {
+            b'\n' => in_json = false,
+            b'{' | b'[' if !in_string => in_json = true,
+            _ => {}
+        }
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if in_json {
+            match b {
+                b'"' => in_string = true,
+                b',' | b':' => out.push(b' '),
+                _ => {}
+            }
+        }
+    }
+    Bytes::from(out)
 }
 
 /// Garbage that keeps the framing of the chunk it replaces.

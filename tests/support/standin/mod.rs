@@ -273,6 +273,11 @@ impl StandIn {
             .push_back((Some(path.to_string()), fault));
     }
 
+    /// Drops every queued one-shot fault (those a request did not consume).
+    pub fn clear_faults(&self) {
+        self.shared.lock().queue.clear();
+    }
+
     /// Sets (or clears with `None`) a fault applied to every request the queue has nothing for.
     pub fn set_fault(&self, fault: Option<Fault>) {
         self.shared.lock().persistent = fault;

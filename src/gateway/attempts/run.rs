@@ -1,0 +1,650 @@
+//! The attempt loop, as an explicit state machine over a [`Plan`]'s candidates.
+//!
+//! ```text
+//!            ┌──────────── skip (no URL, no key, circuit open, model done) ───┐
+//!            ▼                                                                │
+//!   Candidate(i) ──admit──▶ Send ──ok──▶ respond (done)                       │
+//!      ▲   │                  │ ▲                                             │
+//!      │   │ deadline/cap     │ └── retry the same pair (429 wait) ──┐        │
+//!      │   ▼                  ▼                                      │        │
+//!      │ TotalTimeout / GiveUp   Failed ──classify──────────────────┘        │
+//!      └───────────── next candidate ◀──┘                           ─────────┘
+//! ```
+//!
+//! Each state is one small method of [`Run`]; what a failure means is [`super::failure`]'s, the
+//! breaker's bookkeeping is [`super::breaker`]'s, and the final responses are
+//! [`super::forward`]'s.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::response::Response;
+use bytes::Bytes;
+
+use super::breaker::Admit;
+use super::failure::{Failure, Next};
+use super::forward::{
+    DEFAULT_PER_REQUEST_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, Inbound, KeyLabel, Label, Report, Success,
+    error_response, is_loopback_url, respond, send, total_timeout, upstream_body, upstream_headers,
+    with_query,
+};
+use super::template::RequestVars;
+use crate::gateway::errors::{Dialect, GatewayError, Refusal, codes};
+use crate::gateway::names;
+use crate::gateway::observe::traffic::{Outcome, Sample};
+use crate::gateway::{Gateway, Routing};
+use crate::policy::{AiGateway, ApiFormat};
+use crate::routing::plan::{Attempt, KeyChoice, Plan};
+
+/// Where the loop stands.
+enum State<'a> {
+    /// Consider the plan's candidate at this index.
+    Candidate(usize),
+    /// Send (or send again) one prepared attempt.
+    Send(Box<Prepared<'a>>),
+    /// An attempt failed: decide between the same pair again, the next candidate, or the end.
+    Failed(Box<Prepared<'a>>, Failure),
+    TotalTimeout,
+    /// Nothing is left to try: answer with the first failure.
+    GiveUp,
+}
+
+/// One candidate, ready to send.
+struct Prepared<'a> {
+    index: usize,
+    attempt: &'a Attempt,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    /// Times this pair was sent again after a 429.
+    retries: u32,
+    /// Times this pair was sent again after a transient failure.
+    same_pair_retries: u32,
+    /// When the last send started and how long it waited (for the traffic sample).
+    t0: Instant,
+    waited: Duration,
+}
+
+/// The loop's bookkeeping across candidates.
+struct Run<'a> {
+    gw: &'a Arc<Gateway>,
+    routing: &'a dyn Routing,
+    inb: &'a Inbound,
+    plan: &'a Plan,
+    g: &'a AiGateway,
+    vars: RequestVars<'a>,
+    format: ApiFormat,
+    surface: &'a str,
+    per_request: Duration,
+    total: Duration,
+    deadline: Instant,
+    cap: usize,
+    report: Report,
+    reasons: Vec<String>,
+    upstream_wait: Duration,
+    tried: usize,
+    last_tried: Option<&'a Attempt>,
+    /// The first failure is the real one: later candidates may refuse what only the first
+    /// could serve, and must not mask it. (Its attempt, the failure, the provider's message
+    /// redacted, and its index in `reasons`.)
+    first_failure: Option<(&'a Attempt, Failure, String, usize)>,
+    /// Models that refused the request or stayed silent: their other keys are not tried.
+    done_models: Vec<(&'a str, &'a str)>,
+    /// Every secret aigw knows, gathered on the first failure (the success path stays cheap).
+    secrets: OnceLock<Vec<String>>,
+}
+
+/// Runs the plan's attempts until one answers or nothing is left.
+pub(super) async fn run(
+    gw: &Arc<Gateway>,
+    routing: &dyn Routing,
+    inb: &Inbound,
+    plan: &Plan,
+    report: Report,
+) -> (Response, Report) {
+    let mut run = Run::new(gw, routing, inb, plan, report);
+    let mut state = State::Candidate(0);
+    loop {
+        state = match state {
+            State::Candidate(index) => run.admit(index),
+            State::Send(mut p) => match run.send(&mut p).await {
+                Ok(success) => return run.succeed(&p, success),
+                Err(failure) => State::Failed(p, failure),
+            },
+            State::Failed(p, failure) => run.classify(p, failure).await,
+            State::TotalTimeout => return run.total_timeout(),
+            State::GiveUp => return run.give_up(),
+        };
+    }
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        gw: &'a Arc<Gateway>,
+        routing: &'a dyn Routing,
+        inb: &'a Inbound,
+        plan: &'a Plan,
+        report: Report,
+    ) -> Self {
+        let g = routing.gateway();
+        let per_request = g
+            .per_request_timeout
+            .as_ref()
+            .map_or(DEFAULT_PER_REQUEST_TIMEOUT, |d| d.value);
+        let total = g
+            .total_timeout
+            .as_ref()
+            .map_or(DEFAULT_TOTAL_TIMEOUT, |d| d.value);
+        let format = if inb.dialect == Dialect::Anthropic {
+            ApiFormat::Anthropic
+        } else {
+            ApiFormat::OpenAi
+        };
+        let host = inb
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        Run {
+            gw,
+            routing,
+            inb,
+            plan,
+            g,
+            vars: RequestVars {
+                id: &inb.request_id,
+                method: inb.method.as_str(),
+                path: &inb.path,
+                query: &inb.query,
+                host,
+                headers: &inb.headers,
+                client: inb.client,
+            },
+            format,
+            surface: plan.route.map(|r| r.surface).unwrap_or(""),
+            per_request,
+            total,
+            deadline: inb.started + total,
+            cap: gw.opts.max_attempts.max(1),
+            report,
+            reasons: Vec::new(),
+            upstream_wait: Duration::ZERO,
+            tried: 0,
+            last_tried: None,
+            first_failure: None,
+            done_models: Vec::new(),
+            secrets: OnceLock::new(),
+        }
+    }
+
+    /// No secret aigw knows (configured keys, secret values, the client's keys) may show up in
+    /// what it says about a failure.
+    fn redact(&self, text: String) -> String {
+        let known = self.secrets.get_or_init(|| {
+            let client_keys: Vec<&str> = [header::AUTHORIZATION, names::X_API_KEY]
+                .iter()
+                .filter_map(|h| self.inb.headers.get(h).and_then(|v| v.to_str().ok()))
+                .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+                .collect();
+            crate::gateway::observe::redact::known_secrets(self.gw, self.routing, &client_keys)
+        });
+        crate::gateway::observe::redact::scrub(&text, known)
+    }
+
+    /// A candidate that cannot be sent: its reason, and the attempt metric says so.
+    fn skip(&mut self, index: usize, outcome: &'static str, reason: Option<String>) -> State<'a> {
+        self.gw
+            .metrics
+            .attempt(&self.plan.attempts[index].provider, outcome);
+        self.reasons.extend(reason);
+        State::Candidate(index + 1)
+    }
+
+    /// `Candidate(i)`: send it, skip it, or stop.
+    fn admit(&mut self, index: usize) -> State<'a> {
+        let plan = self.plan;
+        let Some(attempt) = plan.attempts.get(index) else {
+            return State::GiveUp;
+        };
+        if self.tried >= self.cap {
+            return State::GiveUp;
+        }
+        let now = Instant::now();
+        if now >= self.deadline {
+            return State::TotalTimeout;
+        }
+        let label = Label(attempt);
+        if self
+            .done_models
+            .contains(&(attempt.provider.as_str(), attempt.model.as_str()))
+        {
+            return self.skip(index, "skipped", None);
+        }
+        let Some(url) = attempt.url.as_deref() else {
+            let reason = format!("{label}: the provider has no base URL");
+            return self.skip(index, "skipped", Some(reason));
+        };
+        if self.gw.opts.upstream_loopback_only && !is_loopback_url(url) {
+            let reason =
+                format!("{label}: {url} is not a loopback address (upstream_loopback_only)");
+            return self.skip(index, "skipped", Some(reason));
+        }
+        let key = match &attempt.key {
+            KeyChoice::Passthrough => None,
+            KeyChoice::Configured { index: k, .. } => {
+                match self.routing.key_value(&attempt.provider, *k) {
+                    Some(k) if !k.is_empty() => Some(k),
+                    _ => {
+                        let reason = format!(
+                            "{label}{}: the API key did not resolve (is its secret set?)",
+                            KeyLabel(&attempt.key)
+                        );
+                        return self.skip(index, "skipped", Some(reason));
+                    }
+                }
+            }
+        };
+        if let Admit::Open { failures, retry_in } =
+            self.gw
+                .breakers
+                .admit(&attempt.provider, &attempt.model, now)
+        {
+            // An open circuit diverts traffic; it never refuses the last candidate untried.
+            if self.has_alternative(index) {
+                let reason = format!(
+                    "{label}: skipped, its circuit is open after {failures} consecutive failures (next probe in {}; --breaker-cooldown sets the wait, --breaker-failures 0 turns circuit breaking off)",
+                    crate::policy::duration::format(retry_in.max(Duration::from_secs(1)))
+                );
+                self.done_models.push((&attempt.provider, &attempt.model));
+                return self.skip(index, "circuit_open", Some(reason));
+            }
+            tracing::debug!(request_id = %self.inb.request_id, "{label}: circuit open, but no other candidate is left: trying it");
+        }
+        self.prepare(index, attempt, url, key.as_deref())
+    }
+
+    /// Whether a candidate after `index` is another model that may still be tried.
+    fn has_alternative(&self, index: usize) -> bool {
+        let this = &self.plan.attempts[index];
+        self.tried < self.cap
+            && self.plan.attempts[index + 1..].iter().any(|a| {
+                (a.provider != this.provider || a.model != this.model)
+                    && !self
+                        .done_models
+                        .contains(&(a.provider.as_str(), a.model.as_str()))
+            })
+    }
+
+    /// Builds the attempt's body, headers and URL.
+    fn prepare(
+        &mut self,
+        index: usize,
+        attempt: &'a Attempt,
+        url: &str,
+        key: Option<&str>,
+    ) -> State<'a> {
+        let (gw, inb, g) = (self.gw, self.inb, self.g);
+        self.tried += 1;
+        self.last_tried = Some(attempt);
+        if self.tried > 1 {
+            gw.metrics.failover();
+        }
+        let body = upstream_body(
+            &inb.body,
+            attempt,
+            g,
+            self.format,
+            self.surface,
+            inb.native_path.is_some(),
+            &self.vars,
+            &gw.secrets,
+        );
+        let mut headers = upstream_headers(&inb.headers, key, self.format, g, &self.vars, gw);
+        crate::gateway::server::hops::stamp(
+            &mut headers,
+            &inb.headers,
+            &gw.instance_id,
+            &attempt.provider,
+        );
+        let url = with_query(url, &inb.query, g, &self.vars, gw);
+        let uri: Uri = match url.parse() {
+            Ok(u) => u,
+            Err(e) => {
+                let reason = format!(
+                    "{}: its upstream URL is not a valid URL ({e}); check the provider's base_url",
+                    Label(attempt)
+                );
+                return self.skip(index, "skipped", Some(reason));
+            }
+        };
+        State::Send(Box::new(Prepared {
+            index,
+            attempt,
+            uri,
+            headers,
+            body,
+            retries: 0,
+            same_pair_retries: 0,
+            t0: Instant::now(),
+            waited: Duration::ZERO,
+        }))
+    }
+
+    /// The time this send may take: the attempt's budget, the first-byte limit, the rest of
+    /// the total; and whether the total is what bounds it.
+    fn budget(&self) -> (Duration, bool) {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let mut budget = self.per_request.min(remaining);
+        if let Some(fb) = self.gw.opts.first_byte_timeout {
+            budget = budget.min(fb);
+        }
+        (budget, budget >= remaining)
+    }
+
+    /// `Send`: one request upstream, up to its first byte (its whole body if not streaming).
+    async fn send(&mut self, p: &mut Prepared<'a>) -> Result<Success, Failure> {
+        let (budget, total_bound) = self.budget();
+        p.t0 = Instant::now();
+        let sent = send(
+            self.gw,
+            self.inb.method.clone(),
+            p.uri.clone(),
+            p.headers.clone(),
+            p.body.clone(),
+        );
+        let result = tokio::time::timeout(budget, sent).await;
+        p.waited = p.t0.elapsed();
+        self.upstream_wait += p.waited;
+        match result {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Timeout {
+                after: budget,
+                total: total_bound,
+            }),
+        }
+    }
+
+    fn sample(&self, p: &Prepared<'_>, outcome: Outcome, streaming: bool) {
+        let gateway =
+            p.t0.duration_since(self.inb.started)
+                .saturating_sub(self.upstream_wait.saturating_sub(p.waited));
+        self.gw.traffic.record(
+            &p.attempt.provider,
+            &p.attempt.model,
+            Sample {
+                at: p.t0,
+                outcome,
+                upstream: p.waited,
+                gateway,
+                streaming,
+            },
+        );
+    }
+
+    /// An attempt answered: relay it.
+    fn succeed(mut self, p: &Prepared<'a>, success: Success) -> (Response, Report) {
+        let (gw, attempt) = (self.gw, p.attempt);
+        self.sample(p, Outcome::Ok, matches!(success, Success::Stream { .. }));
+        gw.breakers.success(&attempt.provider, &attempt.model);
+        gw.metrics.attempt(&attempt.provider, "ok");
+        gw.metrics.upstream_latency.observe(p.waited);
+        gw.metrics.overhead.observe(
+            self.inb
+                .started
+                .elapsed()
+                .saturating_sub(self.upstream_wait),
+        );
+        self.report.attempts = self.tried;
+        self.report.chosen = Some(Label(attempt).to_string());
+        self.report.upstream = self.upstream_wait;
+        let resp = respond(gw, success, self.inb, attempt, self.tried, &mut self.report);
+        (resp, self.report)
+    }
+
+    /// `Failed`: record it, then send the same pair again or settle it and move on.
+    async fn classify(&mut self, mut p: Box<Prepared<'a>>, failure: Failure) -> State<'a> {
+        let attempt = p.attempt;
+        self.gw
+            .metrics
+            .attempt(&attempt.provider, failure.outcome());
+        let outcome = match &failure {
+            Failure::Http { status, .. } => Outcome::from_status(*status),
+            Failure::Timeout { .. } => Outcome::Timeout,
+            Failure::Connect(_) | Failure::Other(_) => Outcome::Connect,
+        };
+        self.sample(&p, outcome, false);
+        let no_retry = match self.rate_limit_wait(&p, &failure) {
+            Some(Ok(wait)) => {
+                let reason = format!(
+                    "{}{}: {}, retried after {}",
+                    Label(attempt),
+                    KeyLabel(&attempt.key),
+                    failure.describe(),
+                    crate::policy::duration::format(wait)
+                );
+                let reason = self.redact(reason);
+                self.reasons.push(reason);
+                p.retries += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => return State::Send(p),
+                    _ = self.gw.shutdown.cancelled() => String::new(),
+                }
+            }
+            Some(Err(why)) => format!("; {why}"),
+            None => match self.same_pair_wait(&p, &failure) {
+                Some(wait) => return self.retry_same_pair(p, failure, wait).await,
+                None => String::new(),
+            },
+        };
+        self.settle(&p, failure, &no_retry)
+    }
+
+    /// For a transient failure: the wait before sending the same pair again, if it gets one.
+    fn same_pair_wait(&self, p: &Prepared<'_>, failure: &Failure) -> Option<Duration> {
+        if !failure.is_transient() {
+            return None;
+        }
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        self.gw
+            .opts
+            .retry
+            .same_pair_wait(p.same_pair_retries, remaining, &mut rand::rng())
+    }
+
+    /// `Failed` → `Send` on the same pair after a transient failure. It still counts for the
+    /// breaker: a provider that fails every retry opens its circuit as fast as before.
+    async fn retry_same_pair(
+        &mut self,
+        mut p: Box<Prepared<'a>>,
+        failure: Failure,
+        wait: Duration,
+    ) -> State<'a> {
+        let attempt = p.attempt;
+        self.gw
+            .breakers
+            .failure(&attempt.provider, &attempt.model, Instant::now());
+        let reason = format!(
+            "{}{}: {}, sent again (transient)",
+            Label(attempt),
+            KeyLabel(&attempt.key),
+            failure.describe()
+        );
+        let reason = self.redact(reason);
+        tracing::debug!(request_id = %self.inb.request_id, "attempt failed: {reason}");
+        self.reasons.push(reason);
+        p.same_pair_retries += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => State::Send(p),
+            _ = self.gw.shutdown.cancelled() => self.settle(&p, failure, ""),
+        }
+    }
+
+    /// For a 429 on the model's last key: the wait before sending it again, or why not.
+    fn rate_limit_wait(
+        &self,
+        p: &Prepared<'_>,
+        failure: &Failure,
+    ) -> Option<Result<Duration, super::failure::NoRetry>> {
+        let Next::RateLimited(retry_after) = failure.next() else {
+            return None;
+        };
+        let a = p.attempt;
+        // Limits are per key: another key of this model goes first, without a wait.
+        let other_key = self.plan.attempts[p.index + 1..]
+            .iter()
+            .any(|b| b.provider == a.provider && b.model == a.model);
+        if other_key {
+            return None;
+        }
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        Some(
+            self.gw
+                .opts
+                .retry
+                .wait(p.retries, retry_after, remaining, &mut rand::rng()),
+        )
+    }
+
+    /// The attempt is over: the breaker, the reason, and the next state.
+    fn settle(&mut self, p: &Prepared<'a>, failure: Failure, no_retry: &str) -> State<'a> {
+        let attempt = p.attempt;
+        let clients_key = matches!(attempt.key, KeyChoice::Passthrough);
+        let next = failure.next_for(clients_key);
+        let breakers = &self.gw.breakers;
+        if failure.counts_against_provider() {
+            breakers.failure(&attempt.provider, &attempt.model, Instant::now());
+        } else if !matches!(next, Next::RateLimited(_)) {
+            // It answered (refusing the key or the request): the provider itself is up.
+            breakers.success(&attempt.provider, &attempt.model);
+        }
+        let reason = format!(
+            "{}{}: {}{no_retry}",
+            Label(attempt),
+            KeyLabel(&attempt.key),
+            failure.describe()
+        );
+        let reason = self.redact(reason);
+        tracing::debug!(request_id = %self.inb.request_id, "attempt failed: {reason}");
+        self.reasons.push(reason);
+        if let Next::NextModel(_) = next {
+            self.done_models.push((&attempt.provider, &attempt.model));
+        }
+        let total_bound = matches!(failure, Failure::Timeout { total: true, .. });
+        if self.first_failure.is_none() {
+            let detail = match &failure {
+                Failure::Http { detail, .. } => self.redact(detail.clone()),
+                _ => String::new(),
+            };
+            self.first_failure = Some((attempt, failure, detail, self.reasons.len() - 1));
+        }
+        if total_bound {
+            return State::TotalTimeout;
+        }
+        if let Next::Final(_) = next {
+            tracing::debug!(request_id = %self.inb.request_id, "the failure is final: no other candidate is tried");
+            return State::GiveUp;
+        }
+        State::Candidate(p.index + 1)
+    }
+
+    fn total_timeout(mut self) -> (Response, Report) {
+        self.report.upstream = self.upstream_wait;
+        total_timeout(
+            self.total,
+            &self.reasons,
+            self.inb.dialect,
+            self.tried,
+            self.report,
+        )
+    }
+
+    /// `GiveUp`: the provider's own refusal when it refused the request, else 503 (or 502 when
+    /// the attempt cap cut the plan short) with every attempt's reason.
+    fn give_up(mut self) -> (Response, Report) {
+        self.report.attempts = self.tried;
+        self.report.upstream = self.upstream_wait;
+        let mut resp = match self.first_failure.take() {
+            Some((first, f, message, at)) if refused(first, &f) => {
+                self.refusal(first, f, message, at)
+            }
+            _ => {
+                let err = self.all_failed();
+                error_response(err, self.inb.dialect, &mut self.report).0
+            }
+        };
+        let h = resp.headers_mut();
+        h.insert(names::X_AIGW_ATTEMPTS, names::attempts_value(self.tried));
+        // The last candidate tried, so a client can see where the request ended.
+        if let Some(last) = self.last_tried {
+            if let Ok(v) = HeaderValue::from_str(&last.provider) {
+                h.insert(names::X_AIGW_PROVIDER, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&last.model) {
+                h.insert(names::X_AIGW_MODEL, v);
+            }
+        }
+        (resp, self.report)
+    }
+
+    /// The provider refused the request itself: its status and reason reach the client.
+    fn refusal(&mut self, first: &Attempt, f: Failure, mut message: String, at: usize) -> Response {
+        let Failure::Http { status, code, .. } = f else {
+            unreachable!("only HTTP failures are rejections")
+        };
+        // Skipped candidates may come before the refusal in `reasons`.
+        let others: Vec<&str> = self
+            .reasons
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != at)
+            .map(|(_, r)| r.as_str())
+            .collect();
+        if !others.is_empty() {
+            message.push_str(&format!(
+                " (aigw: {}:{} refused the request; every other candidate failed too: {})",
+                first.provider,
+                first.model,
+                others.join("; ")
+            ));
+        }
+        self.report.status = status;
+        self.report.error_code = Some("upstream_refused");
+        Refusal {
+            status,
+            message,
+            code,
+        }
+        .response(self.inb.dialect)
+    }
+
+    fn all_failed(&self) -> GatewayError {
+        let (tried, cap, reasons) = (self.tried, self.cap, self.reasons.join("; "));
+        if self.plan.attempts.len() > cap || self.plan.truncated > 0 {
+            GatewayError::new(
+                codes::TOO_MANY_ATTEMPTS,
+                format!(
+                    "Too many failed attempts to upstream providers ({tried} tried, cap {cap}). Errors: {reasons}"
+                ),
+            )
+        } else {
+            GatewayError::new(
+                codes::ALL_FAILED,
+                format!(
+                    "All providers failed: all {} candidates failed: {reasons}",
+                    self.reasons.len()
+                ),
+            )
+        }
+    }
+}
+
+/// Whether a failure is the provider refusing the request itself, or the client's own key: the
+/// client then gets the provider's status and words, not a gateway 503.
+fn refused(attempt: &Attempt, f: &Failure) -> bool {
+    f.rejection().is_some()
+        || matches!(
+            f.next_for(matches!(attempt.key, KeyChoice::Passthrough)),
+            Next::Final(_)
+        )
+}
