@@ -194,6 +194,10 @@ pub struct ServeArgs {
     /// closes. 0: half the open-file limit (each proxied request also holds an upstream socket).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_connections: usize,
+    /// How often each provider is health-checked (`/api/version`, `/api/tags`, `/api/ps`); a
+    /// box that does not answer is checked again after a backoff doubling up to 60s.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub health_interval: Duration,
     /// Do not watch the policy file for changes.
     #[arg(long)]
     pub no_reload: bool,

@@ -83,7 +83,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
         }
     };
     let exit = runtime.block_on(async move {
-        let (routing, warnings) = match factory.build_discovering(&loaded).await {
+        let (routing, warnings) = match factory.build(&loaded, Default::default()) {
             Ok(r) => r,
             Err(diagnostics) => {
                 eprint!("{diagnostics}");
@@ -134,10 +134,22 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             }
         };
         let local = listener.local_addr().unwrap_or(addr);
-        let providers = routing.providers();
         let builtins_allowed = !routing.gateway().only_configured_providers();
         let gw = Gateway::new(routing, secrets, opts);
+        // The first round of health checks: installed models become routable before the
+        // first request, and what is down or missing is said now.
+        let checks = gateway::fleet::check::CheckOptions {
+            interval: args.health_interval,
+            ..Default::default()
+        };
+        factory.set_fleet(gw.fleet.state.clone(), args.health_interval);
+        let _checker =
+            gateway::fleet::start(gw.clone(), checks, Some(factory.clone().rediscoverer(gw.clone()))).await;
+        let providers = gw.current().providers();
         println!("{}", banner(local, &origin, &providers, builtins_allowed));
+        for line in factory.fleet_lines(gw.current().as_ref()) {
+            eprintln!("{line}");
+        }
         for (id, url) in gateway::hops::self_pointing(&providers, local).await {
             eprintln!(
                 "warning: provider `{id}` has base_url {url}, which is this aigw's own address ({local}): requests \
@@ -352,6 +364,8 @@ pub struct EngineFactory {
     discovered: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
     /// The policy being served, for rebuilding with fresh `m.metrics`.
     current: std::sync::Mutex<Option<Loaded>>,
+    /// The gateway's fleet state and check interval (set once serving).
+    fleet: std::sync::OnceLock<(Arc<dyn gateway::fleet::FleetState>, Duration)>,
 }
 
 impl EngineFactory {
@@ -368,6 +382,7 @@ impl EngineFactory {
             style,
             discovered: Default::default(),
             current: Default::default(),
+            fleet: Default::default(),
         }
     }
 
@@ -383,7 +398,12 @@ impl EngineFactory {
                 .lock()
                 .map(|d| d.clone())
                 .unwrap_or_default();
-            self.build(&loaded, discovered)
+            let (routing, mut warnings) = self.build(&loaded, discovered)?;
+            for line in self.fleet_lines(routing.as_ref()) {
+                warnings.push_str(&line);
+                warnings.push('\n');
+            }
+            Ok((routing, warnings))
         })
     }
 
@@ -473,40 +493,50 @@ impl EngineFactory {
         Engine::build(loaded, opts)
     }
 
-    /// Builds once, asks each Ollama provider which models it has installed (1 s budget), and
-    /// rebuilds with them so installed models are routable without listing them (a model the
-    /// policy lists, `llama3.2`, is not added again as `llama3.2:latest`).
-    pub async fn build_discovering(
-        &self,
-        loaded: &Loaded,
-    ) -> Result<(Arc<dyn Routing>, String), String> {
-        let (first, warnings) = self
-            .engine(loaded, Default::default())
-            .map_err(|d| self.render(loaded, &d))?;
-        let mut discovered =
-            gateway::ollama_api::discover(&Routing::providers(&first), Duration::from_secs(1))
-                .await;
-        for (provider, names) in discovered.iter_mut() {
-            let known: Vec<String> = first
-                .models()
-                .iter()
-                .filter(|m| &m.provider_id == provider)
-                .map(|m| m.id.to_ascii_lowercase())
-                .collect();
-            names.retain(|n| {
-                let n = n.to_ascii_lowercase();
-                let short = n.strip_suffix(":latest").unwrap_or(&n).to_string();
-                !known.contains(&n) && !known.contains(&short)
-            });
-        }
-        discovered.retain(|_, names| !names.is_empty());
-        if let Ok(mut d) = self.discovered.lock() {
-            *d = discovered.clone();
-        }
-        if discovered.is_empty() {
-            return Ok((Arc::new(first), self.render(loaded, &warnings)));
-        }
-        self.build(loaded, discovered)
+    /// Shares the gateway's fleet state, so reloads can warn about models installed nowhere.
+    pub fn set_fleet(&self, state: Arc<dyn gateway::fleet::FleetState>, interval: Duration) {
+        let _ = self.fleet.set((state, interval));
+    }
+
+    /// The start-up (and reload) lines about the fleet: boxes down, models installed nowhere.
+    pub fn fleet_lines(&self, routing: &dyn Routing) -> Vec<String> {
+        let Some((state, interval)) = self.fleet.get() else {
+            return Vec::new();
+        };
+        let snap = state.snapshot();
+        let ollama: Vec<String> = routing
+            .providers()
+            .into_iter()
+            .filter(|p| p.ollama || snap.get(&p.id).is_some_and(|b| b.ollama))
+            .map(|p| p.id)
+            .collect();
+        gateway::fleet::startup_lines(&snap, &routing.policy_models(), &ollama, *interval)
+    }
+
+    /// What the health checker calls when a box's installed models changed: the policy
+    /// rebuilt with them (installed-but-unlisted models become routable by name) and swapped in.
+    pub fn rediscoverer(
+        self: Arc<Self>,
+        gw: Arc<Gateway>,
+    ) -> gateway::fleet::check::InstalledChanged {
+        Arc::new(move |snap| {
+            let installed = snap.installed();
+            if let Ok(mut d) = self.discovered.lock() {
+                *d = installed.clone();
+            }
+            let Some(loaded) = self.current.lock().ok().and_then(|c| c.clone()) else {
+                return;
+            };
+            match self.engine_with(&loaded, installed, Default::default()) {
+                Ok((engine, _)) => {
+                    gw.swap(Arc::new(engine));
+                    tracing::debug!(target: "aigw::fleet", "engine rebuilt with the boxes' installed models");
+                }
+                Err(_) => {
+                    tracing::warn!(target: "aigw::fleet", "could not rebuild the policy with installed models")
+                }
+            }
+        })
     }
 }
 

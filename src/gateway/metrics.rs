@@ -245,6 +245,11 @@ fn by_name<'a, V: Default>(all: &'a mut BTreeMap<String, V>, name: &str) -> &'a 
     all.get_mut(name).expect("inserted above")
 }
 
+/// A Prometheus label value, escaped.
+pub fn escape_label(s: &str) -> String {
+    escape(s)
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -19,6 +19,7 @@ pub mod client;
 pub mod errors;
 pub mod events;
 pub mod failure;
+pub mod fleet;
 pub mod forward;
 pub mod hops;
 pub mod log_writer;
@@ -58,6 +59,11 @@ pub trait Routing: Send + Sync + 'static {
     fn key_value(&self, provider_id: &str, index: usize) -> Option<String>;
     /// The effective providers (after `--base-url` and `.internal` mapping).
     fn providers(&self) -> Vec<ProviderView>;
+    /// `(provider, model)` of every model the policy lists (not discovered ones), for
+    /// readiness and the start-up "installed nowhere" warning.
+    fn policy_models(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// One provider as the gateway sees it.
@@ -149,6 +155,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// This process's id in `x-aigw-via` (routing-loop detection, see [`hops`]).
     pub instance_id: String,
+    /// What is known about each provider box (health, installed models).
+    pub fleet: fleet::Fleet,
 }
 
 impl Gateway {
@@ -172,6 +180,7 @@ impl Gateway {
             traffic: Arc::default(),
             shutdown: CancellationToken::new(),
             instance_id: hops::new_instance_id(),
+            fleet: fleet::Fleet::default(),
         })
     }
 
@@ -427,5 +436,9 @@ impl Routing for crate::routing::engine::Engine {
                 models: models.iter().filter(|m| m.provider_id == p.id).count(),
             })
             .collect()
+    }
+
+    fn policy_models(&self) -> Vec<(String, String)> {
+        crate::routing::engine::Engine::configured_models(self)
     }
 }

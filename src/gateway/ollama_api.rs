@@ -61,8 +61,8 @@ pub async fn inference(
 /// `(provider id, native base URL)` of each Ollama provider, without duplicate URLs.
 fn ollama_bases(gw: &Gateway) -> Vec<(String, String)> {
     let mut seen = HashSet::new();
-    gw.current()
-        .providers()
+    gw.fleet
+        .providers(gw.current().as_ref())
         .into_iter()
         .filter(|p| p.ollama)
         .filter_map(|p| Some((p.id, native_url(&p.base_url?, ""))))

@@ -218,6 +218,17 @@ impl Engine {
         self.settings.get(model_index)
     }
 
+    /// `(provider id, model id)` of the models the policy lists (not catalog or discovered ones).
+    pub fn configured_models(&self) -> Vec<(String, String)> {
+        self.universe
+            .models()
+            .iter()
+            .zip(&self.settings)
+            .filter(|(_, s)| s.configured)
+            .map(|(m, _)| (m.provider_id.clone(), m.id.clone()))
+            .collect()
+    }
+
     pub fn models(&self) -> &[ModelView] {
         self.universe.models()
     }
@@ -1131,8 +1142,21 @@ fn assemble(
             {
                 continue;
             }
+            // Ollama lists `mistral:latest`; clients say `mistral` (both name it).
+            let (id, id_aliases) = match id.strip_suffix(":latest") {
+                Some(plain) => (plain.to_string(), vec![id.clone()]),
+                _ => (id.clone(), Vec::new()),
+            };
+            if views
+                .iter()
+                .zip(&settings)
+                .any(|(v, s)| s.provider == pi && v.id.eq_ignore_ascii_case(&id))
+            {
+                continue;
+            }
             views.push(ModelView {
-                id: id.clone(),
+                id,
+                id_aliases,
                 provider_id: info.id.clone(),
                 provider_id_aliases: info.aliases.clone(),
                 known: true,
