@@ -80,6 +80,7 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand --header-read-timeout 'Close connections that do not send a full request head (line and headers) within this time (slow clients, slow-loris)'
             cand --workers 'Threads serving connections; 0 means one per core. A connection and the upstream connections its requests use stay on one thread'
             cand --max-connections 'Most client connections served at once; more wait in the listen backlog until one closes. 0: half the open-file limit (each proxied request also holds an upstream socket)'
+            cand --health-interval 'How often each provider is health-checked (`/api/version`, `/api/tags`, `/api/ps`); a box that does not answer is checked again after a backoff doubling up to 60s'
             cand --log-format 'Log format for request logs'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
             cand --no-reload 'Do not watch the policy file for changes'

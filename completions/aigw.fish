@@ -82,6 +82,7 @@ complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-body-bytes -d 'L
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l header-read-timeout -d 'Close connections that do not send a full request head (line and headers) within this time (slow clients, slow-loris)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l workers -d 'Threads serving connections; 0 means one per core. A connection and the upstream connections its requests use stay on one thread' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-connections -d 'Most client connections served at once; more wait in the listen backlog until one closes. 0: half the open-file limit (each proxied request also holds an upstream socket)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l health-interval -d 'How often each provider is health-checked (`/api/version`, `/api/tags`, `/api/ps`); a box that does not answer is checked again after a backoff doubling up to 60s' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l log-format -d 'Log format for request logs' -r -f -a "text\t''
 json\t''"
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
