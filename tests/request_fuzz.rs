@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aigw::gateway::errors::Dialect;
-use aigw::gateway::routes::{dialect_of, router};
+use aigw::gateway::server::routes::{dialect_of, router};
 use aigw::gateway::{Gateway, GatewayOptions};
 use axum::body::Body;
 use axum::extract::ConnectInfo;

@@ -296,7 +296,7 @@ async fn a_broken_policy_reloaded_under_load_drops_nothing() {
     let loaded = aigw::policy::load_str("policy.yaml", POLICY);
     let (routing, _) = f.build(&loaded, Default::default()).unwrap();
     let gw = support::start(routing, opts()).await;
-    aigw::gateway::reload::spawn(
+    aigw::gateway::server::reload::spawn(
         gw.gw.clone(),
         path.clone(),
         Duration::from_millis(20),

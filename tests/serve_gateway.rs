@@ -534,7 +534,7 @@ async fn reload_swaps_a_good_policy_and_keeps_serving_on_a_bad_one() {
     let (routing, _) = f.build(&loaded, Default::default()).unwrap();
     let started = support::start(routing, GatewayOptions::default()).await;
     let build = f.clone().reload_builder();
-    aigw::gateway::reload::spawn(
+    aigw::gateway::server::reload::spawn(
         started.gw.clone(),
         path.clone(),
         Duration::from_millis(100),

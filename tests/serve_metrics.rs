@@ -54,7 +54,7 @@ async fn error_rates_from_live_traffic_steer_routing() {
         .build(&loaded, Default::default())
         .unwrap_or_else(|d| panic!("{d}"));
     let gw = support::start(routing, GatewayOptions::default()).await;
-    aigw::gateway::reload::spawn_metrics(
+    aigw::gateway::server::reload::spawn_metrics(
         gw.gw.clone(),
         Duration::from_millis(100),
         f.clone().metrics_rebuilder(),

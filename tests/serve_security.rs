@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aigw::gateway::{Gateway, GatewayOptions, ProviderView, hops};
+use aigw::gateway::server::hops;
+use aigw::gateway::{Gateway, GatewayOptions, ProviderView};
 use aigw::policy::secrets::SecretStore;
 use aigw::routing::upstream::UrlOrigin;
 use serde_json::{Value, json};
@@ -187,7 +188,7 @@ fn off_loopback_needs_a_token_and_loopback_does_not() {
 
 #[test]
 fn token_comparison_is_exact() {
-    use aigw::gateway::routes::ct_eq;
+    use aigw::gateway::token::ct_eq;
     assert!(ct_eq(b"", b""));
     assert!(ct_eq(b"same-token", b"same-token"));
     assert!(!ct_eq(b"same-token", b"same-tokeN"));

@@ -39,7 +39,7 @@ impl Running {
             workers,
             shutdown_grace: Duration::from_secs(5),
             // Every request must reach the failing upstream: no circuit opens on it.
-            breaker: aigw::gateway::breaker::BreakerOptions {
+            breaker: aigw::gateway::attempts::breaker::BreakerOptions {
                 failures: 0,
                 ..Default::default()
             },

@@ -143,7 +143,7 @@ pub fn run_with(
     known.retain(|s| s.chars().count() >= 8);
     known.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
     known.dedup();
-    let text = crate::gateway::redact::scrub(&text, &known);
+    let text = crate::gateway::observe::redact::scrub(&text, &known);
     if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         return fail(format!("cannot write the report: {e}"));
     }

@@ -71,7 +71,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
         args.max_attempts,
         style,
     ));
-    // Worker 0 (see gateway::workers): the accept loop, reloads and signals run here too.
+    // Worker 0 (see gateway::server::workers): the accept loop, reloads and signals run here too.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -92,14 +92,14 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             }
         };
         eprint!("{warnings}");
-        let open_files = gateway::open_files::raise()
+        let open_files = gateway::server::open_files::raise()
             .inspect_err(|e| tracing::debug!("open-file limit not raised: {e}"))
             .ok();
         let max_connections = match (args.max_connections, open_files) {
-            (0, Some(limit)) => gateway::open_files::connection_cap(limit),
+            (0, Some(limit)) => gateway::server::open_files::connection_cap(limit),
             (n, _) => n,
         };
-        if let Some(w) = open_files.and_then(|l| gateway::open_files::warning(l, max_connections)) {
+        if let Some(w) = open_files.and_then(|l| gateway::server::open_files::warning(l, max_connections)) {
             eprintln!("{w}");
         }
         let opts = GatewayOptions {
@@ -109,19 +109,19 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             stream_idle_timeout,
             max_body_bytes: args.max_body_bytes,
             header_read_timeout: args.header_read_timeout,
-            retry: gateway::failure::RetryOptions {
+            retry: gateway::attempts::failure::RetryOptions {
                 rate_limit_retries: args.rate_limit_retries,
                 max_wait: args.max_retry_wait,
                 ..Default::default()
             },
-            breaker: gateway::breaker::BreakerOptions {
+            breaker: gateway::attempts::breaker::BreakerOptions {
                 failures: args.breaker_failures,
                 cooldown: args.breaker_cooldown,
             },
             access_log,
             max_connections,
             workers: match args.workers {
-                0 => gateway::workers::auto(),
+                0 => gateway::server::workers::auto(),
                 n => n,
             },
             ..GatewayOptions::default()
@@ -150,7 +150,7 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
         for line in factory.fleet_lines(gw.current().as_ref()) {
             eprintln!("{line}");
         }
-        for (id, url) in gateway::hops::self_pointing(&providers, local).await {
+        for (id, url) in gateway::server::hops::self_pointing(&providers, local).await {
             eprintln!(
                 "warning: provider `{id}` has base_url {url}, which is this aigw's own address ({local}): requests \
                  routed to it would loop back here and are refused with 508 Loop Detected; point it (or its \
@@ -162,14 +162,14 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             && path != Path::new("-")
         {
             let build = factory.clone().reload_builder();
-            gateway::reload::spawn(
+            gateway::server::reload::spawn(
                 gw.clone(),
                 PathBuf::from(path),
                 Duration::from_secs(1),
                 build,
             );
         }
-        gateway::reload::spawn_metrics(
+        gateway::server::reload::spawn_metrics(
             gw.clone(),
             Duration::from_secs(5),
             factory.clone().metrics_rebuilder(),
@@ -306,22 +306,22 @@ pub fn banner(
     out
 }
 
-/// Logs go to stderr through [`gateway::log_writer`]: a line is a copy into a buffer that a
+/// Logs go to stderr through [`gateway::observe::log_writer`]: a line is a copy into a buffer that a
 /// background thread writes out (no system call or wake-up per request). In text form request
-/// lines skip `tracing`'s formatter (see [`gateway::access_log`]) but share the writer, so every
+/// lines skip `tracing`'s formatter (see [`gateway::observe::access_log`]) but share the writer, so every
 /// line keeps its order. The returned guard writes what is left when serve ends.
 fn init_logging(
     format: LogFormat,
     color: ColorChoice,
 ) -> (
-    Option<gateway::log_writer::FlushGuard>,
-    Option<gateway::access_log::AccessLog>,
+    Option<gateway::observe::log_writer::FlushGuard>,
+    Option<gateway::observe::access_log::AccessLog>,
 ) {
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = EnvFilter::try_from_env("AIGW_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = common::style(color, std::io::stderr().is_terminal()).color;
-    let spawned = gateway::log_writer::LogWriter::spawn(std::io::stderr())
+    let spawned = gateway::observe::log_writer::LogWriter::spawn(std::io::stderr())
         .map_err(|e| eprintln!("warning: logging without a writer thread ({e})"))
         .ok();
     // Without the writer thread, lines go to stderr one by one.
@@ -341,9 +341,9 @@ fn init_logging(
                 .try_init();
             spawned.as_ref().map(|(w, _)| {
                 let lines = w.clone();
-                let sink: gateway::access_log::Sink =
+                let sink: gateway::observe::access_log::Sink =
                     Arc::new(move |line: &[u8]| lines.append(line));
-                gateway::access_log::AccessLog::new(sink, ansi)
+                gateway::observe::access_log::AccessLog::new(sink, ansi)
             })
         }
         LogFormat::Json => {
@@ -387,7 +387,7 @@ impl EngineFactory {
     }
 
     /// What the reload watcher calls: read the file, build, render diagnostics.
-    pub fn reload_builder(self: Arc<Self>) -> gateway::reload::Builder {
+    pub fn reload_builder(self: Arc<Self>) -> gateway::server::reload::Builder {
         Arc::new(move |p: &Path| {
             let loaded = match common::load_policy(Some(p)) {
                 Ok((l, _)) => l,
@@ -409,7 +409,7 @@ impl EngineFactory {
 
     /// What the metrics refresher calls: the current policy rebuilt with fresh `m.metrics`, or
     /// `None` when no strategy reads metrics (nothing would change).
-    pub fn metrics_rebuilder(self: Arc<Self>) -> gateway::reload::MetricsRebuilder {
+    pub fn metrics_rebuilder(self: Arc<Self>) -> gateway::server::reload::MetricsRebuilder {
         Arc::new(move |metrics| {
             let loaded = self.current.lock().ok()?.clone()?;
             if !loaded.source.text.contains("metrics") {

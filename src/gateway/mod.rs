@@ -1,41 +1,34 @@
 //! `aigw serve`: a local OpenAI-compatible (and Ollama- and Anthropic-compatible) gateway that
 //! executes the engine's [`Plan`](crate::routing::plan::Plan) with failover.
 //!
-//! - [`routes`]: the axum router, inbound auth, request parsing, `/v1/models`, `/healthz`, `/metrics`.
-//! - [`forward`]: the failover executor (request rewriting, keys, timeouts, error mapping).
-//! - [`stream`]: chunk-by-chunk relaying of SSE / NDJSON with idle timeouts, cancellation and a
-//!   final error event when an upstream dies mid-stream.
-//! - [`ollama_api`]: the Ollama native API (`/api/*`), served by Ollama providers' native API.
-//! - [`reload`]: polling the policy file and swapping in a new engine atomically.
-//! - [`errors`], [`metrics`], [`template`]: error shapes, Prometheus text, `${…}` per request.
+//! Its rooms (no two files import each other; [`errors`], [`names`] and [`token`] are shared):
+//! - [`server`]: the inbound side: the axum router and inbound auth ([`server::routes`]), one
+//!   request from body to answer ([`server::pipeline`]), body parsing, the Ollama native API,
+//!   loop detection, workers, open-file limits, policy reload.
+//! - [`attempts`]: the failover executor ([`attempts::forward`]), failure classes and retries,
+//!   circuit breakers, `${…}` per request.
+//! - [`upstream`]: the outbound side: the keep-alive pool and client, why a send failed,
+//!   chunk-by-chunk relaying of SSE / NDJSON with idle timeouts and a final error event, stream
+//!   event parsing.
+//! - [`observe`]: what aigw tells about traffic: metrics, the access log and its writer, token
+//!   usage, rolling per-model figures for `m.metrics`, key redaction.
 //!
 //! The gateway sees the engine through the small [`Routing`] trait, so it can be tested with a
 //! fixed plan and swapped on reload.
 
-pub mod access_log;
-pub mod body;
-pub mod breaker;
-pub mod client;
+pub mod attempts;
 pub mod errors;
-pub mod events;
-pub mod failure;
 pub mod fleet;
-pub mod forward;
-pub mod hops;
-pub mod log_writer;
-pub mod metrics;
 pub mod names;
-pub mod ollama_api;
-pub mod open_files;
-pub mod pool;
-pub mod redact;
-pub mod reload;
-pub mod routes;
-pub mod stream;
-pub mod template;
-pub mod traffic;
-pub mod usage;
-pub mod workers;
+pub mod observe;
+pub mod server;
+pub mod token;
+pub mod upstream;
+
+use attempts::{breaker, failure};
+use observe::{access_log, metrics, traffic};
+use server::{hops, routes, workers};
+use upstream::client;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::state::{CheckResult, FleetState};
 use crate::gateway::ProviderView;
-use crate::gateway::forward::native_url;
+use crate::gateway::attempts::forward::native_url;
 use crate::providers::ProbeError;
 use crate::providers::ollama::OllamaClient;
 use crate::routing::upstream::UrlOrigin;

@@ -23,11 +23,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::sync::{Arc, LazyLock};
-
-/// The environment every strategy compiles and runs in.
-pub(crate) static ENV: LazyLock<Arc<Env>> =
-    LazyLock::new(|| Arc::new(build_env().expect("the aigw CEL environment declares cleanly")));
 
 /// The function `has(x.f)` is rewritten to, so that free-form maps answer it (see `compile`).
 pub(crate) const HAS: &str = "@aigw_has";
@@ -41,7 +36,9 @@ const SORT_BY_KEYS: &str = "@aigw_sortByKeys";
 /// The variable the `sortBy` macro binds its target to, so that it is evaluated once.
 const SORT_BY_INPUT: &str = "@aigw_sortBy_input";
 
-fn build_env() -> Result<Env, DeclarationError> {
+/// The standard library, the strings extension and ngrok's functions (the compiled
+/// comprehensions of [`super::native`] are registered on top, in [`super::ENV`]).
+pub(crate) fn build_env() -> Result<Env, DeclarationError> {
     let mut env = Env::stdlib();
     env.add_extension(cel::extensions::strings)?;
     env.add_macro(Macro::receiver("sortBy", 2, sort_by_macro))?;
@@ -148,12 +145,6 @@ fn build_env() -> Result<Env, DeclarationError> {
     )?;
     env.add_overload(HAS, "@aigw_has(dyn,string)", vec![DYN_TYPE, string()], has)?;
     env.add_overload(PATH, "@aigw_path(dyn,list)", vec![DYN_TYPE, list()], path)?;
-    env.add_overload(
-        super::native::COLLECT,
-        "@aigw_collect(dyn,int)",
-        vec![DYN_TYPE, INT_TYPE],
-        super::native::collect_fn,
-    )?;
     Ok(env)
 }
 

@@ -61,6 +61,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use values::{List, ObjVal, Selection};
 
+/// The environment every strategy compiles and runs in.
+pub(crate) static ENV: std::sync::LazyLock<Arc<cel::Env>> = std::sync::LazyLock::new(|| {
+    let mut env = functions::build_env().expect("the aigw CEL environment declares cleanly");
+    native::register(&mut env).expect("the compiled-comprehension overload declares cleanly");
+    Arc::new(env)
+});
+
 /// Which `strategy` list an expression belongs to, and so which roots it may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StrategyKind {
@@ -155,7 +162,7 @@ fn compile_checked(
     kind: StrategyKind,
     native: bool,
 ) -> Result<(Strategy, Vec<CelIssue>), Vec<CelIssue>> {
-    let program = match functions::ENV.compile(expr) {
+    let program = match ENV.compile(expr) {
         Ok(program) => program,
         Err(errors) => return Err(check::syntax_issues(expr, &errors)),
     };
@@ -446,7 +453,7 @@ fn expected(kind: ObjKind) -> &'static str {
 
 /// Runs `s` against `roots`; the indices of the selected objects of kind `want`.
 fn run(s: &Strategy, roots: &Roots<'_>, want: ObjKind, seed: u64) -> Result<Vec<usize>, EvalError> {
-    let mut ctx = Context::with_env(functions::ENV.clone());
+    let mut ctx = Context::with_env(ENV.clone());
     ctx.set_variable_resolver(roots);
     let _rng = functions::SeededRng::new(seed);
     let _natives = native::Installed::new(&s.natives);

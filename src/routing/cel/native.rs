@@ -1053,6 +1053,16 @@ impl Drop for Installed {
 }
 
 /// `@aigw_collect(range, k)`: runs compiled comprehension `k` over `range`.
+/// Declares [`COLLECT`], the overload compiled comprehensions run through.
+pub(crate) fn register(env: &mut cel::Env) -> Result<(), cel::DeclarationError> {
+    env.add_overload(
+        COLLECT,
+        "@aigw_collect(dyn,int)",
+        vec![cel::common::types::DYN_TYPE, cel::common::types::INT_TYPE],
+        collect_fn,
+    )
+}
+
 pub(crate) fn collect_fn<'b, 'v>(
     args: Vec<CowVal<'b, 'v>>,
 ) -> Result<CowVal<'b, 'v>, ExecutionError> {

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -14,12 +13,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::body::{BodyError, JsonBody};
-use super::errors::{
-    BODY_TOO_LARGE, Dialect, GatewayError, METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, codes,
+use super::ollama_api;
+use super::pipeline::{body_error, handle, too_large};
+use crate::gateway::Gateway;
+use crate::gateway::errors::{
+    Dialect, GatewayError, METHOD_NOT_ALLOWED, NOT_FOUND, UNAUTHORIZED, codes,
 };
-use super::forward::{self, Inbound, Report};
-use super::{Gateway, names, ollama_api};
+use crate::gateway::names;
+use crate::gateway::token::ct_eq;
 
 pub fn router(gw: Arc<Gateway>) -> Router {
     let api = Router::new()
@@ -63,17 +64,6 @@ pub fn dialect_of(path: &str) -> Dialect {
     }
 }
 
-/// Constant-time comparison of the inbound token with the configured one.
-///
-/// `subtle`'s `ConstantTimeEq` (a well-reviewed crate, RustCrypto's dependency) rather than a
-/// hand-written fold: it guards the comparison with optimisation barriers so the compiler cannot
-/// turn it back into an early-exit loop. Only the length is revealed by timing (it returns at
-/// once on a length mismatch), which tells an attacker nothing useful about a random token.
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    bool::from(a.ct_eq(b))
-}
-
 /// Refuses requests that already went through this aigw (508 Loop Detected, see [`super::hops`]).
 async fn loop_guard(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     match looped(&gw, req.headers(), req.uri().path()) {
@@ -88,29 +78,6 @@ fn looped(gw: &Gateway, headers: &HeaderMap, path: &str) -> Option<Response> {
     gw.metrics.request(path, e.status);
     tracing::warn!(target: "aigw::request", path, "{}", e.message);
     Some(e.response(dialect_of(path)))
-}
-
-/// 413, naming the limit and the flag that raises it.
-fn too_large(max_body_bytes: usize) -> GatewayError {
-    GatewayError::new(
-        BODY_TOO_LARGE,
-        format!(
-            "Request body too large: aigw accepts at most {max_body_bytes} bytes; send a smaller body or \
-             restart the gateway with a higher `aigw serve --max-body-bytes`"
-        ),
-    )
-}
-
-/// The error for a body extractor's rejection: 413 names the limit and the flag that raises it.
-pub fn body_error(e: &BytesRejection, max_body_bytes: usize) -> GatewayError {
-    let status = e.status().as_u16();
-    if status == 413 {
-        return too_large(max_body_bytes);
-    }
-    GatewayError::new(
-        (codes::INVALID_BODY.0, status),
-        format!("Invalid request body: {}", e.body_text()),
-    )
 }
 
 /// With `--auth-token`, every route but `/healthz` needs the token as `Authorization: Bearer`,
@@ -207,150 +174,6 @@ pub async fn fast_path(
     .await
 }
 
-pub fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(names::X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
-        .map(String::from)
-        .unwrap_or_else(|| new_request_id(rand::random()))
-}
-
-/// `req_` and 16 hex digits (written by hand: `format!` was a visible share of a request).
-fn new_request_id(n: u64) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(20);
-    id.push_str("req_");
-    for shift in (0..16).rev() {
-        id.push(HEX[((n >> (shift * 4)) & 0xf) as usize] as char);
-    }
-    id
-}
-
-/// Parses a JSON object body (ERR_NGROK_3801 otherwise).
-pub fn json_body(body: &[u8]) -> Result<JsonBody, GatewayError> {
-    JsonBody::parse(body).map_err(|e| match e {
-        BodyError::Empty => GatewayError::new(
-            codes::INVALID_BODY,
-            "Invalid request body: the body is empty; send a JSON object such as {\"model\": \"…\", \"messages\": […]}",
-        ),
-        BodyError::NotAnObject => GatewayError::new(
-            codes::INVALID_BODY,
-            "Invalid request body: expected a JSON object such as {\"model\": \"…\", \"messages\": […]}",
-        ),
-        BodyError::Invalid(e) => GatewayError::new(
-            codes::INVALID_BODY,
-            format!("Invalid request body: {e}; the body must be one JSON object"),
-        ),
-    })
-}
-
-/// Runs one proxied request and writes its log line and metrics.
-#[allow(clippy::too_many_arguments)]
-pub async fn handle(
-    gw: Arc<Gateway>,
-    dialect: Dialect,
-    plan_path: String,
-    native_path: Option<&'static str>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    client: SocketAddr,
-    body: Result<Bytes, GatewayError>,
-) -> Response {
-    let started = Instant::now();
-    let id = request_id(&headers);
-    let path = uri.path().to_string();
-    let parsed = body.and_then(|b| json_body(&b));
-    let (mut resp, report) = match parsed {
-        Ok(body) => {
-            let inb = Inbound {
-                dialect,
-                plan_path,
-                native_path,
-                method: method.clone(),
-                path: path.clone(),
-                query: uri.query().unwrap_or("").to_string(),
-                headers,
-                body,
-                client,
-                request_id: id.clone(),
-                started,
-            };
-            forward::execute(&gw, inb).await
-        }
-        Err(e) => {
-            let report = Report {
-                status: e.status,
-                error_code: Some(e.code),
-                ..Report::default()
-            };
-            (e.response(dialect), report)
-        }
-    };
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(names::X_REQUEST_ID, v);
-    }
-    log_request(&gw, &method, &path, &id, &report, started);
-    resp
-}
-
-pub fn log_request(
-    gw: &Gateway,
-    method: &Method,
-    path: &str,
-    id: &str,
-    report: &Report,
-    started: Instant,
-) {
-    gw.metrics.request(path, report.status);
-    if !tracing::enabled!(target: "aigw::request", tracing::Level::INFO) {
-        return;
-    }
-    let total = ms(started.elapsed());
-    let upstream = ms(report.upstream);
-    let model = report.model.as_deref().unwrap_or("-");
-    let chosen = report.chosen.as_deref().unwrap_or("-");
-    let status = report.status;
-    let attempts = report.attempts;
-    let error = report.error_code.unwrap_or("-");
-    match &gw.opts.access_log {
-        Some(log) => log.write(&super::access_log::Line {
-            method: method.as_str(),
-            path,
-            model,
-            chosen,
-            status,
-            attempts,
-            streaming: report.streaming,
-            upstream_ms: upstream,
-            total_ms: total,
-            error,
-            request_id: id,
-        }),
-        None => tracing::info!(
-            target: "aigw::request",
-            request_id = id,
-            method = method.as_str(),
-            path,
-            model,
-            chosen,
-            attempts,
-            status,
-            error,
-            stream = report.streaming,
-            upstream_ms = upstream,
-            total_ms = total,
-            "{method} {path} {model} → {chosen} {status}",
-        ),
-    }
-}
-
-/// Milliseconds with one decimal.
-fn ms(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 10_000.0).round() / 10.0
-}
-
 async fn openai(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -441,10 +264,10 @@ async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-/// Readiness (see [`super::fleet::readiness`]): 200 when every box answers and every policy
+/// Readiness (see [`crate::gateway::fleet::readiness`]): 200 when every box answers and every policy
 /// model is installed somewhere, else 503 naming what is wrong. `/healthz` stays liveness.
 async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    use super::fleet::readiness::{Inputs, readiness};
+    use crate::gateway::fleet::readiness::{Inputs, readiness};
     let snap = gw.fleet.state.snapshot();
     let models = gw.current().policy_models();
     let r = readiness(Inputs {
@@ -487,31 +310,4 @@ async fn method_not_allowed(State(gw): State<Arc<Gateway>>, method: Method, uri:
         format!("aigw serves {path} but not with {method}: use POST for inference routes and GET for listings"),
     )
     .response(dialect_of(path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_req_and_16_hex_digits() {
-        assert_eq!(new_request_id(0), "req_0000000000000000");
-        assert_eq!(
-            new_request_id(0xdead_beef_0123_4567),
-            "req_deadbeef01234567"
-        );
-        assert_eq!(new_request_id(u64::MAX), format!("req_{:016x}", u64::MAX));
-        let mut h = HeaderMap::new();
-        h.insert(names::X_REQUEST_ID, HeaderValue::from_static("client-id-1"));
-        assert_eq!(request_id(&h), "client-id-1");
-        h.insert(names::X_REQUEST_ID, HeaderValue::from_static("has space"));
-        assert!(request_id(&h).starts_with("req_"));
-    }
-
-    #[test]
-    fn constant_time_eq() {
-        assert!(ct_eq(b"secret", b"secret"));
-        assert!(!ct_eq(b"secret", b"secreT"));
-        assert!(!ct_eq(b"secret", b"secret2"));
-    }
 }

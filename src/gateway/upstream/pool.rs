@@ -27,7 +27,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use super::client::SendError;
+use super::failed::SendError;
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -120,13 +120,13 @@ impl Pool {
         )
         .await
         .map_err(|_| refused("connection timed out".into()))?
-        .map_err(|e| refused(super::client::describe_connect(&e)))?;
+        .map_err(|e| refused(super::failed::describe_connect(&e)))?;
         // Without TCP_NODELAY a request's head and body, or small SSE writes, can wait for
         // delayed ACKs.
         let _ = stream.set_nodelay(true);
         let (tx, conn) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| refused(super::client::describe(&e)))?;
+            .map_err(|e| refused(super::failed::describe(&e)))?;
         // On the worker's own runtime: the connection's I/O stays on this thread.
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -186,7 +186,7 @@ impl Pool {
                     _ => {
                         return Err(SendError {
                             connect: false,
-                            reason: super::client::describe(e.error()),
+                            reason: super::failed::describe(e.error()),
                         });
                     }
                 },

@@ -7,7 +7,8 @@
 //! the inbound `--auth-token`, and the client's own keys. A secret's prefix of 8 or more
 //! characters right before the truncation mark `…` is removed too.
 
-use super::{Gateway, Routing};
+use crate::gateway::Gateway;
+use crate::gateway::Routing;
 use crate::policy::secrets::redact;
 
 /// Shorter values are not scrubbed (too likely to match ordinary words).

@@ -18,8 +18,17 @@ use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
-use super::stream::Framing;
-use super::usage::Usage;
+use crate::gateway::observe::usage::Usage;
+
+/// How the end of a well-formed stream looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Server-sent events: OpenAI `data: [DONE]`, Responses `response.completed`, Anthropic
+    /// `message_stop`.
+    Sse,
+    /// Ollama's NDJSON: a `"done":true` line.
+    Ndjson,
+}
 
 /// Bytes that end a well-formed stream.
 const SSE_TERMINALS: &[&[u8]] = &[

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Gateway, Routing};
+use crate::gateway::Gateway;
+use crate::gateway::Routing;
 
 /// Builds an engine from a policy file: `Ok(engine, rendered warnings)` or `Err(rendered
 /// diagnostics)`.

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, HeaderValue};
 
-use super::ProviderView;
-use super::errors::GatewayError;
+use crate::gateway::ProviderView;
+use crate::gateway::errors::GatewayError;
 
 /// The header carrying the hops (inbound `x-aigw-*` headers are never forwarded as they are).
 pub const VIA: &str = "x-aigw-via";
@@ -32,7 +32,7 @@ pub fn new_instance_id() -> String {
 /// The hops an inbound request went through: `(instance, provider)` pairs, oldest first.
 pub fn hops(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
-        .get_all(super::names::X_AIGW_VIA)
+        .get_all(crate::gateway::names::X_AIGW_VIA)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -95,7 +95,7 @@ pub fn stamp(out: &mut HeaderMap, inbound: &HeaderMap, instance: &str, provider:
         }
     }));
     if let Ok(v) = HeaderValue::try_from(value) {
-        out.insert(super::names::X_AIGW_VIA, v);
+        out.insert(crate::gateway::names::X_AIGW_VIA, v);
     }
 }
 

@@ -20,10 +20,10 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::Gateway;
-use super::errors::{Dialect, GatewayError};
-use super::forward::native_url;
-use super::routes::handle;
+use super::pipeline::{body_error, handle};
+use crate::gateway::Gateway;
+use crate::gateway::attempts::forward::native_url;
+use crate::gateway::errors::{Dialect, GatewayError};
 
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -42,7 +42,7 @@ pub async fn inference(
         "/api/show" => ("/v1/chat/completions", "/api/show"),
         _ => ("/v1/embeddings", "/api/embed"),
     };
-    let body = body.map_err(|e| super::routes::body_error(&e, gw.opts.max_body_bytes));
+    let body = body.map_err(|e| body_error(&e, gw.opts.max_body_bytes));
     handle(
         gw,
         Dialect::Ollama,
@@ -135,7 +135,7 @@ fn fleet_down(gw: &Gateway, bases: &[(String, String)]) -> GatewayError {
         })
         .collect();
     GatewayError::new(
-        super::errors::codes::ALL_FAILED,
+        crate::gateway::errors::codes::ALL_FAILED,
         format!(
             "no Ollama box answers: tried {}. Is `ollama serve` running there? Run `aigw probe` to check each box.",
             tried.join("; ")
@@ -185,7 +185,7 @@ pub async fn version(State(gw): State<Arc<Gateway>>, inbound: HeaderMap) -> Resp
 /// Installed models of each reachable Ollama provider (`/api/tags`), for the engine's
 /// `discovered` input. Unreachable providers are left out; nothing waits longer than `budget`.
 pub async fn discover(
-    providers: &[super::ProviderView],
+    providers: &[crate::gateway::ProviderView],
     budget: Duration,
 ) -> std::collections::HashMap<String, Vec<String>> {
     let Ok(client) = reqwest::Client::builder()

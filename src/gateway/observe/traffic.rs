@@ -8,7 +8,7 @@
 //! before the attempt was sent). A local gateway is its own region, account and endpoint, so
 //! every scope (`global`, `region`, `account`, `endpoint`) holds the same figures. Token counts
 //! stay zero. The engine is rebuilt with a fresh snapshot every few seconds when there was new
-//! traffic and the policy mentions `metrics` (see [`super::reload::spawn_metrics`]).
+//! traffic and the policy mentions `metrics` (see [`crate::gateway::server::reload::spawn_metrics`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

@@ -17,19 +17,9 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use super::errors::{Dialect, GatewayError, UPSTREAM_FAILED};
-use super::events::Events;
-use super::metrics::StreamGuard;
-
-/// How the end of a well-formed stream looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// Server-sent events: OpenAI `data: [DONE]`, Responses `response.completed`, Anthropic
-    /// `message_stop`.
-    Sse,
-    /// Ollama's NDJSON: a `"done":true` line.
-    Ndjson,
-}
+use super::events::{Events, Framing};
+use crate::gateway::errors::{Dialect, GatewayError, UPSTREAM_FAILED};
+use crate::gateway::observe::metrics::StreamGuard;
 
 pub struct Relay {
     pub first: Bytes,
@@ -100,7 +90,7 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
                         }
                         return Some((Ok(out), st));
                     }
-                    Ok(Some(Err(e))) => Some(format!("the upstream stream failed: {}", super::client::describe(&e))),
+                    Ok(Some(Err(e))) => Some(format!("the upstream stream failed: {}", super::failed::describe(&e))),
                     Ok(None) => None,
                     Err(_) => Some(format!("the upstream sent nothing for {}", crate::policy::duration::format(idle))),
                 }

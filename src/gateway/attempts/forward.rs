@@ -10,7 +10,7 @@
 //! when nothing is left the client gets the first failure: the provider's own refusal when it
 //! refused the request, else 503 ERR_NGROK_3807 with every attempt's reason. A streaming
 //! response is committed once its first chunk has arrived; after
-//! that [`super::stream`] relays it.
+//! that [`crate::gateway::upstream::stream`] relays it.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -25,15 +25,17 @@ use futures_util::StreamExt;
 use http_body_util::{BodyDataStream, BodyExt};
 use serde_json::Value;
 
-use super::body::{Field, JsonBody};
 use super::breaker::Admit;
-use super::errors::{Dialect, GatewayError, Refusal, codes};
 use super::failure::{Failure, Next};
-use super::names;
-use super::stream::{Framing, Relay};
 use super::template::{self, RequestVars};
-use super::traffic::{Outcome, Sample};
-use super::{Gateway, Routing};
+use crate::gateway::Gateway;
+use crate::gateway::Routing;
+use crate::gateway::errors::{Dialect, GatewayError, Refusal, codes};
+use crate::gateway::names;
+use crate::gateway::observe::traffic::{Outcome, Sample};
+use crate::gateway::server::body::{Field, JsonBody};
+use crate::gateway::upstream::events::Framing;
+use crate::gateway::upstream::stream::Relay;
 use crate::policy::{AiGateway, ApiFormat};
 use crate::routing::plan::{Attempt, KeyChoice, Plan, Request};
 
@@ -97,7 +99,7 @@ enum Success {
         status: u16,
         headers: HeaderMap,
         first: Bytes,
-        rest: super::client::DataStream,
+        rest: crate::gateway::upstream::client::DataStream,
         framing: Framing,
     },
 }
@@ -116,7 +118,7 @@ pub fn estimate_tokens(body: &JsonBody) -> u64 {
     let n: usize = body
         .iter()
         .filter(|(k, _)| *k != "model" && *k != "models")
-        .map(|(_, raw)| chars(&super::body::parsed(raw)))
+        .map(|(_, raw)| chars(&crate::gateway::server::body::parsed(raw)))
         .sum();
     (n as u64).div_ceil(4)
 }
@@ -181,7 +183,7 @@ pub fn native_url(base: &str, native_path: &str) -> String {
 /// at their native path.
 pub fn plan_for(
     routing: &dyn Routing,
-    fleet: &super::fleet::Fleet,
+    fleet: &crate::gateway::fleet::Fleet,
     inb: &Inbound,
     model: Option<String>,
     models: Vec<String>,
@@ -269,7 +271,7 @@ pub async fn execute(gw: &Arc<Gateway>, inb: Inbound) -> (Response, Report) {
     let requested = report.model.clone();
     let plan = plan_for(routing.as_ref(), &gw.fleet, &inb, model, models);
     // Down boxes and boxes without the model are dropped here, before the attempt loop.
-    let plan = match super::fleet::admit_plan(&gw.fleet, plan, requested.as_deref()) {
+    let plan = match crate::gateway::fleet::admit_plan(&gw.fleet, plan, requested.as_deref()) {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(request_id = %inb.request_id, "{}", e.message);
@@ -355,9 +357,9 @@ async fn run_attempts(
                 .filter_map(|h| inb.headers.get(h).and_then(|v| v.to_str().ok()))
                 .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
                 .collect();
-            super::redact::known_secrets(gw, routing, &client_keys)
+            crate::gateway::observe::redact::known_secrets(gw, routing, &client_keys)
         });
-        super::redact::scrub(&text, known)
+        crate::gateway::observe::redact::scrub(&text, known)
     };
     for (index, attempt) in plan.attempts.iter().enumerate() {
         if tried >= cap {
@@ -428,7 +430,7 @@ async fn run_attempts(
             &gw.secrets,
         );
         let mut headers = upstream_headers(&inb.headers, key.as_deref(), format, g, &vars, gw);
-        super::hops::stamp(
+        crate::gateway::server::hops::stamp(
             &mut headers,
             &inb.headers,
             &gw.instance_id,
@@ -481,7 +483,7 @@ async fn run_attempts(
                     );
                     gw.breakers.success(&attempt.provider, &attempt.model);
                     gw.fleet
-                        .traffic(&attempt.provider, super::fleet::Passive::Answered);
+                        .traffic(&attempt.provider, crate::gateway::fleet::Passive::Answered);
                     gw.metrics.attempt(&attempt.provider, "ok");
                     gw.metrics.upstream_latency.observe(waited);
                     gw.metrics
@@ -510,8 +512,8 @@ async fn run_attempts(
             gw.fleet.traffic(
                 &attempt.provider,
                 match &failure {
-                    Failure::Http { .. } => super::fleet::Passive::Answered,
-                    _ => super::fleet::Passive::Unreachable,
+                    Failure::Http { .. } => crate::gateway::fleet::Passive::Answered,
+                    _ => crate::gateway::fleet::Passive::Unreachable,
                 },
             );
             gw.traffic.record(
@@ -797,12 +799,14 @@ async fn send(
 pub fn body_broke(e: &hyper::Error) -> String {
     format!(
         "the response body broke off ({})",
-        super::client::describe(e)
+        crate::gateway::upstream::client::describe(e)
     )
 }
 
 /// The provider's reason and code from an error body (at most its first 4 KiB are read).
-async fn error_detail(body: super::client::UpstreamBody) -> (String, Option<String>) {
+async fn error_detail(
+    body: crate::gateway::upstream::client::UpstreamBody,
+) -> (String, Option<String>) {
     let mut text = Vec::new();
     let mut stream = BodyDataStream::new(body);
     while let Some(Ok(chunk)) = stream.next().await {
@@ -828,7 +832,7 @@ fn respond(
             headers,
             body,
         } => {
-            if let Some(usage) = super::usage::Usage::from_json(&body) {
+            if let Some(usage) = crate::gateway::observe::usage::Usage::from_json(&body) {
                 gw.metrics.tokens(&attempt.provider, &attempt.model, usage);
             }
             (status, headers, Body::from(body), false)
@@ -854,7 +858,7 @@ fn respond(
             (
                 status,
                 headers,
-                Body::from_stream(super::stream::relay(relay)),
+                Body::from_stream(crate::gateway::upstream::stream::relay(relay)),
                 true,
             )
         }
@@ -953,7 +957,7 @@ pub fn upstream_body(
             *options = Field::Value(Value::Object(o));
         }
     }
-    Bytes::from(super::body::write(&b))
+    Bytes::from(crate::gateway::server::body::write(&b))
 }
 
 fn clamp(v: Option<&mut Value>, limit: u64) {
@@ -994,7 +998,7 @@ fn is_inbound_token(value: &HeaderValue, token: Option<&str>) -> bool {
         .strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))
         .unwrap_or(v);
-    super::routes::ct_eq(v.trim().as_bytes(), token.as_bytes())
+    crate::gateway::token::ct_eq(v.trim().as_bytes(), token.as_bytes())
 }
 
 /// The headers sent to one attempt.

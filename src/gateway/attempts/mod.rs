@@ -1,0 +1,4 @@
+pub mod breaker;
+pub mod failure;
+pub mod forward;
+pub mod template;

@@ -1,0 +1,205 @@
+//! One proxied request from body to answer: the request id, the JSON body, the failover
+//! executor, the response's `x-request-id`, the access-log line and the request metrics. Shared
+//! by the OpenAI/Anthropic routes and the Ollama native API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::response::Response;
+
+use super::body::{BodyError, JsonBody};
+use crate::gateway::Gateway;
+use crate::gateway::attempts::forward::{self, Inbound, Report};
+use crate::gateway::errors::{BODY_TOO_LARGE, Dialect, GatewayError, codes};
+use crate::gateway::names;
+
+/// 413, naming the limit and the flag that raises it.
+pub fn too_large(max_body_bytes: usize) -> GatewayError {
+    GatewayError::new(
+        BODY_TOO_LARGE,
+        format!(
+            "Request body too large: aigw accepts at most {max_body_bytes} bytes; send a smaller body or \
+             restart the gateway with a higher `aigw serve --max-body-bytes`"
+        ),
+    )
+}
+
+/// The error for a body extractor's rejection: 413 names the limit and the flag that raises it.
+pub fn body_error(e: &BytesRejection, max_body_bytes: usize) -> GatewayError {
+    let status = e.status().as_u16();
+    if status == 413 {
+        return too_large(max_body_bytes);
+    }
+    GatewayError::new(
+        (codes::INVALID_BODY.0, status),
+        format!("Invalid request body: {}", e.body_text()),
+    )
+}
+
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(names::X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(String::from)
+        .unwrap_or_else(|| new_request_id(rand::random()))
+}
+
+/// `req_` and 16 hex digits (written by hand: `format!` was a visible share of a request).
+fn new_request_id(n: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(20);
+    id.push_str("req_");
+    for shift in (0..16).rev() {
+        id.push(HEX[((n >> (shift * 4)) & 0xf) as usize] as char);
+    }
+    id
+}
+
+/// Parses a JSON object body (ERR_NGROK_3801 otherwise).
+pub fn json_body(body: &[u8]) -> Result<JsonBody, GatewayError> {
+    JsonBody::parse(body).map_err(|e| match e {
+        BodyError::Empty => GatewayError::new(
+            codes::INVALID_BODY,
+            "Invalid request body: the body is empty; send a JSON object such as {\"model\": \"…\", \"messages\": […]}",
+        ),
+        BodyError::NotAnObject => GatewayError::new(
+            codes::INVALID_BODY,
+            "Invalid request body: expected a JSON object such as {\"model\": \"…\", \"messages\": […]}",
+        ),
+        BodyError::Invalid(e) => GatewayError::new(
+            codes::INVALID_BODY,
+            format!("Invalid request body: {e}; the body must be one JSON object"),
+        ),
+    })
+}
+
+/// Runs one proxied request and writes its log line and metrics.
+#[allow(clippy::too_many_arguments)]
+pub async fn handle(
+    gw: Arc<Gateway>,
+    dialect: Dialect,
+    plan_path: String,
+    native_path: Option<&'static str>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    client: SocketAddr,
+    body: Result<Bytes, GatewayError>,
+) -> Response {
+    let started = Instant::now();
+    let id = request_id(&headers);
+    let path = uri.path().to_string();
+    let parsed = body.and_then(|b| json_body(&b));
+    let (mut resp, report) = match parsed {
+        Ok(body) => {
+            let inb = Inbound {
+                dialect,
+                plan_path,
+                native_path,
+                method: method.clone(),
+                path: path.clone(),
+                query: uri.query().unwrap_or("").to_string(),
+                headers,
+                body,
+                client,
+                request_id: id.clone(),
+                started,
+            };
+            forward::execute(&gw, inb).await
+        }
+        Err(e) => {
+            let report = Report {
+                status: e.status,
+                error_code: Some(e.code),
+                ..Report::default()
+            };
+            (e.response(dialect), report)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(names::X_REQUEST_ID, v);
+    }
+    log_request(&gw, &method, &path, &id, &report, started);
+    resp
+}
+
+pub fn log_request(
+    gw: &Gateway,
+    method: &Method,
+    path: &str,
+    id: &str,
+    report: &Report,
+    started: Instant,
+) {
+    gw.metrics.request(path, report.status);
+    if !tracing::enabled!(target: "aigw::request", tracing::Level::INFO) {
+        return;
+    }
+    let total = ms(started.elapsed());
+    let upstream = ms(report.upstream);
+    let model = report.model.as_deref().unwrap_or("-");
+    let chosen = report.chosen.as_deref().unwrap_or("-");
+    let status = report.status;
+    let attempts = report.attempts;
+    let error = report.error_code.unwrap_or("-");
+    match &gw.opts.access_log {
+        Some(log) => log.write(&crate::gateway::observe::access_log::Line {
+            method: method.as_str(),
+            path,
+            model,
+            chosen,
+            status,
+            attempts,
+            streaming: report.streaming,
+            upstream_ms: upstream,
+            total_ms: total,
+            error,
+            request_id: id,
+        }),
+        None => tracing::info!(
+            target: "aigw::request",
+            request_id = id,
+            method = method.as_str(),
+            path,
+            model,
+            chosen,
+            attempts,
+            status,
+            error,
+            stream = report.streaming,
+            upstream_ms = upstream,
+            total_ms = total,
+            "{method} {path} {model} → {chosen} {status}",
+        ),
+    }
+}
+
+/// Milliseconds with one decimal.
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_req_and_16_hex_digits() {
+        assert_eq!(new_request_id(0), "req_0000000000000000");
+        assert_eq!(
+            new_request_id(0xdead_beef_0123_4567),
+            "req_deadbeef01234567"
+        );
+        assert_eq!(new_request_id(u64::MAX), format!("req_{:016x}", u64::MAX));
+        let mut h = HeaderMap::new();
+        h.insert(names::X_REQUEST_ID, HeaderValue::from_static("client-id-1"));
+        assert_eq!(request_id(&h), "client-id-1");
+        h.insert(names::X_REQUEST_ID, HeaderValue::from_static("has space"));
+        assert!(request_id(&h).starts_with("req_"));
+    }
+}

@@ -1,0 +1,5 @@
+pub mod client;
+pub mod events;
+pub mod failed;
+pub mod pool;
+pub mod stream;
