@@ -393,7 +393,7 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__serve)
-            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --rate-limit-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --workers --max-connections --health-interval --no-reload --log-format --color --help"
+            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --rate-limit-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --workers --max-connections --health-interval --max-in-flight --queue-depth --queue-timeout --no-reload --log-format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -468,6 +468,18 @@ _aigw() {
                     return 0
                     ;;
                 --health-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-in-flight)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue-depth)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

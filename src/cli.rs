@@ -198,6 +198,16 @@ pub struct ServeArgs {
     /// box that does not answer is checked again after a backoff doubling up to 60s.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub health_interval: Duration,
+    /// Most requests in flight to provider ID at once (repeatable: `--max-in-flight gpu-a=1`);
+    /// more wait in a first-in-first-out queue. For an Ollama box, its OLLAMA_NUM_PARALLEL.
+    #[arg(long, value_name = "ID=N", value_parser = parse_limit)]
+    pub max_in_flight: Vec<(String, usize)>,
+    /// Most requests waiting per limited provider; past it, 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub queue_depth: usize,
+    /// Longest a request waits in the queue before 429 with Retry-After.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub queue_timeout: Duration,
     /// Do not watch the policy file for changes.
     #[arg(long)]
     pub no_reload: bool,
@@ -254,6 +264,18 @@ pub struct InitArgs {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::policy::duration::parse(s)
         .map_err(|e| format!("{e} (write a duration such as 500ms, 20s or 2m)"))
+}
+
+fn parse_limit(s: &str) -> Result<(String, usize), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok((k.to_string(), n)),
+            _ => Err(format!(
+                "expected ID=N with N a whole number above 0 (e.g. gpu-a=1), found `{s}`"
+            )),
+        },
+        _ => Err(format!("expected ID=N (e.g. gpu-a=1), found `{s}`")),
+    }
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

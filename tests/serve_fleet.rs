@@ -269,3 +269,72 @@ async fn readyz_turns_200_when_the_last_box_comes_up_and_metrics_show_health() {
     assert_eq!(headers["x-aigw-provider"], "gpu-a", "back in config order");
     a.stop().await;
 }
+
+/// A slow box limited to one request at a time: the rest wait in order (never two upstream at
+/// once), the queue holds two, and past it clients get 429 with Retry-After.
+#[tokio::test]
+async fn a_limited_box_queues_and_past_the_queue_answers_429() {
+    let slow = StandIn::start(Kind::Ollama)
+        .await
+        .with_label("slow")
+        .with_models(&["llama3.2"]);
+    slow.set_fault(Some(standin::Fault::DelayHeaders(Duration::from_secs(2))));
+    let yaml = "on_http_request:\n  - type: ai-gateway\n    config:\n      providers:\n        - id: slow\n          base_url: \"$S\"\n          models: [{id: llama3.2}]\n"
+        .replace("$S", &slow.url());
+    let opts = GatewayOptions {
+        limits: fleet::limit::LimitOptions {
+            max_in_flight: [("slow".to_string(), 1)].into(),
+            queue_depth: 2,
+            queue_timeout: Duration::from_secs(60),
+        },
+        ..GatewayOptions::default()
+    };
+    let gw = support::start_policy(&yaml, &[], &[], opts).await;
+    let sends = (0..5).map(|_| chat(&gw, "/v1/chat/completions", "llama3.2"));
+    let answers = futures_util::future::join_all(sends).await;
+    let mut ok = Vec::new();
+    let mut refused = Vec::new();
+    for (status, headers, body) in answers {
+        match status {
+            200 => ok.push(
+                headers["x-aigw-queue-ms"]
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap(),
+            ),
+            429 => {
+                let after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!(after >= 1, "{after}");
+                assert_eq!(headers["ngrok-error-code"], "AIGW_QUEUE_FULL");
+                let msg = openai_message(&body);
+                assert!(msg.contains("a full queue (--queue-depth)"), "{msg}");
+                assert!(msg.contains("Retry after"), "{msg}");
+                refused.push(after);
+            }
+            s => panic!("unexpected {s}: {body}"),
+        }
+    }
+    assert_eq!(
+        (ok.len(), refused.len()),
+        (3, 2),
+        "one in flight, two queued"
+    );
+    assert_eq!(slow.max_concurrent("/v1/chat/completions"), 1);
+    ok.sort();
+    assert!(ok[2] >= 1000, "the last one waited for two answers: {ok:?}");
+    let metrics = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("aigw_queue_wait_seconds_count 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("aigw_queue_rejected_total{provider=\"slow\"} 2"));
+    assert!(metrics.contains("aigw_in_flight{provider=\"slow\"} 0"));
+}

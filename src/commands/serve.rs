@@ -92,6 +92,14 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
             }
         };
         eprint!("{warnings}");
+        let ids: Vec<String> = routing.providers().into_iter().map(|p| p.id).collect();
+        if let Some((id, _)) = args.max_in_flight.iter().find(|(id, _)| !ids.contains(id)) {
+            eprintln!(
+                "error: --max-in-flight {id}=…: the policy has no provider `{id}` (its providers: {})",
+                ids.join(", ")
+            );
+            return Exit::Error;
+        }
         let open_files = gateway::server::open_files::raise()
             .inspect_err(|e| tracing::debug!("open-file limit not raised: {e}"))
             .ok();
@@ -119,6 +127,11 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
                 cooldown: args.breaker_cooldown,
             },
             access_log,
+            limits: gateway::fleet::limit::LimitOptions {
+                max_in_flight: args.max_in_flight.iter().cloned().collect(),
+                queue_depth: args.queue_depth,
+                queue_timeout: args.queue_timeout,
+            },
             max_connections,
             workers: match args.workers {
                 0 => gateway::server::workers::auto(),

@@ -109,6 +109,8 @@ pub struct GatewayOptions {
     pub max_connections: usize,
     /// Where request lines go in text form; `None`: as a structured `tracing` event (JSON logs).
     pub access_log: Option<access_log::AccessLog>,
+    /// `--max-in-flight`, `--queue-depth`, `--queue-timeout`.
+    pub limits: fleet::limit::LimitOptions,
 }
 
 impl Default for GatewayOptions {
@@ -128,6 +130,7 @@ impl Default for GatewayOptions {
             workers: 1,
             max_connections: 0,
             access_log: None,
+            limits: fleet::limit::LimitOptions::default(),
         }
     }
 }
@@ -163,6 +166,10 @@ impl Gateway {
             opts.connect_timeout,
             Duration::from_secs(30),
         );
+        let fleet = fleet::Fleet::new(
+            Arc::new(fleet::state::LocalFleetState::default()),
+            opts.limits.clone(),
+        );
         Arc::new(Gateway {
             routing: RwLock::new(routing),
             breakers: breaker::Breakers::new(opts.breaker),
@@ -173,7 +180,7 @@ impl Gateway {
             traffic: Arc::default(),
             shutdown: CancellationToken::new(),
             instance_id: hops::new_instance_id(),
-            fleet: fleet::Fleet::default(),
+            fleet,
         })
     }
 

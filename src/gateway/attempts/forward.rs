@@ -339,6 +339,9 @@ async fn run_attempts(
     };
     let mut reasons: Vec<String> = Vec::new();
     let mut upstream_wait = Duration::ZERO;
+    // Time spent waiting for `--max-in-flight` slots, and the soonest a full queue frees up.
+    let mut queue_wait = Duration::ZERO;
+    let mut busy_retry: Option<Duration> = None;
     let mut tried = 0usize;
     let mut last_tried: Option<&Attempt> = None;
     // The first failure is the real one: later candidates may refuse what only the first
@@ -414,6 +417,28 @@ async fn run_attempts(
             done_models.push((&attempt.provider, &attempt.model));
             continue;
         }
+        // A slot under `--max-in-flight` (after waiting in its queue), held until the answer
+        // ends; every provider's in-flight count goes up (least-busy order, keep-warm).
+        let remaining = deadline.saturating_duration_since(now);
+        let slot = match gw
+            .fleet
+            .limits
+            .acquire(&attempt.provider, &attempt.model, remaining)
+            .await
+        {
+            Ok((slot, waited)) => {
+                queue_wait += waited;
+                upstream_wait += waited;
+                slot
+            }
+            Err(busy) => {
+                reasons.push(format!("{label}: skipped, {}", busy.describe()));
+                gw.metrics.attempt(&attempt.provider, "queue_full");
+                let after = busy.retry_after();
+                busy_retry = Some(busy_retry.map_or(after, |r: Duration| r.min(after)));
+                continue;
+            }
+        };
         tried += 1;
         last_tried = Some(attempt);
         if tried > 1 {
@@ -492,10 +517,13 @@ async fn run_attempts(
                     report.attempts = tried;
                     report.chosen = Some(label.to_string());
                     report.upstream = upstream_wait;
-                    return (
-                        respond(gw, success, inb, attempt, tried, &mut report),
-                        report,
-                    );
+                    let mut resp = respond(gw, success, inb, attempt, tried, &mut report);
+                    if gw.fleet.limits.limited(&attempt.provider) {
+                        resp.headers_mut()
+                            .insert(names::X_AIGW_QUEUE_MS, queue_ms(queue_wait));
+                    }
+                    let resp = crate::gateway::fleet::limit::hold(resp, slot, report.streaming);
+                    return (resp, report);
                 }
                 Ok(Err(f)) => f,
                 Err(_) => Failure::Timeout {
@@ -591,6 +619,11 @@ async fn run_attempts(
     }
     report.attempts = tried;
     report.upstream = upstream_wait;
+    if tried == 0
+        && let Some(after) = busy_retry
+    {
+        return crate::gateway::fleet::limit::busy_response(after, &reasons, inb.dialect, report);
+    }
     let n = reasons.len();
     let mut resp = match first_failure {
         // The provider refused the request itself: its status and reason reach the client.
@@ -655,6 +688,11 @@ async fn run_attempts(
         }
     }
     (resp, report)
+}
+
+/// `x-aigw-queue-ms`: milliseconds waited for `--max-in-flight` slots.
+fn queue_ms(d: Duration) -> HeaderValue {
+    HeaderValue::from(d.as_millis().min(u64::MAX as u128) as u64)
 }
 
 /// `provider:model`, for reasons and the report.

@@ -13,6 +13,7 @@
 
 pub mod admit;
 pub mod check;
+pub mod limit;
 pub mod readiness;
 pub mod state;
 
@@ -24,19 +25,25 @@ pub use state::{BoxStatus, CheckResult, FleetSnapshot, FleetState, Health, Passi
 /// The gateway's view of its boxes.
 pub struct Fleet {
     pub state: Arc<dyn FleetState>,
+    /// `--max-in-flight` slots and queues, and in-flight counts.
+    pub limits: limit::Limits,
     checking: AtomicBool,
 }
 
 impl Default for Fleet {
     fn default() -> Self {
-        Fleet::new(Arc::new(state::LocalFleetState::default()))
+        Fleet::new(
+            Arc::new(state::LocalFleetState::default()),
+            limit::LimitOptions::default(),
+        )
     }
 }
 
 impl Fleet {
-    pub fn new(state: Arc<dyn FleetState>) -> Fleet {
+    pub fn new(state: Arc<dyn FleetState>, limits: limit::LimitOptions) -> Fleet {
         Fleet {
             state,
+            limits: limit::Limits::new(limits),
             checking: AtomicBool::new(false),
         }
     }
@@ -82,10 +89,12 @@ impl Fleet {
     pub fn render_metrics(&self) -> String {
         use std::fmt::Write as _;
         let snap = self.state.snapshot();
+        let mut out = String::new();
+        self.limits.render_metrics(&mut out);
         if snap.boxes.is_empty() {
-            return String::new();
+            return out;
         }
-        let mut out = String::from(
+        out.push_str(
             "# HELP aigw_provider_health 1 for the provider's current health state (active checks and real traffic)\n\
              # TYPE aigw_provider_health gauge\n",
         );
