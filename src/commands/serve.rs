@@ -377,6 +377,8 @@ pub struct EngineFactory {
     discovered: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
     /// The policy being served, for rebuilding with fresh `m.metrics`.
     current: std::sync::Mutex<Option<Loaded>>,
+    /// `m.aigw` figures of each box, as of the last health-check round.
+    live: std::sync::Mutex<std::collections::HashMap<String, crate::routing::engine::LiveProvider>>,
     /// The gateway's fleet state and check interval (set once serving).
     fleet: std::sync::OnceLock<(Arc<dyn gateway::fleet::FleetState>, Duration)>,
 }
@@ -396,6 +398,7 @@ impl EngineFactory {
             discovered: Default::default(),
             current: Default::default(),
             fleet: Default::default(),
+            live: Default::default(),
         }
     }
 
@@ -502,6 +505,7 @@ impl EngineFactory {
             max_attempts: self.max_attempts,
             discovered,
             metrics,
+            live: self.live.lock().map(|l| l.clone()).unwrap_or_default(),
         };
         Engine::build(loaded, opts)
     }
@@ -526,24 +530,45 @@ impl EngineFactory {
         gateway::fleet::startup_lines(&snap, &routing.policy_models(), &ollama, *interval)
     }
 
-    /// What the health checker calls when a box's installed models changed: the policy
-    /// rebuilt with them (installed-but-unlisted models become routable by name) and swapped in.
+    /// What the health checker calls after each round: the boxes' installed models (so
+    /// installed-but-unlisted models are routable by name) and, for a policy that reads
+    /// `m.aigw`, their health and load; the engine is rebuilt and swapped in when either changed.
     pub fn rediscoverer(
         self: Arc<Self>,
         gw: Arc<Gateway>,
     ) -> gateway::fleet::check::InstalledChanged {
         Arc::new(move |snap| {
             let installed = snap.installed();
-            if let Ok(mut d) = self.discovered.lock() {
-                *d = installed.clone();
-            }
+            let live = gateway::fleet::live_view(snap, &gw.fleet.limits);
+            let installed_changed = self
+                .discovered
+                .lock()
+                .map(|mut d| {
+                    let changed = *d != installed;
+                    *d = installed.clone();
+                    changed
+                })
+                .unwrap_or(false);
             let Some(loaded) = self.current.lock().ok().and_then(|c| c.clone()) else {
                 return;
             };
+            let reads_live = loaded.source.text.contains("aigw");
+            let live_changed = self
+                .live
+                .lock()
+                .map(|mut l| {
+                    let changed = *l != live;
+                    *l = live;
+                    changed
+                })
+                .unwrap_or(false);
+            if !(installed_changed || reads_live && live_changed) {
+                return;
+            }
             match self.engine_with(&loaded, installed, Default::default()) {
                 Ok((engine, _)) => {
                     gw.swap(Arc::new(engine));
-                    tracing::debug!(target: "aigw::fleet", "engine rebuilt with the boxes' installed models");
+                    tracing::debug!(target: "aigw::fleet", "engine rebuilt with the boxes' installed models and health");
                 }
                 Err(_) => {
                     tracing::warn!(target: "aigw::fleet", "could not rebuild the policy with installed models")

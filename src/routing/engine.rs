@@ -29,6 +29,19 @@ pub struct EngineOptions {
     pub discovered: HashMap<String, Vec<String>>,
     /// `m.metrics` by (provider id, model id), lower-cased: serve's own traffic figures.
     pub metrics: HashMap<(String, String), cel::ModelMetrics>,
+    /// `m.aigw` by provider id: what serve knows live about each box.
+    pub live: HashMap<String, LiveProvider>,
+}
+
+/// One box as serve knows it, for `m.aigw`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveProvider {
+    /// `healthy`, `degraded`, `down` or `unknown`.
+    pub health: String,
+    /// Lower-cased names the box answers to (`mistral` and `mistral:latest`); `None`: unknown.
+    pub installed: Option<std::collections::HashSet<String>>,
+    pub in_flight: u64,
+    pub queued: u64,
 }
 
 impl Default for EngineOptions {
@@ -39,6 +52,7 @@ impl Default for EngineOptions {
             max_attempts: 10,
             discovered: HashMap::new(),
             metrics: HashMap::new(),
+            live: HashMap::new(),
         }
     }
 }
@@ -168,6 +182,19 @@ impl Engine {
                 if let Some(m) = opts.metrics.get(&key) {
                     v.metrics = m.clone();
                 }
+            }
+        }
+        for v in &mut views {
+            if let Some(l) = opts.live.get(&v.provider_id) {
+                v.aigw = cel::LiveView {
+                    health: l.health.clone(),
+                    installed: l
+                        .installed
+                        .as_ref()
+                        .is_none_or(|i| i.contains(&v.id.to_ascii_lowercase())),
+                    in_flight: l.in_flight,
+                    queued: l.queued,
+                };
             }
         }
         let provider_views = providers.iter().map(provider_view).collect();

@@ -142,9 +142,7 @@ impl Schedule {
                 self.due.last_mut().expect("just pushed")
             }
         };
-        let wait = if answered {
-            interval
-        } else if entry.2.is_zero() {
+        let wait = if answered || entry.2.is_zero() {
             interval
         } else {
             (entry.2 * 2).min(self.opts.max_backoff.max(interval))
@@ -163,7 +161,7 @@ impl Schedule {
     }
 }
 
-/// Called after a round that changed some box's installed models (to rebuild the engine).
+/// Called after each round (to rebuild the engine when what it routes by changed).
 pub type InstalledChanged = Arc<dyn Fn(&super::FleetSnapshot) + Send + Sync>;
 
 /// Checks the boxes of the engine being served until `stop` is cancelled. Targets are read
@@ -186,7 +184,6 @@ pub async fn run(
         state.retain(&all.iter().map(|t| t.provider.clone()).collect::<Vec<_>>());
         let due = schedule.due(&all, Instant::now());
         if !due.is_empty() {
-            let before = state.snapshot().installed();
             round(state.as_ref(), &due, opts.timeout).await;
             let snap = state.snapshot();
             let now = Instant::now();
@@ -196,9 +193,7 @@ pub async fn run(
                     .is_some_and(|b| b.health != super::Health::Down);
                 schedule.checked(&t.provider, answered, now);
             }
-            if snap.installed() != before
-                && let Some(hook) = &on_installed
-            {
+            if let Some(hook) = &on_installed {
                 hook(&snap);
             }
         }

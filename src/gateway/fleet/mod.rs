@@ -216,3 +216,100 @@ pub fn startup_lines(
     }
     lines
 }
+
+/// `m.aigw` figures for the engine: each box's health, the names its installed models answer
+/// to, and its requests in flight and queued now.
+pub fn live_view(
+    snap: &FleetSnapshot,
+    limits: &limit::Limits,
+) -> std::collections::HashMap<String, crate::routing::engine::LiveProvider> {
+    snap.boxes
+        .iter()
+        .map(|b| {
+            let installed = b.installed.as_ref().map(|names| {
+                let mut all = std::collections::HashSet::new();
+                for n in names {
+                    let n = n.to_ascii_lowercase();
+                    if let Some(plain) = n.strip_suffix(":latest") {
+                        all.insert(plain.to_string());
+                    }
+                    all.insert(n);
+                }
+                all
+            });
+            (
+                b.provider.clone(),
+                crate::routing::engine::LiveProvider {
+                    health: b.health.as_str().to_string(),
+                    installed,
+                    in_flight: limits.in_flight(&b.provider) as u64,
+                    queued: limits.queued(&b.provider) as u64,
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::engine::{Engine, EngineOptions};
+    use crate::routing::plan::{PlanOptions, Request};
+
+    const POLICY: &str = "on_http_request:\n  - type: ai-gateway\n    config:\n      only_allow_configured_providers: true\n      providers:\n        - id: a\n          base_url: http://127.0.0.1:1\n          models: [{id: llama3.2}]\n        - id: b\n          base_url: http://127.0.0.1:2\n          models: [{id: llama3.2}]\n      model_selection:\n        strategy:\n          - \"ai.models.filter(m, m.aigw.health != 'down' && m.aigw.installed).sortBy(m, m.aigw.in_flight + m.aigw.queued)\"\n";
+
+    fn order(
+        live: std::collections::HashMap<String, crate::routing::engine::LiveProvider>,
+    ) -> Vec<String> {
+        let loaded = crate::policy::load_str("p.yaml", POLICY);
+        let (engine, diags) = Engine::build(
+            &loaded,
+            EngineOptions {
+                live,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+        let req = Request {
+            path: "/v1/chat/completions".into(),
+            model: None,
+            models: Vec::new(),
+        };
+        engine.plan(&req, PlanOptions::default()).order()
+    }
+
+    #[test]
+    fn strategies_read_health_installed_and_load_from_m_aigw() {
+        // Offline every box reads as healthy and idle: config order.
+        assert_eq!(order(Default::default()), ["a:llama3.2", "b:llama3.2"]);
+        let s = state::LocalFleetState::default();
+        s.track("a", "http://127.0.0.1:1");
+        s.track("b", "http://127.0.0.1:2");
+        let limits = limit::Limits::new(limit::LimitOptions::default());
+        let ollama = |m: &[&str]| CheckResult::Ollama {
+            version: "1".into(),
+            installed: m.iter().map(|s| s.to_string()).collect(),
+            loaded: Vec::new(),
+        };
+        s.record_check("a", ollama(&["llama3.2:latest"]));
+        s.record_check("b", ollama(&["llama3.2:latest"]));
+        // Least busy first: a has a request in flight.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (_slot, _) = rt
+            .block_on(limits.acquire("a", "llama3.2", std::time::Duration::ZERO))
+            .unwrap();
+        assert_eq!(
+            order(live_view(&s.snapshot(), &limits)),
+            ["b:llama3.2", "a:llama3.2"]
+        );
+        // Down or without the model: filtered out by the strategy.
+        s.record_check("b", CheckResult::Unreachable("refused".into()));
+        assert_eq!(order(live_view(&s.snapshot(), &limits)), ["a:llama3.2"]);
+        s.record_check("b", ollama(&["qwen2.5:latest"]));
+        assert_eq!(order(live_view(&s.snapshot(), &limits)), ["a:llama3.2"]);
+    }
+}

@@ -248,9 +248,7 @@ impl FleetState for LocalFleetState {
                 }
                 Passive::Unreachable => {
                     b.passive_failures += 1;
-                    b.health = if b.passive_failures >= DOWN_AFTER {
-                        Health::Down
-                    } else if b.health == Health::Down {
+                    b.health = if b.passive_failures >= DOWN_AFTER || b.health == Health::Down {
                         Health::Down
                     } else {
                         Health::Degraded

@@ -47,8 +47,8 @@ mod values;
 pub mod views;
 
 pub use views::{
-    AuthorView, Datacenter, ErrorRate, KeyMetrics, KeyView, Latency, MetricsScope, ModelMetrics,
-    ModelView, Pricing, ProviderView, Quota, TokenUsage,
+    AuthorView, Datacenter, ErrorRate, KeyMetrics, KeyView, Latency, LiveView, MetricsScope,
+    ModelMetrics, ModelView, Pricing, ProviderView, Quota, TokenUsage,
 };
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue};
