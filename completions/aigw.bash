@@ -113,7 +113,7 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__explain)
-            opts="-p -m -h --policy --base-url --secrets --model --path --fail --seed --format --color --help"
+            opts="-p -m -h --policy --base-url --secrets --model --path --fail --seed --live --format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -53,6 +53,7 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand --seed 'Seed for `random()` / `randomize()`, for a reproducible answer'
             cand --format 'Output format'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand --live 'Check every provider now (as serve does) and plan with what they answer: down boxes and boxes without the model are left out, installed models are routable, `m.aigw` is live'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }

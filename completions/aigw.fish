@@ -59,6 +59,7 @@ json\t'JSON for scripts'"
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l live -d 'Check every provider now (as serve does) and plan with what they answer: down boxes and boxes without the model are left out, installed models are routable, `m.aigw` is live'
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c aigw -n "__fish_aigw_using_subcommand test" -l format -d 'Output format' -r -f -a "table\t'Text for people'
 json\t'JSON for scripts'"

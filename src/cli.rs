@@ -126,6 +126,10 @@ pub struct ExplainArgs {
     /// Seed for `random()` / `randomize()`, for a reproducible answer.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Check every provider now (as serve does) and plan with what they answer: down boxes and
+    /// boxes without the model are left out, installed models are routable, `m.aigw` is live.
+    #[arg(long)]
+    pub live: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = TableFormat::Table)]
     pub format: TableFormat,

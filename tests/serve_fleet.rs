@@ -338,3 +338,45 @@ async fn a_limited_box_queues_and_past_the_queue_answers_429() {
     assert!(metrics.contains("aigw_queue_rejected_total{provider=\"slow\"} 2"));
     assert!(metrics.contains("aigw_in_flight{provider=\"slow\"} 0"));
 }
+
+/// `aigw explain --live` checks the boxes as serve does and shows why each was left out.
+#[tokio::test]
+async fn explain_live_leaves_out_down_boxes_and_boxes_without_the_model() {
+    let f = fleet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    let yaml = POLICY
+        .replace("$A", &format!("http://{}", f.a_addr))
+        .replace("$B", &f.b.url())
+        .replace("$C", &format!("{}/v1", f.c.url()));
+    std::fs::write(&policy, yaml).unwrap();
+    let run = |model: &'static str| {
+        let policy = policy.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_aigw"))
+                .args(["explain", "--live", "--color", "never", "--model", model])
+                .arg("--policy")
+                .arg(&policy)
+                .env("NO_COLOR", "1")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run("llama3.2").await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("gpu-a http://{} down: cannot connect", f.a_addr)),
+        "{text}"
+    );
+    assert!(text.contains("does not have llama3.2 installed"), "{text}");
+    assert!(text.contains("→ gpu-c:llama3.2"), "{text}");
+    let out = run("qwen2.5").await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("ollama pull qwen2.5"), "{text}");
+}
