@@ -393,7 +393,7 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__serve)
-            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --rate-limit-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --workers --max-connections --health-interval --max-in-flight --queue-depth --queue-timeout --no-reload --log-format --color --help"
+            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --rate-limit-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --workers --max-connections --health-interval --max-in-flight --queue-depth --queue-timeout --keep-warm --no-reload --log-format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -480,6 +480,10 @@ _aigw() {
                     return 0
                     ;;
                 --queue-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-warm)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

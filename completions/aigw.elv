@@ -85,6 +85,7 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand --max-in-flight 'Most requests in flight to provider ID at once (repeatable: `--max-in-flight gpu-a=1`); more wait in a first-in-first-out queue. For an Ollama box, its OLLAMA_NUM_PARALLEL'
             cand --queue-depth 'Most requests waiting per limited provider; past it, 429 with Retry-After'
             cand --queue-timeout 'Longest a request waits in the queue before 429 with Retry-After'
+            cand --keep-warm 'Keep the policy''s models loaded on each Ollama box that has them: a load-only request with this `keep_alive` every half of it, never while a real request runs on the model'
             cand --log-format 'Log format for request logs'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
             cand --no-reload 'Do not watch the policy file for changes'

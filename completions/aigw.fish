@@ -87,6 +87,7 @@ complete -c aigw -n "__fish_aigw_using_subcommand serve" -l health-interval -d '
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-in-flight -d 'Most requests in flight to provider ID at once (repeatable: `--max-in-flight gpu-a=1`); more wait in a first-in-first-out queue. For an Ollama box, its OLLAMA_NUM_PARALLEL' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l queue-depth -d 'Most requests waiting per limited provider; past it, 429 with Retry-After' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l queue-timeout -d 'Longest a request waits in the queue before 429 with Retry-After' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l keep-warm -d 'Keep the policy\'s models loaded on each Ollama box that has them: a load-only request with this `keep_alive` every half of it, never while a real request runs on the model' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l log-format -d 'Log format for request logs' -r -f -a "text\t''
 json\t''"
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''

@@ -212,6 +212,10 @@ pub struct ServeArgs {
     /// Longest a request waits in the queue before 429 with Retry-After.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub queue_timeout: Duration,
+    /// Keep the policy's models loaded on each Ollama box that has them: a load-only request
+    /// with this `keep_alive` every half of it, never while a real request runs on the model.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_warm: Option<Duration>,
     /// Do not watch the policy file for changes.
     #[arg(long)]
     pub no_reload: bool,

@@ -380,3 +380,63 @@ async fn explain_live_leaves_out_down_boxes_and_boxes_without_the_model() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("ollama pull qwen2.5"), "{text}");
 }
+
+/// `--keep-warm`: a load-only request per model on each box that has it, never while a real
+/// request runs on that model.
+#[tokio::test]
+async fn keep_warm_loads_idle_models_only() {
+    let f = fleet().await;
+    let keep = Duration::from_secs(600);
+    let gw = &f.gw.gw;
+    let warmed = fleet::warm::round(gw, keep).await;
+    assert_eq!(warmed, [("gpu-c".to_string(), "llama3.2".to_string())]);
+    let load =
+        f.c.requests()
+            .into_iter()
+            .find(|r| r.path == "/api/generate")
+            .unwrap();
+    assert_eq!(load.json.as_ref().unwrap()["keep_alive"], json!(600));
+    assert_eq!(load.json.as_ref().unwrap()["model"], "llama3.2");
+    assert_eq!(f.b.hits("/api/generate"), 0, "gpu-b lacks the model");
+
+    // A slow real request on the model: no warm-up competes with it.
+    f.c.push_fault_on(
+        "/v1/chat/completions",
+        standin::Fault::DelayHeaders(Duration::from_secs(2)),
+    );
+    let started = f.gw.url("/v1/chat/completions");
+    let busy = tokio::spawn(async move {
+        client()
+            .post(started)
+            .json(&json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let t = Instant::now();
+    while gw.fleet.limits.in_flight_model("gpu-c", "llama3.2") == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the request never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(fleet::warm::round(gw, keep).await.is_empty());
+    assert_eq!(f.c.hits("/api/generate"), 1);
+    assert_eq!(busy.await.unwrap(), 200);
+    assert_eq!(fleet::warm::round(gw, keep).await.len(), 1);
+    assert_eq!(gw.fleet.warmed.count("gpu-c"), 2);
+    let metrics = client()
+        .get(f.gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("aigw_keep_warm_total{provider=\"gpu-c\"} 2"),
+        "{metrics}"
+    );
+}

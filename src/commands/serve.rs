@@ -158,6 +158,9 @@ pub fn run(args: ServeArgs, color: ColorChoice) -> Exit {
         factory.set_fleet(gw.fleet.state.clone(), args.health_interval);
         let _checker =
             gateway::fleet::start(gw.clone(), checks, Some(factory.clone().rediscoverer(gw.clone()))).await;
+        if let Some(keep) = args.keep_warm {
+            gateway::fleet::warm::spawn(gw.clone(), keep);
+        }
         let providers = gw.current().providers();
         println!("{}", banner(local, &origin, &providers, builtins_allowed));
         for line in factory.fleet_lines(gw.current().as_ref()) {

@@ -16,6 +16,7 @@ pub mod check;
 pub mod limit;
 pub mod readiness;
 pub mod state;
+pub mod warm;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,8 @@ pub struct Fleet {
     pub state: Arc<dyn FleetState>,
     /// `--max-in-flight` slots and queues, and in-flight counts.
     pub limits: limit::Limits,
+    /// Keep-warm requests sent (`--keep-warm`).
+    pub warmed: warm::Warmed,
     checking: AtomicBool,
 }
 
@@ -44,6 +47,7 @@ impl Fleet {
         Fleet {
             state,
             limits: limit::Limits::new(limits),
+            warmed: warm::Warmed::default(),
             checking: AtomicBool::new(false),
         }
     }
@@ -91,6 +95,7 @@ impl Fleet {
         let snap = self.state.snapshot();
         let mut out = String::new();
         self.limits.render_metrics(&mut out);
+        self.warmed.render(&mut out);
         if snap.boxes.is_empty() {
             return out;
         }
