@@ -145,7 +145,7 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__explain)
-            opts="-p -m -H -h --policy --base-url --secrets --model --path --method --header --client-ip --fail --seed --format --color --help"
+            opts="-p -m -H -h --policy --base-url --secrets --model --path --method --header --client-ip --fail --seed --live --format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -455,7 +455,7 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__serve)
-            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --rate-limit-retries --same-pair-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --body-read-timeout --workers --max-connections --no-reload --log-format --color --help"
+            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --rate-limit-retries --same-pair-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --body-read-timeout --workers --max-connections --health-interval --max-in-flight --queue-depth --queue-timeout --keep-warm --no-reload --log-format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -534,6 +534,26 @@ _aigw() {
                     return 0
                     ;;
                 --max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-in-flight)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue-depth)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-warm)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -64,6 +64,7 @@ json\t'JSON for scripts'"
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l live -d 'Check every provider now (as serve does) and plan with what they answer: down boxes and boxes without the model are left out, installed models are routable, `m.aigw` is live'
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c aigw -n "__fish_aigw_using_subcommand test" -l format -d 'Output format' -r -f -a "table\t'Text for people'
 json\t'JSON for scripts'"
@@ -89,6 +90,11 @@ complete -c aigw -n "__fish_aigw_using_subcommand serve" -l header-read-timeout 
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l body-read-timeout -d 'A request body must arrive within this time once the gateway starts reading it, else 408 and the connection is closed (stalled or trickled bodies)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l workers -d 'Threads serving connections; 0 means one per core. A connection and the upstream connections its requests use stay on one thread' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-connections -d 'Most client connections served at once; more wait in the listen backlog until one closes. 0: half the open-file limit (each proxied request also holds an upstream socket)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l health-interval -d 'How often each provider is health-checked (`/api/version`, `/api/tags`, `/api/ps`); a box that does not answer is checked again after a backoff doubling up to 60s' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-in-flight -d 'Most requests in flight to provider ID at once (repeatable: `--max-in-flight gpu-a=1`); more wait in a first-in-first-out queue. For an Ollama box, its OLLAMA_NUM_PARALLEL' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l queue-depth -d 'Most requests waiting per limited provider; past it, 429 with Retry-After' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l queue-timeout -d 'Longest a request waits in the queue before 429 with Retry-After' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l keep-warm -d 'Keep the policy\'s models loaded on each Ollama box that has them: a load-only request with this `keep_alive` every half of it, never while a real request runs on the model' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l log-format -d 'Log format for request logs' -r -f -a "text\t''
 json\t''"
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''

@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::gateway::GatewayOptions;
 use crate::gateway::attempts::breaker::BreakerOptions;
 use crate::gateway::attempts::failure::RetryOptions;
+use crate::gateway::fleet::check::CheckOptions;
+use crate::gateway::fleet::limit::LimitOptions;
 use crate::policy::duration::{self, DurationError};
 
 #[derive(Debug, Parser)]
@@ -155,6 +157,10 @@ pub struct ExplainArgs {
     /// Seed for `random()` / `randomize()`, for a reproducible answer.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Check every provider now (as serve does) and plan with what they answer: down boxes and
+    /// boxes without the model are left out, installed models are routable, `m.aigw` is live.
+    #[arg(long)]
+    pub live: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = TableFormat::Table)]
     pub format: TableFormat,
@@ -232,6 +238,24 @@ pub struct ServeArgs {
     /// closes. 0: half the open-file limit (each proxied request also holds an upstream socket).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_connections: usize,
+    /// How often each provider is health-checked (`/api/version`, `/api/tags`, `/api/ps`); a
+    /// box that does not answer is checked again after a backoff doubling up to 60s.
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(CheckOptions::default().interval))]
+    pub health_interval: DurationArg,
+    /// Most requests in flight to provider ID at once (repeatable: `--max-in-flight gpu-a=1`);
+    /// more wait in a first-in-first-out queue. For an Ollama box, its OLLAMA_NUM_PARALLEL.
+    #[arg(long, value_name = "ID=N", value_parser = parse_limit)]
+    pub max_in_flight: Vec<(String, usize)>,
+    /// Most requests waiting per limited provider; past it, 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = LimitOptions::default().queue_depth)]
+    pub queue_depth: usize,
+    /// Longest a request waits in the queue before 429 with Retry-After.
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(LimitOptions::default().queue_timeout))]
+    pub queue_timeout: DurationArg,
+    /// Keep the policy's models loaded on each Ollama box that has them: a load-only request
+    /// with this `keep_alive` every half of it, never while a real request runs on the model.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_warm: Option<DurationArg>,
     /// Do not watch the policy file for changes.
     #[arg(long)]
     pub no_reload: bool,
@@ -299,6 +323,21 @@ pub struct InitArgs {
 /// taken from the option it sets, so each default is stated once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationArg(pub Duration);
+
+/// A `--max-in-flight` value that is not `ID=N` with N above 0.
+#[derive(Debug, thiserror::Error)]
+#[error("expected ID=N with N a whole number above 0 (e.g. gpu-a=1), found `{0}`")]
+pub struct LimitArgError(String);
+
+fn parse_limit(s: &str) -> Result<(String, usize), LimitArgError> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok((k.to_string(), n)),
+            _ => Err(LimitArgError(s.to_string())),
+        },
+        _ => Err(LimitArgError(s.to_string())),
+    }
+}
 
 /// A duration flag that does not parse.
 #[derive(Debug, thiserror::Error)]

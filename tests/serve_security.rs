@@ -514,7 +514,8 @@ fn serve_warns_when_a_provider_points_at_its_own_address() {
     let mut lines = Vec::new();
     for line in BufReader::new(stderr).lines() {
         let line = line.unwrap();
-        let done = line.contains("warning: provider `myself`");
+        // (The start-up health check's line about `myself` may come first.)
+        let done = line.contains("508 Loop Detected");
         lines.push(line);
         if done || lines.len() > 50 {
             break;
@@ -537,10 +538,18 @@ async fn ollama_listings_through_a_provider_pointing_back_are_cut_short() {
     assert!(gw.current().providers().iter().any(|p| p.ollama));
     for path in ["/api/tags", "/api/ps", "/api/version"] {
         let r = client().get(format!("{me}{path}")).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{path}");
         let v: Value = r.json().await.unwrap();
-        if path != "/api/version" {
-            assert_eq!(v["models"], json!([]), "{path}: {v}");
+        if path == "/api/version" {
+            assert!(v["version"].is_string(), "{path}: {v}");
+        } else {
+            // No box answered (the only one is aigw itself): an error, not an empty list.
+            assert!(
+                v["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no Ollama box answers"),
+                "{path}: {v}"
+            );
         }
     }
     // Each listing called itself exactly once and that call was refused.

@@ -49,6 +49,10 @@ pub enum CommandError {
          open relay for the policy's API keys"
     )]
     OpenRelay(SocketAddr),
+    #[error(
+        "--max-in-flight {id}=…: the policy has no provider `{id}` (its providers: {providers})"
+    )]
+    UnknownLimitedProvider { id: String, providers: String },
     #[error("{0}")]
     Serve(#[source] std::io::Error),
     #[error("cannot encode the JSON output: {0}")]

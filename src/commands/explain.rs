@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::cli::{ColorChoice, ExplainArgs, TableFormat};
 use crate::commands::{CommandError, Exit, common};
+use crate::gateway;
 use crate::outln;
 use crate::render::diagnostics as render_diag;
 use crate::render::explain::{self, ExplainView};
@@ -30,10 +31,22 @@ struct JsonExplain<'a> {
 pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> {
     let (loaded, origin) = common::load_policy(args.policy.policy.as_deref())?;
     let secrets = common::secrets(args.policy.secrets.as_deref())?;
-    let opts = EngineOptions {
+    let mut opts = EngineOptions {
         overrides: common::overrides(&args.policy),
         secrets,
         ..EngineOptions::default()
+    };
+    // `--live`: one round of serve's health checks, then the engine serve would build from it.
+    let fleet = if args.live {
+        let Ok((first, _)) = Engine::build(&loaded, opts.clone()) else {
+            return Ok(report_errors(&loaded, color, &opts));
+        };
+        let snap = live_round(&first);
+        opts.discovered = snap.installed();
+        opts.live = gateway::fleet::live_view(&snap, &gateway::fleet::limit::Limits::default());
+        Some(snap)
+    } else {
+        None
     };
     let engine = match Engine::build(&loaded, opts) {
         Ok((engine, _warnings)) => engine,
@@ -98,7 +111,10 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
         model: args.model.first().cloned(),
         models: args.model.iter().skip(1).cloned().collect(),
     };
-    let plan = engine.plan(&request, PlanOptions { seed: args.seed });
+    let mut plan = engine.plan(&request, PlanOptions { seed: args.seed });
+    if let Some(snap) = &fleet {
+        plan = admitted(plan, request.model.as_deref(), snap);
+    }
     let fails: Vec<(String, Option<String>)> = args
         .fail
         .iter()
@@ -133,7 +149,10 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
             outln!("{}", serde_json::to_string_pretty(&report)?)?;
         }
         TableFormat::Table => {
-            let notes = notes(engine.providers(), &plan);
+            let mut notes = notes(engine.providers(), &plan);
+            if let Some(snap) = &fleet {
+                notes.extend(box_notes(snap));
+            }
             let view = ExplainView {
                 policy: &origin.describe(),
                 strategies: engine.strategy_count(),
@@ -155,6 +174,98 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
     } else {
         Exit::Failure
     })
+}
+
+/// Checks every provider of `engine` once, as serve's first round does.
+fn live_round(engine: &Engine) -> gateway::fleet::FleetSnapshot {
+    use gateway::fleet::{FleetState, check, state::LocalFleetState};
+    let state = LocalFleetState::default();
+    let targets = check::targets(&gateway::Routing::providers(engine));
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(check::round(
+            &state,
+            &targets,
+            std::time::Duration::from_secs(2),
+        )),
+        Err(e) => eprintln!("warning: --live: cannot start the async runtime: {e}"),
+    }
+    (*state.snapshot()).clone()
+}
+
+/// The plan serve would run: candidates the fleet cannot serve left out, or its error.
+fn admitted(plan: Plan, requested: Option<&str>, snap: &gateway::fleet::FleetSnapshot) -> Plan {
+    use gateway::fleet::admit;
+    let verdict = if plan.error.is_some() || plan.attempts.is_empty() {
+        requested
+            .and_then(|m| admit::unplanned(m, snap))
+            .map_or(Ok(None), Err)
+    } else {
+        admit::admit(&plan, snap)
+    };
+    match verdict {
+        Ok(None) => plan,
+        Ok(Some(p)) => p,
+        Err(e) => {
+            let mut p = plan;
+            p.left_out
+                .extend(p.attempts.drain(..).map(|a| crate::routing::plan::LeftOut {
+                    model: format!("{}:{}", a.provider, a.model),
+                    reason: "not served now (see the error)".into(),
+                }));
+            p.error = Some(crate::routing::plan::PlanError {
+                code: e.code,
+                status: e.status,
+                message: e.message,
+            });
+            p
+        }
+    }
+}
+
+/// One note per checked box: its health and what it has.
+fn box_notes(snap: &gateway::fleet::FleetSnapshot) -> Vec<String> {
+    snap.boxes
+        .iter()
+        .map(|b| {
+            let what = match (&b.version, &b.installed) {
+                (Some(v), Some(i)) => format!(
+                    ", Ollama {v}, {} installed{}",
+                    i.len(),
+                    if b.loaded.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", loaded: {}", b.loaded.join(", "))
+                    }
+                ),
+                _ => String::new(),
+            };
+            let why = b
+                .last_error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            format!(
+                "{} {} {}{why}{what}",
+                b.provider,
+                b.address,
+                b.health.as_str()
+            )
+        })
+        .collect()
+}
+
+fn report_errors(loaded: &crate::policy::Loaded, color: ColorChoice, opts: &EngineOptions) -> Exit {
+    if let Err(diags) = Engine::build(loaded, opts.clone()) {
+        let style = common::style(color, std::io::stderr().is_terminal());
+        for d in diags.iter().filter(|d| d.is_error()) {
+            eprint!("{}", render_diag::human(d, &loaded.source, style));
+        }
+        eprintln!("error: the policy has errors; fix them first (`aigw validate` shows them all)");
+    }
+    Exit::Failure
 }
 
 fn matches_fail(a: &Attempt, fails: &[(String, Option<String>)], engine: &Engine) -> bool {

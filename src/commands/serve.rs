@@ -70,7 +70,7 @@ async fn serve(
         origin,
         secrets,
     } = started;
-    let (routing, warnings) = match factory.build_discovering(&loaded).await {
+    let (routing, warnings) = match factory.build(&loaded, Default::default()) {
         Ok(r) => r,
         Err(diagnostics) => {
             eprint!("{diagnostics}");
@@ -79,17 +79,43 @@ async fn serve(
         }
     };
     eprint!("{warnings}");
+    let ids: Vec<String> = routing.providers().into_iter().map(|p| p.id).collect();
+    if let Some((id, _)) = args.max_in_flight.iter().find(|(id, _)| !ids.contains(id)) {
+        return Err(CommandError::UnknownLimitedProvider {
+            id: id.clone(),
+            providers: ids.join(", "),
+        });
+    }
     let opts = gateway_options(&args, access_log);
     let addr = args.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| CommandError::Listen { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    let providers = routing.providers();
     let builtins_allowed = !routing.gateway().only_configured_providers();
     let gw = Gateway::new(routing, secrets, opts);
+    // The first round of health checks: installed models become routable before the first
+    // request, and what is down or missing is said now.
+    let checks = gateway::fleet::check::CheckOptions {
+        interval: args.health_interval.0,
+        ..Default::default()
+    };
+    factory.set_fleet(gw.fleet.state.clone(), args.health_interval.0);
+    let _checker = gateway::fleet::start(
+        gw.clone(),
+        checks,
+        Some(factory.clone().rediscoverer(gw.clone())),
+    )
+    .await;
+    if let Some(keep) = args.keep_warm {
+        gateway::fleet::warm::spawn(gw.clone(), keep.0);
+    }
+    let providers = gw.current().providers();
     // A closed stdout must not stop the gateway: the banner is only information.
     let _ = outln!("{}", banner(local, &origin, &providers, builtins_allowed));
+    for line in factory.fleet_lines(gw.current().as_ref()) {
+        eprintln!("{line}");
+    }
     for (id, url) in gateway::server::hops::self_pointing(&providers, local).await {
         eprintln!(
             "warning: provider `{id}` has base_url {url}, which is this aigw's own address ({local}): requests \
@@ -157,6 +183,11 @@ fn gateway_options(
             cooldown: args.breaker_cooldown.0,
         },
         access_log,
+        limits: gateway::fleet::limit::LimitOptions {
+            max_in_flight: args.max_in_flight.iter().cloned().collect(),
+            queue_depth: args.queue_depth,
+            queue_timeout: args.queue_timeout.0,
+        },
         max_connections,
         workers: match args.workers {
             0 => gateway::server::workers::auto(),
@@ -314,9 +345,17 @@ pub struct EngineFactory {
     style: Style,
     /// Models found on Ollama providers at start-up; reloads keep routing to them.
     discovered: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
-    /// The policy being served when its strategies read `m.metrics`, for rebuilding with fresh
-    /// figures (`None`: nothing would change).
+    /// The policy being served, for rebuilding with fresh `m.metrics`, installed models or
+    /// `m.aigw` figures.
     current: std::sync::Mutex<Option<Loaded>>,
+    /// Whether its strategies read `m.metrics` (else a metrics refresh changes nothing).
+    reads_metrics: std::sync::atomic::AtomicBool,
+    /// Whether its strategies read `m.aigw` (else a health round rebuilds only for new models).
+    reads_live: std::sync::atomic::AtomicBool,
+    /// `m.aigw` figures of each box, as of the last health-check round.
+    live: std::sync::Mutex<std::collections::HashMap<String, crate::routing::engine::LiveProvider>>,
+    /// The gateway's fleet state and check interval (set once serving).
+    fleet: std::sync::OnceLock<(Arc<dyn gateway::fleet::FleetState>, Duration)>,
 }
 
 impl EngineFactory {
@@ -333,6 +372,10 @@ impl EngineFactory {
             style,
             discovered: Default::default(),
             current: Default::default(),
+            reads_metrics: Default::default(),
+            reads_live: Default::default(),
+            fleet: Default::default(),
+            live: Default::default(),
         }
     }
 
@@ -345,7 +388,12 @@ impl EngineFactory {
                 .lock()
                 .map(|d| d.clone())
                 .unwrap_or_default();
-            self.build(&loaded, discovered)
+            let (routing, mut warnings) = self.build(&loaded, discovered)?;
+            for line in self.fleet_lines(routing.as_ref()) {
+                warnings.push_str(&line);
+                warnings.push('\n');
+            }
+            Ok((routing, warnings))
         })
     }
 
@@ -353,6 +401,12 @@ impl EngineFactory {
     /// `None` when no strategy reads metrics (nothing would change).
     pub fn metrics_rebuilder(self: Arc<Self>) -> gateway::server::reload::MetricsRebuilder {
         Arc::new(move |metrics| {
+            if !self
+                .reads_metrics
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return None;
+            }
             let loaded = self.current.lock().ok()?.clone()?;
             let discovered = self
                 .discovered
@@ -413,7 +467,10 @@ impl EngineFactory {
         if let Ok((engine, _)) = &built
             && let Ok(mut current) = self.current.lock()
         {
-            *current = engine.reads_metrics().then(|| loaded.clone());
+            *current = Some(loaded.clone());
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            self.reads_metrics.store(engine.reads_metrics(), relaxed);
+            self.reads_live.store(engine.reads_live(), relaxed);
         }
         built
     }
@@ -430,48 +487,76 @@ impl EngineFactory {
             max_attempts: self.max_attempts,
             discovered,
             metrics,
+            live: self.live.lock().map(|l| l.clone()).unwrap_or_default(),
         };
         Engine::build(loaded, opts)
     }
 
-    /// Builds once, asks each Ollama provider which models it has installed (1 s budget), and
-    /// rebuilds with them so installed models are routable without listing them (a model the
-    /// policy lists, `llama3.2`, is not added again as `llama3.2:latest`).
-    pub async fn build_discovering(
-        &self,
-        loaded: &Loaded,
-    ) -> Result<(Arc<dyn Routing>, String), Rejected> {
-        let (first, warnings) = self
-            .engine(loaded, Default::default())
-            .map_err(|d| Rejected {
-                rendered: self.render(loaded, &d),
-            })?;
-        let mut discovered = gateway::server::ollama_api::discover(
-            &Routing::providers(&first),
-            Duration::from_secs(1),
-        )
-        .await;
-        for (provider, names) in discovered.iter_mut() {
-            let known: Vec<String> = first
-                .models()
-                .iter()
-                .filter(|m| &m.provider_id == provider)
-                .map(|m| m.id.to_ascii_lowercase())
-                .collect();
-            names.retain(|n| {
-                let n = n.to_ascii_lowercase();
-                let short = n.strip_suffix(":latest").unwrap_or(&n).to_string();
-                !known.contains(&n) && !known.contains(&short)
-            });
-        }
-        discovered.retain(|_, names| !names.is_empty());
-        if let Ok(mut d) = self.discovered.lock() {
-            *d = discovered.clone();
-        }
-        if discovered.is_empty() {
-            return Ok((Arc::new(first), self.render(loaded, &warnings)));
-        }
-        self.build(loaded, discovered)
+    /// Shares the gateway's fleet state, so reloads can warn about models installed nowhere.
+    pub fn set_fleet(&self, state: Arc<dyn gateway::fleet::FleetState>, interval: Duration) {
+        let _ = self.fleet.set((state, interval));
+    }
+
+    /// The start-up (and reload) lines about the fleet: boxes down, models installed nowhere.
+    pub fn fleet_lines(&self, routing: &dyn Routing) -> Vec<String> {
+        let Some((state, interval)) = self.fleet.get() else {
+            return Vec::new();
+        };
+        let snap = state.snapshot();
+        let ollama: Vec<String> = routing
+            .providers()
+            .into_iter()
+            .filter(|p| p.ollama || snap.get(&p.id).is_some_and(|b| b.ollama))
+            .map(|p| p.id)
+            .collect();
+        gateway::fleet::startup_lines(&snap, &routing.policy_models(), &ollama, *interval)
+    }
+
+    /// What the health checker calls after each round: the boxes' installed models (so
+    /// installed-but-unlisted models are routable by name) and, for a policy that reads
+    /// `m.aigw`, their health and load; the engine is rebuilt and swapped in when either changed.
+    pub fn rediscoverer(
+        self: Arc<Self>,
+        gw: Arc<Gateway>,
+    ) -> gateway::fleet::check::InstalledChanged {
+        Arc::new(move |snap| {
+            let installed = snap.installed();
+            let live = gateway::fleet::live_view(snap, &gw.fleet.limits);
+            let installed_changed = self
+                .discovered
+                .lock()
+                .map(|mut d| {
+                    let changed = *d != installed;
+                    *d = installed.clone();
+                    changed
+                })
+                .unwrap_or(false);
+            let Some(loaded) = self.current.lock().ok().and_then(|c| c.clone()) else {
+                return;
+            };
+            let reads_live = self.reads_live.load(std::sync::atomic::Ordering::Relaxed);
+            let live_changed = self
+                .live
+                .lock()
+                .map(|mut l| {
+                    let changed = *l != live;
+                    *l = live;
+                    changed
+                })
+                .unwrap_or(false);
+            if !(installed_changed || reads_live && live_changed) {
+                return;
+            }
+            match self.engine_with(&loaded, installed, Default::default()) {
+                Ok((engine, _)) => {
+                    gw.swap(Arc::new(engine));
+                    tracing::debug!(target: "aigw::fleet", "engine rebuilt with the boxes' installed models and health");
+                }
+                Err(_) => {
+                    tracing::warn!(target: "aigw::fleet", "could not rebuild the policy with installed models")
+                }
+            }
+        })
     }
 }
 

@@ -21,6 +21,7 @@
 
 pub mod attempts;
 pub mod errors;
+pub mod fleet;
 pub mod limits;
 pub mod names;
 pub mod observe;
@@ -58,6 +59,11 @@ pub trait Routing: Send + Sync + 'static {
     /// The policy's rules around `ai-gateway` (`None`: nothing to evaluate per request).
     fn traffic(&self) -> Option<Arc<crate::traffic::Program>> {
         None
+    }
+    /// `(provider, model)` of every model the policy lists (not discovered ones), for
+    /// readiness and the start-up "installed nowhere" warning.
+    fn policy_models(&self) -> Vec<(String, String)> {
+        Vec::new()
     }
 }
 
@@ -114,6 +120,8 @@ pub struct GatewayOptions {
     pub max_connections: usize,
     /// Where request lines go in text form; `None`: as a structured `tracing` event (JSON logs).
     pub access_log: Option<access_log::AccessLog>,
+    /// `--max-in-flight`, `--queue-depth`, `--queue-timeout`.
+    pub limits: fleet::limit::LimitOptions,
 }
 
 impl Default for GatewayOptions {
@@ -136,6 +144,7 @@ impl Default for GatewayOptions {
             workers: 1,
             max_connections: 0,
             access_log: None,
+            limits: fleet::limit::LimitOptions::default(),
         }
     }
 }
@@ -162,6 +171,8 @@ pub struct Gateway {
     pub redactor: observe::redact::RedactorCache,
     /// `rate-limit` counters; they outlive policy reloads.
     pub rate_limits: Arc<dyn crate::traffic::RateState>,
+    /// What is known about each provider box (health, installed models).
+    pub fleet: fleet::Fleet,
 }
 
 impl Gateway {
@@ -174,6 +185,10 @@ impl Gateway {
             opts.workers.max(1),
             opts.connect_timeout,
             Duration::from_secs(30),
+        );
+        let fleet = fleet::Fleet::new(
+            Arc::new(fleet::state::LocalFleetState::default()),
+            opts.limits.clone(),
         );
         Arc::new(Gateway {
             routing: RwLock::new(routing),
@@ -188,6 +203,7 @@ impl Gateway {
             instance_id: hops::new_instance_id(),
             redactor: observe::redact::RedactorCache::default(),
             rate_limits: Arc::new(crate::traffic::InProcess::default()),
+            fleet,
         })
     }
 
@@ -594,6 +610,10 @@ impl Routing for crate::routing::engine::Engine {
                 models: models.iter().filter(|m| m.provider_id == p.id).count(),
             })
             .collect()
+    }
+
+    fn policy_models(&self) -> Vec<(String, String)> {
+        crate::routing::engine::Engine::configured_models(self)
     }
 }
 /// Why accept failed, and for a lack of file descriptors which limit to raise.

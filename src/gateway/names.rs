@@ -6,6 +6,8 @@
 use axum::http::{HeaderName, HeaderValue};
 
 pub const X_AIGW_ATTEMPTS: HeaderName = HeaderName::from_static("x-aigw-attempts");
+/// Milliseconds the request waited for a `--max-in-flight` slot.
+pub const X_AIGW_QUEUE_MS: HeaderName = HeaderName::from_static("x-aigw-queue-ms");
 pub const X_AIGW_PROVIDER: HeaderName = HeaderName::from_static("x-aigw-provider");
 pub const X_AIGW_MODEL: HeaderName = HeaderName::from_static("x-aigw-model");
 pub const X_AIGW_TOKEN: HeaderName = HeaderName::from_static("x-aigw-token");

@@ -30,6 +30,19 @@ pub struct EngineOptions {
     pub discovered: HashMap<String, Vec<String>>,
     /// `m.metrics` by (provider id, model id), lower-cased: serve's own traffic figures.
     pub metrics: HashMap<(String, String), cel::ModelMetrics>,
+    /// `m.aigw` by provider id: what serve knows live about each box.
+    pub live: HashMap<String, LiveProvider>,
+}
+
+/// One box as serve knows it, for `m.aigw`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveProvider {
+    /// `healthy`, `degraded`, `down` or `unknown`.
+    pub health: String,
+    /// Lower-cased names the box answers to (`mistral` and `mistral:latest`); `None`: unknown.
+    pub installed: Option<std::collections::HashSet<String>>,
+    pub in_flight: u64,
+    pub queued: u64,
 }
 
 impl Default for EngineOptions {
@@ -40,6 +53,7 @@ impl Default for EngineOptions {
             max_attempts: 10,
             discovered: HashMap::new(),
             metrics: HashMap::new(),
+            live: HashMap::new(),
         }
     }
 }
@@ -186,6 +200,19 @@ impl Engine {
                 }
             }
         }
+        for v in &mut views {
+            if let Some(l) = opts.live.get(&v.provider_id) {
+                v.aigw = cel::LiveView {
+                    health: l.health.clone(),
+                    installed: l
+                        .installed
+                        .as_ref()
+                        .is_none_or(|i| i.contains(&v.id.to_ascii_lowercase())),
+                    in_flight: l.in_flight,
+                    queued: l.queued,
+                };
+            }
+        }
         let provider_views = providers.iter().map(provider_view).collect();
         let authors = catalog
             .authors
@@ -240,6 +267,17 @@ impl Engine {
         self.settings.get(model_index)
     }
 
+    /// `(provider id, model id)` of the models the policy lists (not catalog or discovered ones).
+    pub fn configured_models(&self) -> Vec<(String, String)> {
+        self.universe
+            .models()
+            .iter()
+            .zip(&self.settings)
+            .filter(|(_, s)| s.configured)
+            .map(|(m, _)| (m.provider_id.clone(), m.id.clone()))
+            .collect()
+    }
+
     pub fn models(&self) -> &[ModelView] {
         self.universe.models()
     }
@@ -279,6 +317,14 @@ impl Engine {
     /// Whether [`Engine::plan_shared`] remembers plans (no strategy draws a random number).
     pub fn caches_plans(&self) -> bool {
         self.plan_cache.is_some()
+    }
+
+    /// Whether a strategy reads `m.aigw`, so the boxes' health and load can change plans.
+    pub fn reads_live(&self) -> bool {
+        self.model_strategies
+            .iter()
+            .chain(&self.key_strategies)
+            .any(|(_, s)| s.reads_live())
     }
 
     /// Whether a strategy reads `m.metrics`, so live traffic figures can change plans.
@@ -1024,8 +1070,22 @@ impl Assembly {
             {
                 continue;
             }
+            // Ollama lists `mistral:latest`; clients say `mistral` (both name it).
+            let (id, id_aliases) = match id.strip_suffix(":latest") {
+                Some(plain) => (plain.to_string(), vec![id.clone()]),
+                _ => (id.clone(), Vec::new()),
+            };
+            if self
+                .views
+                .iter()
+                .zip(&self.settings)
+                .any(|(v, s)| s.provider == pi && v.id.eq_ignore_ascii_case(&id))
+            {
+                continue;
+            }
             self.views.push(ModelView {
-                id: id.clone(),
+                id,
+                id_aliases,
                 provider_id: info.id.clone(),
                 provider_id_aliases: info.aliases.clone(),
                 known: true,

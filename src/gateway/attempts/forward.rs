@@ -250,6 +250,7 @@ pub fn native_url(base: &str, native_path: &str) -> String {
 /// at their native path.
 pub fn plan_for(
     routing: &dyn Routing,
+    fleet: &crate::gateway::fleet::Fleet,
     inb: &Inbound,
     model: Option<String>,
     models: Vec<String>,
@@ -264,7 +265,7 @@ pub fn plan_for(
     let Some(native) = inb.native_path else {
         return shared;
     };
-    let providers = routing.providers();
+    let providers = fleet.providers(routing);
     let restrict = |plan: Arc<Plan>| {
         let mut plan = Arc::unwrap_or_clone(plan);
         plan.attempts
@@ -334,7 +335,16 @@ pub async fn execute(gw: &Arc<Gateway>, inb: Inbound) -> (Response, Report) {
             return error_response(e, inb.dialect, &mut report);
         }
     }
-    let plan = plan_for(routing.as_ref(), &inb, model, models);
+    let requested = report.model.clone();
+    let plan = plan_for(routing.as_ref(), &gw.fleet, &inb, model, models);
+    // Down boxes and boxes without the model are dropped here, before the attempt loop.
+    let plan = match crate::gateway::fleet::admit_plan(&gw.fleet, plan, requested.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(request_id = %inb.request_id, "{}", e.message);
+            return error_response(e, inb.dialect, &mut report);
+        }
+    };
     if let Some(e) = &plan.error {
         let err = GatewayError {
             status: e.status,

@@ -64,6 +64,8 @@ struct Prepared<'a> {
     /// When the last send started and how long it waited (for the traffic sample).
     t0: Instant,
     waited: Duration,
+    /// Its place under `--max-in-flight`, held until the answer ends.
+    slot: crate::gateway::fleet::limit::Slot,
 }
 
 /// The loop's bookkeeping across candidates.
@@ -83,6 +85,9 @@ struct Run<'a> {
     report: Report,
     reasons: Vec<String>,
     upstream_wait: Duration,
+    /// Time spent waiting for `--max-in-flight` slots, and the soonest a full queue frees up.
+    queue_wait: Duration,
+    busy_retry: Option<Duration>,
     tried: usize,
     last_tried: Option<&'a Attempt>,
     /// The first failure is the real one: later candidates may refuse what only the first
@@ -107,9 +112,9 @@ pub(super) async fn run(
     let mut state = State::Candidate(0);
     loop {
         state = match state {
-            State::Candidate(index) => run.admit(index),
+            State::Candidate(index) => run.admit(index).await,
             State::Send(mut p) => match run.send(&mut p).await {
-                Ok(success) => return run.succeed(&p, success),
+                Ok(success) => return run.succeed(*p, success),
                 Err(failure) => State::Failed(p, failure),
             },
             State::Failed(p, failure) => run.classify(p, failure).await,
@@ -170,6 +175,8 @@ impl<'a> Run<'a> {
             report,
             reasons: Vec::new(),
             upstream_wait: Duration::ZERO,
+            queue_wait: Duration::ZERO,
+            busy_retry: None,
             tried: 0,
             last_tried: None,
             first_failure: None,
@@ -202,7 +209,7 @@ impl<'a> Run<'a> {
     }
 
     /// `Candidate(i)`: send it, skip it, or stop.
-    fn admit(&mut self, index: usize) -> State<'a> {
+    async fn admit(&mut self, index: usize) -> State<'a> {
         let plan = self.plan;
         let Some(attempt) = plan.attempts.get(index) else {
             return State::GiveUp;
@@ -261,7 +268,29 @@ impl<'a> Run<'a> {
             }
             tracing::debug!(request_id = %self.inb.request_id, "{label}: circuit open, but no other candidate is left: trying it");
         }
-        self.prepare(index, attempt, url, key.as_deref())
+        // A slot under `--max-in-flight` (after waiting in its queue); every provider's
+        // in-flight count goes up (least-busy order, keep-warm).
+        let remaining = self.deadline.saturating_duration_since(now);
+        let slot = match self
+            .gw
+            .fleet
+            .limits
+            .acquire(&attempt.provider, &attempt.model, remaining)
+            .await
+        {
+            Ok((slot, waited)) => {
+                self.queue_wait += waited;
+                self.upstream_wait += waited;
+                slot
+            }
+            Err(busy) => {
+                let after = busy.retry_after();
+                self.busy_retry = Some(self.busy_retry.map_or(after, |r| r.min(after)));
+                let reason = format!("{label}: skipped, {}", busy.describe());
+                return self.skip(index, "queue_full", Some(reason));
+            }
+        };
+        self.prepare(index, attempt, url, key.as_deref(), slot)
     }
 
     /// Whether a candidate after `index` is another model that may still be tried.
@@ -283,6 +312,7 @@ impl<'a> Run<'a> {
         attempt: &'a Attempt,
         url: &str,
         key: Option<&str>,
+        slot: crate::gateway::fleet::limit::Slot,
     ) -> State<'a> {
         let (gw, inb, g) = (self.gw, self.inb, self.g);
         self.tried += 1;
@@ -328,6 +358,7 @@ impl<'a> Run<'a> {
             same_pair_retries: 0,
             t0: Instant::now(),
             waited: Duration::ZERO,
+            slot,
         }))
     }
 
@@ -383,10 +414,12 @@ impl<'a> Run<'a> {
     }
 
     /// An attempt answered: relay it.
-    fn succeed(mut self, p: &Prepared<'a>, success: Success) -> (Response, Report) {
+    fn succeed(mut self, p: Prepared<'a>, success: Success) -> (Response, Report) {
         let (gw, attempt) = (self.gw, p.attempt);
-        self.sample(p, Outcome::Ok, matches!(success, Success::Stream { .. }));
+        self.sample(&p, Outcome::Ok, matches!(success, Success::Stream { .. }));
         gw.breakers.success(&attempt.provider, &attempt.model);
+        gw.fleet
+            .traffic(&attempt.provider, crate::gateway::fleet::Passive::Answered);
         gw.metrics.attempt(&attempt.provider, "ok");
         gw.metrics.upstream_latency.observe(p.waited);
         gw.metrics.overhead.observe(
@@ -398,7 +431,12 @@ impl<'a> Run<'a> {
         self.report.attempts = self.tried;
         self.report.chosen = Some(Label(attempt).to_string());
         self.report.upstream = self.upstream_wait;
-        let resp = respond(gw, success, self.inb, attempt, self.tried, &mut self.report);
+        let mut resp = respond(gw, success, self.inb, attempt, self.tried, &mut self.report);
+        if gw.fleet.limits.limited(&attempt.provider) {
+            resp.headers_mut()
+                .insert(names::X_AIGW_QUEUE_MS, queue_ms(self.queue_wait));
+        }
+        let resp = crate::gateway::fleet::limit::hold(resp, p.slot, self.report.streaming);
         (resp, self.report)
     }
 
@@ -414,6 +452,13 @@ impl<'a> Run<'a> {
             Failure::Connect(_) | Failure::Other(_) => Outcome::Connect,
         };
         self.sample(&p, outcome, false);
+        self.gw.fleet.traffic(
+            &attempt.provider,
+            match &failure {
+                Failure::Http { .. } => crate::gateway::fleet::Passive::Answered,
+                _ => crate::gateway::fleet::Passive::Unreachable,
+            },
+        );
         let no_retry = match self.rate_limit_wait(&p, &failure) {
             Some(Ok(wait)) => {
                 let reason = format!(
@@ -564,6 +609,17 @@ impl<'a> Run<'a> {
     fn give_up(mut self) -> (Response, Report) {
         self.report.attempts = self.tried;
         self.report.upstream = self.upstream_wait;
+        // Every candidate was skipped for a full queue: 429 with when to come back.
+        if self.tried == 0
+            && let Some(after) = self.busy_retry
+        {
+            return crate::gateway::fleet::limit::busy_response(
+                after,
+                &self.reasons,
+                self.inb.dialect,
+                self.report,
+            );
+        }
         let mut resp = match self.first_failure.take() {
             Some((first, f, message, at)) if refused(first, &f) => {
                 self.refusal(first, f, message, at)
@@ -647,4 +703,9 @@ fn refused(attempt: &Attempt, f: &Failure) -> bool {
             f.next_for(matches!(attempt.key, KeyChoice::Passthrough)),
             Next::Final(_)
         )
+}
+
+/// `x-aigw-queue-ms`: milliseconds waited for `--max-in-flight` slots.
+fn queue_ms(d: Duration) -> HeaderValue {
+    HeaderValue::from(d.as_millis().min(u64::MAX as u128) as u64)
 }

@@ -36,6 +36,11 @@ impl Histogram {
         }
     }
 
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         for (i, b) in self.bounds.iter().enumerate() {
@@ -48,7 +53,7 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn render(&self, name: &str, help: &str, out: &mut String) {
+    pub fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (i, b) in self.bounds.iter().enumerate() {
             let _ = writeln!(
@@ -243,6 +248,11 @@ fn by_name<'a, V: Default>(all: &'a mut BTreeMap<String, V>, name: &str) -> &'a 
         all.insert(name.to_string(), V::default());
     }
     all.get_mut(name).expect("inserted above")
+}
+
+/// A Prometheus label value, escaped.
+pub fn escape_label(s: &str) -> String {
+    escape(s)
 }
 
 fn escape(s: &str) -> String {

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::pipeline::{body_error, handle};
 use crate::gateway::Gateway;
 use crate::gateway::attempts::forward::native_url;
-use crate::gateway::errors::Dialect;
+use crate::gateway::errors::{Dialect, GatewayError};
 
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -61,8 +61,8 @@ pub async fn inference(
 /// `(provider id, native base URL)` of each Ollama provider, without duplicate URLs.
 fn ollama_bases(gw: &Gateway) -> Vec<(String, String)> {
     let mut seen = HashSet::new();
-    gw.current()
-        .providers()
+    gw.fleet
+        .providers(gw.current().as_ref())
         .into_iter()
         .filter(|p| p.ollama)
         .filter_map(|p| Some((p.id, native_url(&p.base_url?, ""))))
@@ -83,17 +83,24 @@ async fn get_json(gw: &Gateway, inbound: &HeaderMap, provider: &str, url: String
     serde_json::from_slice(&body).ok()
 }
 
-async fn merged_models(gw: &Gateway, inbound: &HeaderMap, path: &str) -> Vec<Value> {
-    let futures = ollama_bases(gw)
-        .into_iter()
-        .map(|(id, b)| async move { get_json(gw, inbound, &id, format!("{b}{path}")).await });
+/// The merged lists, or (when there are Ollama boxes and none answered) the error that names
+/// them: a down fleet must not look like one with no models.
+async fn merged_models(
+    gw: &Gateway,
+    inbound: &HeaderMap,
+    path: &str,
+) -> Result<Vec<Value>, GatewayError> {
+    let bases = ollama_bases(gw);
+    let futures = bases
+        .iter()
+        .map(|(id, b)| async move { get_json(gw, inbound, id, format!("{b}{path}")).await });
+    let answers: Vec<Option<Value>> = futures_util::future::join_all(futures).await;
+    if !bases.is_empty() && answers.iter().all(Option::is_none) {
+        return Err(fleet_down(gw, &bases));
+    }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for v in futures_util::future::join_all(futures)
-        .await
-        .into_iter()
-        .flatten()
-    {
+    for v in answers.into_iter().flatten() {
         for m in v
             .get("models")
             .and_then(Value::as_array)
@@ -111,19 +118,53 @@ async fn merged_models(gw: &Gateway, inbound: &HeaderMap, path: &str) -> Vec<Val
             }
         }
     }
-    out
+    Ok(out)
+}
+
+/// 503: no Ollama box answered a listing; each address with what the health checks know.
+fn fleet_down(gw: &Gateway, bases: &[(String, String)]) -> GatewayError {
+    let snap = gw.fleet.state.snapshot();
+    let tried: Vec<String> = bases
+        .iter()
+        .map(|(id, b)| {
+            let why = snap
+                .get(id)
+                .and_then(|s| s.last_error.clone())
+                .unwrap_or_else(|| "no answer".into());
+            format!("{id} at {b} ({why})")
+        })
+        .collect();
+    GatewayError::new(
+        crate::gateway::errors::codes::ALL_FAILED,
+        format!(
+            "no Ollama box answers: tried {}. Is `ollama serve` running there? Run `aigw probe` to check each box.",
+            tried.join("; ")
+        ),
+    )
+}
+
+fn listing(gw: &Gateway, route: &str, models: Result<Vec<Value>, GatewayError>) -> Response {
+    match models {
+        Ok(models) => {
+            gw.metrics.request(route, 200);
+            axum::Json(json!({"models": models})).into_response()
+        }
+        Err(e) => {
+            tracing::warn!("GET {route}: {}", e.message);
+            gw.metrics.request(route, e.status);
+            e.response(Dialect::Ollama)
+        }
+    }
 }
 
 pub async fn tags(State(gw): State<Arc<Gateway>>, inbound: HeaderMap) -> Response {
     let models = merged_models(&gw, &inbound, "/api/tags").await;
-    gw.metrics.request("/api/tags", 200);
-    axum::Json(json!({"models": models})).into_response()
+    listing(&gw, "/api/tags", models)
 }
 
 pub async fn ps(State(gw): State<Arc<Gateway>>, inbound: HeaderMap) -> Response {
     let models = merged_models(&gw, &inbound, "/api/ps").await;
-    gw.metrics.request("/api/ps", 200);
-    axum::Json(json!({"models": models})).into_response()
+    listing(&gw, "/api/ps", models)
 }
 
 pub async fn version(State(gw): State<Arc<Gateway>>, inbound: HeaderMap) -> Response {

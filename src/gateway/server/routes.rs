@@ -51,6 +51,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         // The page holds no data (its state.json is behind the token), so a browser can load
         // it and then ask for the token.
         .route("/ui", get(ui::page))
+        .route("/readyz", get(readyz))
         .route("/", get(|| async { "aigw is running" }))
         .merge(api)
         .method_not_allowed_fallback(method_not_allowed)
@@ -269,9 +270,29 @@ async fn healthz() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
+/// Readiness (see [`crate::gateway::fleet::readiness`]): 200 when every box answers and every policy
+/// model is installed somewhere, else 503 naming what is wrong. `/healthz` stays liveness.
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    use crate::gateway::fleet::readiness::{Inputs, readiness};
+    let snap = gw.fleet.state.snapshot();
+    let models = gw.current().policy_models();
+    let r = readiness(Inputs {
+        fleet: &snap,
+        policy_models: &models,
+    });
+    let status = if r.ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    gw.metrics.request("/readyz", status.as_u16());
+    (status, axum::Json(r)).into_response()
+}
+
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let mut text = gw.metrics.render();
     text.push_str(&gw.breakers.render(std::time::Instant::now()));
+    text.push_str(&gw.fleet.render_metrics());
     let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

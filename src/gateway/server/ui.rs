@@ -62,9 +62,21 @@ pub struct Provider {
     /// Models the engine knows for it (listed, discovered or from the catalog).
     pub models_known: usize,
     pub models: Vec<Model>,
-    /// `ok` / `down` once health checks exist; absent until then.
+    /// `healthy` / `degraded` / `down` / `unknown` from serve's health checks; absent for a
+    /// provider that is not checked (a built-in public API).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+    /// Why it is down or degraded, from the last check or request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Models installed on an Ollama box (`/api/tags`), once a check has read them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installed: Option<Vec<String>>,
+    /// Models loaded in its memory (`/api/ps`) at the last check.
+    pub loaded: Vec<String>,
+    /// Requests in flight to it, and waiting in its `--max-in-flight` queue.
+    pub in_flight: usize,
+    pub queued: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,6 +123,7 @@ fn without_credentials(url: &str) -> String {
 pub fn state(gw: &Gateway, routing: &dyn Routing, now: Instant) -> State {
     let recorded = gw.status.recorded();
     let circuits = gw.breakers.circuits(now);
+    let fleet = gw.fleet.state.snapshot();
     let g = routing.gateway();
     let mut providers: Vec<Provider> = routing
         .providers()
@@ -186,7 +199,15 @@ pub fn state(gw: &Gateway, routing: &dyn Routing, now: Instant) -> State {
                 keys: p.keys,
                 models_known: p.models,
                 models: ordered,
-                health: None,
+                health: fleet.get(&p.id).map(|b| b.health.as_str().to_string()),
+                last_error: fleet.get(&p.id).and_then(|b| b.last_error.clone()),
+                installed: fleet.get(&p.id).and_then(|b| b.installed.clone()),
+                loaded: fleet
+                    .get(&p.id)
+                    .map(|b| b.loaded.clone())
+                    .unwrap_or_default(),
+                in_flight: gw.fleet.limits.in_flight(&p.id),
+                queued: gw.fleet.limits.queued(&p.id),
             }
         })
         .collect();

@@ -12,6 +12,8 @@ pub struct Facts {
     pub draws_random: bool,
     /// Reads a `metrics` field (`m.metrics.…`): live traffic figures change its answer.
     pub reads_metrics: bool,
+    /// Reads an `aigw` field (`m.aigw.health`, …): the boxes' live state changes its answer.
+    pub reads_live: bool,
     /// Returns every model, possibly reordered: `ai.models`, with any chain of
     /// `.randomize()` and `.sortBy(…)`.
     pub catch_all: bool,
@@ -28,6 +30,7 @@ impl Facts {
                 facts.draws_random = true;
             }
             Expr::Select(s) if s.field == "metrics" => facts.reads_metrics = true,
+            Expr::Select(s) if s.field == "aigw" => facts.reads_live = true,
             _ => {}
         });
         facts
@@ -137,5 +140,7 @@ mod tests {
             facts("ai.models.filter(m, m.metrics.global.error_rate.total < 0.1)").reads_metrics
         );
         assert!(!facts("ai.models.filter(m, m.id == 'metrics')").reads_metrics);
+        assert!(facts("ai.models.filter(m, m.aigw.health == 'healthy')").reads_live);
+        assert!(!facts("ai.models.filter(m, m.id == 'aigw')").reads_live);
     }
 }

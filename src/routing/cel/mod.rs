@@ -55,8 +55,8 @@ pub fn syntax_issues(expr: &str, errors: &cel::ParseErrors) -> Vec<CelIssue> {
 }
 
 pub use views::{
-    AuthorView, Datacenter, ErrorRate, KeyMetrics, KeyView, Latency, MetricsScope, ModelMetrics,
-    ModelView, Pricing, ProviderView, Quota, TokenUsage,
+    AuthorView, Datacenter, ErrorRate, KeyMetrics, KeyView, Latency, LiveView, MetricsScope,
+    ModelMetrics, ModelView, Pricing, ProviderView, Quota, TokenUsage,
 };
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue};
@@ -141,6 +141,11 @@ impl Strategy {
     /// Reads `m.metrics`, so live traffic figures change its answer.
     pub fn reads_metrics(&self) -> bool {
         self.facts.reads_metrics
+    }
+
+    /// Reads `m.aigw`, so the boxes' health and load change its answer.
+    pub fn reads_live(&self) -> bool {
+        self.facts.reads_live
     }
 
     /// Returns every model (possibly reordered): later strategies never run.

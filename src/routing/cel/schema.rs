@@ -19,6 +19,7 @@ pub(crate) enum ObjKind {
     ErrorRate,
     Token,
     Quota,
+    Live,
 }
 
 /// The static type of a field.
@@ -68,6 +69,15 @@ const MODEL_FIELDS: &[(&str, FieldTy)] = &[
     ("pricing", Free),
     ("datacenters", ObjList(ObjKind::Datacenter)),
     ("metrics", Obj(ObjKind::Metrics)),
+    ("aigw", Obj(ObjKind::Live)),
+];
+
+/// `m.aigw`: what serve knows live about the model's provider box (aigw's own field).
+const LIVE_FIELDS: &[(&str, FieldTy)] = &[
+    ("health", Str),
+    ("installed", Bool),
+    ("in_flight", Int),
+    ("queued", Int),
 ];
 
 const PROVIDER_FIELDS: &[(&str, FieldTy)] = &[
@@ -167,6 +177,7 @@ static LATENCY_TYPE: Type = Type::new_unspecified_type("latency");
 static ERROR_RATE_TYPE: Type = Type::new_unspecified_type("error_rate");
 static TOKEN_TYPE: Type = Type::new_unspecified_type("token");
 static QUOTA_TYPE: Type = Type::new_unspecified_type("quota");
+static LIVE_TYPE: Type = Type::new_unspecified_type("aigw_live");
 
 impl ObjKind {
     /// Every kind, for tests.
@@ -175,7 +186,7 @@ impl ObjKind {
 }
 
 /// How many kinds there are.
-pub(crate) const KINDS: usize = 12;
+pub(crate) const KINDS: usize = 13;
 
 const ALL_KINDS: [ObjKind; KINDS] = [
     ObjKind::Model,
@@ -190,6 +201,7 @@ const ALL_KINDS: [ObjKind; KINDS] = [
     ObjKind::ErrorRate,
     ObjKind::Token,
     ObjKind::Quota,
+    ObjKind::Live,
 ];
 
 impl ObjKind {
@@ -208,6 +220,7 @@ impl ObjKind {
             ObjKind::ErrorRate => ERROR_RATE_FIELDS,
             ObjKind::Token => TOKEN_FIELDS,
             ObjKind::Quota => QUOTA_FIELDS,
+            ObjKind::Live => LIVE_FIELDS,
         }
     }
 
@@ -247,6 +260,7 @@ impl ObjKind {
             ObjKind::ErrorRate => &ERROR_RATE_TYPE,
             ObjKind::Token => &TOKEN_TYPE,
             ObjKind::Quota => &QUOTA_TYPE,
+            ObjKind::Live => &LIVE_TYPE,
         }
     }
 
@@ -270,6 +284,7 @@ impl ObjKind {
             ObjKind::ErrorRate => "`error_rate`",
             ObjKind::Token => "`token`",
             ObjKind::Quota => "`quota`",
+            ObjKind::Live => "`aigw`",
         }
     }
 }

@@ -977,6 +977,15 @@ pub(crate) fn model(m: &ModelView, index: usize) -> ObjVal {
         pricing(&m.pricing),
         Data::List(List(m.datacenters.iter().map(datacenter).collect())),
         metrics(&m.metrics),
+        ObjVal::plain(
+            ObjKind::Live,
+            [
+                Data::str(&m.aigw.health),
+                Data::bool(m.aigw.installed),
+                Data::int(m.aigw.in_flight),
+                Data::int(m.aigw.queued),
+            ],
+        ),
     ];
     ObjVal::new(ObjKind::Model, index, values, Some(names))
 }

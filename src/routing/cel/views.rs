@@ -58,6 +58,33 @@ pub struct ModelView {
     pub datacenters: Vec<Datacenter>,
     /// Runtime metrics; all zero until the gateway has seen traffic.
     pub metrics: ModelMetrics,
+    /// What `aigw serve` knows live about the model's box (`m.aigw`, aigw's own field).
+    pub aigw: LiveView,
+}
+
+/// `m.aigw`: the box's health from serve's checks and traffic, whether it has the model
+/// installed, and its requests in flight and queued (as of the last refresh, at most one
+/// health-check interval old). Offline (`explain`, `test`) every box reads as healthy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LiveView {
+    /// `healthy`, `degraded`, `down` or `unknown` (not checked).
+    pub health: String,
+    /// False only when the box's installed models are known and this is not among them.
+    pub installed: bool,
+    pub in_flight: u64,
+    pub queued: u64,
+}
+
+impl Default for LiveView {
+    fn default() -> Self {
+        LiveView {
+            health: "healthy".into(),
+            installed: true,
+            in_flight: 0,
+            queued: 0,
+        }
+    }
 }
 
 /// Prices keyed by the dotted price types of `underCost` (`text.input`, `text.output`,

@@ -168,6 +168,7 @@ impl StandIn {
         let shared = Arc::new(Shared {
             kind,
             cancel: CancellationToken::new(),
+            concurrency: Mutex::default(),
             inner: Mutex::new(Inner {
                 label: kind.name().to_string(),
                 models: kind
@@ -298,6 +299,17 @@ impl StandIn {
             .count()
     }
 
+    /// The most requests to `path` this stand-in handled at once (until their response head
+    /// was sent).
+    pub fn max_concurrent(&self, path: &str) -> usize {
+        self.shared
+            .concurrency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .map_or(0, |e| e.1)
+    }
+
     /// Forgets the recorded requests (ids keep counting).
     pub fn clear_requests(&self) {
         self.shared.lock().requests.clear();
@@ -330,6 +342,30 @@ struct Shared {
     kind: Kind,
     cancel: CancellationToken,
     inner: Mutex<Inner>,
+    /// Requests being handled now, by path, and the most ever at once.
+    concurrency: Mutex<std::collections::HashMap<String, (usize, usize)>>,
+}
+
+/// Counts a request as in flight on its path until dropped.
+struct InFlight(Arc<Shared>, String);
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>, path: &str) -> InFlight {
+        let mut c = shared.concurrency.lock().unwrap_or_else(|e| e.into_inner());
+        let e = c.entry(path.to_string()).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(e.0);
+        InFlight(shared.clone(), path.to_string())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut c = self.0.concurrency.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = c.get_mut(&self.1) {
+            e.0 -= 1;
+        }
+    }
 }
 
 struct Inner {
@@ -481,6 +517,7 @@ async fn dispatch(
         .unwrap_or_default();
     let json = serde_json::from_slice::<Value>(&body).ok();
     let path = parts.uri.path().to_string();
+    let _in_flight = InFlight::new(&shared, &path);
     let kind = shared.kind;
     let surface = Surface::of(kind, &path);
 
