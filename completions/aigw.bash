@@ -455,7 +455,7 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__serve)
-            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --rate-limit-retries --same-pair-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --body-read-timeout --workers --max-connections --health-interval --max-in-flight --queue-depth --queue-timeout --keep-warm --no-reload --log-format --color --help"
+            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --rate-limit-retries --same-pair-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --body-read-timeout --workers --max-connections --health-interval --max-in-flight --queue-depth --queue-timeout --keep-warm --drain-timeout --state --no-reload --log-format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -554,6 +554,14 @@ _aigw() {
                     return 0
                     ;;
                 --keep-warm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --drain-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

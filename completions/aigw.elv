@@ -95,6 +95,8 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand --queue-depth 'Most requests waiting per limited provider; past it, 429 with Retry-After'
             cand --queue-timeout 'Longest a request waits in the queue before 429 with Retry-After'
             cand --keep-warm 'Keep the policy''s models loaded on each Ollama box that has them: a load-only request with this `keep_alive` every half of it, never while a real request runs on the model'
+            cand --drain-timeout 'On SIGTERM (or Ctrl-C): `/readyz` answers 503, new connections are refused, and requests and streams in flight get this long to finish; then what is still open ends with an error event and the process exits 0. Keep it below Kubernetes'' terminationGracePeriodSeconds'
+            cand --state 'Share circuit breakers, box health, rate-limit windows and `m.metrics` figures with other replicas through Redis: `redis://[:PASSWORD@]HOST:PORT[/DB]` or `rediss://…` (a password can come from AIGW_STATE_PASSWORD instead). Off: each process learns alone'
             cand --log-format 'Log format for request logs'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
             cand --no-reload 'Do not watch the policy file for changes'

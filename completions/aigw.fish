@@ -95,6 +95,8 @@ complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-in-flight -d 'Mo
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l queue-depth -d 'Most requests waiting per limited provider; past it, 429 with Retry-After' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l queue-timeout -d 'Longest a request waits in the queue before 429 with Retry-After' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l keep-warm -d 'Keep the policy\'s models loaded on each Ollama box that has them: a load-only request with this `keep_alive` every half of it, never while a real request runs on the model' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l drain-timeout -d 'On SIGTERM (or Ctrl-C): `/readyz` answers 503, new connections are refused, and requests and streams in flight get this long to finish; then what is still open ends with an error event and the process exits 0. Keep it below Kubernetes\' terminationGracePeriodSeconds' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l state -d 'Share circuit breakers, box health, rate-limit windows and `m.metrics` figures with other replicas through Redis: `redis://[:PASSWORD@]HOST:PORT[/DB]` or `rediss://…` (a password can come from AIGW_STATE_PASSWORD instead). Off: each process learns alone' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l log-format -d 'Log format for request logs' -r -f -a "text\t''
 json\t''"
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''

@@ -13,6 +13,7 @@ use crate::gateway::attempts::breaker::BreakerOptions;
 use crate::gateway::attempts::failure::RetryOptions;
 use crate::gateway::fleet::check::CheckOptions;
 use crate::gateway::fleet::limit::LimitOptions;
+use crate::gateway::shared::url::{StateUrl, StateUrlError};
 use crate::policy::duration::{self, DurationError};
 
 #[derive(Debug, Parser)]
@@ -50,7 +51,7 @@ pub enum Command {
     /// Run routing test files (request → expected candidates) against their policies.
     Test(TestArgs),
     /// Serve an OpenAI-compatible (and Ollama-compatible) gateway locally, with failover.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check providers: reachability, installed models, pre-warm Ollama models.
     #[command(
         after_help = "Exit status: 0 every check passed, 1 a check failed, 2 probe could not run \
@@ -256,6 +257,17 @@ pub struct ServeArgs {
     /// with this `keep_alive` every half of it, never while a real request runs on the model.
     #[arg(long, value_name = "DURATION")]
     pub keep_warm: Option<DurationArg>,
+    /// On SIGTERM (or Ctrl-C): `/readyz` answers 503, new connections are refused, and requests
+    /// and streams in flight get this long to finish; then what is still open ends with an
+    /// error event and the process exits 0. Keep it below Kubernetes'
+    /// terminationGracePeriodSeconds.
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(GatewayOptions::default().drain_timeout))]
+    pub drain_timeout: DurationArg,
+    /// Share circuit breakers, box health, rate-limit windows and `m.metrics` figures with
+    /// other replicas through Redis: `redis://[:PASSWORD@]HOST:PORT[/DB]` or `rediss://…`
+    /// (a password can come from AIGW_STATE_PASSWORD instead). Off: each process learns alone.
+    #[arg(long, value_name = "URL", env = "AIGW_STATE", value_parser = parse_state)]
+    pub state: Option<StateUrl>,
     /// Do not watch the policy file for changes.
     #[arg(long)]
     pub no_reload: bool,
@@ -375,6 +387,11 @@ fn parse_key_value(s: &str) -> Result<(String, String), KeyValueError> {
 pub struct ListenError;
 
 /// `127.0.0.1:8080`, `localhost:8080`, `:8080` or `8080`.
+/// `--state`: a Redis URL; the password may come from `AIGW_STATE_PASSWORD` instead.
+pub fn parse_state(text: &str) -> Result<StateUrl, StateUrlError> {
+    StateUrl::parse(text, std::env::var("AIGW_STATE_PASSWORD").ok().as_deref())
+}
+
 pub fn parse_listen(text: &str) -> Result<SocketAddr, ListenError> {
     let t = text.trim();
     if let Ok(a) = t.parse::<SocketAddr>() {

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args, cli.color),
         Command::Explain(args) => commands::explain::run(args, cli.color),
         Command::Test(args) => commands::test::run(args, cli.color),
-        Command::Serve(args) => commands::serve::run(args, cli.color),
+        Command::Serve(args) => commands::serve::run(*args, cli.color),
         // probe reports its own errors, in colour, on the stream its tests capture.
         Command::Probe(args) => Ok(commands::probe::run(args, cli.color)),
         Command::Convert(args) => commands::convert::run(args, cli.color),

@@ -1,5 +1,6 @@
 //! Streaming beyond chat: Anthropic `/v1/messages`, OpenAI `/v1/responses`, client disconnects
-//! (the upstream is dropped) and graceful shutdown (open streams end with an error event).
+//! (the upstream is dropped) and graceful drain on shutdown (streams in flight finish; those
+//! still open after `--drain-timeout` end with an error event).
 
 #[path = "gateway_support/mod.rs"]
 mod support;
@@ -153,14 +154,70 @@ async fn client_disconnect_drops_the_upstream_stream() {
 }
 
 #[tokio::test]
-async fn shutdown_ends_open_streams_with_an_error_event() {
+async fn a_stream_in_flight_at_shutdown_finishes_and_new_connections_are_refused() {
+    let up = StandIn::start(Kind::OpenAi)
+        .await
+        .with_models(&["slow"])
+        .with_chunk_delay(Duration::from_millis(100));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let opts = GatewayOptions {
+        drain_timeout: Duration::from_secs(60),
+        ..GatewayOptions::default()
+    };
+    let (gw, task) =
+        support::start_policy_until(&policy("oa", "slow"), &[("oa", up.url())], opts, rx).await;
+    let r = stream_client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": "a b c d e f g h"}]}))
+        .send()
+        .await
+        .unwrap();
+    let mut body = r.bytes_stream();
+    let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
+    tx.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gw.gw.draining.is_cancelled() {
+        assert!(
+            Instant::now() < deadline,
+            "the signal did not start the drain"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Draining: the listener is closed (new connections are refused) once the accept loop
+    // has seen the signal.
+    let mut refused = false;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(gw.addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "new connections are still accepted while draining");
+    while let Some(Ok(chunk)) = body.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(
+        text.trim_end().lines().last(),
+        Some("data: [DONE]"),
+        "{text}"
+    );
+    assert!(!text.contains("\"error\""), "{text}");
+    let served = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("serve did not return after its last stream finished");
+    assert!(served.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn streams_still_open_after_the_drain_timeout_end_with_an_error_event() {
     let up = StandIn::start(Kind::OpenAi)
         .await
         .with_models(&["slow"])
         .with_chunk_delay(Duration::from_millis(300));
     let (tx, rx) = tokio::sync::oneshot::channel();
     let opts = GatewayOptions {
-        shutdown_grace: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(1),
         ..GatewayOptions::default()
     };
     let (gw, task) =

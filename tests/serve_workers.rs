@@ -37,7 +37,7 @@ impl Running {
         let addr = listener.local_addr().unwrap();
         let opts = GatewayOptions {
             workers,
-            shutdown_grace: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
             // Every request must reach the failing upstream: no circuit opens on it.
             breaker: aigw::gateway::attempts::breaker::BreakerOptions {
                 failures: 0,

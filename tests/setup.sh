@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests start for real: Chromium, driven headless by Playwright's Python
 # client in tests/serve_ui.rs (the system browser; `playwright install` is never run).
-apt_packages=(chromium)
+apt_packages=(chromium redis-server nginx)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

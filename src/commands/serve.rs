@@ -189,6 +189,8 @@ fn gateway_options(
             queue_timeout: args.queue_timeout.0,
         },
         max_connections,
+        drain_timeout: args.drain_timeout.0,
+        state: args.state.clone(),
         workers: match args.workers {
             0 => gateway::server::workers::auto(),
             n => n,
@@ -210,7 +212,9 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
-    eprintln!("aigw: shutting down (Ctrl-C again to exit now)");
+    eprintln!(
+        "aigw: draining: /readyz says 503, new connections are refused, requests in flight are finishing (Ctrl-C again to exit now)"
+    );
     tokio::spawn(async {
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod names;
 pub mod observe;
 pub mod server;
+pub mod shared;
 pub mod token;
 pub mod upstream;
 
@@ -104,8 +105,9 @@ pub struct GatewayOptions {
     /// else the client gets 408 and the connection is closed (a stalled or trickled body).
     pub body_read_timeout: Duration,
     pub connect_timeout: Duration,
-    /// How long shutdown waits for in-flight requests after cancelling streams.
-    pub shutdown_grace: Duration,
+    /// On shutdown, how long requests and streams in flight may take to finish before open
+    /// streams are ended with an error event.
+    pub drain_timeout: Duration,
     /// Refuse upstreams outside 127.0.0.0/8 and `localhost` (tests use it as a safety net).
     pub upstream_loopback_only: bool,
     /// Waiting and retrying after a 429.
@@ -122,6 +124,8 @@ pub struct GatewayOptions {
     pub access_log: Option<access_log::AccessLog>,
     /// `--max-in-flight`, `--queue-depth`, `--queue-timeout`.
     pub limits: fleet::limit::LimitOptions,
+    /// `--state`: share breakers, box health, rate limits and metrics through Redis.
+    pub state: Option<shared::url::StateUrl>,
 }
 
 impl Default for GatewayOptions {
@@ -137,7 +141,7 @@ impl Default for GatewayOptions {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
             upstream_loopback_only: false,
             retry: failure::RetryOptions::default(),
             breaker: breaker::BreakerOptions::default(),
@@ -145,6 +149,7 @@ impl Default for GatewayOptions {
             max_connections: 0,
             access_log: None,
             limits: fleet::limit::LimitOptions::default(),
+            state: None,
         }
     }
 }
@@ -163,7 +168,11 @@ pub struct Gateway {
     pub breakers: breaker::Breakers,
     /// Requests in flight and, while `/ui` watches, the recent ones.
     pub status: status::Status,
-    /// Cancelled on shutdown: open streams end with an error event.
+    /// Cancelled when a shutdown signal arrives: `/readyz` answers 503 and no new connection
+    /// is accepted, while requests in flight go on (see [`serve`]).
+    pub draining: CancellationToken,
+    /// Cancelled when the drain is over: open streams end with an error event and background
+    /// tasks stop.
     pub shutdown: CancellationToken,
     /// This process's id in `x-aigw-via` (routing-loop detection, see [`hops`]).
     pub instance_id: String,
@@ -173,6 +182,8 @@ pub struct Gateway {
     pub rate_limits: Arc<dyn crate::traffic::RateState>,
     /// What is known about each provider box (health, installed models).
     pub fleet: fleet::Fleet,
+    /// `--state`: what is shared with the other replicas, and how the link to them is.
+    pub shared: Option<shared::Sharing>,
 }
 
 impl Gateway {
@@ -186,24 +197,44 @@ impl Gateway {
             opts.connect_timeout,
             Duration::from_secs(30),
         );
+        let (sharing, outbox) = match &opts.state {
+            None => (None, shared::Outbox::default()),
+            Some(url) => match shared::Sharing::open(url) {
+                Ok((s, o)) => (Some(s), o),
+                Err(e) => {
+                    tracing::error!(
+                        "--state {url}: {}; each replica keeps its own state",
+                        shared::sync::describe(&e)
+                    );
+                    (None, shared::Outbox::default())
+                }
+            },
+        };
+        let rate_limits: Arc<dyn crate::traffic::RateState> = match &sharing {
+            Some(s) => s.rate(),
+            None => Arc::new(crate::traffic::InProcess::default()),
+        };
         let fleet = fleet::Fleet::new(
             Arc::new(fleet::state::LocalFleetState::default()),
             opts.limits.clone(),
-        );
+        )
+        .with_outbox(outbox.clone());
         Arc::new(Gateway {
             routing: RwLock::new(routing),
-            breakers: breaker::Breakers::new(opts.breaker),
+            breakers: breaker::Breakers::new(opts.breaker).with_outbox(outbox),
             clients,
             secrets,
             opts,
             metrics: Arc::default(),
             traffic: Arc::default(),
             status: status::Status::default(),
+            draining: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             instance_id: hops::new_instance_id(),
             redactor: observe::redact::RedactorCache::default(),
-            rate_limits: Arc::new(crate::traffic::InProcess::default()),
+            rate_limits,
             fleet,
+            shared: sharing,
         })
     }
 
@@ -227,8 +258,10 @@ impl Gateway {
     }
 }
 
-/// Serves `gateway` on `listener` until `signal` resolves; then cancels open streams and waits at
-/// most `shutdown_grace` for in-flight requests.
+/// Serves `gateway` on `listener` until `signal` resolves, then drains: `/readyz` turns 503,
+/// the listener closes (new connections are refused), idle keep-alive connections close, and
+/// requests and streams in flight get `drain_timeout` to finish. Streams still open then end
+/// with an error event (a second, short wait lets them say so).
 ///
 /// A hand-written accept loop rather than `axum::serve`, which has no header-read timeout: each
 /// connection is served by hyper-util's auto (HTTP/1 + HTTP/2) builder with
@@ -243,7 +276,10 @@ pub async fn serve(
     use hyper_util::server::conn::auto;
 
     let app = routes::router(gateway.clone());
-    let token = gateway.shutdown.clone();
+    if let Some(s) = &gateway.shared {
+        s.start(gateway.clone());
+    }
+    let token = gateway.draining.clone();
     let trigger = token.clone();
     tokio::spawn(async move {
         signal.await;
@@ -314,17 +350,26 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let grace = gateway.opts.shutdown_grace;
-    let result = tokio::select! {
-        _ = graceful.shutdown() => Ok(()),
-        _ = tokio::time::sleep(grace) => {
-            tracing::warn!("shutdown: in-flight requests did not finish within {grace:?}; closing");
-            Ok(())
-        }
-    };
+    let drain = gateway.opts.drain_timeout;
+    let finished = graceful.shutdown();
+    tokio::pin!(finished);
+    if tokio::time::timeout(drain, &mut finished).await.is_err() {
+        let open = gateway.metrics.open_streams();
+        tracing::warn!(
+            "shutdown: requests still in flight after --drain-timeout {}; ending {open} open stream(s) with an error event",
+            humantime::format_duration(drain)
+        );
+        gateway.shutdown.cancel();
+        let _ = tokio::time::timeout(SAY_GOODBYE, &mut finished).await;
+    }
+    // Background tasks (health checks, reload watching, state sync) stop here.
+    gateway.shutdown.cancel();
     drop(workers);
-    result
+    Ok(())
 }
+
+/// After the drain timeout, how long streams get to send their final error event.
+const SAY_GOODBYE: Duration = Duration::from_secs(2);
 
 /// `--max-connections`: one permit per connection being served, given back when it closes.
 struct ConnectionCap {

@@ -38,6 +38,18 @@ impl Program {
     }
 }
 
+impl Program {
+    /// Whether a request's rules may count it against a `rate-limit` (only the request phase
+    /// has them).
+    pub fn limits_rate(&self) -> bool {
+        self.request.iter().any(|r| {
+            r.actions
+                .iter()
+                .any(|a| matches!(a.step, Step::RateLimit { .. }))
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: Option<String>,

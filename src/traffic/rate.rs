@@ -26,6 +26,12 @@ pub trait RateState: Send + Sync {
     /// (time since the Unix epoch) and says whether it is within `capacity` per `window`.
     /// A limited request is not counted.
     fn hit(&self, bucket: &str, capacity: u64, window: Duration, now: Duration) -> Verdict;
+
+    /// Whether [`RateState::hit`] may wait on the network (a shared store): then the server
+    /// runs the rules that use it off its request threads.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 /// Counters in this process's memory.
@@ -47,9 +53,7 @@ const SWEEP_AT: usize = 100_000;
 
 impl RateState for InProcess {
     fn hit(&self, bucket: &str, capacity: u64, window: Duration, now: Duration) -> Verdict {
-        let w = window.as_nanos().max(1);
-        let index = (now.as_nanos() / w) as u64;
-        let into = (now.as_nanos() % w) as f64 / w as f64;
+        let (index, into) = position(now, window);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= SWEEP_AT {
             buckets.retain(|_, c| c.window + 1 >= index);
@@ -60,25 +64,44 @@ impl RateState for InProcess {
             c.current = 0;
             c.window = index;
         }
-        let estimate = c.previous as f64 * (1.0 - into) + c.current as f64;
-        if estimate < capacity as f64 {
+        let verdict = decide(c.current, c.previous, into, capacity, window);
+        if verdict == Verdict::Allowed {
             c.current += 1;
-            return Verdict::Allowed;
         }
-        // When the estimate drops below capacity: within this window as the previous count
-        // fades, else once this window's own count has become the previous one.
-        let secs = window.as_secs_f64();
-        let wait = if c.current < capacity && c.previous > 0 {
-            let needed = 1.0 - (capacity - c.current) as f64 / c.previous as f64;
-            (needed - into).max(0.0) * secs
-        } else {
-            let fade = 1.0 - (capacity.saturating_sub(1)) as f64 / c.current.max(1) as f64;
-            (1.0 - into + fade.max(0.0)) * secs
-        };
-        Verdict::Limited {
-            retry_after: Duration::from_secs(wait.ceil().max(1.0) as u64),
-        }
+        verdict
     }
+}
+
+/// The sliding-window decision from a bucket's counts, shared by every [`RateState`]: the
+/// current fixed window's count, the previous one's, and how far `into` (0..1) the current
+/// window `now` is. Allowed means the caller counts the request.
+pub fn decide(current: u64, previous: u64, into: f64, capacity: u64, window: Duration) -> Verdict {
+    let estimate = previous as f64 * (1.0 - into) + current as f64;
+    if estimate < capacity as f64 {
+        return Verdict::Allowed;
+    }
+    // When the estimate drops below capacity: within this window as the previous count
+    // fades, else once this window's own count has become the previous one.
+    let secs = window.as_secs_f64();
+    let wait = if current < capacity && previous > 0 {
+        let needed = 1.0 - (capacity - current) as f64 / previous as f64;
+        (needed - into).max(0.0) * secs
+    } else {
+        let fade = 1.0 - (capacity.saturating_sub(1)) as f64 / current.max(1) as f64;
+        (1.0 - into + fade.max(0.0)) * secs
+    };
+    Verdict::Limited {
+        retry_after: Duration::from_secs(wait.ceil().max(1.0) as u64),
+    }
+}
+
+/// Where `now` falls for `window`: the fixed window's index and how far into it (0..1).
+pub fn position(now: Duration, window: Duration) -> (u64, f64) {
+    let w = window.as_nanos().max(1);
+    (
+        (now.as_nanos() / w) as u64,
+        (now.as_nanos() % w) as f64 / w as f64,
+    )
 }
 
 #[cfg(test)]

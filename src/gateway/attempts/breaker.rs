@@ -17,6 +17,8 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::gateway::shared::{Event, Outbox};
+
 #[derive(Debug, Clone, Copy)]
 pub struct BreakerOptions {
     /// Consecutive failures that open a circuit (0: never).
@@ -78,6 +80,8 @@ pub struct Breakers {
     opts: Option<BreakerOptions>,
     /// Only models that failed recently have an entry; a success removes it.
     states: Mutex<HashMap<String, State>>,
+    /// Where openings and closings go for the other replicas (`--state`).
+    outbox: Outbox,
 }
 
 fn key(provider: &str, model: &str) -> String {
@@ -89,7 +93,58 @@ impl Breakers {
         Breakers {
             opts: (opts.failures > 0).then_some(opts),
             states: Mutex::default(),
+            outbox: Outbox::default(),
         }
+    }
+
+    /// Shares this replica's openings and closings through `outbox`.
+    pub fn with_outbox(mut self, outbox: Outbox) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Applies what another replica learned: its circuit opened (for `open_for` from now) or
+    /// closed. Never published again.
+    pub fn apply(&self, event: &Event, now: Instant) {
+        if self.opts.is_none() {
+            return;
+        }
+        match event {
+            Event::BreakerOpen {
+                provider,
+                model,
+                failures,
+                open_ms,
+            } => {
+                let open_for = Duration::from_millis(*open_ms);
+                let mut states = self.states();
+                let s = states.entry(key(provider, model)).or_default();
+                s.consecutive = s.consecutive.max(*failures);
+                s.open_for = open_for;
+                s.probe_since = None;
+                if s.open_until.is_none_or(|t| t < now + open_for) {
+                    s.open_until = Some(now + open_for);
+                }
+            }
+            Event::BreakerClosed { provider, model } => {
+                self.states().remove(&key(provider, model));
+            }
+            _ => {}
+        }
+    }
+
+    /// The circuits open now, as events, for republishing after the shared store was away.
+    pub fn open_events(&self, now: Instant) -> Vec<Event> {
+        self.circuits(now)
+            .into_iter()
+            .filter(|c| c.retry_in_ms > 0)
+            .map(|c| Event::BreakerOpen {
+                provider: c.provider,
+                model: c.model,
+                failures: c.consecutive_failures,
+                open_ms: c.retry_in_ms,
+            })
+            .collect()
     }
 
     fn states(&self) -> std::sync::MutexGuard<'_, HashMap<String, State>> {
@@ -131,8 +186,14 @@ impl Breakers {
             return;
         }
         let mut states = self.states();
-        if !states.is_empty() {
-            states.remove(&key(provider, model));
+        if !states.is_empty()
+            && let Some(s) = states.remove(&key(provider, model))
+            && s.open_until.is_some()
+        {
+            self.outbox.send(Event::BreakerClosed {
+                provider: provider.to_string(),
+                model: model.to_string(),
+            });
         }
     }
 
@@ -161,6 +222,12 @@ impl Breakers {
                 );
             }
             s.open_until = Some(now + s.open_for);
+            self.outbox.send(Event::BreakerOpen {
+                provider: provider.to_string(),
+                model: model.to_string(),
+                failures: s.consecutive,
+                open_ms: s.open_for.as_millis().min(u64::MAX as u128) as u64,
+            });
         }
     }
 

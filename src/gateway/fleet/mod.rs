@@ -21,6 +21,8 @@ pub mod warm;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::gateway::shared::{Event, Outbox};
+
 pub use state::{BoxStatus, CheckResult, FleetSnapshot, FleetState, Health, Passive};
 
 /// The gateway's view of its boxes.
@@ -31,6 +33,9 @@ pub struct Fleet {
     /// Keep-warm requests sent (`--keep-warm`).
     pub warmed: warm::Warmed,
     checking: AtomicBool,
+    /// Where boxes going down or coming back (as real traffic found) go for the other
+    /// replicas (`--state`).
+    outbox: Outbox,
 }
 
 impl Default for Fleet {
@@ -49,6 +54,43 @@ impl Fleet {
             limits: limit::Limits::new(limits),
             warmed: warm::Warmed::default(),
             checking: AtomicBool::new(false),
+            outbox: Outbox::default(),
+        }
+    }
+
+    /// Shares what real traffic finds about boxes through `outbox`.
+    pub fn with_outbox(mut self, outbox: Outbox) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// Applies what another replica's traffic found: a box it could not reach is down here
+    /// too until this replica's own check or request says otherwise; one it reached again is
+    /// healthy. Only for the same address (replicas may map a provider differently).
+    pub fn apply(&self, event: &Event) {
+        let snap = self.state.snapshot();
+        match event {
+            Event::BoxDown {
+                provider,
+                address,
+                reason,
+            } if snap
+                .get(provider)
+                .is_some_and(|b| &b.address == address && b.health != Health::Down) =>
+            {
+                self.state.record_check(
+                    provider,
+                    CheckResult::Unreachable(format!("{reason} (through another replica)")),
+                );
+            }
+            Event::BoxUp { provider, address }
+                if snap.get(provider).is_some_and(|b| {
+                    &b.address == address && matches!(b.health, Health::Down | Health::Degraded)
+                }) =>
+            {
+                self.state.record_traffic(provider, Passive::Answered);
+            }
+            _ => {}
         }
     }
 
@@ -68,8 +110,36 @@ impl Fleet {
 
     /// A real request's outcome (a no-op before checks run).
     pub fn traffic(&self, provider: &str, outcome: Passive) {
-        if self.checking() {
+        if !self.checking() {
+            return;
+        }
+        if !self.outbox.is_on() {
             self.state.record_traffic(provider, outcome);
+            return;
+        }
+        let before = self.state.snapshot().get(provider).map(|b| b.health);
+        self.state.record_traffic(provider, outcome);
+        let snap = self.state.snapshot();
+        let (Some(before), Some(b)) = (before, snap.get(provider)) else {
+            return;
+        };
+        let went_down = before != Health::Down && b.health == Health::Down;
+        let came_back =
+            matches!(before, Health::Down | Health::Degraded) && b.health == Health::Healthy;
+        if went_down {
+            self.outbox.send(Event::BoxDown {
+                provider: provider.to_string(),
+                address: b.address.clone(),
+                reason: b
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "real requests could not reach it".into()),
+            });
+        } else if came_back {
+            self.outbox.send(Event::BoxUp {
+                provider: provider.to_string(),
+                address: b.address.clone(),
+            });
         }
     }
 
@@ -210,6 +280,7 @@ pub fn startup_lines(
     let r = readiness::readiness(readiness::Inputs {
         fleet: snap,
         policy_models,
+        draining: false,
     });
     for m in r.models_missing {
         lines.push(format!(

@@ -1,6 +1,6 @@
 //! `GET /readyz`: ready only when every checked provider answers and every model the policy
 //! lists for an Ollama box is installed on some box that lists it. One function takes every
-//! input, so more reasons not to be ready (draining on shutdown) are one more field.
+//! input; a replica draining on shutdown is not ready whatever its boxes say.
 
 use serde::Serialize;
 
@@ -13,6 +13,8 @@ pub struct Inputs<'a> {
     pub fleet: &'a FleetSnapshot,
     /// `(provider, model)` of each model the policy lists.
     pub policy_models: &'a [(String, String)],
+    /// A shutdown signal arrived: load balancers must stop sending new requests.
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -33,6 +35,9 @@ pub struct MissingModel {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Readiness {
     pub ready: bool,
+    /// Shutting down: requests in flight are finishing, new ones belong elsewhere.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
     pub boxes_down: Vec<DownBox>,
     pub models_missing: Vec<MissingModel>,
 }
@@ -87,7 +92,8 @@ pub fn readiness(inputs: Inputs<'_>) -> Readiness {
         }
     }
     Readiness {
-        ready: boxes_down.is_empty() && models_missing.is_empty(),
+        ready: !inputs.draining && boxes_down.is_empty() && models_missing.is_empty(),
+        draining: inputs.draining,
         boxes_down,
         models_missing,
     }
@@ -114,6 +120,7 @@ mod tests {
         let r = readiness(Inputs {
             fleet: &s.snapshot(),
             policy_models: &policy,
+            draining: false,
         });
         assert!(!r.ready);
         assert_eq!(r.boxes_down.len(), 2);
@@ -128,6 +135,7 @@ mod tests {
         let r = readiness(Inputs {
             fleet: &s.snapshot(),
             policy_models: &policy,
+            draining: false,
         });
         assert_eq!(
             r.boxes_down,
@@ -142,6 +150,7 @@ mod tests {
         let r = readiness(Inputs {
             fleet: &s.snapshot(),
             policy_models: &policy,
+            draining: false,
         });
         assert_eq!(
             r.models_missing,
@@ -155,7 +164,14 @@ mod tests {
         let r = readiness(Inputs {
             fleet: &s.snapshot(),
             policy_models: &policy,
+            draining: false,
         });
         assert!(r.ready, "{r:?}");
+        let r = readiness(Inputs {
+            fleet: &s.snapshot(),
+            policy_models: &policy,
+            draining: true,
+        });
+        assert!(!r.ready && r.draining, "a draining replica is never ready");
     }
 }

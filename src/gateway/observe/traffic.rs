@@ -60,7 +60,38 @@ type Samples = Map<Map<VecDeque<Sample>>>;
 #[derive(Debug, Default)]
 pub struct Traffic {
     samples: Mutex<Samples>,
+    /// The other replicas' recent samples (`--state`), replaced whole at each sync.
+    remote: Mutex<Samples>,
     version: AtomicU64,
+}
+
+/// One model's recent samples as replicas exchange them: `[age_ms, outcome, upstream_ms,
+/// gateway_ms, streaming]` each (compact: up to 1000 per model every second).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WireModel {
+    pub provider: String,
+    pub model: String,
+    pub samples: Vec<[u64; 5]>,
+}
+
+impl Outcome {
+    fn code(self) -> u64 {
+        self as u64
+    }
+
+    fn from_code(n: u64) -> Outcome {
+        [
+            Outcome::Ok,
+            Outcome::Timeout,
+            Outcome::RateLimit,
+            Outcome::Client,
+            Outcome::Server,
+            Outcome::Connect,
+        ]
+        .get(n as usize)
+        .copied()
+        .unwrap_or(Outcome::Server)
+    }
 }
 
 /// `s` lower-cased, borrowed when it already is (the usual case: no allocation per attempt).
@@ -97,7 +128,75 @@ impl Traffic {
         self.version.load(Ordering::Relaxed)
     }
 
-    /// Figures per (provider, model), lower-cased, over the last [`WINDOW`].
+    /// This replica's samples of the last [`WINDOW`], for the other replicas.
+    pub fn export(&self) -> Vec<WireModel> {
+        let now = Instant::now();
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        let all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for (provider, models) in all.iter() {
+            for (model, q) in models {
+                let samples: Vec<[u64; 5]> = q
+                    .iter()
+                    .filter(|s| now.duration_since(s.at) <= WINDOW)
+                    .map(|s| {
+                        [
+                            ms(now.duration_since(s.at)),
+                            s.outcome.code(),
+                            ms(s.upstream),
+                            ms(s.gateway),
+                            u64::from(s.streaming),
+                        ]
+                    })
+                    .collect();
+                if !samples.is_empty() {
+                    out.push(WireModel {
+                        provider: provider.clone(),
+                        model: model.clone(),
+                        samples,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Replaces the other replicas' samples (what [`Traffic::export`] gave on each of them).
+    pub fn set_remote(&self, models: Vec<WireModel>) {
+        let now = Instant::now();
+        let mut remote = Samples::default();
+        for m in models {
+            let q: &mut VecDeque<Sample> = remote
+                .entry(m.provider.to_ascii_lowercase())
+                .or_default()
+                .entry(m.model.to_ascii_lowercase())
+                .or_default();
+            for [age, outcome, upstream, gateway, streaming] in m.samples {
+                let Some(at) = now.checked_sub(Duration::from_millis(age)) else {
+                    continue;
+                };
+                q.push_back(Sample {
+                    at,
+                    outcome: Outcome::from_code(outcome),
+                    upstream: Duration::from_millis(upstream),
+                    gateway: Duration::from_millis(gateway),
+                    streaming: streaming != 0,
+                });
+            }
+        }
+        for q in remote.values_mut().flat_map(|m| m.values_mut()) {
+            q.make_contiguous().sort_by_key(|s| s.at);
+        }
+        let mut current = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        if remote.is_empty() && current.is_empty() {
+            return;
+        }
+        *current = remote;
+        self.version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Figures per (provider, model), lower-cased, over the last [`WINDOW`]: this replica's
+    /// attempts and, with `--state`, the other replicas' too.
     pub fn snapshot(&self) -> HashMap<(String, String), ModelMetrics> {
         let now = Instant::now();
         let unix_now = SystemTime::now()
@@ -105,8 +204,29 @@ impl Traffic {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let mut all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
+        let mut merged: Samples = Samples::default();
+        if !remote.is_empty() {
+            // Both sides' samples per model, in time order, so that the oldest is first.
+            for (p, models) in all.iter().chain(remote.iter()) {
+                for (m, q) in models {
+                    let into = merged
+                        .entry(p.clone())
+                        .or_default()
+                        .entry(m.clone())
+                        .or_default();
+                    into.extend(q.iter().copied());
+                    into.make_contiguous().sort_by_key(|s| s.at);
+                }
+            }
+        }
+        let source = if remote.is_empty() {
+            &mut *all
+        } else {
+            &mut merged
+        };
         let mut out = HashMap::new();
-        for ((provider, model), q) in all
+        for ((provider, model), q) in source
             .iter_mut()
             .flat_map(|(p, m)| m.iter_mut().map(move |(m, q)| ((p, m), q)))
         {
@@ -218,5 +338,32 @@ mod tests {
         assert_eq!(m.latency.upstream_ms_avg, 200);
         assert_eq!(m.latency.upstream_ms_p95, 300);
         assert_eq!(t.version(), 4);
+    }
+
+    #[test]
+    fn other_replicas_samples_count_in_the_figures() {
+        let a = Traffic::default();
+        let b = Traffic::default();
+        let s = |outcome, ms| Sample {
+            at: Instant::now(),
+            outcome,
+            upstream: Duration::from_millis(ms),
+            gateway: Duration::from_millis(1),
+            streaming: false,
+        };
+        a.record("ollama", "llama3.2", s(Outcome::Ok, 100));
+        b.record("ollama", "llama3.2", s(Outcome::Server, 0));
+        b.record("openai", "gpt-4o", s(Outcome::Timeout, 0));
+        a.set_remote(b.export());
+        let snap = a.snapshot();
+        let m = &snap[&("ollama".to_string(), "llama3.2".to_string())].global;
+        assert_eq!(m.request_count, 2);
+        assert_eq!(m.error_rate.server, 0.5);
+        let g = &snap[&("openai".to_string(), "gpt-4o".to_string())].global;
+        assert_eq!(g.error_rate.timeout, 1.0);
+        // The local samples are untouched: what a replica exports is only its own.
+        assert_eq!(a.export().len(), 1);
+        a.set_remote(Vec::new());
+        assert_eq!(a.snapshot().len(), 1);
     }
 }

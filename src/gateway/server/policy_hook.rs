@@ -47,7 +47,15 @@ where
         rate: &*gw.rate_limits,
         now,
     };
-    let out = program.on_request(&view, ports);
+    // A shared rate-limit store answers over the network: such rules run on a blocking
+    // thread, so the request threads never wait on Redis.
+    let shared_rate = gw.rate_limits.blocks() && program.limits_rate();
+    let out = if shared_rate {
+        let (p, v, rate) = (program.clone(), view.clone(), gw.rate_limits.clone());
+        blocking(move || p.on_request(&v, Ports { rate: &*rate, now })).await
+    } else {
+        program.on_request(&view, ports)
+    };
     log(&out);
     let (response, scope) = match out.stop {
         Stop::Reply(reply) => (reply_response(reply)?, out.scope),
@@ -63,7 +71,16 @@ where
                         .unwrap_or_default();
                     let message = error_message(&bytes);
                     let code = code.to_str().unwrap_or_default();
-                    let again = program.resume(at, out.scope, &view, ports, code, &message);
+                    let again = if shared_rate {
+                        let (p, v, rate) = (program.clone(), view.clone(), gw.rate_limits.clone());
+                        let (at, code, scope) = (at.clone(), code.to_owned(), out.scope.clone());
+                        blocking(move || {
+                            p.resume(&at, scope, &v, Ports { rate: &*rate, now }, &code, &message)
+                        })
+                        .await
+                    } else {
+                        program.resume(at, out.scope, &view, ports, code, &message)
+                    };
                     log(&again);
                     match again.stop {
                         Stop::Reply(reply) => (reply_response(reply)?, again.scope),
@@ -91,6 +108,14 @@ where
             edit(response.headers_mut(), &out.edits);
             Ok(response)
         }
+    }
+}
+
+/// Runs `f` on tokio's blocking pool; a panic in it is a panic here, as if run inline.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

@@ -266,8 +266,13 @@ async fn model(
     }
 }
 
-async fn healthz() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+/// Liveness: 200 while the process serves. With `--state`, also how the link to the other
+/// replicas is (a lost link is not a reason to restart: the replica serves on its own view).
+async fn healthz(State(gw): State<Arc<Gateway>>) -> Response {
+    match &gw.shared {
+        None => axum::Json(json!({"status": "ok"})).into_response(),
+        Some(s) => axum::Json(json!({"status": "ok", "state": s.link.status()})).into_response(),
+    }
 }
 
 /// Readiness (see [`crate::gateway::fleet::readiness`]): 200 when every box answers and every policy
@@ -279,6 +284,7 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let r = readiness(Inputs {
         fleet: &snap,
         policy_models: &models,
+        draining: gw.draining.is_cancelled(),
     });
     let status = if r.ready {
         axum::http::StatusCode::OK
@@ -293,6 +299,9 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     let mut text = gw.metrics.render();
     text.push_str(&gw.breakers.render(std::time::Instant::now()));
     text.push_str(&gw.fleet.render_metrics());
+    if let Some(s) = &gw.shared {
+        text.push_str(&s.link.render());
+    }
     let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
