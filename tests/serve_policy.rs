@@ -108,6 +108,17 @@ async fn token_list_guard_refuses_without_a_listed_token() {
 }
 
 #[tokio::test]
+async fn probes_answer_for_the_process_outside_the_policy() {
+    // A guard on every request must not turn Kubernetes' probes into 401s (restarts, no
+    // traffic); everything else, `/metrics` included, stays behind it.
+    let s = setup(&policy(TOKEN_GUARD, "", ""), TEAM).await;
+    assert_eq!(s.gw.get("/healthz").await.status(), 200);
+    assert_ne!(s.gw.get("/readyz").await.status(), 401);
+    assert_eq!(s.gw.get("/metrics").await.status(), 401);
+    assert_eq!(s.gw.get("/v1/models").await.status(), 401);
+}
+
+#[tokio::test]
 async fn x_api_key_guard() {
     let rules = r#"  - expressions:
       - "getReqHeader('x-api-key') != [secrets.get('team', 'a')]"

@@ -542,6 +542,9 @@ impl Connection {
                 }
             };
         match gateway.current().traffic() {
+            // Probes answer for the process, not for the policy's clients: a guard or a
+            // rate limit must not make Kubernetes restart or unroute a healthy replica.
+            _ if routes::is_probe(req.uri().path()) => Ok(route(req).await),
             None => Ok(route(req).await),
             Some(program) => {
                 policy_hook::apply(gateway.clone(), program, req, remote, local, route).await

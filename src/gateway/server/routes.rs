@@ -122,6 +122,11 @@ fn unauthorized(gw: &Gateway, h: &HeaderMap, path: &str) -> Option<Response> {
     Some(e.response(dialect_of(path)))
 }
 
+/// `/healthz` and `/readyz`: open without the gateway token and outside the traffic policy.
+pub fn is_probe(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
+}
+
 /// Whether a request goes to [`fast_path`]: a POST to an OpenAI or Anthropic inference route,
 /// exactly as the router would route it.
 pub fn is_fast_path(method: &Method, path: &str) -> bool {

@@ -8,6 +8,7 @@
 //! on a blocking thread (see [`RateState::blocks`]). When Redis does not answer, the check
 //! falls back to this process's own counters at once and does not try Redis again until the
 //! sync task has reconnected, so a lost Redis costs no request more than one timeout.
+//! Keys are `aigw:rl:{sha256(bucket) prefix}:{window}`: bucket keys are often credentials.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,6 +74,7 @@ impl RedisRate {
         now: Duration,
     ) -> redis::RedisResult<Verdict> {
         let (index, into) = position(now, window);
+        let bucket = key_name(bucket);
         let mut conn = self.connection()?;
         self.link
             .request_path_round_trips
@@ -101,15 +103,33 @@ impl RedisRate {
     }
 }
 
+/// The Redis name of a bucket: a SHA-256 of its key, because a `bucket_key` is often a
+/// credential (an `Authorization` header, an API key) that must not sit in Redis in clear.
+fn key_name(bucket: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bucket.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .fold(String::with_capacity(32), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 impl RateState for RedisRate {
     fn hit(&self, bucket: &str, capacity: u64, window: Duration, now: Duration) -> Verdict {
         if self.link.is_connected() {
             match self.shared_hit(bucket, capacity, window, now) {
                 Ok(v) => return v,
-                Err(e) => self.link.down(&format!(
-                    "a rate-limit check failed: {}",
-                    super::sync::describe(&e)
-                )),
+                Err(e) => {
+                    // The pooled connections died with the server; new ones come after
+                    // the sync task has reconnected.
+                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    self.link.down(&format!(
+                        "a rate-limit check failed: {}",
+                        super::sync::describe(&e)
+                    ))
+                }
             }
         }
         self.link
@@ -120,5 +140,21 @@ impl RateState for RedisRate {
 
     fn blocks(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_name;
+
+    #[test]
+    fn bucket_keys_reach_redis_hashed_and_stable() {
+        let k = key_name("Bearer sk-secret-team-token");
+        assert_eq!(k.len(), 32);
+        assert!(k.bytes().all(|b| b.is_ascii_hexdigit()), "{k}");
+        assert!(!k.contains("secret"));
+        // Every replica names the same bucket the same way (SHA-256 of "abc").
+        assert_eq!(key_name("abc"), "ba7816bf8f01cfea414140de5dae2223");
+        assert_ne!(key_name("a"), key_name("b"));
     }
 }
