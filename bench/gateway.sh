@@ -4,7 +4,7 @@
 #
 #   bash bench/gateway.sh [--duration SECS] [--conns N] [--threads N] [--streams N]
 #                         [--rounds N] [--with-litellm] [--with-criterion] [--results FILE]
-#                         [--quick]
+#                         [--quick] [--with-replicas] [--with-guard] [--with-queue]
 #
 # Upstreams (127.0.0.1 only): nginx (Debian package) answers a fixed chat completion;
 # examples/bench_upstream.rs answers a fixed SSE stream chunk by chunk (N events, one every few
@@ -14,6 +14,13 @@
 # examples/bench_client.rs for streaming time-to-first-byte, chunk delivery and 1,000 open streams.
 # Memory: VmHWM / VmRSS of the aigw process from /proc; CPU per request at saturation: user +
 # system time from /proc/PID/stat of each server's processes over its wrk run.
+# --with-replicas: two aigw replicas sharing state through redis-server (--state) behind an
+# nginx load balancer vs one replica behind the same nginx, and the Redis round trips each
+# request made on the hot path (from aigw_state_request_path_round_trips_total).
+# --with-guard: aigw running ngrok's BYOK token guard (set-vars + custom-response) before
+# ai-gateway vs aigw without it, interleaved saturation runs (target: >= 0.95 of the throughput).
+# --with-queue: two SSE upstreams limited with --max-in-flight 2 each, 16 clients: the wait
+# in the queue (x-aigw-queue-ms) p50/p99 and the 429s.
 # Installs wrk and nginx with apt-get only when missing; kills everything it started and removes
 # its temp dir on exit, error or Ctrl-C. Nothing here asserts on time: it measures and prints.
 set -euo pipefail
@@ -27,10 +34,13 @@ HOLD_WRK=5         # seconds per c=1 wrk run while the streams are open
 ROUNDS=5           # interleaved rounds the concurrency-1 time is split into
 WITH_LITELLM=0
 WITH_CRITERION=0
+WITH_REPLICAS=0
+WITH_GUARD=0
+WITH_QUEUE=0
 RESULTS=""
 ARGS="$*"
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION=$2; shift 2 ;;
@@ -39,6 +49,9 @@ while [ $# -gt 0 ]; do
         --streams) STREAMS=$2; shift 2 ;;
         --with-litellm) WITH_LITELLM=1; shift ;;
         --with-criterion) WITH_CRITERION=1; shift ;;
+        --with-replicas) WITH_REPLICAS=1; shift ;;
+        --with-guard) WITH_GUARD=1; shift ;;
+        --with-queue) WITH_QUEUE=1; shift ;;
         --results) RESULTS=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
         --quick) DURATION=3; TTFB_N=100; HOLD_WRK=2; ROUNDS=1; shift ;;
@@ -57,6 +70,7 @@ need=()
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v curl >/dev/null || need+=(curl)
+[ "$WITH_REPLICAS" = 0 ] || command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]} (apt-get)"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -426,6 +440,194 @@ echo "$LL_NOTE"
 echo
 cat "$TABLE"
 
+# --- replicas ------------------------------------------------------------------------------
+# replica NAME POLICY: an aigw sharing state through the bench's redis; sets $LAST_PORT.
+replica() {
+    LAST_PORT=$(free_port)
+    start "$1" "$AIGW" serve --policy "$2" --listen "127.0.0.1:$LAST_PORT" --no-reload --color never \
+        --state "redis://127.0.0.1:$P_REDIS"
+    wait_http "http://127.0.0.1:$LAST_PORT/healthz" || { cat "$TMP/$1.log" >&2; exit 1; }
+    for _ in $(seq 100); do
+        curl -s "http://127.0.0.1:$LAST_PORT/healthz" | grep -q '"connected":true' && return 0
+        sleep 0.1
+    done
+    echo "gateway.sh: replica $1 did not connect to redis" >&2; cat "$TMP/$1.log" >&2; exit 1
+}
+# trips PORT...: the replicas' Redis round trips on the request path so far.
+trips() {
+    local t=0 p
+    for p in "$@"; do
+        t=$((t + $(curl -s "http://127.0.0.1:$p/metrics" | awk '$1=="aigw_state_request_path_round_trips_total" {print $2}')))
+    done
+    echo "$t"
+}
+REP_TABLE="$TMP/replicas.md"
+if [ "$WITH_REPLICAS" = 1 ]; then
+    P_REDIS=$(free_port); P_LB1=$(free_port); P_LB2=$(free_port); P_LB3=$(free_port)
+    log "replicas: redis-server (:$P_REDIS), aigw A and B (--state), nginx in front"
+    start redis redis-server --bind 127.0.0.1 --port "$P_REDIS" --save "" --appendonly no
+    for _ in $(seq 100); do redis-cli -p "$P_REDIS" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+    # The same policy behind a rate-limit action, which is the one request-path Redis call.
+    { echo "on_http_request:"
+      echo "  - actions:"
+      echo "      - type: rate-limit"
+      echo "        config: { name: bench, algorithm: sliding_window, capacity: 1000000000, rate: 60s, bucket_key: [\"'all'\"] }"
+      sed -n '2,$p' "$TMP/policy.yaml"; } >"$TMP/policy-rl.yaml"
+    replica rep-a "$TMP/policy.yaml"; PA=$LAST_PORT; PA_PID=$LAST_PID
+    replica rep-b "$TMP/policy.yaml"; PB=$LAST_PORT; PB_PID=$LAST_PID
+    replica rep-c "$TMP/policy-rl.yaml"; PC=$LAST_PORT; PC_PID=$LAST_PID
+    replica rep-d "$TMP/policy-rl.yaml"; PD=$LAST_PORT; PD_PID=$LAST_PID
+    nginx_conf "$TMP/lb" "
+    upstream one { server 127.0.0.1:$PA; keepalive 64; }
+    upstream two { server 127.0.0.1:$PA; server 127.0.0.1:$PB; keepalive 64; }
+    upstream tworl { server 127.0.0.1:$PC; server 127.0.0.1:$PD; keepalive 64; }
+    server { listen 127.0.0.1:$P_LB1 backlog=4096; location / { proxy_pass http://one; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; } }
+    server { listen 127.0.0.1:$P_LB2 backlog=4096; location / { proxy_pass http://two; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; } }
+    server { listen 127.0.0.1:$P_LB3 backlog=4096; location / { proxy_pass http://tworl; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; } }" >"$TMP/lb.conf"
+    start lb "$NGINX" -e "$TMP/lb/error.log" -p "$TMP/lb" -c "$TMP/lb.conf" -g 'daemon off;'
+    LB_PID=$LAST_PID
+    wait_http "http://127.0.0.1:$P_LB1/healthz" || { cat "$TMP/lb/error.log" >&2; exit 1; }
+    declare -A REP_URL=([one]=$P_LB1 [two]=$P_LB2 [tworl]=$P_LB3)
+    declare -A REP_PORTS=([one]="$PA" [two]="$PA $PB" [tworl]="$PC $PD")
+    declare -A REP_SIDS=([one]="$PA_PID $LB_PID" [two]="$PA_PID $PB_PID $LB_PID" [tworl]="$PC_PID $PD_PID $LB_PID")
+    for k in one two tworl; do
+        wrk_run "rep-warm-$k" "http://127.0.0.1:${REP_URL[$k]}/v1/chat/completions" 1 4 2 2>/dev/null
+        # shellcheck disable=SC2086
+        t0=$(trips ${REP_PORTS[$k]}); c0=0
+        for sid in ${REP_SIDS[$k]}; do c0=$((c0 + $(cpu_ticks "$sid"))); done
+        wrk_run "rep-$k" "http://127.0.0.1:${REP_URL[$k]}/v1/chat/completions" "$THREADS" "$CONNS" "$DURATION"
+        n=$(awk '/requests in/ { print $1 }' "$TMP/wrk-rep-$k.txt")
+        c1=0
+        for sid in ${REP_SIDS[$k]}; do c1=$((c1 + $(cpu_ticks "$sid"))); done
+        # shellcheck disable=SC2086
+        t1=$(trips ${REP_PORTS[$k]})
+        R[rep-rps-$k]=$RPS; R[rep-p99-$k]=$P99
+        # Each scrape of /metrics is a request too: trips() counted one per replica.
+        R[rep-trips-$k]=$(awk -v a="$t0" -v b="$t1" -v n="${n:-0}" -v s="$(wc -w <<<"${REP_PORTS[$k]}")" \
+            'BEGIN { if (n > 0) printf "%.3f", (b - a - s) / n; else print "–" }')
+        R[rep-cpu-$k]=$(awk -v a="$c0" -v b="$c1" -v n="${n:-0}" -v hz="$TCK" \
+            'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "–" }')
+    done
+    {
+    echo "| behind one nginx (wrk -t$THREADS -c$CONNS) | req/s | p99 (µs) | CPU per request (µs, aigw + nginx) | Redis round trips per request |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| one aigw (--state) | ${R[rep-rps-one]:-–} | ${R[rep-p99-one]:-–} | ${R[rep-cpu-one]:-–} | ${R[rep-trips-one]:-–} |"
+    echo "| two aigw replicas (--state, shared Redis) | ${R[rep-rps-two]:-–} | ${R[rep-p99-two]:-–} | ${R[rep-cpu-two]:-–} | ${R[rep-trips-two]:-–} |"
+    echo "| two replicas, policy with a rate-limit action | ${R[rep-rps-tworl]:-–} | ${R[rep-p99-tworl]:-–} | ${R[rep-cpu-tworl]:-–} | ${R[rep-trips-tworl]:-–} |"
+    echo
+    echo "Two replicas vs one: $(awk -v a="${R[rep-rps-two]:-0}" -v b="${R[rep-rps-one]:-0}" 'BEGIN { if (b > 0) printf "%.2f×", a/b; else print "–" }') the throughput on $(nproc) cores shared with wrk, nginx and the upstream (more replicas pay off once each has cores of its own). Target for round trips per request without a rate-limit action: 0."
+    } >"$REP_TABLE"
+    echo
+    cat "$REP_TABLE"
+fi
+
+# --- the guard ---------------------------------------------------------------------------
+GUARD_TABLE="$TMP/guard.md"
+if [ "$WITH_GUARD" = 1 ]; then
+    P_GUARD=$(free_port)
+    { echo "on_http_request:"
+      echo "  - actions:"
+      echo "      - type: set-vars"
+      echo "        config:"
+      echo "          vars:"
+      echo "            - keys: [\"Bearer team-a-token\", \"Bearer team-b-token\"]"
+      echo "  - expressions:"
+      echo "      - \"!(getReqHeader('Authorization').exists(h, h in vars.keys))\""
+      echo "    actions:"
+      echo "      - type: custom-response"
+      echo "        config: { status_code: 401, body: unauthorized }"
+      sed -n '2,$p' "$TMP/policy.yaml"; } >"$TMP/policy-guard.yaml"
+    start aigw-guard "$AIGW" serve --policy "$TMP/policy-guard.yaml" --listen "127.0.0.1:$P_GUARD" --no-reload --color never
+    wait_http "http://127.0.0.1:$P_GUARD/healthz" || { cat "$TMP/aigw-guard.log" >&2; exit 1; }
+    { cat "$TMP/post.lua"; echo 'wrk.headers["Authorization"] = "Bearer team-b-token"'; } >"$TMP/post-auth.lua"
+    denied=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d "$BODY" "http://127.0.0.1:$P_GUARD/v1/chat/completions")
+    [ "$denied" = 401 ] || { echo "gateway.sh: the guard let a request without a token through ($denied)" >&2; exit 1; }
+    log "guard: interleaved saturation runs, aigw plain vs aigw behind the token guard"
+    G_PLAIN=""; G_GUARD=""
+    for r in 1 2 3; do
+        wrk_run "g-plain-$r" "${URL[aigw]}" "$THREADS" "$CONNS" "$ROUND_S"
+        G_PLAIN+="$RPS "
+        run wrk -t"$THREADS" -c"$CONNS" -d"${ROUND_S}s" --latency -s "$TMP/post-auth.lua" \
+            "http://127.0.0.1:$P_GUARD/v1/chat/completions" >"$TMP/wrk-g-guard-$r.txt" 2>&1 || true
+        rps=$(awk '$1=="Requests/sec:" {printf "%d", $2}' "$TMP/wrk-g-guard-$r.txt")
+        bad=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk-g-guard-$r.txt")
+        [ -z "$bad" ] || log "guard run $r: $bad non-2xx answers"
+        log "wrk guard (-t$THREADS -c$CONNS ${ROUND_S}s): $rps req/s"
+        G_GUARD+="$rps "
+    done
+    GP=$(median <<<"$G_PLAIN"); GG=$(median <<<"$G_GUARD")
+    GR=$(awk -v a="$GG" -v b="$GP" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "–" }')
+    {
+    echo "| saturation (wrk -t$THREADS -c$CONNS, median of 3 interleaved ${ROUND_S}s runs) | req/s |"
+    echo "|---|---:|"
+    echo "| aigw, ai-gateway only | $GP |"
+    echo "| aigw, token guard (set-vars + custom-response) then ai-gateway | $GG |"
+    echo "| **guarded / plain** (target ≥ 0.95) | $GR ($(met "$GR" '>=' 0.95)) |"
+    } >"$GUARD_TABLE"
+    echo; cat "$GUARD_TABLE"
+fi
+
+# --- the queue ---------------------------------------------------------------------------
+QUEUE_TABLE="$TMP/queue.md"
+if [ "$WITH_QUEUE" = 1 ]; then
+    P_Q1=$(free_port); P_Q2=$(free_port); P_QGW=$(free_port)
+    start q1 "$UPSTREAM" --port "$P_Q1" --threads 1 --chunks 5 --delay-ms 2
+    start q2 "$UPSTREAM" --port "$P_Q2" --threads 1 --chunks 5 --delay-ms 2
+    cat >"$TMP/policy-queue.yaml" <<EOF
+on_http_request:
+  - type: ai-gateway
+    config:
+      only_allow_configured_providers: true
+      providers:
+        - id: q1
+          base_url: "http://127.0.0.1:$P_Q1/v1"
+          models:
+            - id: bench
+        - id: q2
+          base_url: "http://127.0.0.1:$P_Q2/v1"
+          models:
+            - id: bench
+EOF
+    { wait_http "http://127.0.0.1:$P_Q1/v1/models" && wait_http "http://127.0.0.1:$P_Q2/v1/models"; } || exit 1
+    start aigw-queue "$AIGW" serve --policy "$TMP/policy-queue.yaml" --listen "127.0.0.1:$P_QGW" --no-reload \
+        --color never --max-in-flight q1=2 --max-in-flight q2=2 --queue-depth 64 --queue-timeout 30s
+    wait_http "http://127.0.0.1:$P_QGW/healthz" || { cat "$TMP/aigw-queue.log" >&2; exit 1; }
+    # One wrk thread, so one Lua state sees every answer's x-aigw-queue-ms.
+    cat >"$TMP/queue.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"model":"bench","stream":true,"messages":[{"role":"user","content":"Say hello."}]}'
+wrk.headers["Content-Type"] = "application/json"
+local waits, n429 = {}, 0
+function response(status, headers, body)
+    if status == 429 then n429 = n429 + 1 end
+    local q = headers["x-aigw-queue-ms"] or headers["X-Aigw-Queue-Ms"]
+    if q then waits[#waits + 1] = tonumber(q) end
+end
+function done(summary, latency, requests)
+    table.sort(waits)
+    local function pct(p) if #waits == 0 then return -1 end return waits[math.max(1, math.ceil(#waits * p))] end
+    io.write(string.format("QUEUE n=%d p50_ms=%s p99_ms=%s max_ms=%s r429=%d\n", #waits, pct(0.5), pct(0.99), pct(1.0), n429))
+end
+EOF
+    log "queue: 16 clients, two SSE upstreams (5 events, 2 ms apart) limited to 2 in flight each"
+    run wrk -t1 -c16 -d"${DURATION}s" --latency -s "$TMP/queue.lua" "http://127.0.0.1:$P_QGW/v1/chat/completions" >"$TMP/wrk-queue.txt" 2>&1 || true
+    QL=$(grep '^QUEUE' "$TMP/wrk-queue.txt" || echo "QUEUE (no figures: $(tail -1 "$TMP/wrk-queue.txt"))")
+    QRPS=$(awk '$1=="Requests/sec:" {printf "%d", $2}' "$TMP/wrk-queue.txt")
+    QP99=$(to_us "$(awk '$1=="99%" {print $2}' "$TMP/wrk-queue.txt")")
+    log "$QL, $QRPS req/s"
+    qv() { sed -n "s/.*\b$1=\([-0-9.]*\).*/\1/p" <<<"$QL"; }
+    {
+    echo "| two upstreams, --max-in-flight 2 each, 16 clients (wrk -t1 -c16 ${DURATION}s) | value |"
+    echo "|---|---:|"
+    echo "| throughput (req/s) | ${QRPS:-–} |"
+    echo "| answers carrying x-aigw-queue-ms | $(qv n) |"
+    echo "| queue wait p50 / p99 / max (ms) | $(qv p50_ms) / $(qv p99_ms) / $(qv max_ms) |"
+    echo "| request latency p99 (µs) | ${QP99:-–} |"
+    echo "| 429 (queue full or wait too long) | $(qv r429) |"
+    } >"$QUEUE_TABLE"
+    echo; cat "$QUEUE_TABLE"
+fi
+
 if [ "$WITH_CRITERION" = 1 ]; then
     log "criterion: cargo bench --bench engine / --bench cel -- --quick"
     # Criterion prints a long name on its own line and the figures on the next.
@@ -448,6 +650,15 @@ if [ -n "$RESULTS" ]; then
         echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, kernel $(uname -r), $(rustc --version), load average at start $(cut -d' ' -f1-3 /proc/loadavg)."
         echo
         cat "$TABLE"
+        if [ -s "$GUARD_TABLE" ]; then
+            echo; echo "Token guard (\`--with-guard\`):"; echo; cat "$GUARD_TABLE"
+        fi
+        if [ -s "$QUEUE_TABLE" ]; then
+            echo; echo "Queueing (\`--with-queue\`):"; echo; cat "$QUEUE_TABLE"
+        fi
+        if [ -s "$REP_TABLE" ]; then
+            echo; echo "Replicas (\`--with-replicas\`):"; echo; cat "$REP_TABLE"
+        fi
         if [ -s "$TMP/criterion.txt" ]; then
             echo; echo "Criterion (\`cargo bench --bench engine|cel -- --quick\`):"; echo; echo '```'; cat "$TMP/criterion.txt"; echo '```'
         fi

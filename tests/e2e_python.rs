@@ -49,48 +49,9 @@ on_http_request:
             - id: garbled-stream
 "#;
 
-fn python_packages_present() -> Result<(), String> {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import openai, ollama"])
-        .output()
-        .map_err(|e| format!("cannot run python3: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-/// Runs `tests/e2e/<script>` with `envs`, without proxies, within 300 s.
-async fn run_python(script: &str, envs: &[(&str, String)]) -> std::process::Output {
-    let script = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut cmd = tokio::process::Command::new("python3");
-    cmd.arg(script)
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("NO_PROXY", "*")
-        .env("no_proxy", "*")
-        .env_remove("OLLAMA_HOST")
-        .env_remove("OPENAI_BASE_URL")
-        .kill_on_drop(true);
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    tokio::time::timeout(Duration::from_secs(300), cmd.output())
-        .await
-        .expect("the Python clients did not finish within 300 s")
-        .expect("cannot run python3")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_clients_work_through_the_gateway() {
-    if let Err(e) = python_packages_present() {
+    if let Err(e) = support::python::modules_present("openai, ollama") {
         panic!(
             "the Python e2e test needs the official clients: run `pip install -r tests/e2e/requirements.txt`\n({e})"
         );
@@ -122,8 +83,9 @@ async fn official_python_clients_work_through_the_gateway() {
         GatewayOptions::default(),
     )
     .await;
-    let out = run_python(
+    let out = support::python::run(
         "test_clients.py",
+        &[],
         &[
             ("AIGW_E2E_URL", gw.url("")),
             ("AIGW_E2E_CHAT_MODEL", "local:test-chat".into()),
@@ -134,6 +96,7 @@ async fn official_python_clients_work_through_the_gateway() {
             ("AIGW_E2E_CUT_MODEL", "faulty:cut-stream".into()),
             ("AIGW_E2E_GARBLED_MODEL", "garbled:garbled-stream".into()),
         ],
+        Duration::from_secs(300),
     )
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -203,7 +166,7 @@ on_http_response:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_openai_client_meets_the_policy_guards() {
-    if let Err(e) = python_packages_present() {
+    if let Err(e) = support::python::modules_present("openai, ollama") {
         panic!(
             "the Python e2e test needs the official clients: run `pip install -r tests/e2e/requirements.txt`\n({e})"
         );
@@ -221,14 +184,16 @@ async fn official_openai_client_meets_the_policy_guards() {
         GatewayOptions::default(),
     )
     .await;
-    let out = run_python(
+    let out = support::python::run(
         "test_policy_guards.py",
+        &[],
         &[
             ("AIGW_E2E_URL", gw.url("")),
             ("AIGW_E2E_CHAT_MODEL", "local:test-chat".into()),
             ("AIGW_E2E_TOKEN_A", "tok-team-a-1".into()),
             ("AIGW_E2E_TOKEN_B", "tok-team-b-2".into()),
         ],
+        Duration::from_secs(300),
     )
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);

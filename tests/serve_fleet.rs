@@ -495,3 +495,61 @@ async fn keep_warm_loads_idle_models_only() {
         "{metrics}"
     );
 }
+
+/// The 404 (a model no box has) and the 503 (every box with the model down) as the official
+/// `openai` and `ollama` Python clients raise them: their types, statuses and messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clients_raise_the_404_and_503_with_what_to_do() {
+    if let Err(e) = support::python::modules_present("openai, ollama") {
+        panic!("this test needs the official Python clients: {e}");
+    }
+    let f = fleet().await;
+    let url = f.gw.url("");
+    let run = |model: &'static str, calls: &'static [&'static str]| {
+        let url = url.clone();
+        async move {
+            let mut args = vec![model];
+            args.extend_from_slice(calls);
+            let out = support::python::run(
+                "fleet_errors.py",
+                &args,
+                &[("AIGW_E2E_URL", url)],
+                Duration::from_secs(120),
+            )
+            .await;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "fleet_errors.py failed:\n{stderr}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let mut transcript = String::from("# qwen2.5: installed on no box\n");
+    transcript += &run(
+        "qwen2.5",
+        &[
+            "openai-chat",
+            "openai-stream",
+            "ollama-chat",
+            "ollama-generate",
+        ],
+    )
+    .await;
+    let (b_url, c_url) = (f.b.url(), f.c.url());
+    f.c.stop().await;
+    until(&f.gw.gw, "gpu-c down", |s| {
+        s.get("gpu-c").is_some_and(|b| b.health == Health::Down)
+    })
+    .await;
+    transcript += "\n# llama3.2: every box that has it is down\n";
+    transcript += &run(
+        "llama3.2",
+        &["openai-chat", "openai-stream", "ollama-chat", "ollama-list"],
+    )
+    .await;
+    let transcript = transcript
+        .replace(&format!("http://{}", f.a_addr), "http://GPU_A")
+        .replace(&b_url, "http://GPU_B")
+        .replace(&c_url, "http://GPU_C");
+    insta::with_settings!({snapshot_path => "../snapshots/serve", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!("errors-fleet-python-clients", transcript);
+    });
+}

@@ -194,18 +194,7 @@ fn browser_ready() -> Result<(), String> {
     if !std::path::Path::new("/usr/bin/chromium").exists() {
         return Err("no /usr/bin/chromium: run `apt-get install -y chromium`".into());
     }
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import playwright.sync_api"])
-        .output()
-        .map_err(|e| format!("cannot run python3: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "run `pip install -r tests/e2e/requirements.txt` ({})",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    support::python::modules_present("playwright.sync_api")
 }
 
 /// Headless Chromium loads `/ui`, finds both providers and their circuits, sends traffic and
@@ -217,27 +206,13 @@ async fn the_page_in_headless_chromium_shows_traffic_live() {
         panic!("the browser test needs Chromium and Playwright's Python client: {e}");
     }
     let (gw, _primary, _backup) = start(None).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/test_ui.py");
-    let mut cmd = tokio::process::Command::new("python3");
-    cmd.arg(script)
-        .env("AIGW_UI_URL", gw.url(""))
-        .env("NO_PROXY", "*")
-        .env("no_proxy", "*")
-        .kill_on_drop(true);
-    for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(240), cmd.output())
-        .await
-        .expect("the browser test did not finish within 240 s")
-        .expect("cannot run python3");
+    let out = support::python::run(
+        "test_ui.py",
+        &[],
+        &[("AIGW_UI_URL", gw.url(""))],
+        Duration::from_secs(240),
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");

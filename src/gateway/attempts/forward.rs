@@ -266,10 +266,21 @@ pub fn plan_for(
         return shared;
     };
     let providers = fleet.providers(routing);
+    // A box that has never answered may be an Ollama box that is down: it stays, so that
+    // admission names it among the boxes tried instead of leaving it out unsaid.
+    let live = fleet.live();
+    let never_answered = |id: &str| {
+        live.as_ref().and_then(|s| s.get(id)).is_some_and(|b| {
+            !b.ollama && b.version.is_none() && b.health == crate::gateway::fleet::Health::Down
+        })
+    };
     let restrict = |plan: Arc<Plan>| {
         let mut plan = Arc::unwrap_or_clone(plan);
-        plan.attempts
-            .retain(|a| providers.iter().any(|p| p.ollama && p.id == a.provider));
+        plan.attempts.retain(|a| {
+            providers
+                .iter()
+                .any(|p| p.id == a.provider && (p.ollama || never_answered(&p.id)))
+        });
         for a in &mut plan.attempts {
             let base = providers
                 .iter()
