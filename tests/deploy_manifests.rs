@@ -245,19 +245,6 @@ fn policy_providers(policy: &str) -> Vec<String> {
     out
 }
 
-/// `AIGW_BASE_URL_<ID>` / `AIGW_SECRET_<…>`: upper-cased, other characters as `_`.
-fn env_name(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The container's `env` entries that carry a literal value.
 fn container_env(container: &Value) -> BTreeMap<String, String> {
     container["env"]
@@ -553,7 +540,7 @@ fn the_gateway_container_args_parse_and_fit_the_grace_period() {
     let (_, policy) = configmap_policy(&docs, cm_name);
     let ids: Vec<String> = policy_providers(&policy)
         .iter()
-        .map(|i| env_name(i))
+        .map(|i| aigw::policy::secrets::env_word(i))
         .collect();
     for name in container_env(c).keys() {
         if let Some(id) = name.strip_prefix("AIGW_BASE_URL_") {
@@ -818,7 +805,7 @@ fn the_manifests_arguments_start_a_gateway_whose_probes_answer_and_which_drains(
     }
     for id in &providers {
         cmd.env(
-            format!("AIGW_BASE_URL_{}", env_name(id)),
+            format!("AIGW_BASE_URL_{}", aigw::policy::secrets::env_word(id)),
             format!("http://127.0.0.1:{nowhere}"),
         );
     }

@@ -14,18 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use support::free_port;
 use support::standin::{Fault, Kind, StandIn};
 
 /// Generous bound for anything that should take milliseconds (CI shares 2 cores).
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
@@ -165,14 +158,7 @@ impl Replica {
     }
 
     async fn healthz(&self) -> Value {
-        support::client()
-            .get(self.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        serde_json::from_str(&self.text("/healthz").await).unwrap()
     }
 
     /// Waits until `/healthz` reports the shared-state link `connected`.
@@ -192,15 +178,14 @@ impl Replica {
         }
     }
 
+    /// A GET's body as text.
+    async fn text(&self, path: &str) -> String {
+        let r = support::client().get(self.url(path)).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     async fn metric(&self, name: &str) -> f64 {
-        let text = support::client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = self.text("/metrics").await;
         text.lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.rsplit(' ').next())
@@ -210,14 +195,7 @@ impl Replica {
 
     /// The `aigw_state_*` lines of `/metrics`, for failure messages.
     async fn state_metrics(&self) -> String {
-        let text = support::client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = self.text("/metrics").await;
         text.lines()
             .filter(|l| l.starts_with("aigw_state"))
             .collect::<Vec<_>>()

@@ -154,20 +154,24 @@ fn scalar(v: &serde_json::Value) -> Option<String> {
     }
 }
 
+/// A name as an environment variable holds it: upper-cased, every other character as `_`
+/// (`AIGW_BASE_URL_<ID>`, `AIGW_SECRET_<VAULT>_<NAME>`).
+pub fn env_word(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The environment variable that holds a secret: `AIGW_SECRET_OPENAI_API_KEY` for
 /// `secrets.get('openai', 'api-key')`.
 pub fn env_name(vault: Option<&str>, name: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
+    let clean = env_word;
     match vault {
         Some(v) => format!("AIGW_SECRET_{}_{}", clean(v), clean(name)),
         None => format!("AIGW_SECRET_{}", clean(name)),

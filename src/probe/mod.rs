@@ -401,15 +401,7 @@ fn after_tcp(e: ProbeError, url: &str) -> ProbeError {
 }
 
 fn env_id(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    crate::policy::secrets::env_word(id)
 }
 
 /// A failure to reach the provider at all, with the fix for each cause.

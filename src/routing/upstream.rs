@@ -39,15 +39,20 @@ impl BaseUrlOverrides {
 
 /// Ids compare upper-cased with non-alphanumerics as `_`, as environment variable names must.
 fn normalize(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    crate::policy::secrets::env_word(id)
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters (query values, userinfo).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// How a provider's effective base URL was decided, for notices and `explain`.

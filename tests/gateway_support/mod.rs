@@ -84,6 +84,15 @@ pub async fn start_with(
     Started { addr, gw }
 }
 
+/// A loopback port free a moment ago (for a server a test starts as a separate process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A client for tests: no proxy, generous timeout.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

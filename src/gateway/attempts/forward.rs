@@ -38,6 +38,7 @@ use crate::gateway::upstream::events::Framing;
 use crate::gateway::upstream::stream::Relay;
 use crate::policy::{AiGateway, ApiFormat};
 use crate::routing::plan::{Attempt, KeyChoice, Plan, Request};
+use crate::routing::upstream::percent_encode as encode;
 
 /// ngrok's documented defaults (DESIGN.md).
 pub const DEFAULT_PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(180);
@@ -864,18 +865,6 @@ pub(super) fn with_query(
     }
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{}", pairs.join("&"))
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::routing::upstream::percent_encode;
+
 /// A parsed `--state` value: `redis://[:PASSWORD@]HOST:PORT[/DB]` or `rediss://…` (TLS).
 #[derive(Clone, PartialEq, Eq)]
 pub struct StateUrl {
@@ -107,19 +109,6 @@ fn redact(text: &str) -> String {
         (Some(s), Some(a)) if a > s => format!("{}***@{}", &text[..s + 3], &text[a + 1..]),
         _ => text.to_string(),
     }
-}
-
-/// Percent-encodes what a URL's userinfo cannot hold as is.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
