@@ -94,8 +94,23 @@ fn builtin(prefix: &str) -> Option<Kind> {
         .map(|&(_, id, env, base)| Kind::Builtin { id, env, base })
 }
 
+/// Why a deployment's `model` maps to no aigw provider; the entry is skipped with this note.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ClassifyError {
+    #[error(
+        "`{0}` has no provider prefix aigw recognises; write it as `openai/{0}`, `ollama/{0}`… and convert again"
+    )]
+    NoPrefix(String),
+    #[error("`{0}` names no model after the provider prefix")]
+    NoModel(String),
+    #[error(
+        "provider `{0}/` has no aigw equivalent (aigw speaks the OpenAI, Anthropic and Ollama APIs; ollama/, openai/, anthropic/, azure/, groq/, deepseek/, gemini/, openrouter/, hyperbolic/, hosted_vllm/, lm_studio/ and llamafile/ convert)"
+    )]
+    UnknownProvider(String),
+}
+
 /// `ollama_chat/llama3.2` → (Ollama, `llama3.2`); a bare `gpt-4o` → OpenAI, as LiteLLM infers.
-fn classify(model: &str) -> Result<(Kind, String), String> {
+fn classify(model: &str) -> Result<(Kind, String), ClassifyError> {
     let Some((prefix, rest)) = model.split_once('/') else {
         let lower = model.to_ascii_lowercase();
         if lower.starts_with("claude") {
@@ -115,14 +130,10 @@ fn classify(model: &str) -> Result<(Kind, String), String> {
         {
             return Ok((builtin("openai").expect("listed"), model.into()));
         }
-        return Err(format!(
-            "`{model}` has no provider prefix aigw recognises; write it as `openai/{model}`, `ollama/{model}`… and convert again"
-        ));
+        return Err(ClassifyError::NoPrefix(model.into()));
     };
     if rest.is_empty() {
-        return Err(format!(
-            "`{model}` names no model after the provider prefix"
-        ));
+        return Err(ClassifyError::NoModel(model.into()));
     }
     let kind = match prefix {
         "ollama" | "ollama_chat" => Kind::Ollama,
@@ -133,9 +144,7 @@ fn classify(model: &str) -> Result<(Kind, String), String> {
             } else if let Some(&(_, label)) = COMPATIBLE.iter().find(|c| c.0 == p) {
                 Kind::Compatible { label }
             } else {
-                return Err(format!(
-                    "provider `{p}/` has no aigw equivalent (aigw speaks the OpenAI, Anthropic and Ollama APIs; ollama/, openai/, anthropic/, azure/, groq/, deepseek/, gemini/, openrouter/, hyperbolic/, hosted_vllm/, lm_studio/ and llamafile/ convert)"
-                ));
+                return Err(ClassifyError::UnknownProvider(p.into()));
             }
         }
     };
@@ -1233,9 +1242,15 @@ mod tests {
         assert!(
             classify("bedrock/anthropic.claude")
                 .unwrap_err()
+                .to_string()
                 .contains("`bedrock/`")
         );
-        assert!(classify("mystery").unwrap_err().contains("openai/mystery"));
+        assert!(
+            classify("mystery")
+                .unwrap_err()
+                .to_string()
+                .contains("openai/mystery")
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, LazyLock};
 use cel::common::ast::{CallExpr, EntryExpr, Expr as Ast, IdedExpr, LiteralValue, SelectExpr};
 use cel::common::types::{CelBool, CelString, LIST_TYPE, MAP_TYPE, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
-use cel::objects::{Key, Map, Value};
+use cel::objects::{Key, Map, Value, ValueType};
 use cel::{Context, DeclarationError, Env, ExecutionError};
 
 use crate::policy::interpolate::SecretRef;
@@ -345,24 +345,43 @@ impl Expr {
     }
 
     /// Evaluates against `scope`.
-    pub fn eval(&self, scope: &Scope) -> Result<Value, String> {
+    pub fn eval(&self, scope: &Scope) -> Result<Value, EvalError> {
         let mut ctx = Context::with_env(ENV.clone());
         for root in &self.roots {
             ctx.add_variable_from_value(*root, scope.get(root));
         }
-        let v = Value::resolve_val(&self.ast, &ctx).map_err(|e| e.to_string())?;
-        to_value(&*v).map_err(|e| e.to_string())
+        let v = Value::resolve_val(&self.ast, &ctx)?;
+        Ok(to_value(&*v)?)
     }
 
     /// Evaluates a rule expression, which must be a bool.
-    pub fn eval_bool(&self, scope: &Scope) -> Result<bool, String> {
+    pub fn eval_bool(&self, scope: &Scope) -> Result<bool, EvalError> {
         match self.eval(scope)? {
             Value::Bool(b) => Ok(b),
-            other => Err(format!(
-                "the expression must be true or false, got {:?}",
-                other.type_of()
-            )),
+            other => Err(EvalError::NotBool(other.type_of())),
         }
+    }
+}
+
+/// Why an expression, a `${…}` or a `bucket_key` could not be evaluated. The evaluator fails
+/// closed on every one (see [`super::eval`]); the text is what the 500 and the trace say.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// CEL's own error: a missing key, a type mismatch, a function's error. Boxed: it holds
+    /// values, and these `Result`s are on the request path.
+    #[error(transparent)]
+    Cel(Box<ExecutionError>),
+    #[error("the expression must be true or false, got {0:?}")]
+    NotBool(ValueType),
+    #[error("`${{{expr}}}` failed: {error}")]
+    Template { expr: String, error: Box<EvalError> },
+    #[error("the bucket_key `{expr}` could not be evaluated: {error}")]
+    BucketKey { expr: String, error: Box<EvalError> },
+}
+
+impl From<ExecutionError> for EvalError {
+    fn from(e: ExecutionError) -> EvalError {
+        EvalError::Cel(Box::new(e))
     }
 }
 
@@ -638,10 +657,10 @@ mod tests {
         }
     }
 
-    fn eval(src: &str) -> Result<Value, String> {
+    fn eval(src: &str) -> Result<Value, EvalError> {
         let secrets = SecretStore::from_vars([("AIGW_SECRET_V_NAME".to_owned(), "s3".to_owned())]);
         Expr::compile(src, &secrets)
-            .map_err(|e| format!("{e:?}"))?
+            .unwrap_or_else(|e| panic!("{src}: {e:?}"))
             .eval(&scope())
     }
 
@@ -690,7 +709,9 @@ mod tests {
             eval("secrets.get('v', 'name') == 's3'"),
             Ok(Value::Bool(true))
         ));
-        let e = eval("secrets.get('v', 'other') == 's3'").unwrap_err();
+        let e = eval("secrets.get('v', 'other') == 's3'")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("AIGW_SECRET_V_OTHER"), "{e}");
     }
 

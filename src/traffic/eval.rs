@@ -10,11 +10,12 @@
 //! slips past a guard because the guard's expression failed.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use cel::objects::Value;
 
-use super::cel::{Scope, display, map, parse_cidr};
+use super::cel::{EvalError, Expr, Scope, display, map, parse_cidr};
 use super::program::{Action, Program, Rule, Step, Tree};
 use super::rate::{RateState, Verdict};
 use super::request::{RequestView, ResponseView};
@@ -228,9 +229,9 @@ impl<'a> Run<'a> {
                             t.matched = false;
                             break;
                         }
-                        Err(message) => {
+                        Err(error) => {
                             let text = format!(
-                                "the expression `{}` could not be evaluated: {message}",
+                                "the expression `{}` could not be evaluated: {error}",
                                 e.source
                             );
                             t.matched = false;
@@ -267,7 +268,7 @@ impl<'a> Run<'a> {
         Stop::End
     }
 
-    fn render(&self, t: &Template) -> Result<String, String> {
+    fn render(&self, t: &Template) -> Result<String, EvalError> {
         t.render(&self.scope)
     }
 
@@ -278,76 +279,28 @@ impl<'a> Run<'a> {
     fn action(&mut self, a: &Action, rule: usize, index: usize) -> Next {
         match self.step(a, rule, index) {
             Ok(next) => next,
-            Err(message) => {
-                let text = format!("`{}` failed: {message}", a.kind);
+            Err(error) => {
+                let text = format!("`{}` failed: {error}", a.kind);
                 Next::Stop(
                     Stop::Reply(failed(&text, "ERR_NGROK_2254")),
-                    format!("error: {message}"),
+                    format!("error: {error}"),
                 )
             }
         }
     }
 
-    fn step(&mut self, a: &Action, rule: usize, index: usize) -> Result<Next, String> {
+    /// Runs one action with the method for its kind.
+    fn step(&mut self, a: &Action, rule: usize, index: usize) -> Result<Next, EvalError> {
+        let kind = a.kind.as_str();
         Ok(match &a.step {
-            Step::SetVars(vars) => {
-                for (name, tree) in vars {
-                    let v = self.tree(tree)?;
-                    self.scope.vars.insert(name.clone(), v);
-                }
-                Next::Go("ran".into())
-            }
-            Step::AddHeaders(headers) => {
-                let mut added = Vec::new();
-                for (name, t) in headers {
-                    let v = self.render(t)?;
-                    added.push((name.clone(), Value::from(v.as_str())));
-                    self.edits.push(HeaderEdit::Add(name.clone(), v));
-                }
-                self.set_result(
-                    &a.kind,
-                    map([(
-                        "headers_added",
-                        map(added.iter().map(|(k, v)| (k.as_str(), v.clone()))),
-                    )]),
-                );
-                Next::Go("ran".into())
-            }
-            Step::RemoveHeaders(names) => {
-                for n in names {
-                    self.edits.push(HeaderEdit::Remove(n.clone()));
-                }
-                let list: Vec<Value> = names.iter().map(|n| Value::from(n.as_str())).collect();
-                self.set_result(&a.kind, map([("headers_removed", Value::from(list))]));
-                Next::Go("ran".into())
-            }
+            Step::SetVars(vars) => self.set_vars(vars)?,
+            Step::AddHeaders(headers) => self.add_headers(kind, headers)?,
+            Step::RemoveHeaders(names) => self.remove_headers(kind, names),
             Step::CustomResponse {
                 status,
                 body,
                 headers,
-            } => {
-                let body = self.render(body)?;
-                let mut hs = Vec::new();
-                for (n, t) in headers {
-                    hs.push((n.clone(), self.render(t)?));
-                }
-                if !hs.iter().any(|(n, _)| n == "content-type") && !body.is_empty() {
-                    let ct = if body.trim_start().starts_with(['{', '[']) {
-                        "application/json"
-                    } else {
-                        "text/plain; charset=utf-8"
-                    };
-                    hs.push(("content-type".into(), ct.into()));
-                }
-                Next::Stop(
-                    Stop::Reply(Reply::Respond {
-                        status: *status,
-                        headers: hs,
-                        body,
-                    }),
-                    format!("responded {status}"),
-                )
-            }
+            } => self.custom_response(*status, body, headers)?,
             Step::Deny { status } => Next::Stop(
                 Stop::Reply(Reply::Respond {
                     status: *status,
@@ -363,168 +316,20 @@ impl<'a> Run<'a> {
                 allow,
                 deny,
                 enforce,
-            } => {
-                let ip = self.req.client.ip();
-                let mut matched = None;
-                let mut denied = None;
-                for t in allow {
-                    let c = self.render(t)?;
-                    if parse_cidr(&c).is_some_and(|n| n.contains(&ip)) {
-                        matched = Some(c);
-                        break;
-                    }
-                }
-                for t in deny {
-                    let c = self.render(t)?;
-                    if parse_cidr(&c).is_some_and(|n| n.contains(&ip)) {
-                        denied = Some(c);
-                        break;
-                    }
-                }
-                // Allowed: in an allowed range (when there are any) and in no denied one.
-                let allowed = denied.is_none() && (allow.is_empty() || matched.is_some());
-                let verdict = if allowed { "allow" } else { "deny" };
-                let cidr = denied.or(matched).unwrap_or_default();
-                self.set_result(
-                    &a.kind,
-                    map([
-                        ("action", Value::from(verdict)),
-                        ("matched_cidr", Value::from(cidr.as_str())),
-                    ]),
-                );
-                if !allowed && *enforce {
-                    return Ok(Next::Stop(
-                        Stop::Reply(Reply::text(
-                            403,
-                            format!(
-                                "The client IP {ip} is not allowed by the policy (ERR_NGROK_3205)"
-                            ),
-                        )),
-                        format!("denied 403 ({ip})"),
-                    ));
-                }
-                Next::Go(format!("{verdict} {ip}"))
-            }
+            } => self.restrict_ips(kind, allow, deny, *enforce)?,
             Step::BasicAuth {
                 credentials,
                 realm,
                 enforce,
-            } => {
-                let presented = self
-                    .req
-                    .header_values("authorization")
-                    .find_map(|v| {
-                        let (scheme, rest) = v.trim().split_once(' ')?;
-                        scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
-                    })
-                    .and_then(decode_basic);
-                let mut authorized = false;
-                if let Some((user, pass)) = &presented {
-                    for t in credentials {
-                        let c = self.render(t)?;
-                        if let Some((u, p)) = c.split_once(':') {
-                            authorized |= ct_eq(u, user) & ct_eq(p, pass);
-                        }
-                    }
-                }
-                let username = presented.as_ref().map_or("", |(u, _)| u.as_str());
-                self.set_result(
-                    &a.kind,
-                    map([(
-                        "credentials",
-                        map([
-                            ("presented", Value::Bool(presented.is_some())),
-                            ("username", Value::from(username)),
-                            ("authorized", Value::Bool(authorized)),
-                        ]),
-                    )]),
-                );
-                if !authorized && *enforce {
-                    return Ok(Next::Stop(
-                        Stop::Reply(Reply::Respond {
-                            status: 401,
-                            headers: vec![
-                                (
-                                    "www-authenticate".into(),
-                                    format!("Basic realm=\"{realm}\""),
-                                ),
-                                ("content-type".into(), "text/plain; charset=utf-8".into()),
-                            ],
-                            body: "Unauthorized: valid basic-auth credentials are required (ERR_NGROK_3401)"
-                                .into(),
-                        }),
-                        "denied 401".into(),
-                    ));
-                }
-                Next::Go(
-                    if authorized {
-                        "authorized"
-                    } else {
-                        "not authorized"
-                    }
-                    .into(),
-                )
-            }
+            } => self.basic_auth(kind, credentials, realm, *enforce)?,
             Step::RateLimit {
                 name,
                 capacity,
                 window,
                 bucket_key,
                 enforce,
-            } => {
-                let mut parts = Vec::with_capacity(bucket_key.len());
-                for k in bucket_key {
-                    let v = k.eval(&self.scope).map_err(|m| {
-                        format!("the bucket_key `{}` could not be evaluated: {m}", k.source)
-                    })?;
-                    parts.push(display(&v));
-                }
-                let bucket = format!("{name}\u{0}{}", parts.join("\u{0}"));
-                let verdict = self
-                    .ports
-                    .rate
-                    .hit(&bucket, *capacity, *window, self.ports.now);
-                let limited = matches!(verdict, Verdict::Limited { .. });
-                let keys: Vec<Value> = parts.iter().map(|p| Value::from(p.as_str())).collect();
-                self.set_result(
-                    &a.kind,
-                    map([
-                        ("bucket_key", Value::from(keys)),
-                        ("limited", Value::Bool(limited)),
-                    ]),
-                );
-                match verdict {
-                    Verdict::Limited { retry_after } if *enforce => {
-                        let secs = retry_after.as_secs().max(1);
-                        return Ok(Next::Stop(
-                            Stop::Reply(Reply::Respond {
-                                status: 429,
-                                headers: vec![
-                                    ("retry-after".into(), secs.to_string()),
-                                    ("content-type".into(), "text/plain; charset=utf-8".into()),
-                                ],
-                                body: format!(
-                                    "Too many requests: the rate limit `{name}` allows {capacity} per {}; retry after {secs}s",
-                                    crate::policy::duration::format(*window)
-                                ),
-                            }),
-                            format!("limited 429 (retry after {secs}s)"),
-                        ));
-                    }
-                    Verdict::Limited { .. } => Next::Go("over the limit (not enforced)".into()),
-                    Verdict::Allowed => Next::Go("within the limit".into()),
-                }
-            }
-            Step::Log { metadata } => {
-                let mut entries = Vec::new();
-                for (k, t) in metadata {
-                    entries.push((k.as_str(), self.tree(t)?));
-                }
-                let m = map(entries);
-                self.logs.push(super::cel::to_json(&m));
-                self.set_result(&a.kind, map([("metadata", m)]));
-                Next::Go("logged".into())
-            }
+            } => self.rate_limit(kind, name, *capacity, *window, bucket_key, *enforce)?,
+            Step::Log { metadata } => self.log(kind, metadata)?,
             Step::AiGateway { continue_on_error } => Next::Stop(
                 Stop::AiGateway {
                     resume: continue_on_error.then_some(Resume {
@@ -537,7 +342,252 @@ impl<'a> Run<'a> {
         })
     }
 
-    fn tree(&self, t: &Tree) -> Result<Value, String> {
+    fn set_vars(&mut self, vars: &[(String, Tree)]) -> Result<Next, EvalError> {
+        for (name, tree) in vars {
+            let v = self.tree(tree)?;
+            self.scope.vars.insert(name.clone(), v);
+        }
+        Ok(Next::Go("ran".into()))
+    }
+
+    fn add_headers(
+        &mut self,
+        kind: &str,
+        headers: &[(String, Template)],
+    ) -> Result<Next, EvalError> {
+        let mut added = Vec::new();
+        for (name, t) in headers {
+            let v = self.render(t)?;
+            added.push((name.clone(), Value::from(v.as_str())));
+            self.edits.push(HeaderEdit::Add(name.clone(), v));
+        }
+        self.set_result(
+            kind,
+            map([(
+                "headers_added",
+                map(added.iter().map(|(k, v)| (k.as_str(), v.clone()))),
+            )]),
+        );
+        Ok(Next::Go("ran".into()))
+    }
+
+    fn remove_headers(&mut self, kind: &str, names: &[String]) -> Next {
+        for n in names {
+            self.edits.push(HeaderEdit::Remove(n.clone()));
+        }
+        let list: Vec<Value> = names.iter().map(|n| Value::from(n.as_str())).collect();
+        self.set_result(kind, map([("headers_removed", Value::from(list))]));
+        Next::Go("ran".into())
+    }
+
+    fn custom_response(
+        &mut self,
+        status: u16,
+        body: &Template,
+        headers: &[(String, Template)],
+    ) -> Result<Next, EvalError> {
+        let body = self.render(body)?;
+        let mut hs = Vec::new();
+        for (n, t) in headers {
+            hs.push((n.clone(), self.render(t)?));
+        }
+        if !hs.iter().any(|(n, _)| n == "content-type") && !body.is_empty() {
+            let ct = if body.trim_start().starts_with(['{', '[']) {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            };
+            hs.push(("content-type".into(), ct.into()));
+        }
+        Ok(Next::Stop(
+            Stop::Reply(Reply::Respond {
+                status,
+                headers: hs,
+                body,
+            }),
+            format!("responded {status}"),
+        ))
+    }
+
+    fn restrict_ips(
+        &mut self,
+        kind: &str,
+        allow: &[Template],
+        deny: &[Template],
+        enforce: bool,
+    ) -> Result<Next, EvalError> {
+        let ip = self.req.client.ip();
+        let matched = self.first_containing(allow, ip)?;
+        let denied = self.first_containing(deny, ip)?;
+        // Allowed: in an allowed range (when there are any) and in no denied one.
+        let allowed = denied.is_none() && (allow.is_empty() || matched.is_some());
+        let verdict = if allowed { "allow" } else { "deny" };
+        let cidr = denied.or(matched).unwrap_or_default();
+        self.set_result(
+            kind,
+            map([
+                ("action", Value::from(verdict)),
+                ("matched_cidr", Value::from(cidr.as_str())),
+            ]),
+        );
+        if !allowed && enforce {
+            return Ok(Next::Stop(
+                Stop::Reply(Reply::text(
+                    403,
+                    format!("The client IP {ip} is not allowed by the policy (ERR_NGROK_3205)"),
+                )),
+                format!("denied 403 ({ip})"),
+            ));
+        }
+        Ok(Next::Go(format!("{verdict} {ip}")))
+    }
+
+    /// The first of `cidrs` that contains `ip`, rendered.
+    fn first_containing(
+        &self,
+        cidrs: &[Template],
+        ip: IpAddr,
+    ) -> Result<Option<String>, EvalError> {
+        for t in cidrs {
+            let c = self.render(t)?;
+            if parse_cidr(&c).is_some_and(|n| n.contains(&ip)) {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    fn basic_auth(
+        &mut self,
+        kind: &str,
+        credentials: &[Template],
+        realm: &str,
+        enforce: bool,
+    ) -> Result<Next, EvalError> {
+        let presented = self
+            .req
+            .header_values("authorization")
+            .find_map(|v| {
+                let (scheme, rest) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("basic").then(|| rest.trim())
+            })
+            .and_then(decode_basic);
+        let mut authorized = false;
+        if let Some((user, pass)) = &presented {
+            for t in credentials {
+                let c = self.render(t)?;
+                if let Some((u, p)) = c.split_once(':') {
+                    authorized |= ct_eq(u, user) & ct_eq(p, pass);
+                }
+            }
+        }
+        let username = presented.as_ref().map_or("", |(u, _)| u.as_str());
+        self.set_result(
+            kind,
+            map([(
+                "credentials",
+                map([
+                    ("presented", Value::Bool(presented.is_some())),
+                    ("username", Value::from(username)),
+                    ("authorized", Value::Bool(authorized)),
+                ]),
+            )]),
+        );
+        if !authorized && enforce {
+            return Ok(Next::Stop(
+                Stop::Reply(Reply::Respond {
+                    status: 401,
+                    headers: vec![
+                        (
+                            "www-authenticate".into(),
+                            format!("Basic realm=\"{realm}\""),
+                        ),
+                        ("content-type".into(), "text/plain; charset=utf-8".into()),
+                    ],
+                    body:
+                        "Unauthorized: valid basic-auth credentials are required (ERR_NGROK_3401)"
+                            .into(),
+                }),
+                "denied 401".into(),
+            ));
+        }
+        Ok(Next::Go(
+            if authorized {
+                "authorized"
+            } else {
+                "not authorized"
+            }
+            .into(),
+        ))
+    }
+
+    /// `rate-limit`: counts the request in the bucket its keys name.
+    fn rate_limit(
+        &mut self,
+        kind: &str,
+        name: &str,
+        capacity: u64,
+        window: Duration,
+        bucket_key: &[Expr],
+        enforce: bool,
+    ) -> Result<Next, EvalError> {
+        let mut parts = Vec::with_capacity(bucket_key.len());
+        for k in bucket_key {
+            let v = k.eval(&self.scope).map_err(|e| EvalError::BucketKey {
+                expr: k.source.clone(),
+                error: Box::new(e),
+            })?;
+            parts.push(display(&v));
+        }
+        let bucket = format!("{name}\u{0}{}", parts.join("\u{0}"));
+        let verdict = self
+            .ports
+            .rate
+            .hit(&bucket, capacity, window, self.ports.now);
+        let limited = matches!(verdict, Verdict::Limited { .. });
+        let keys: Vec<Value> = parts.iter().map(|p| Value::from(p.as_str())).collect();
+        self.set_result(
+            kind,
+            map([
+                ("bucket_key", Value::from(keys)),
+                ("limited", Value::Bool(limited)),
+            ]),
+        );
+        Ok(match verdict {
+            Verdict::Limited { retry_after } if enforce => {
+                let secs = retry_after.as_secs().max(1);
+                Next::Stop(
+                    Stop::Reply(Reply::Respond {
+                        status: 429,
+                        headers: vec![
+                            ("retry-after".into(), secs.to_string()),
+                            ("content-type".into(), "text/plain; charset=utf-8".into()),
+                        ],
+                        body: format!(
+                            "Too many requests: the rate limit `{name}` allows {capacity} per {}; retry after {secs}s",
+                            crate::policy::duration::format(window)
+                        ),
+                    }),
+                    format!("limited 429 (retry after {secs}s)"),
+                )
+            }
+            Verdict::Limited { .. } => Next::Go("over the limit (not enforced)".into()),
+            Verdict::Allowed => Next::Go("within the limit".into()),
+        })
+    }
+
+    fn log(&mut self, kind: &str, metadata: &[(String, Tree)]) -> Result<Next, EvalError> {
+        let mut entries = Vec::new();
+        for (k, t) in metadata {
+            entries.push((k.as_str(), self.tree(t)?));
+        }
+        let m = map(entries);
+        self.logs.push(super::cel::to_json(&m));
+        self.set_result(kind, map([("metadata", m)]));
+        Ok(Next::Go("logged".into()))
+    }
+
+    fn tree(&self, t: &Tree) -> Result<Value, EvalError> {
         Ok(match t {
             Tree::Str(t) => t.value(&self.scope)?,
             Tree::Const(v) => v.clone(),

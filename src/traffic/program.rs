@@ -199,6 +199,14 @@ struct Cx<'a> {
     diags: Vec<Diagnostic>,
 }
 
+/// An action's `config` as written, and where to report what is wrong with it.
+struct Config<'n> {
+    kind: &'n str,
+    node: Option<&'n Node>,
+    /// The whole action, for a config that is missing altogether.
+    at: &'n Span,
+}
+
 impl Cx<'_> {
     fn compile_errors(&mut self, errs: Vec<CompileError>, value: &str, span: &Span, what: &str) {
         for e in errs {
@@ -258,13 +266,12 @@ impl Cx<'_> {
     /// The config's fields, each unknown one reported once with a suggestion.
     fn fields<'n>(
         &mut self,
-        kind: &str,
-        config: Option<&'n Node>,
+        c: &Config<'n>,
         allowed: &[&str],
         required: &[&str],
-        at: &Span,
     ) -> Option<Vec<(&'n str, &'n Node)>> {
-        let entries: &[(crate::policy::node::Key, Node)] = match config.map(|c| &c.value) {
+        let (kind, config) = (c.kind, c.node);
+        let entries: &[(crate::policy::node::Key, Node)] = match config.map(|n| &n.value) {
             None | Some(Yaml::Null) => &[],
             Some(Yaml::Map(entries)) => entries,
             Some(other) => {
@@ -299,7 +306,7 @@ impl Cx<'_> {
                 self.diags.push(
                     Diagnostic::new(
                         Code::MissingField,
-                        config.map_or(at.clone(), |c| c.span.clone()),
+                        config.map_or(c.at.clone(), |n| n.span.clone()),
                         format!("`{kind}` needs `{r}`"),
                     )
                     .help(format!("`{kind}` takes {}", allowed.join(", "))),
@@ -412,34 +419,17 @@ impl Cx<'_> {
             .map(|n| n as u16)
     }
 
+    /// One action, its config read by the function for its kind.
     fn action(&mut self, a: &crate::policy::Action) -> Option<Action> {
         let kind = a.kind.value.as_str();
-        if let Some(why) = not_run(kind) {
-            self.diags.push(
-                Diagnostic::new(
-                    Code::NotRunLocally,
-                    a.kind.span.clone(),
-                    format!("aigw cannot run `{kind}`: {why}"),
-                )
-                .label("not run locally")
-                .help("remove the action, or serve this policy on ngrok"),
-            );
+        if !self.runs_locally(kind, &a.kind.span) {
             return None;
         }
-        if skipped(kind) {
-            self.diags.push(
-                Diagnostic::new(
-                    Code::ActionSkipped,
-                    a.kind.span.clone(),
-                    format!("aigw does not run `{kind}` yet: requests and responses pass through it unchanged"),
-                )
-                .label("skipped")
-                .help("fine for trying the rest of the policy locally; do not rely on it to redact or rewrite"),
-            );
-            return None;
-        }
-        let config = a.config.as_ref();
-        let at = a.span.clone();
+        let c = Config {
+            kind,
+            node: a.config.as_ref(),
+            at: &a.span,
+        };
         let step = match kind {
             "ai-gateway" => Step::AiGateway {
                 continue_on_error: a
@@ -448,280 +438,19 @@ impl Cx<'_> {
                     .and_then(|g| g.on_error.as_ref())
                     .is_some_and(|o| o.value == OnError::Continue),
             },
-            "set-vars" => {
-                let f = self.fields(kind, config, &["vars"], &["vars"], &at)?;
-                let mut vars = Vec::new();
-                for (_, v) in f {
-                    for item in self.list(v, "`vars`") {
-                        match &item.value {
-                            Yaml::Map(e) if e.len() == 1 => {
-                                if let Some(t) = self.tree(&e[0].1) {
-                                    vars.push((e[0].0.text.clone(), t));
-                                }
-                            }
-                            _ => self.bad(
-                                Code::ActionConfig,
-                                &item.span,
-                                "each entry of `vars` must be a mapping with one key (ERR_NGROK_2252)".into(),
-                                "write `- name: value`",
-                            ),
-                        }
-                    }
-                }
-                Step::SetVars(vars)
-            }
-            "add-headers" => {
-                let f = self.fields(kind, config, &["headers"], &["headers"], &at)?;
-                let headers = f
-                    .iter()
-                    .flat_map(|(_, v)| self.header_map(v, "`headers`"))
-                    .collect();
-                Step::AddHeaders(headers)
-            }
-            "remove-headers" => {
-                let f = self.fields(kind, config, &["headers"], &["headers"], &at)?;
-                let mut names = Vec::new();
-                for (_, v) in f {
-                    for item in self.list(v, "`headers`") {
-                        if let Some(s) = self.string(item) {
-                            names.push(s.to_ascii_lowercase());
-                        }
-                    }
-                }
-                Step::RemoveHeaders(names)
-            }
-            "custom-response" => {
-                let f = self.fields(
-                    kind,
-                    config,
-                    &["status_code", "body", "content", "headers"],
-                    &[],
-                    &at,
-                )?;
-                let (mut status, mut body, mut headers) =
-                    (200, Template::default_empty(), Vec::new());
-                for (k, v) in f {
-                    match k {
-                        "status_code" => status = self.status(v, 100, 599)?,
-                        "body" | "content" => body = self.template(v)?,
-                        _ => headers = self.header_map(v, "`headers`"),
-                    }
-                }
-                Step::CustomResponse {
-                    status,
-                    body,
-                    headers,
-                }
-            }
-            "deny" => {
-                let f = self.fields(kind, config, &["status_code"], &[], &at)?;
-                let mut status = 403;
-                for (_, v) in f {
-                    status = self.status(v, 100, 599)?;
-                }
-                Step::Deny { status }
-            }
+            "set-vars" => self.set_vars(&c)?,
+            "add-headers" => self.add_headers(&c)?,
+            "remove-headers" => self.remove_headers(&c)?,
+            "custom-response" => self.custom_response(&c)?,
+            "deny" => self.deny(&c)?,
             "close-connection" => {
-                self.fields(kind, config, &[], &[], &at)?;
+                self.fields(&c, &[], &[])?;
                 Step::CloseConnection
             }
-            "restrict-ips" => {
-                let f = self.fields(
-                    kind,
-                    config,
-                    &["enforce", "allow", "deny", "ip_policies"],
-                    &[],
-                    &at,
-                )?;
-                let (mut allow, mut deny, mut enforce) = (Vec::new(), Vec::new(), true);
-                for (k, v) in f {
-                    match k {
-                        "enforce" => enforce = self.bool_field(v)?,
-                        "ip_policies" => self.bad(
-                            Code::NotRunLocally,
-                            &v.span,
-                            "`ip_policies` name IP policies kept in ngrok's cloud (ERR_NGROK_2216)"
-                                .into(),
-                            "list the CIDRs under `allow` or `deny` instead",
-                        ),
-                        _ => {
-                            let out = if k == "allow" { &mut allow } else { &mut deny };
-                            for item in self.list(v, k) {
-                                let Some(t) = self.template(item) else {
-                                    continue;
-                                };
-                                if t.is_literal() && parse_cidr(&t.raw).is_none() {
-                                    self.bad(
-                                        Code::InvalidCidr,
-                                        &item.span,
-                                        format!("`{}` is not a CIDR", t.raw),
-                                        "write an address with a prefix length, e.g. `10.0.0.0/8` or `2001:db8::/32`",
-                                    );
-                                    continue;
-                                }
-                                out.push(t);
-                            }
-                        }
-                    }
-                }
-                if allow.is_empty() && deny.is_empty() {
-                    self.bad(
-                        Code::MissingField,
-                        &at,
-                        "`restrict-ips` needs `allow` or `deny` CIDRs".into(),
-                        "add `allow: [127.0.0.0/8]` or `deny: [...]`",
-                    );
-                    return None;
-                }
-                Step::RestrictIps {
-                    allow,
-                    deny,
-                    enforce,
-                }
-            }
-            "basic-auth" => {
-                let f = self.fields(
-                    kind,
-                    config,
-                    &["credentials", "realm", "enforce"],
-                    &["credentials"],
-                    &at,
-                )?;
-                let (mut credentials, mut realm, mut enforce) =
-                    (Vec::new(), "ngrok".to_owned(), true);
-                for (k, v) in f {
-                    match k {
-                        "credentials" => {
-                            let items = self.list(v, "`credentials`");
-                            if items.len() > 10 {
-                                self.bad(
-                                    Code::ActionConfig,
-                                    &v.span,
-                                    format!(
-                                        "{} credentials; ngrok allows at most 10 (ERR_NGROK_15009)",
-                                        items.len()
-                                    ),
-                                    "keep at most 10",
-                                );
-                            }
-                            for item in items {
-                                let Some(t) = self.template(item) else {
-                                    continue;
-                                };
-                                if t.is_literal() {
-                                    match t.raw.split_once(':') {
-                                        Some((u, p))
-                                            if !u.is_empty()
-                                                && (8..=128).contains(&p.chars().count()) => {}
-                                        _ => {
-                                            self.bad(Code::ActionConfig, &item.span, "a credential must be `user:password` with a password of 8 to 128 characters (ERR_NGROK_15008)".into(), "write `- \"alice:a-long-password\"`");
-                                            continue;
-                                        }
-                                    }
-                                }
-                                credentials.push(t);
-                            }
-                        }
-                        "realm" => realm = self.string(v)?.to_owned(),
-                        _ => enforce = self.bool_field(v)?,
-                    }
-                }
-                Step::BasicAuth {
-                    credentials,
-                    realm,
-                    enforce,
-                }
-            }
-            "rate-limit" => {
-                let f = self.fields(
-                    kind,
-                    config,
-                    &[
-                        "name",
-                        "algorithm",
-                        "capacity",
-                        "rate",
-                        "bucket_key",
-                        "enforce",
-                    ],
-                    &["name", "algorithm", "capacity", "rate", "bucket_key"],
-                    &at,
-                )?;
-                let (mut name, mut capacity, mut window, mut keys, mut enforce) =
-                    (String::new(), 0, Duration::ZERO, Vec::new(), true);
-                let mut ok = true;
-                for (k, v) in f {
-                    match k {
-                        "name" => name = self.string(v).unwrap_or_default().to_owned(),
-                        "algorithm" => {
-                            if self.string(v) != Some("sliding_window") {
-                                self.bad(
-                                    Code::ActionConfig,
-                                    &v.span,
-                                    "`algorithm` must be `sliding_window` (ERR_NGROK_2222)".into(),
-                                    "write `algorithm: sliding_window`",
-                                );
-                                ok = false;
-                            }
-                        }
-                        "capacity" => match self.int_field(v, 1, 2_000_000_000, "capacity") {
-                            Some(n) => capacity = n as u64,
-                            None => ok = false,
-                        },
-                        "rate" => match self.rate(v) {
-                            Some(d) => window = d,
-                            None => ok = false,
-                        },
-                        "bucket_key" => {
-                            let items = self.list(v, "`bucket_key`");
-                            if items.len() > 10 {
-                                self.bad(
-                                    Code::ActionConfig,
-                                    &v.span,
-                                    "at most 10 bucket keys (ERR_NGROK_2255)".into(),
-                                    "combine keys into one expression",
-                                );
-                            }
-                            for item in items {
-                                if let Some(s) = self.string(item) {
-                                    match self.expr(s, &item.span) {
-                                        Some(e) => keys.push(e),
-                                        None => ok = false,
-                                    }
-                                }
-                            }
-                        }
-                        _ => enforce = self.bool_field(v)?,
-                    }
-                }
-                if !ok || capacity == 0 || window.is_zero() {
-                    return None;
-                }
-                Step::RateLimit {
-                    name,
-                    capacity,
-                    window,
-                    bucket_key: keys,
-                    enforce,
-                }
-            }
-            "log" => {
-                let f = self.fields(kind, config, &["metadata"], &["metadata"], &at)?;
-                let mut metadata = Vec::new();
-                for (_, v) in f {
-                    match &v.value {
-                        Yaml::Map(entries) => {
-                            for (k, val) in entries {
-                                if let Some(t) = self.tree(val) {
-                                    metadata.push((k.text.clone(), t));
-                                }
-                            }
-                        }
-                        _ => self.wrong(v, "`metadata` must be a mapping"),
-                    }
-                }
-                Step::Log { metadata }
-            }
+            "restrict-ips" => self.restrict_ips(&c)?,
+            "basic-auth" => self.basic_auth(&c)?,
+            "rate-limit" => self.rate_limit(&c)?,
+            "log" => self.log(&c)?,
             // Unknown types were reported by the loader.
             _ => return None,
         };
@@ -729,6 +458,310 @@ impl Cx<'_> {
             kind: kind.to_owned(),
             step,
         })
+    }
+
+    /// Reports an action aigw knows but does not run (an error) or skips (a warning).
+    fn runs_locally(&mut self, kind: &str, at: &Span) -> bool {
+        if let Some(why) = not_run(kind) {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::NotRunLocally,
+                    at.clone(),
+                    format!("aigw cannot run `{kind}`: {why}"),
+                )
+                .label("not run locally")
+                .help("remove the action, or serve this policy on ngrok"),
+            );
+            return false;
+        }
+        if skipped(kind) {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::ActionSkipped,
+                    at.clone(),
+                    format!("aigw does not run `{kind}` yet: requests and responses pass through it unchanged"),
+                )
+                .label("skipped")
+                .help("fine for trying the rest of the policy locally; do not rely on it to redact or rewrite"),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn set_vars(&mut self, c: &Config) -> Option<Step> {
+        let f = self.fields(c, &["vars"], &["vars"])?;
+        let mut vars = Vec::new();
+        for (_, v) in f {
+            for item in self.list(v, "`vars`") {
+                match &item.value {
+                    Yaml::Map(e) if e.len() == 1 => {
+                        if let Some(t) = self.tree(&e[0].1) {
+                            vars.push((e[0].0.text.clone(), t));
+                        }
+                    }
+                    _ => self.bad(
+                        Code::ActionConfig,
+                        &item.span,
+                        "each entry of `vars` must be a mapping with one key (ERR_NGROK_2252)"
+                            .into(),
+                        "write `- name: value`",
+                    ),
+                }
+            }
+        }
+        Some(Step::SetVars(vars))
+    }
+
+    fn add_headers(&mut self, c: &Config) -> Option<Step> {
+        let f = self.fields(c, &["headers"], &["headers"])?;
+        let headers = f
+            .iter()
+            .flat_map(|(_, v)| self.header_map(v, "`headers`"))
+            .collect();
+        Some(Step::AddHeaders(headers))
+    }
+
+    fn remove_headers(&mut self, c: &Config) -> Option<Step> {
+        let f = self.fields(c, &["headers"], &["headers"])?;
+        let mut names = Vec::new();
+        for (_, v) in f {
+            for item in self.list(v, "`headers`") {
+                if let Some(s) = self.string(item) {
+                    names.push(s.to_ascii_lowercase());
+                }
+            }
+        }
+        Some(Step::RemoveHeaders(names))
+    }
+
+    fn custom_response(&mut self, c: &Config) -> Option<Step> {
+        let f = self.fields(c, &["status_code", "body", "content", "headers"], &[])?;
+        let (mut status, mut body, mut headers) = (200, Template::default_empty(), Vec::new());
+        for (k, v) in f {
+            match k {
+                "status_code" => status = self.status(v, 100, 599)?,
+                "body" | "content" => body = self.template(v)?,
+                _ => headers = self.header_map(v, "`headers`"),
+            }
+        }
+        Some(Step::CustomResponse {
+            status,
+            body,
+            headers,
+        })
+    }
+
+    fn deny(&mut self, c: &Config) -> Option<Step> {
+        let f = self.fields(c, &["status_code"], &[])?;
+        let mut status = 403;
+        for (_, v) in f {
+            status = self.status(v, 100, 599)?;
+        }
+        Some(Step::Deny { status })
+    }
+
+    fn restrict_ips(&mut self, c: &Config) -> Option<Step> {
+        let f = self.fields(c, &["enforce", "allow", "deny", "ip_policies"], &[])?;
+        let (mut allow, mut deny, mut enforce) = (Vec::new(), Vec::new(), true);
+        for (k, v) in f {
+            match k {
+                "enforce" => enforce = self.bool_field(v)?,
+                "ip_policies" => self.bad(
+                    Code::NotRunLocally,
+                    &v.span,
+                    "`ip_policies` name IP policies kept in ngrok's cloud (ERR_NGROK_2216)".into(),
+                    "list the CIDRs under `allow` or `deny` instead",
+                ),
+                "allow" => allow.extend(self.cidrs(v, k)),
+                _ => deny.extend(self.cidrs(v, k)),
+            }
+        }
+        if allow.is_empty() && deny.is_empty() {
+            self.bad(
+                Code::MissingField,
+                c.at,
+                "`restrict-ips` needs `allow` or `deny` CIDRs".into(),
+                "add `allow: [127.0.0.0/8]` or `deny: [...]`",
+            );
+            return None;
+        }
+        Some(Step::RestrictIps {
+            allow,
+            deny,
+            enforce,
+        })
+    }
+
+    /// `allow` or `deny`: the CIDRs, each literal one checked now.
+    fn cidrs(&mut self, node: &Node, what: &str) -> Vec<Template> {
+        let mut out = Vec::new();
+        for item in self.list(node, what) {
+            let Some(t) = self.template(item) else {
+                continue;
+            };
+            if t.is_literal() && parse_cidr(&t.raw).is_none() {
+                self.bad(
+                    Code::InvalidCidr,
+                    &item.span,
+                    format!("`{}` is not a CIDR", t.raw),
+                    "write an address with a prefix length, e.g. `10.0.0.0/8` or `2001:db8::/32`",
+                );
+                continue;
+            }
+            out.push(t);
+        }
+        out
+    }
+
+    fn basic_auth(&mut self, c: &Config) -> Option<Step> {
+        let f = self.fields(c, &["credentials", "realm", "enforce"], &["credentials"])?;
+        let (mut credentials, mut realm, mut enforce) = (Vec::new(), "ngrok".to_owned(), true);
+        for (k, v) in f {
+            match k {
+                "credentials" => credentials.extend(self.credentials(v)),
+                "realm" => realm = self.string(v)?.to_owned(),
+                _ => enforce = self.bool_field(v)?,
+            }
+        }
+        Some(Step::BasicAuth {
+            credentials,
+            realm,
+            enforce,
+        })
+    }
+
+    /// `credentials`: at most 10, each literal one a `user:password` checked now.
+    fn credentials(&mut self, node: &Node) -> Vec<Template> {
+        let items = self.list(node, "`credentials`");
+        if items.len() > 10 {
+            self.bad(
+                Code::ActionConfig,
+                &node.span,
+                format!(
+                    "{} credentials; ngrok allows at most 10 (ERR_NGROK_15009)",
+                    items.len()
+                ),
+                "keep at most 10",
+            );
+        }
+        let mut out = Vec::new();
+        for item in items {
+            let Some(t) = self.template(item) else {
+                continue;
+            };
+            if t.is_literal() {
+                match t.raw.split_once(':') {
+                    Some((u, p)) if !u.is_empty() && (8..=128).contains(&p.chars().count()) => {}
+                    _ => {
+                        self.bad(Code::ActionConfig, &item.span, "a credential must be `user:password` with a password of 8 to 128 characters (ERR_NGROK_15008)".into(), "write `- \"alice:a-long-password\"`");
+                        continue;
+                    }
+                }
+            }
+            out.push(t);
+        }
+        out
+    }
+
+    fn rate_limit(&mut self, c: &Config) -> Option<Step> {
+        let f = self.fields(
+            c,
+            &[
+                "name",
+                "algorithm",
+                "capacity",
+                "rate",
+                "bucket_key",
+                "enforce",
+            ],
+            &["name", "algorithm", "capacity", "rate", "bucket_key"],
+        )?;
+        let (mut name, mut capacity, mut window, mut keys, mut enforce) =
+            (String::new(), 0, Duration::ZERO, Vec::new(), true);
+        // Every field is read (and reported) before giving up on the action.
+        let mut ok = true;
+        for (k, v) in f {
+            match k {
+                "name" => name = self.string(v).unwrap_or_default().to_owned(),
+                "algorithm" => ok &= self.algorithm(v),
+                "capacity" => match self.int_field(v, 1, 2_000_000_000, "capacity") {
+                    Some(n) => capacity = n as u64,
+                    None => ok = false,
+                },
+                "rate" => match self.rate(v) {
+                    Some(d) => window = d,
+                    None => ok = false,
+                },
+                "bucket_key" => ok &= self.bucket_keys(v, &mut keys),
+                _ => enforce = self.bool_field(v)?,
+            }
+        }
+        if !ok || capacity == 0 || window.is_zero() {
+            return None;
+        }
+        Some(Step::RateLimit {
+            name,
+            capacity,
+            window,
+            bucket_key: keys,
+            enforce,
+        })
+    }
+
+    /// Whether `algorithm` is the one ngrok has.
+    fn algorithm(&mut self, node: &Node) -> bool {
+        if self.string(node) == Some("sliding_window") {
+            return true;
+        }
+        self.bad(
+            Code::ActionConfig,
+            &node.span,
+            "`algorithm` must be `sliding_window` (ERR_NGROK_2222)".into(),
+            "write `algorithm: sliding_window`",
+        );
+        false
+    }
+
+    /// `bucket_key`'s expressions, added to `keys`; false when one does not compile.
+    fn bucket_keys(&mut self, node: &Node, keys: &mut Vec<Expr>) -> bool {
+        let items = self.list(node, "`bucket_key`");
+        if items.len() > 10 {
+            self.bad(
+                Code::ActionConfig,
+                &node.span,
+                "at most 10 bucket keys (ERR_NGROK_2255)".into(),
+                "combine keys into one expression",
+            );
+        }
+        let mut ok = true;
+        for item in items {
+            if let Some(s) = self.string(item) {
+                match self.expr(s, &item.span) {
+                    Some(e) => keys.push(e),
+                    None => ok = false,
+                }
+            }
+        }
+        ok
+    }
+
+    fn log(&mut self, c: &Config) -> Option<Step> {
+        let f = self.fields(c, &["metadata"], &["metadata"])?;
+        let mut metadata = Vec::new();
+        for (_, v) in f {
+            match &v.value {
+                Yaml::Map(entries) => {
+                    for (k, val) in entries {
+                        if let Some(t) = self.tree(val) {
+                            metadata.push((k.text.clone(), t));
+                        }
+                    }
+                }
+                _ => self.wrong(v, "`metadata` must be a mapping"),
+            }
+        }
+        Some(Step::Log { metadata })
     }
 
     /// A rate-limit window: 60s to 24h, a multiple of 10s.

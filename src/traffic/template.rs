@@ -2,7 +2,7 @@
 
 use cel::objects::Value;
 
-use super::cel::{CompileError, Expr, Scope, display};
+use super::cel::{CompileError, EvalError, Expr, Scope, display};
 use crate::policy::interpolate::{self, Part};
 use crate::policy::secrets::SecretStore;
 
@@ -73,27 +73,30 @@ impl Template {
     }
 
     /// The text with every `${…}` substituted.
-    pub fn render(&self, scope: &Scope) -> Result<String, String> {
+    pub fn render(&self, scope: &Scope) -> Result<String, EvalError> {
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 Piece::Lit(s) => out.push_str(s),
-                Piece::Expr(e) => out.push_str(&display(
-                    &e.eval(scope)
-                        .map_err(|m| format!("`${{{}}}` failed: {m}", e.source))?,
-                )),
+                Piece::Expr(e) => out.push_str(&display(&eval(e, scope)?)),
             }
         }
         Ok(out)
     }
 
     /// The value: exactly `"${expr}"` keeps the expression's type (set-vars), else a string.
-    pub fn value(&self, scope: &Scope) -> Result<Value, String> {
+    pub fn value(&self, scope: &Scope) -> Result<Value, EvalError> {
         match self.parts.as_slice() {
-            [Piece::Expr(e)] if self.raw.trim() == format!("${{{}}}", e.source) => e
-                .eval(scope)
-                .map_err(|m| format!("`${{{}}}` failed: {m}", e.source)),
+            [Piece::Expr(e)] if self.raw.trim() == format!("${{{}}}", e.source) => eval(e, scope),
             _ => self.render(scope).map(Value::from),
         }
     }
+}
+
+/// One `${…}`, its error naming it.
+fn eval(e: &Expr, scope: &Scope) -> Result<Value, EvalError> {
+    e.eval(scope).map_err(|error| EvalError::Template {
+        expr: e.source.clone(),
+        error: Box::new(error),
+    })
 }

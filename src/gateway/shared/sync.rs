@@ -47,13 +47,24 @@ pub fn describe(e: &redis::RedisError) -> String {
     }
 }
 
-type Result<T> = std::result::Result<T, String>;
+/// Why a session with Redis ended; [`Link::down`] shows its text on `/healthz` and in the log.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{}", describe(.0))]
+    Redis(redis::RedisError),
+    #[error("no answer within {}s", .0.as_secs_f64())]
+    Timeout(Duration),
+    #[error("the subscription connection closed")]
+    SubscriptionClosed,
+}
+
+type Result<T> = std::result::Result<T, LinkError>;
 
 async fn op<T>(f: impl Future<Output = redis::RedisResult<T>>) -> Result<T> {
     match tokio::time::timeout(OP_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(describe(&e)),
-        Err(_) => Err(format!("no answer within {}s", OP_TIMEOUT.as_secs_f64())),
+        Ok(Err(e)) => Err(LinkError::Redis(e)),
+        Err(_) => Err(LinkError::Timeout(OP_TIMEOUT)),
     }
 }
 
@@ -94,7 +105,7 @@ impl Sync {
             };
             match result {
                 Ok(()) => return,
-                Err(why) => self.link.down(&why),
+                Err(why) => self.link.down(&why.to_string()),
             }
             // What was queued while the link was down is republished as state on reconnect.
             while self.rx.try_recv().is_ok() {}
@@ -135,7 +146,7 @@ impl Sync {
                 }
                 msg = messages.next() => {
                     let Some(msg) = msg else {
-                        return Err("the subscription connection closed".into());
+                        return Err(LinkError::SubscriptionClosed);
                     };
                     self.apply(&msg);
                 }
