@@ -137,6 +137,24 @@ async fn anthropic_messages_are_continued_as_one_message() {
     assert_eq!(delta["usage"]["output_tokens"], 5, "{out}");
     assert_eq!(delta["usage"]["input_tokens"], 6, "{out}");
     assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+
+    // Cut right after message_start: no text yet, so claude-b answers the original request,
+    // and its content_block_start (which the client has not seen) is relayed.
+    ups[0].push_fault(Fault::StreamCutAfter(1));
+    let out = text(&gw, "/v1/messages", &body).await;
+    let events = sse(&out);
+    let count = |name: &str| events.iter().filter(|(n, _)| n == name).count();
+    assert_eq!(
+        (count("message_start"), count("content_block_start")),
+        (1, 1),
+        "{out}"
+    );
+    assert_eq!((count("message_stop"), count("error")), (1, 0), "{out}");
+    let said: String = events
+        .iter()
+        .filter_map(|(_, v)| v["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(said, "[claude-b] you said: hello there", "{out}");
 }
 
 #[tokio::test]

@@ -95,10 +95,21 @@ pub struct SoFar {
     /// Events that carried answer text (about one token each: the partial output's tokens
     /// when the provider did not say).
     pub deltas: u64,
-    /// OpenAI: the first chunk's `id`, which the continuation's chunks take on.
-    pub id: Option<String>,
+    /// What the client's stream has already opened.
+    pub opened: Opened,
     /// Why the answer cannot be continued (a tool call under way, several choices…).
     pub blocked: Option<&'static str>,
+}
+
+/// What the client's stream has opened, which a continuation must not open again.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// OpenAI: the first chunk's `id`, which the continuation's chunks take on.
+    pub id: Option<String>,
+    /// Anthropic: `message_start` was sent.
+    pub message: bool,
+    /// Anthropic: `content_block_start` of block 0 was sent.
+    pub block: bool,
 }
 
 /// Reads the answer so far out of the events relayed to the client (whole events, as
@@ -142,8 +153,8 @@ impl SoFar {
     fn read(&mut self, shape: Shape, v: &Value) {
         match shape {
             Shape::OpenAiChat => {
-                if self.id.is_none() {
-                    self.id = str_at(v, "/id").map(str::to_string);
+                if self.opened.id.is_none() {
+                    self.opened.id = str_at(v, "/id").map(str::to_string);
                 }
                 for c in v
                     .get("choices")
@@ -163,7 +174,9 @@ impl SoFar {
                 }
             }
             Shape::Anthropic => match str_at(v, "/type") {
+                Some("message_start") => self.opened.message = true,
                 Some("content_block_start") => {
+                    self.opened.block |= v.get("index").and_then(Value::as_u64) == Some(0);
                     if v.get("index").and_then(Value::as_u64) != Some(0) {
                         self.block("several content blocks");
                     } else if str_at(v, "/content_block/type") != Some("text") {
@@ -208,8 +221,8 @@ pub struct Splice {
     /// A difference from `repeat` means the answers diverged (a restart); else (the trailing
     /// whitespace an Anthropic prefill may not end with) whatever differs is new text.
     strict: bool,
-    /// OpenAI: the first stream's chunk id.
-    id: Option<String>,
+    /// What the client's stream has opened already.
+    opened: Opened,
     /// Tokens of the candidates that failed, added to the usage the continuation reports.
     carried: Usage,
     /// Anthropic: the continuation's input tokens, from its `message_start` (left out).
@@ -220,19 +233,19 @@ pub struct Splice {
 
 impl Splice {
     /// `repeat`: the text the new candidate's answer starts with and the client already has
-    /// (`strict`: it must, else it diverged); `id`: the first stream's OpenAI chunk id.
+    /// (`strict`: it must, else it diverged); `opened`: what the client's stream has opened.
     pub fn new(
         shape: Shape,
         repeat: String,
         strict: bool,
-        id: Option<String>,
+        opened: Opened,
         carried: Usage,
     ) -> Splice {
         Splice {
             shape,
             repeat,
             strict,
-            id,
+            opened,
             carried,
             input: None,
             deltas: 0,
@@ -369,7 +382,7 @@ impl Splice {
 
     fn openai(&mut self, mut v: Value) -> Result<Edit, Diverged> {
         let mut changed = false;
-        if let (Some(id), Some(cur)) = (&self.id, v.get("id").and_then(Value::as_str))
+        if let (Some(id), Some(cur)) = (&self.opened.id, v.get("id").and_then(Value::as_str))
             && cur != id
         {
             v["id"] = Value::String(id.clone());
@@ -422,9 +435,13 @@ impl Splice {
                 self.input = v
                     .pointer("/message/usage/input_tokens")
                     .and_then(Value::as_u64);
-                Ok(Edit::Drop)
+                Ok(if self.opened.message {
+                    Edit::Drop
+                } else {
+                    Edit::Keep
+                })
             }
-            Some("content_block_start") if index == Some(0) => Ok(Edit::Drop),
+            Some("content_block_start") if index == Some(0) && self.opened.block => Ok(Edit::Drop),
             Some("content_block_delta") if index == Some(0) => {
                 match self.text_at(&mut v, "/delta/text")? {
                     (true, _) => Ok(Edit::Drop),
@@ -539,7 +556,7 @@ mod tests {
         ];
         let s = so_far(Shape::OpenAiChat, &sent);
         assert_eq!(
-            (s.text.as_str(), s.deltas, s.id.as_deref()),
+            (s.text.as_str(), s.deltas, s.opened.id.as_deref()),
             ("Hello", 2, Some("a"))
         );
         assert_eq!(s.blocked, None);
@@ -560,6 +577,7 @@ event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,
         );
         let s = so_far(Shape::Anthropic, &[anthropic]);
         assert_eq!((s.text.as_str(), s.deltas, s.blocked), ("Hi ", 1, None));
+        assert!(s.opened.message && s.opened.block);
 
         let ollama = Bytes::from_static(
             b"{\"message\":{\"role\":\"assistant\",\"content\":\"a\"},\"done\":false}\n{\"message\":{\"role\":\"assistant\",\"content\":\" b\"},\"done\":false}\n",
@@ -575,7 +593,10 @@ event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,
             Shape::OpenAiChat,
             String::new(),
             false,
-            Some("first".into()),
+            Opened {
+                id: Some("first".into()),
+                ..Opened::default()
+            },
             Usage {
                 input: None,
                 output: Some(2),
@@ -607,7 +628,7 @@ event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,
                 Shape::OpenAiChat,
                 "Hello wor".into(),
                 true,
-                None,
+                Opened::default(),
                 Usage::default(),
             )
         };
@@ -634,7 +655,11 @@ event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,
             Shape::Anthropic,
             " ".into(),
             false,
-            None,
+            Opened {
+                id: None,
+                message: true,
+                block: true,
+            },
             Usage {
                 input: Some(10),
                 output: Some(4),
@@ -659,13 +684,38 @@ event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason
         assert!(text.contains("\"output_tokens\":7") && text.contains("\"input_tokens\":22"));
     }
 
+    /// A stream cut before its text block opened gets the continuation's block start.
+    #[test]
+    fn anthropic_opens_only_what_is_not_open() {
+        let mut s = Splice::new(
+            Shape::Anthropic,
+            String::new(),
+            true,
+            Opened {
+                id: None,
+                message: true,
+                block: false,
+            },
+            Usage::default(),
+        );
+        let out = s
+            .pass(Bytes::from_static(
+                b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            ))
+            .unwrap();
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.starts_with("event: content_block_start\n"), "{text}");
+        assert!(!text.contains("message_start"), "{text}");
+    }
+
     #[test]
     fn ollama_final_line_sums_the_counts() {
         let mut s = Splice::new(
             Shape::OllamaChat,
             String::new(),
             true,
-            None,
+            Opened::default(),
             Usage {
                 input: None,
                 output: Some(3),

@@ -367,7 +367,7 @@ impl State {
             c.shape,
             repeat,
             strict,
-            so_far.id,
+            so_far.opened,
             self.carried,
         ));
         true
