@@ -99,6 +99,7 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand --state 'Share circuit breakers, box health, rate-limit windows and `m.metrics` figures with other replicas through Redis: `redis://[:PASSWORD@]HOST:PORT[/DB]` or `rediss://…` (a password can come from AIGW_STATE_PASSWORD instead). Off: each process learns alone'
             cand --log-format 'Log format for request logs'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'
+            cand --no-stream-continuation 'Do not continue a chat stream that fails midway (cut, stalled, closed unfinished) on the plan''s next candidate: end it with an error event instead'
             cand --no-reload 'Do not watch the policy file for changes'
             cand -h 'Print help'
             cand --help 'Print help'

@@ -102,6 +102,7 @@ json\t''"
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l color -d 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never' -r -f -a "auto\t''
 always\t''
 never\t''"
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l no-stream-continuation -d 'Do not continue a chat stream that fails midway (cut, stalled, closed unfinished) on the plan\'s next candidate: end it with an error event instead'
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l no-reload -d 'Do not watch the policy file for changes'
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c aigw -n "__fish_aigw_using_subcommand probe" -s p -l policy -d 'Policy file (YAML or JSON). Default: ./policy.yaml, else the built-in policy' -r -F

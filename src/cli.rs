@@ -201,6 +201,10 @@ pub struct ServeArgs {
     /// End a stream that sends nothing for this long.
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(GatewayOptions::default().stream_idle_timeout))]
     pub stream_idle_timeout: DurationArg,
+    /// Do not continue a chat stream that fails midway (cut, stalled, closed unfinished) on the
+    /// plan's next candidate: end it with an error event instead.
+    #[arg(long)]
+    pub no_stream_continuation: bool,
     /// After a 429 on a model's last key: times to send it again (honouring Retry-After, else
     /// backing off with jitter) before failing over; 0 fails over at once.
     #[arg(long, default_value_t = RetryOptions::default().rate_limit_retries, value_name = "N")]

@@ -1,8 +1,9 @@
 //! End to end with the official Python clients: starts stand-in providers and the gateway
 //! in-process, then runs `python3 tests/e2e/test_clients.py` against it (openai + ollama SDKs:
 //! chat, streaming, models.list, embeddings, SDK-typed errors (a provider's context-length 400, a
-//! stream cut mid-answer, a stream with a malformed event), Ollama chat/stream/list/embed), and
-//! the traffic policy's guards as the openai SDK meets them (401, 429 with retry-after).
+//! stream cut mid-answer, a stream with a malformed event), Ollama chat/stream/list/embed,
+//! streams cut midway and continued by the next candidate (openai and ollama SDKs), and the
+//! traffic policy's guards as the openai SDK meets them (401, 429 with retry-after).
 //!
 //! Needs `pip install -r tests/e2e/requirements.txt`; without the packages this test fails and
 //! says so (CI installs them).
@@ -47,6 +48,22 @@ on_http_request:
           base_url: "https://garbled.internal"
           models:
             - id: garbled-stream
+        - id: cutter
+          base_url: "https://cutter.internal"
+          models:
+            - id: cont-chat
+        - id: rescuer
+          base_url: "https://rescuer.internal"
+          models:
+            - id: cont-chat
+        - id: ollama-cutter
+          base_url: "https://ollama-cutter.internal"
+          models:
+            - id: llama-cont
+        - id: ollama-rescuer
+          base_url: "https://ollama-rescuer.internal"
+          models:
+            - id: llama-cont
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,6 +86,20 @@ async fn official_python_clients_work_through_the_gateway() {
     let ollama = StandIn::start(Kind::Ollama)
         .await
         .with_models(&["llama3.2"]);
+    // Continuation: `cont-chat` is cut after "[cutter] you" and continued by `rescuer`;
+    // `llama-cont` likewise on two Ollama boxes.
+    let cutter = support::openai_standin("cutter", &["cont-chat"]).await;
+    cutter.set_fault(Some(Fault::StreamCutAfter(3)));
+    let rescuer = support::openai_standin("rescuer", &["cont-chat"]).await;
+    let ollama_cutter = StandIn::start(Kind::Ollama)
+        .await
+        .with_label("ollama-cutter")
+        .with_models(&["llama-cont"]);
+    ollama_cutter.push_fault_on("/api/chat", Fault::StreamCutAfter(2));
+    let ollama_rescuer = StandIn::start(Kind::Ollama)
+        .await
+        .with_label("ollama-rescuer")
+        .with_models(&["llama-cont"]);
     let gw = support::start_policy(
         POLICY,
         &[
@@ -78,6 +109,10 @@ async fn official_python_clients_work_through_the_gateway() {
             ("faulty", faulty.url()),
             ("toolong", toolong.url()),
             ("garbled", garbled.url()),
+            ("cutter", cutter.url()),
+            ("rescuer", rescuer.url()),
+            ("ollama-cutter", ollama_cutter.url()),
+            ("ollama-rescuer", ollama_rescuer.url()),
         ],
         &[],
         GatewayOptions::default(),
@@ -95,6 +130,8 @@ async fn official_python_clients_work_through_the_gateway() {
             ("AIGW_E2E_TOOLONG_MODEL", "toolong:too-long".into()),
             ("AIGW_E2E_CUT_MODEL", "faulty:cut-stream".into()),
             ("AIGW_E2E_GARBLED_MODEL", "garbled:garbled-stream".into()),
+            ("AIGW_E2E_CONT_MODEL", "cont-chat".into()),
+            ("AIGW_E2E_OLLAMA_CONT_MODEL", "llama-cont".into()),
         ],
         Duration::from_secs(300),
     )
@@ -120,6 +157,27 @@ async fn official_python_clients_work_through_the_gateway() {
     );
     assert_eq!(faulty.hits("/v1/chat/completions"), 1);
     assert_eq!(garbled.hits("/v1/chat/completions"), 1);
+    assert_eq!(cutter.hits("/v1/chat/completions"), 1);
+    assert_eq!(rescuer.hits("/v1/chat/completions"), 1, "continued once");
+    assert_eq!(ollama_cutter.hits("/api/chat"), 1);
+    assert_eq!(ollama_rescuer.hits("/api/chat"), 1, "continued once");
+    let prefill = |up: &StandIn| {
+        up.requests()
+            .iter()
+            .rev()
+            .find(|r| r.path.ends_with("/chat/completions") || r.path == "/api/chat")
+            .and_then(|r| r.json.clone())
+            .map(|j| j["messages"].as_array().unwrap().last().unwrap().clone())
+            .unwrap()
+    };
+    assert_eq!(
+        prefill(&rescuer),
+        serde_json::json!({"role": "assistant", "content": "[cutter] you"})
+    );
+    assert_eq!(
+        prefill(&ollama_rescuer),
+        serde_json::json!({"role": "assistant", "content": "[ollama-cutter] you"})
+    );
 }
 
 /// ngrok's BYOK guard recipes (token list, rate limit per key, response-phase headers) met by

@@ -322,31 +322,129 @@ async fn f07_slow_first_token_fails_over_before_any_byte() {
 
 // 8 -------------------------------------------------------------------------------------------
 #[tokio::test]
-async fn f08_a_stream_cut_mid_answer_ends_with_an_explicit_error() {
+async fn f08_a_stream_cut_mid_answer_is_continued_by_the_next_candidate() {
     let s = setup().await;
     s.primary.push_fault(Fault::StreamCutAfter(3));
-    let r = post(&s, &both(true)).await;
+    let r = post(&s, &with_usage(both(true))).await;
     assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    let payloads = sse_payloads(&text);
-    assert!(!payloads.iter().any(|p| p == "[DONE]"), "{text}");
-    let last: Value = serde_json::from_str(payloads.last().unwrap()).unwrap();
-    assert_eq!(last["error"]["code"], "ERR_NGROK_3800", "{text}");
     assert_eq!(
-        s.fallback.requests().len(),
-        0,
-        "no failover after bytes went out"
+        header(&r, "x-aigw-provider"),
+        "primary",
+        "the stream began there"
     );
+    let text = r.text().await.unwrap();
+    // role, "[primary]", " you", then the cut: the fallback is sent that as a prefill and
+    // answers only the rest.
+    assert_continued(&text, "[primary] you said: hello there", 5);
+    assert_prefilled(&s.fallback, "[primary] you");
+    assert!(
+        metrics(&s)
+            .await
+            .contains("aigw_stream_continuations_total{outcome=\"prefill\"} 1")
+    );
+
+    // Nobody left to continue it: the streamed text, then an error event (never a clean end).
+    s.primary.push_fault(Fault::StreamCutAfter(3));
+    let text = post(&s, &only_primary(true)).await.text().await.unwrap();
+    assert_error_end(&text, "[primary] you");
+}
+
+/// The text a stream carried, its payloads checked, and that it ended with `[DONE]` and no
+/// error; all its chunks carry the first chunk's id; a usage chunk says `completion_tokens`.
+fn assert_continued(text: &str, want: &str, completion_tokens: u64) {
+    let payloads = sse_payloads(text);
+    assert_eq!(
+        payloads.last().map(String::as_str),
+        Some("[DONE]"),
+        "{text}"
+    );
+    assert_eq!(payloads.iter().filter(|p| *p == "[DONE]").count(), 1);
+    assert!(!text.contains("\"error\""), "{text}");
+    let chunks: Vec<Value> = payloads
+        .iter()
+        .filter_map(|p| serde_json::from_str(p).ok())
+        .collect();
+    let said: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(said, want, "{text}");
+    let ids: std::collections::BTreeSet<&str> =
+        chunks.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(ids.len(), 1, "one answer, one id: {text}");
+    let finishes = chunks
+        .iter()
+        .filter(|c| !c["choices"][0]["finish_reason"].is_null() && c["choices"][0].is_object())
+        .count();
+    assert_eq!(finishes, 1, "{text}");
+    let usage = chunks
+        .iter()
+        .find(|c| c["usage"].is_object())
+        .expect("a usage chunk");
+    assert_eq!(
+        usage["usage"]["completion_tokens"], completion_tokens,
+        "{text}"
+    );
+    let u = &usage["usage"];
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(u["prompt_tokens"].as_u64().unwrap() + completion_tokens)
+    );
+}
+
+/// The stream's text is `said`, then one error event: no `[DONE]`, no finish.
+fn assert_error_end(text: &str, said: &str) {
+    let payloads = sse_payloads(text);
+    assert!(!payloads.iter().any(|p| p == "[DONE]"), "{text}");
+    assert!(!text.contains("finish_reason\":\"stop"), "{text}");
+    let chunks: Vec<Value> = payloads
+        .iter()
+        .filter_map(|p| serde_json::from_str(p).ok())
+        .collect();
+    let got: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(got, said, "{text}");
+    let last = chunks.last().unwrap();
+    assert_eq!(last["error"]["code"], "ERR_NGROK_3800", "{text}");
+}
+
+/// The last request `up` got ended with the assistant's `prefix`.
+fn assert_prefilled(up: &StandIn, prefix: &str) {
+    let seen = up.requests();
+    let last = seen.last().expect("the next candidate was asked");
+    let messages = last.json.as_ref().unwrap()["messages"].as_array().unwrap();
+    assert_eq!(
+        messages.last().unwrap(),
+        &json!({"role": "assistant", "content": prefix}),
+        "{messages:?}"
+    );
+}
+
+fn with_usage(mut body: Value) -> Value {
+    body["stream_options"] = json!({"include_usage": true});
+    body
 }
 
 // 9 -------------------------------------------------------------------------------------------
 #[tokio::test]
-async fn f09_a_stalled_stream_ends_cleanly_and_the_gateway_stays_healthy() {
+async fn f09_a_stalled_stream_is_continued_and_the_gateway_stays_healthy() {
     let mut o = opts();
     o.stream_idle_timeout = Duration::from_millis(500);
     let s = setup_with("", o).await;
     s.primary.push_fault(Fault::StreamStallAfter(2));
-    let text = post(&s, &both(true)).await.text().await.unwrap();
+    let text = post(&s, &with_usage(both(true)))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_continued(&text, "[primary] you said: hello there", 5);
+    assert_prefilled(&s.fallback, "[primary]");
+
+    // Alone, the stall ends the stream with an error event naming the idle limit.
+    s.primary.push_fault(Fault::StreamStallAfter(2));
+    let text = post(&s, &only_primary(true)).await.text().await.unwrap();
     let payloads = sse_payloads(&text);
     let last: Value = serde_json::from_str(payloads.last().unwrap()).unwrap();
     assert!(
@@ -661,6 +759,158 @@ async fn f16_after_failover_the_response_names_the_model_that_answered_with_its_
     );
 }
 
+// 17 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f17_a_stream_closed_before_it_finished_is_continued() {
+    let s = setup().await;
+    s.primary.push_fault(Fault::StreamEndAfter(4));
+    let text = post(&s, &with_usage(both(true)))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_continued(&text, "[primary] you said: hello there", 5);
+    assert_prefilled(&s.fallback, "[primary] you said:");
+
+    s.primary.push_fault(Fault::StreamEndAfter(4));
+    let text = post(&s, &only_primary(true)).await.text().await.unwrap();
+    assert_error_end(&text, "[primary] you said:");
+    assert!(
+        text.contains("closed the stream before it finished"),
+        "{text}"
+    );
+}
+
+/// `primary` (a custom OpenAI-compatible provider: takes a prefill), the built-in `openai`
+/// (api.openai.com answers anew after an assistant message: no prefill) and `fallback`.
+const THREE: &str = r#"
+on_http_request:
+  - type: ai-gateway
+    config:
+      only_allow_configured_providers: true
+      providers:
+        - id: primary
+          base_url: "https://primary.internal"
+          models:
+            - id: chat-a
+        - id: openai
+          models:
+            - id: gpt-4o-mini
+        - id: fallback
+          base_url: "https://fallback.internal"
+          models:
+            - id: chat-b
+"#;
+
+/// The three stand-ins of [`THREE`] (`openai` without prefill), labelled as given.
+async fn three(labels: [&str; 3]) -> (StandIn, StandIn, StandIn, support::Started) {
+    let primary = support::openai_standin(labels[0], &["chat-a"]).await;
+    let openai = support::openai_standin(labels[1], &["gpt-4o-mini"])
+        .await
+        .without_prefill();
+    let fallback = support::openai_standin(labels[2], &["chat-b"]).await;
+    let gw = support::start_policy(
+        THREE,
+        &[
+            ("primary", primary.url()),
+            ("openai", openai.url()),
+            ("fallback", fallback.url()),
+        ],
+        &[],
+        opts(),
+    )
+    .await;
+    (primary, openai, fallback, gw)
+}
+
+fn models(list: &[&str]) -> Value {
+    with_usage(json!({"model": list[0], "models": list, "stream": true,
+           "messages": [{"role": "user", "content": "hello there"}]}))
+}
+
+// 18 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f18_a_candidate_without_prefill_restarts_and_the_repeated_text_is_dropped() {
+    // Deterministic twins: the same answer, word for word.
+    let (primary, openai, _fallback, gw) = three(["twin", "twin", "other"]).await;
+    primary.push_fault(Fault::StreamCutAfter(4));
+    let body = models(&["primary:chat-a", "openai:gpt-4o-mini"]);
+    let r = support::client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    // "[twin] you said:" came from primary; openai's answer repeats it and only the rest is
+    // relayed; its usage (6 words, all generated) plus primary's 3.
+    assert_continued(&text, "[twin] you said: hello there", 8);
+    let seen = openai.requests();
+    let messages = seen[0].json.as_ref().unwrap()["messages"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        messages.len(),
+        1,
+        "the original request, no prefill: {messages:?}"
+    );
+    assert!(
+        gw.metrics()
+            .await
+            .contains("aigw_stream_continuations_total{outcome=\"restart\"} 1")
+    );
+}
+
+// 19 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f19_a_candidate_whose_answer_differs_cannot_continue() {
+    let (primary, openai, fallback, gw) = three(["primary", "openai", "fallback"]).await;
+    let post = |body: Value| {
+        let url = gw.url("/v1/chat/completions");
+        async move {
+            support::client()
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    // openai restarts with "[openai] you said: …": it differs, and nobody else is left.
+    primary.push_fault(Fault::StreamCutAfter(3));
+    let text = post(models(&["primary:chat-a", "openai:gpt-4o-mini"])).await;
+    assert_error_end(&text, "[primary] you");
+    assert!(
+        text.contains("differs from the text already sent"),
+        "{text}"
+    );
+    assert_eq!(openai.requests().len(), 1);
+
+    // With a third candidate, it continues the answer.
+    primary.push_fault(Fault::StreamCutAfter(3));
+    let text = post(models(&[
+        "primary:chat-a",
+        "openai:gpt-4o-mini",
+        "fallback:chat-b",
+    ]))
+    .await;
+    // primary's 2 words, the 1 openai sent before it diverged, fallback's 3.
+    assert_continued(&text, "[primary] you said: hello there", 2 + 1 + 3);
+    assert_prefilled(&fallback, "[primary] you");
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("aigw_stream_continuations_total{outcome=\"diverged\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("aigw_stream_continuations_total{outcome=\"exhausted\"} 1"),
+        "{m}"
+    );
+}
+
 /// The README's fault table and this suite name the same faults: every `(fNN)` in the table is
 /// a test here, and every test here has its row.
 #[test]
@@ -714,15 +964,20 @@ async fn the_access_line_records_how_each_stream_ended() {
         false,
     ));
     let s = setup_with("", o).await;
-    for (fault, end) in [
-        (None, "finished"),
-        (Some(Fault::NoDoneMarker), "terminator_added"),
-        (Some(Fault::StreamCutAfter(3)), "cut"),
+    for (fault, body, end) in [
+        (None, only_primary(true), "finished"),
+        (
+            Some(Fault::NoDoneMarker),
+            only_primary(true),
+            "terminator_added",
+        ),
+        (Some(Fault::StreamCutAfter(3)), only_primary(true), "cut"),
+        (Some(Fault::StreamCutAfter(3)), both(true), "continued"),
     ] {
         if let Some(f) = fault {
             s.primary.push_fault(f);
         }
-        let r = post(&s, &only_primary(true)).await;
+        let r = post(&s, &body).await;
         let id = header(&r, "x-request-id").to_string();
         let _ = r.text().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -263,9 +263,17 @@ async fn exhausted_candidates_are_503_with_reasons() {
     assert!(!msg.contains("sk-primary-key"), "{msg}");
 }
 
+/// With `--no-stream-continuation` (continuation is `tests/serve_faults.rs`'s f08).
 #[tokio::test]
-async fn mid_stream_death_ends_with_an_error_event() {
-    let s = setup().await;
+async fn mid_stream_death_ends_with_an_error_event_without_continuation() {
+    let s = setup_with(
+        "",
+        GatewayOptions {
+            stream_continuation: false,
+            ..GatewayOptions::default()
+        },
+    )
+    .await;
     s.primary.push_fault(Fault::StreamCutAfter(3));
     let r = post(&s, &chat(true)).await;
     assert_eq!(r.status(), 200);
@@ -276,7 +284,7 @@ async fn mid_stream_death_ends_with_an_error_event() {
     assert_eq!(
         s.backup.requests().len(),
         0,
-        "no failover once bytes reached the client"
+        "no continuation when it is turned off"
     );
 
     // An upstream that finishes its answer but never sends `[DONE]`: the client's stream still

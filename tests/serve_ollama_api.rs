@@ -1,6 +1,7 @@
 //! The Ollama native API through the gateway (fixed plans, stand-in Ollama servers):
 //! `/api/chat` streaming and not, failover between two Ollama instances, `/api/tags` merging,
-//! `/api/embed`, `/api/version`, and a mid-stream failure as an NDJSON error line.
+//! `/api/embed`, `/api/version`, and a mid-stream failure continued on the other box, or an
+//! NDJSON error line when neither can finish it.
 
 #[path = "gateway_support/mod.rs"]
 mod support;
@@ -82,11 +83,38 @@ async fn api_chat_streams_ndjson_and_fails_over() {
 }
 
 #[tokio::test]
-async fn api_chat_mid_stream_failure_is_an_error_line() {
-    let (a, _b, gw) = two_ollamas().await;
+async fn api_chat_mid_stream_failure_is_continued_or_an_error_line() {
+    let (a, b, gw) = two_ollamas().await;
+    // gpu-a is cut after "[gpu-a]", " you": gpu-b gets that as an assistant prefill and sends
+    // only the rest; the client's lines make one answer, and the final counts are the sum.
     a.push_fault_on("/api/chat", Fault::StreamCutAfter(2));
     let resp = gw.post("/api/chat", &json!({"model": "llama3.2", "messages": [{"role": "user", "content": "one two three four five"}]})).await;
     assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap_or_default();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let said: String = lines
+        .iter()
+        .filter_map(|l| l["message"]["content"].as_str())
+        .collect();
+    assert_eq!(said, "[gpu-a] you said: one two three four five", "{text}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["done"], true, "{text}");
+    assert_eq!(last["eval_count"], 8, "{text}");
+    assert!(!text.contains("\"error\""), "{text}");
+    let seen = b.requests();
+    let messages = seen.last().unwrap().json.as_ref().unwrap()["messages"].clone();
+    assert_eq!(
+        messages.as_array().unwrap().last().unwrap(),
+        &json!({"role": "assistant", "content": "[gpu-a] you"})
+    );
+
+    // gpu-b fails too: nobody is left, and the stream ends with an error line.
+    a.push_fault_on("/api/chat", Fault::StreamCutAfter(2));
+    b.push_fault_on("/api/chat", Fault::StreamCutAfter(1));
+    let resp = gw.post("/api/chat", &json!({"model": "llama3.2", "messages": [{"role": "user", "content": "one two three four five"}]})).await;
     let text = resp.text().await.unwrap_or_default();
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert!(

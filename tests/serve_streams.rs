@@ -290,8 +290,10 @@ async fn first_byte_timeout_fails_over_before_anything_is_sent() {
 
 #[tokio::test]
 async fn a_stalled_stream_ends_after_the_idle_timeout() {
+    // Without continuation (which `tests/serve_faults.rs` f09 covers), the stall is the end.
     let opts = GatewayOptions {
         stream_idle_timeout: Duration::from_millis(500),
+        stream_continuation: false,
         ..GatewayOptions::default()
     };
     let (first, second, gw) = support::start_pair(

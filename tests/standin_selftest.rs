@@ -1291,6 +1291,60 @@ async fn fault_stream_stall_after() {
 }
 
 #[tokio::test]
+async fn fault_stream_end_after() {
+    for kind in ALL {
+        let s = StandIn::start(kind).await;
+        s.push_fault(Fault::StreamEndAfter(2));
+        let (text, errored) = read_all(send_stream(&s, "one two three four").await).await;
+        assert!(!errored, "{kind:?}: a clean end");
+        let ev = events(kind, &text);
+        assert_eq!(ev.len(), 2, "{kind:?}: {text:?}");
+        assert!(!ev.iter().any(|e| is_terminator(kind, e)));
+    }
+}
+
+/// A last assistant message is continued (only the rest of the answer, usage counting that),
+/// also when another stand-in's label starts it; `without_prefill` answers anew.
+#[tokio::test]
+async fn an_assistant_prefill_is_continued_unless_turned_off() {
+    let text_of = |kind: Kind, text: &str| -> String {
+        events(kind, text)
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(&payload(kind, e)).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .or(v["delta"]["text"].as_str())
+                    .or(v["message"]["content"].as_str())
+                    .map(str::to_string)
+            })
+            .collect()
+    };
+    for kind in ALL {
+        let (path, mut body) = stream_request(kind, "one two three");
+        body["messages"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"role": "assistant", "content": "[other] you said: one"}));
+        let s = StandIn::start(kind).await;
+        let text = post(&s, path, body.clone()).await.text().await.unwrap();
+        assert_eq!(text_of(kind, &text), " two three", "{kind:?}: {text}");
+        let s = StandIn::start(kind).await.with_label("x").without_prefill();
+        let text = post(&s, path, body.clone()).await.text().await.unwrap();
+        assert_eq!(
+            text_of(kind, &text),
+            "[x] you said: one two three",
+            "{kind:?}"
+        );
+        // A prefill that is not the start of its answer gets a continuation of its own.
+        body["messages"][1]["content"] = json!("Something else");
+        let s = StandIn::start(kind).await.with_label("y");
+        let text = post(&s, path, body).await.text().await.unwrap();
+        assert_eq!(text_of(kind, &text), " (continued by [y])", "{kind:?}");
+    }
+}
+
+#[tokio::test]
 async fn fault_malformed_chunk_at() {
     for kind in ALL {
         let s = StandIn::start(kind).await;

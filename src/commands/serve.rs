@@ -169,6 +169,7 @@ fn gateway_options(
         max_attempts: args.max_attempts,
         first_byte_timeout: args.first_byte_timeout.map(|d| d.0),
         stream_idle_timeout: args.stream_idle_timeout.0,
+        stream_continuation: !args.no_stream_continuation,
         max_body_bytes: args.max_body_bytes,
         header_read_timeout: args.header_read_timeout.0,
         body_read_timeout: args.body_read_timeout.0,

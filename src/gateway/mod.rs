@@ -93,8 +93,11 @@ pub struct GatewayOptions {
     pub max_attempts: usize,
     /// Extra limit on each attempt's time to first byte, on top of `per_request_timeout`.
     pub first_byte_timeout: Option<Duration>,
-    /// A stream that sends nothing for this long ends with an error event.
+    /// A stream that sends nothing for this long ends with an error event (or is continued).
     pub stream_idle_timeout: Duration,
+    /// Continue a chat stream that fails midway on the plan's next candidate
+    /// (`--no-stream-continuation` turns it off: the stream ends with an error event).
+    pub stream_continuation: bool,
     /// Largest request body accepted (bytes); a larger one gets 413 naming `--max-body-bytes`.
     pub max_body_bytes: usize,
     /// A client must send its request head (line and headers) within this time, else the
@@ -137,6 +140,7 @@ impl Default for GatewayOptions {
             // A stall is noticed within ~10 s. Safe for slow local models: the first chunk
             // (where a cold model load waits) is bounded by the attempt's budget, not by this.
             stream_idle_timeout: Duration::from_secs(10),
+            stream_continuation: true,
             max_body_bytes: 32 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),

@@ -9,6 +9,9 @@ Run by tests/e2e_python.rs, which starts stand-in providers and the gateway and 
   AIGW_E2E_TOOLONG_MODEL a model whose provider answers 400 context_length_exceeded
   AIGW_E2E_CUT_MODEL     a model whose streams are cut mid-answer
   AIGW_E2E_GARBLED_MODEL a model whose streams carry one malformed event
+  AIGW_E2E_CONT_MODEL    a model whose first candidate ("cutter") cuts its stream after
+                         "[cutter] you" and whose second continues the answer
+  AIGW_E2E_OLLAMA_CONT_MODEL  the same on two Ollama boxes ("ollama-cutter" first)
 Plain script (no pytest): prints one line per check and `N passed, N failed`.
 """
 
@@ -32,6 +35,8 @@ OLLAMA_MODEL = os.environ["AIGW_E2E_OLLAMA_MODEL"]
 TOOLONG = os.environ["AIGW_E2E_TOOLONG_MODEL"]
 CUT = os.environ["AIGW_E2E_CUT_MODEL"]
 GARBLED = os.environ["AIGW_E2E_GARBLED_MODEL"]
+CONT = os.environ["AIGW_E2E_CONT_MODEL"]
+OLLAMA_CONT = os.environ["AIGW_E2E_OLLAMA_CONT_MODEL"]
 
 oai = openai.OpenAI(base_url=BASE + "/v1", api_key="sk-e2e-client", max_retries=0, timeout=60)
 oll = ollama.Client(host=BASE, timeout=60)
@@ -133,6 +138,35 @@ def openai_stream_with_a_malformed_event_still_parses():
 
 
 @check
+def openai_stream_cut_midway_is_continued():
+    stream = oai.chat.completions.create(
+        model=CONT,
+        messages=[{"role": "user", "content": "carry on please"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    parts, ids, usage, finishes = [], set(), None, []
+    for c in stream:  # raises on an error event
+        ids.add(c.id)
+        if c.usage:
+            usage = c.usage
+        if c.choices:
+            if c.choices[0].delta.content:
+                parts.append(c.choices[0].delta.content)
+            if c.choices[0].finish_reason:
+                finishes.append(c.choices[0].finish_reason)
+    text = "".join(parts)
+    # One answer: the cut stand-in's words, then the rest from the next candidate, no gap, no
+    # repetition.
+    assert text == "[cutter] you said: carry on please", parts
+    assert finishes == ["stop"], finishes
+    assert len(ids) == 1, ids
+    # Usage is the sum: 2 words before the cut, 4 after.
+    assert usage is not None and usage.completion_tokens == 6, usage
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens, usage
+
+
+@check
 def ollama_chat():
     r = oll.chat(model=OLLAMA_MODEL, messages=[{"role": "user", "content": "hello ollama"}])
     assert "hello ollama" in r.message.content, r
@@ -143,6 +177,19 @@ def ollama_chat_streaming():
     parts = [c.message.content for c in oll.chat(model=OLLAMA_MODEL, messages=[{"role": "user", "content": "a b c"}], stream=True)]
     assert len(parts) > 1, parts
     assert "a b c" in "".join(parts), parts
+
+
+@check
+def ollama_stream_cut_midway_is_continued():
+    chunks = list(
+        oll.chat(model=OLLAMA_CONT, messages=[{"role": "user", "content": "carry on please"}], stream=True)
+    )
+    text = "".join(c.message.content for c in chunks)
+    assert text == "[ollama-cutter] you said: carry on please", [c.message.content for c in chunks]
+    last = chunks[-1]
+    assert last.done and last.done_reason == "stop", last
+    assert last.eval_count == 6, last
+    assert sum(1 for c in chunks if c.done) == 1
 
 
 @check

@@ -373,7 +373,9 @@ pub async fn execute(gw: &Arc<Gateway>, inb: Inbound) -> (Response, Report) {
         );
         return error_response(e, inb.dialect, &mut report);
     }
-    super::run::run(gw, routing.as_ref(), &inb, &plan, report).await
+    // Shared, so that a stream can be continued on the rest of the plan after this returns.
+    let inb = Arc::new(inb);
+    super::run::run(gw, &routing, &inb, &plan, report).await
 }
 
 /// `provider:model`, for reasons and the report.
@@ -548,6 +550,7 @@ pub(super) fn respond(
     attempt: &Attempt,
     tried: usize,
     report: &mut Report,
+    resume: Option<crate::gateway::upstream::stream::Continue>,
 ) -> Response {
     let (status, up_headers, body, streaming) = match success {
         Success::Whole {
@@ -580,6 +583,7 @@ pub(super) fn respond(
                 redact: gw.redactor.get(gw),
                 request_id: inb.request_id.clone(),
                 end: Default::default(),
+                resume,
             };
             report.stream_end = Some(relay.end.clone());
             (

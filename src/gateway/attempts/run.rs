@@ -13,7 +13,8 @@
 //!
 //! Each state is one small method of [`Run`]; what a failure means is [`super::failure`]'s, the
 //! breaker's bookkeeping is [`super::breaker`]'s, and the final responses are
-//! [`super::forward`]'s.
+//! [`super::forward`]'s. The same loop, over the candidates after the one whose stream failed
+//! midway, continues that stream ([`super::resume`]).
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -33,12 +34,15 @@ use super::template::RequestVars;
 use crate::gateway::errors::{Dialect, GatewayError, Refusal, codes};
 use crate::gateway::names;
 use crate::gateway::observe::traffic::{Outcome, Sample};
+use crate::gateway::server::body::JsonBody;
+use crate::gateway::upstream::continuation::Shape;
+use crate::gateway::upstream::stream::Continue;
 use crate::gateway::{Gateway, Routing};
 use crate::policy::{AiGateway, ApiFormat};
 use crate::routing::plan::{Attempt, KeyChoice, Plan};
 
 /// Where the loop stands.
-enum State<'a> {
+pub(super) enum State<'a> {
     /// Consider the plan's candidate at this index.
     Candidate(usize),
     /// Send (or send again) one prepared attempt.
@@ -50,10 +54,20 @@ enum State<'a> {
     GiveUp,
 }
 
+/// How the loop ended. (Returned once per loop and taken apart at once: boxing the answer
+/// would cost every request an allocation.)
+#[allow(clippy::large_enum_variant)]
+pub(super) enum End<'a> {
+    /// A candidate answered.
+    Answered(Box<Prepared<'a>>, Success),
+    TotalTimeout,
+    GiveUp,
+}
+
 /// One candidate, ready to send.
-struct Prepared<'a> {
-    index: usize,
-    attempt: &'a Attempt,
+pub(super) struct Prepared<'a> {
+    pub(super) index: usize,
+    pub(super) attempt: &'a Attempt,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -65,11 +79,26 @@ struct Prepared<'a> {
     t0: Instant,
     waited: Duration,
     /// Its place under `--max-in-flight`, held until the answer ends.
-    slot: crate::gateway::fleet::limit::Slot,
+    pub(super) slot: crate::gateway::fleet::limit::Slot,
+    /// Continuing a stream: how many bytes of the text so far it was sent as an assistant
+    /// prefill (`None`: the original request).
+    pub(super) prefill: Option<usize>,
 }
 
+/// A loop that continues a stream that failed midway: the answer's text so far goes along.
+pub(super) struct Cont<'a> {
+    /// The request with the text so far as an assistant prefill (and that text's length),
+    /// when the surface takes one.
+    pub(super) prefilled: Option<(&'a JsonBody, usize)>,
+    /// Providers that continue a prefill rather than answer anew ([`super::resume::accepts_prefill`]).
+    pub(super) prefill_providers: Vec<&'a str>,
+}
+
+/// What a continuation of the stream needs to own: the request, its plan and engine.
+type Owned<'a> = (&'a Arc<dyn Routing>, &'a Arc<Inbound>, &'a Arc<Plan>);
+
 /// The loop's bookkeeping across candidates.
-struct Run<'a> {
+pub(super) struct Run<'a> {
     gw: &'a Arc<Gateway>,
     routing: &'a dyn Routing,
     inb: &'a Inbound,
@@ -98,33 +127,84 @@ struct Run<'a> {
     done_models: Vec<(&'a str, &'a str)>,
     /// Every secret aigw knows, gathered on the first failure (the success path stays cheap).
     secrets: OnceLock<Vec<String>>,
+    /// The shared request, plan and engine, to continue a stream on the rest of the plan.
+    owned: Option<Owned<'a>>,
+    /// Continuing a stream (see [`Cont`]).
+    cont: Option<Cont<'a>>,
 }
 
 /// Runs the plan's attempts until one answers or nothing is left.
 pub(super) async fn run(
     gw: &Arc<Gateway>,
-    routing: &dyn Routing,
-    inb: &Inbound,
-    plan: &Plan,
+    routing: &Arc<dyn Routing>,
+    inb: &Arc<Inbound>,
+    plan: &Arc<Plan>,
     report: Report,
 ) -> (Response, Report) {
-    let mut run = Run::new(gw, routing, inb, plan, report);
-    let mut state = State::Candidate(0);
-    loop {
-        state = match state {
-            State::Candidate(index) => run.admit(index).await,
-            State::Send(mut p) => match run.send(&mut p).await {
-                Ok(success) => return run.succeed(*p, success),
-                Err(failure) => State::Failed(p, failure),
-            },
-            State::Failed(p, failure) => run.classify(p, failure).await,
-            State::TotalTimeout => return run.total_timeout(),
-            State::GiveUp => return run.give_up(),
-        };
+    let mut run = Run::new(gw, routing.as_ref(), inb, plan, report);
+    run.owned = Some((routing, inb, plan));
+    match run.drive(State::Candidate(0)).await {
+        End::Answered(p, success) => run.succeed(*p, success),
+        End::TotalTimeout => run.total_timeout(),
+        End::GiveUp => run.give_up(),
     }
 }
 
 impl<'a> Run<'a> {
+    /// Runs the states from `state` until a candidate answers or nothing is left.
+    pub(super) async fn drive(&mut self, mut state: State<'a>) -> End<'a> {
+        loop {
+            state = match state {
+                State::Candidate(index) => self.admit(index).await,
+                State::Send(mut p) => match self.send(&mut p).await {
+                    Ok(success) => return End::Answered(p, success),
+                    Err(failure) => State::Failed(p, failure),
+                },
+                State::Failed(p, failure) => self.classify(p, failure).await,
+                State::TotalTimeout => return End::TotalTimeout,
+                State::GiveUp => return End::GiveUp,
+            };
+        }
+    }
+
+    /// A loop over the rest of the plan for a stream that failed midway: its own deadline
+    /// (`total_timeout` from now), `tried` attempts already made (`--max-attempts` counts
+    /// them), the models in `done` not asked again.
+    pub(super) fn continuing(
+        gw: &'a Arc<Gateway>,
+        routing: &'a dyn Routing,
+        inb: &'a Inbound,
+        plan: &'a Plan,
+        done: &'a [(String, String)],
+        cont: Cont<'a>,
+        tried: usize,
+    ) -> Self {
+        let mut run = Run::new(gw, routing, inb, plan, Report::default());
+        run.deadline = Instant::now() + run.total;
+        run.tried = tried;
+        run.done_models = done.iter().map(|(p, m)| (p.as_str(), m.as_str())).collect();
+        run.cont = Some(cont);
+        run
+    }
+
+    /// Attempts made so far.
+    pub(super) fn tried(&self) -> usize {
+        self.tried
+    }
+
+    /// Every attempt's reason so far.
+    pub(super) fn reasons(&self) -> String {
+        self.reasons.join("; ")
+    }
+
+    /// A candidate that answered but cannot be used (a continuation wants a stream): its
+    /// reason, and its model is not asked again.
+    pub(super) fn unusable(&mut self, p: &Prepared<'a>, why: &str) {
+        self.reasons.push(format!("{}: {why}", Label(p.attempt)));
+        self.done_models
+            .push((&p.attempt.provider, &p.attempt.model));
+    }
+
     fn new(
         gw: &'a Arc<Gateway>,
         routing: &'a dyn Routing,
@@ -182,6 +262,8 @@ impl<'a> Run<'a> {
             first_failure: None,
             done_models: Vec::new(),
             secrets: OnceLock::new(),
+            owned: None,
+            cont: None,
         }
     }
 
@@ -320,8 +402,21 @@ impl<'a> Run<'a> {
         if self.tried > 1 {
             gw.metrics.failover();
         }
+        // Continuing a stream on a provider that takes a prefill: the request with the text so far.
+        let (source, prefill) = match &self.cont {
+            Some(Cont {
+                prefilled: Some((body, n)),
+                prefill_providers,
+            }) if prefill_providers
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&attempt.provider)) =>
+            {
+                (*body, Some(*n))
+            }
+            _ => (&inb.body, None),
+        };
         let body = upstream_body(
-            &inb.body,
+            source,
             attempt,
             g,
             self.format,
@@ -359,6 +454,7 @@ impl<'a> Run<'a> {
             t0: Instant::now(),
             waited: Duration::ZERO,
             slot,
+            prefill,
         }))
     }
 
@@ -413,15 +509,57 @@ impl<'a> Run<'a> {
         );
     }
 
-    /// An attempt answered: relay it.
-    fn succeed(mut self, p: Prepared<'a>, success: Success) -> (Response, Report) {
+    /// An attempt answered: the breaker, the fleet and the metrics hear of it.
+    pub(super) fn answered(&self, p: &Prepared<'a>, streaming: bool) {
         let (gw, attempt) = (self.gw, p.attempt);
-        self.sample(&p, Outcome::Ok, matches!(success, Success::Stream { .. }));
+        self.sample(p, Outcome::Ok, streaming);
         gw.breakers.success(&attempt.provider, &attempt.model);
         gw.fleet
             .traffic(&attempt.provider, crate::gateway::fleet::Passive::Answered);
         gw.metrics.attempt(&attempt.provider, "ok");
         gw.metrics.upstream_latency.observe(p.waited);
+    }
+
+    /// The rest of the plan, for the relay to continue this stream on if it fails midway:
+    /// only for chat streams with another model left to ask.
+    fn rest(&self, p: &Prepared<'a>, success: &Success) -> Option<Continue> {
+        let Success::Stream { framing, .. } = success else {
+            return None;
+        };
+        let (routing, inb, plan) = self.owned?;
+        let shape = Shape::of_path(&inb.path)?;
+        if !self.gw.opts.stream_continuation
+            || shape.framing() != *framing
+            || !self.has_alternative(p.index)
+        {
+            return None;
+        }
+        let mut done: Vec<(String, String)> = self
+            .done_models
+            .iter()
+            .map(|(p, m)| (p.to_string(), m.to_string()))
+            .collect();
+        done.push((p.attempt.provider.clone(), p.attempt.model.clone()));
+        Some(Continue {
+            shape,
+            rest: Box::new(super::resume::Rest::new(
+                self.gw.clone(),
+                routing.clone(),
+                inb.clone(),
+                plan.clone(),
+                shape,
+                p.index + 1,
+                self.tried,
+                done,
+            )),
+        })
+    }
+
+    /// An attempt answered: relay it.
+    fn succeed(mut self, p: Prepared<'a>, success: Success) -> (Response, Report) {
+        let (gw, attempt) = (self.gw, p.attempt);
+        self.answered(&p, matches!(success, Success::Stream { .. }));
+        let resume = self.rest(&p, &success);
         gw.metrics.overhead.observe(
             self.inb
                 .started
@@ -431,7 +569,15 @@ impl<'a> Run<'a> {
         self.report.attempts = self.tried;
         self.report.chosen = Some(Label(attempt).to_string());
         self.report.upstream = self.upstream_wait;
-        let mut resp = respond(gw, success, self.inb, attempt, self.tried, &mut self.report);
+        let mut resp = respond(
+            gw,
+            success,
+            self.inb,
+            attempt,
+            self.tried,
+            &mut self.report,
+            resume,
+        );
         if gw.fleet.limits.limited(&attempt.provider) {
             resp.headers_mut()
                 .insert(names::X_AIGW_QUEUE_MS, queue_ms(self.queue_wait));
@@ -441,7 +587,7 @@ impl<'a> Run<'a> {
     }
 
     /// `Failed`: record it, then send the same pair again or settle it and move on.
-    async fn classify(&mut self, mut p: Box<Prepared<'a>>, failure: Failure) -> State<'a> {
+    async fn classify(&mut self, p: Box<Prepared<'a>>, failure: Failure) -> State<'a> {
         let attempt = p.attempt;
         self.gw
             .metrics
@@ -459,6 +605,10 @@ impl<'a> Run<'a> {
                 _ => crate::gateway::fleet::Passive::Unreachable,
             },
         );
+        let mut p = match self.unprefilled(p, &failure) {
+            Ok(again) => return again,
+            Err(p) => p,
+        };
         let no_retry = match self.rate_limit_wait(&p, &failure) {
             Some(Ok(wait)) => {
                 let reason = format!(
@@ -483,6 +633,48 @@ impl<'a> Run<'a> {
             },
         };
         self.settle(&p, failure, &no_retry)
+    }
+
+    /// Continuing a stream: a provider that refused the request with the text so far as a
+    /// prefill (400/422) gets the original request instead, at once; its answer must then
+    /// repeat the text so far.
+    fn unprefilled(
+        &mut self,
+        mut p: Box<Prepared<'a>>,
+        failure: &Failure,
+    ) -> Result<State<'a>, Box<Prepared<'a>>> {
+        if p.prefill.is_none()
+            || !matches!(
+                failure,
+                Failure::Http {
+                    status: 400 | 422,
+                    ..
+                }
+            )
+        {
+            return Err(p);
+        }
+        let reason = format!(
+            "{}{}: {}, sent again without the prefill",
+            Label(p.attempt),
+            KeyLabel(&p.attempt.key),
+            failure.describe()
+        );
+        let reason = self.redact(reason);
+        tracing::debug!(request_id = %self.inb.request_id, "continuation: {reason}");
+        self.reasons.push(reason);
+        p.prefill = None;
+        p.body = upstream_body(
+            &self.inb.body,
+            p.attempt,
+            self.g,
+            self.format,
+            self.surface,
+            self.inb.native_path.is_some(),
+            &self.vars,
+            &self.gw.secrets,
+        );
+        Ok(State::Send(p))
     }
 
     /// For a transient failure: the wait before sending the same pair again, if it gets one.
@@ -555,7 +747,11 @@ impl<'a> Run<'a> {
     fn settle(&mut self, p: &Prepared<'a>, failure: Failure, no_retry: &str) -> State<'a> {
         let attempt = p.attempt;
         let clients_key = matches!(attempt.key, KeyChoice::Passthrough);
-        let next = failure.next_for(clients_key);
+        let next = match failure.next_for(clients_key) {
+            // Continuing a stream, a refusal is this model's: another may still continue it.
+            Next::Final(r) if self.cont.is_some() => Next::NextModel(r),
+            next => next,
+        };
         let breakers = &self.gw.breakers;
         if failure.counts_against_provider() {
             breakers.failure(&attempt.provider, &attempt.model, Instant::now());

@@ -11,6 +11,11 @@
 //! - `aigw_open_streams`: streaming responses in flight.
 //! - `aigw_tokens_total{provider,model,kind}`: input and output tokens as providers reported them,
 //!   counted for the model that answered.
+//! - `aigw_stream_continuations_total{outcome}`: streams that failed midway where another
+//!   candidate could continue them: `prefill` and `restart` (a candidate took the answer over
+//!   that way), `diverged` (a restarted candidate's answer differed from the text so far),
+//!   `exhausted` (no candidate could continue: the stream ended with an error event),
+//!   `unsupported` (the answer could not be continued, e.g. a tool call under way).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -83,6 +88,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     attempts: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     failovers: AtomicU64,
+    continuations: Mutex<BTreeMap<&'static str, u64>>,
     reloads: Mutex<BTreeMap<&'static str, u64>>,
     pub upstream_latency: Histogram,
     pub overhead: Histogram,
@@ -97,6 +103,7 @@ impl Default for Metrics {
             requests: Mutex::default(),
             attempts: Mutex::default(),
             failovers: AtomicU64::new(0),
+            continuations: Mutex::default(),
             reloads: Mutex::default(),
             upstream_latency: Histogram::new(LATENCY_BOUNDS),
             overhead: Histogram::new(OVERHEAD_BOUNDS),
@@ -151,6 +158,16 @@ impl Metrics {
         self.failovers.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A stream that failed midway, and what became of continuing it (see the module docs).
+    pub fn continuation(&self, outcome: &'static str) {
+        *self
+            .continuations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
     pub fn reload(&self, outcome: &'static str) {
         *self.reloads.lock().unwrap().entry(outcome).or_default() += 1;
     }
@@ -198,6 +215,18 @@ impl Metrics {
             "# HELP aigw_failovers_total Attempts that failed and moved on to the next key or model.\n# TYPE aigw_failovers_total counter\naigw_failovers_total {}",
             self.failovers.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP aigw_stream_continuations_total Streams that failed midway and were (or could not be) continued on another candidate, by outcome.\n# TYPE aigw_stream_continuations_total counter\n");
+        for (outcome, n) in self
+            .continuations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "aigw_stream_continuations_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
         out.push_str("# HELP aigw_policy_reloads_total Policy reloads, by outcome.\n# TYPE aigw_policy_reloads_total counter\n");
         for (outcome, n) in self.reloads.lock().unwrap().iter() {
             let _ = writeln!(
@@ -271,6 +300,7 @@ mod tests {
         m.request("/v1/chat/completions", 200);
         m.attempt("ollama", "ok");
         m.failover();
+        m.continuation("prefill");
         m.upstream_latency.observe(Duration::from_millis(20));
         {
             let _g = m.stream_opened();
@@ -283,6 +313,7 @@ mod tests {
         );
         assert!(text.contains("aigw_attempts_total{provider=\"ollama\",outcome=\"ok\"} 1"));
         assert!(text.contains("aigw_failovers_total 1"));
+        assert!(text.contains("aigw_stream_continuations_total{outcome=\"prefill\"} 1"));
         assert!(text.contains("aigw_upstream_latency_seconds_bucket{le=\"0.025\"} 1"));
         assert!(text.contains("aigw_upstream_latency_seconds_count 1"));
         assert!(text.contains("aigw_open_streams 0"));

@@ -112,6 +112,38 @@ impl JsonBody {
         self.fields.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
     }
 
+    /// A copy whose `messages` end with an assistant message holding `text` (an assistant
+    /// prefill: the model answers only what follows it). A last assistant message with text
+    /// content (the client's own prefill) gets `text` appended instead of a second message.
+    /// `None` when the body has no `messages` list.
+    pub fn with_assistant_text(&self, text: &str) -> Option<JsonBody> {
+        let raw = self.fields.get("messages")?;
+        let mut messages: Vec<&RawValue> = serde_json::from_str(raw.get()).ok()?;
+        let last: Option<Value> = messages.last().map(|m| parsed(m));
+        let merged = last.as_ref().and_then(|m| {
+            let role = m.get("role").and_then(Value::as_str)?;
+            let content = m.get("content").and_then(Value::as_str)?;
+            (role == "assistant").then(|| {
+                let mut m = m.clone();
+                m["content"] = Value::String(format!("{content}{text}"));
+                m
+            })
+        });
+        let message = match merged {
+            Some(m) => {
+                messages.pop();
+                m
+            }
+            None => serde_json::json!({"role": "assistant", "content": text}),
+        };
+        let message = serde_json::value::to_raw_value(&message).ok()?;
+        messages.push(&message);
+        let list = serde_json::value::to_raw_value(&messages).ok()?;
+        let mut fields = self.fields.clone();
+        fields.insert("messages".to_string(), list);
+        Some(JsonBody { fields })
+    }
+
     /// A copy to rewrite: the values borrowed, not copied.
     pub fn edit(&self) -> Fields<'_> {
         self.fields
@@ -215,6 +247,35 @@ mod tests {
         let back: Value = serde_json::from_slice(&write(&body.edit())).unwrap();
         let sent: Value = serde_json::from_str(text).unwrap();
         assert_eq!(back, sent);
+    }
+
+    #[test]
+    fn an_assistant_prefill_ends_the_messages() {
+        let body = JsonBody::parse(
+            br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+        )
+        .unwrap();
+        let p = body.with_assistant_text("Hel\"lo").unwrap();
+        assert_eq!(
+            p.raw("messages"),
+            Some(r#"[{"role":"user","content":"hi"},{"role":"assistant","content":"Hel\"lo"}]"#)
+        );
+        assert_eq!(p.raw("stream"), Some("true"));
+        // The client's own prefill is extended, not followed by a second assistant message.
+        let body = JsonBody::parse(
+            br#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"A: "}]}"#,
+        )
+        .unwrap();
+        let p = body.with_assistant_text("yes").unwrap();
+        let m = p.get("messages").unwrap();
+        assert_eq!(m.as_array().unwrap().len(), 2);
+        assert_eq!(m[1]["content"], "A: yes");
+        assert!(
+            JsonBody::parse(br#"{"prompt":"x"}"#)
+                .unwrap()
+                .with_assistant_text("y")
+                .is_none()
+        );
     }
 
     #[test]

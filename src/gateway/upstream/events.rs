@@ -336,6 +336,36 @@ impl Events {
     }
 }
 
+/// Every whole event of `buf` (as [`Events`] passes them on), with its JSON payload: the
+/// `data:` lines joined for SSE (`None` for an event without data, `[DONE]` as it is), the
+/// trimmed line for NDJSON. For reading back what was relayed (a continuation), not for the
+/// per-chunk path.
+pub fn each_event(framing: Framing, buf: &[u8], mut f: impl FnMut(&[u8], Option<&[u8]>)) {
+    for (start, stop) in Events::boundaries(framing, buf) {
+        let event = &buf[start..stop];
+        match framing {
+            Framing::Ndjson => {
+                let line = event.trim_ascii();
+                f(event, (!line.is_empty()).then_some(line));
+            }
+            Framing::Sse => {
+                let mut data: Vec<&[u8]> = Vec::new();
+                for line in event.split(|b| *b == b'\n') {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if let Some(d) = line.strip_prefix(b"data:") {
+                        data.push(d.strip_prefix(b" ").unwrap_or(d));
+                    }
+                }
+                match data.as_slice() {
+                    [] => f(event, None),
+                    [one] => f(event, Some(one)),
+                    many => f(event, Some(&many.join(&b'\n'))),
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
 pub mod client;
+pub mod continuation;
 pub mod events;
 pub mod failed;
 pub mod pool;

@@ -5,10 +5,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::fault::{api_error, bad_request};
-use super::text::{
-    Answer, CREATED_AT, content_text, count_tokens, last_user_text, messages_tokens, sse_event,
-    u64_field,
-};
+use super::text::{CREATED_AT, content_text, count_tokens, messages_tokens, sse_event, u64_field};
 use super::{Ctx, Reply};
 
 pub fn route(ctx: &Ctx) -> Reply {
@@ -71,7 +68,7 @@ fn messages(ctx: &Ctx) -> Result<Reply, Reply> {
         .get("system")
         .map_or(0, |s| count_tokens(&content_text(s)));
     let input_tokens = messages_tokens(messages) + system_tokens;
-    let answer = Answer::new(&ctx.label, &last_user_text(messages), Some(max_tokens));
+    let answer = ctx.chat_answer(messages, Some(max_tokens));
     let stop_reason = if answer.truncated {
         "max_tokens"
     } else {

@@ -35,6 +35,9 @@ pub enum Fault {
     StreamCutAfter(usize),
     /// Send the first N chunks, then keep the connection open without sending anything more.
     StreamStallAfter(usize),
+    /// Send the first N chunks, then end the body cleanly (a properly terminated chunked body):
+    /// an upstream that closes before its answer finished.
+    StreamEndAfter(usize),
     /// The chunk at this 0-based index is replaced by garbage that is not JSON (SSE/NDJSON
     /// framing kept); the rest of the stream is normal.
     MalformedChunkAt(usize),
@@ -362,6 +365,7 @@ pub fn render(reply: Reply, ctx: &Ctx, fault: Option<&Fault>, chunk_delay: Durat
         Some(
             Fault::StreamCutAfter(_)
                 | Fault::StreamStallAfter(_)
+                | Fault::StreamEndAfter(_)
                 | Fault::MalformedChunkAt(_)
                 | Fault::NoDoneMarker
                 | Fault::NoDoneMarkerSpaced
@@ -384,15 +388,17 @@ pub fn render(reply: Reply, ctx: &Ctx, fault: Option<&Fault>, chunk_delay: Durat
         },
         cut_after: None,
         stall_after: None,
+        end_after: None,
         cancel: ctx.shared.cancel.clone(),
         finished: false,
     };
-    // Cuts, stalls and NoDoneMarker never send the terminator.
+    // Cuts, stalls, early ends and NoDoneMarker never send the terminator.
     if !matches!(
         fault,
         Some(
             Fault::StreamCutAfter(_)
                 | Fault::StreamStallAfter(_)
+                | Fault::StreamEndAfter(_)
                 | Fault::NoDoneMarker
                 | Fault::NoDoneMarkerSpaced
         )
@@ -402,6 +408,7 @@ pub fn render(reply: Reply, ctx: &Ctx, fault: Option<&Fault>, chunk_delay: Durat
     match fault {
         Some(Fault::StreamCutAfter(n)) => plan.cut_after = Some(*n),
         Some(Fault::StreamStallAfter(n)) => plan.stall_after = Some(*n),
+        Some(Fault::StreamEndAfter(n)) => plan.end_after = Some(*n),
         Some(Fault::SlowFirstChunk(d)) => plan.first_delay = Some(*d),
         Some(Fault::NoDoneMarkerSpaced) => {
             for chunk in &mut plan.items {
@@ -476,6 +483,7 @@ struct Plan {
     chunk_delay: Duration,
     cut_after: Option<usize>,
     stall_after: Option<usize>,
+    end_after: Option<usize>,
     cancel: CancellationToken,
     finished: bool,
 }
@@ -508,7 +516,7 @@ impl Plan {
                 p.finished = true;
                 return Some((Err(aborted("stopped while stalled")), p));
             }
-            if i >= len {
+            if i >= len || p.end_after.is_some_and(|n| i >= n) {
                 return None;
             }
             let delay = match (i, p.first_delay) {

@@ -25,6 +25,12 @@
 //!   split into one streamed chunk per word; token counts are word counts; timestamps are fixed
 //!   (`created` = 1700000000, Ollama `created_at` = `2025-01-01T00:00:00Z`); ids number requests.
 //! * Every response carries `x-standin-label: LABEL`, so tests can tell which upstream answered.
+//! * Assistant prefill (chat: OpenAI, Ollama `/api/chat` and `/v1`, Anthropic): when the last
+//!   message is the assistant's with text P, the reply is only what follows P in the stand-in's
+//!   own answer (compared without the `[LABEL]`, so another stand-in's partial answer is
+//!   continued too), else ` (continued by [LABEL])`; usage counts that part. A stand-in built
+//!   [`StandIn::without_prefill`] ignores the assistant message and answers anew, as
+//!   api.openai.com does.
 //! * Faults: [`StandIn::push_fault`] queues one-shot faults (first in, first out; optionally only
 //!   for one path with [`StandIn::push_fault_on`]); [`StandIn::set_fault`] sets a persistent fault
 //!   used when the queue has none for the request. A request is recorded before its fault applies.
@@ -180,6 +186,7 @@ impl StandIn {
                 revoked: Vec::new(),
                 any_model: false,
                 chunk_delay: Duration::ZERO,
+                prefill: true,
                 queue: VecDeque::new(),
                 persistent: None,
                 requests: Vec::new(),
@@ -237,6 +244,13 @@ impl StandIn {
     /// Sleeps this long between streamed chunks (default: no delay).
     pub fn with_chunk_delay(self, delay: Duration) -> Self {
         self.shared.lock().chunk_delay = delay;
+        self
+    }
+
+    /// Ignores an assistant prefill (a last assistant message) and answers anew, as
+    /// api.openai.com does; by default a stand-in continues one.
+    pub fn without_prefill(self) -> Self {
+        self.shared.lock().prefill = false;
         self
     }
 
@@ -376,6 +390,8 @@ struct Inner {
     revoked: Vec<String>,
     any_model: bool,
     chunk_delay: Duration,
+    /// Continues an assistant prefill (see the module docs).
+    prefill: bool,
     queue: VecDeque<(Option<String>, Fault)>,
     persistent: Option<Fault>,
     requests: Vec<Recorded>,
@@ -439,6 +455,8 @@ struct Ctx {
     label: String,
     models: Vec<String>,
     any_model: bool,
+    /// Continues an assistant prefill.
+    prefill: bool,
     shared: Arc<Shared>,
     method: Method,
     path: String,
@@ -480,6 +498,17 @@ impl Ctx {
 
     fn str_field(&self, key: &str) -> Option<&str> {
         self.field(key)?.as_str()
+    }
+
+    /// The reply to a chat `messages` list, continuing an assistant prefill if it ends with one.
+    fn chat_answer(&self, messages: Option<&Value>, max_tokens: Option<u64>) -> text::Answer {
+        text::Answer::after(
+            &self.label,
+            &text::last_user_text(messages),
+            max_tokens,
+            text::prefill(messages).as_deref(),
+            self.prefill,
+        )
     }
 }
 
@@ -552,6 +581,7 @@ async fn dispatch(
             label: inner.label.clone(),
             models: inner.models.clone(),
             any_model: inner.any_model,
+            prefill: inner.prefill,
             shared: shared.clone(),
             method: parts.method.clone(),
             path,

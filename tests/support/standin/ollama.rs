@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::fault::{api_error, bad_request};
 use super::text::{
     Answer, CREATED_AT, EMBED_DIMS, EXPIRES_AT, count_tokens, embed_inputs, embedding, fnv1a,
-    last_user_text, messages_tokens, ndjson, raw_vector,
+    messages_tokens, ndjson, raw_vector,
 };
 use super::{Ctx, Reply, openai};
 
@@ -253,7 +253,7 @@ fn chat(ctx: &Ctx) -> Result<Reply, Reply> {
             "model": model, "created_at": CREATED_AT, "message": message(""), "done": true, "done_reason": reason,
         })));
     }
-    let answer = Answer::new(&ctx.label, &last_user_text(messages), num_predict(body));
+    let answer = ctx.chat_answer(messages, num_predict(body));
     let prompt_tokens = messages_tokens(messages);
     let reason = if answer.truncated { "length" } else { "stop" };
     let last = |content: &str| {

@@ -173,7 +173,7 @@ fn chat(ctx: &Ctx) -> Result<Reply, Reply> {
         Some(_) => {}
     }
     let max = u64_field(body.get("max_completion_tokens")).or(u64_field(body.get("max_tokens")));
-    let answer = Answer::new(&ctx.label, &last_user_text(messages), max);
+    let answer = ctx.chat_answer(messages, max);
     let usage = usage(ctx, messages_tokens(messages), answer.tokens());
     let finish = if answer.truncated { "length" } else { "stop" };
     let id = format!("chatcmpl-standin-{}", ctx.seq);

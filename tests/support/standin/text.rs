@@ -47,6 +47,57 @@ impl Answer {
         Answer { pieces, truncated }
     }
 
+    /// The reply to a request whose last message is the assistant's partial answer `prefill`
+    /// (an assistant prefill), from a stand-in that `continues` one: only what follows it.
+    /// When the stand-in's own answer starts with `prefill` (compared without the leading
+    /// `[LABEL]`, so that another stand-in's partial answer is continued too), the rest of it;
+    /// otherwise ` (continued by [LABEL])`. A stand-in that does not continue a prefill, or no
+    /// prefill, gives [`Answer::new`].
+    pub fn after(
+        label: &str,
+        said: &str,
+        max_tokens: Option<u64>,
+        prefill: Option<&str>,
+        continues: bool,
+    ) -> Answer {
+        let (Some(prefill), true) = (prefill, continues) else {
+            return Answer::new(label, said, max_tokens);
+        };
+        let full = format!("[{label}] you said: {said}");
+        let unlabelled = |s: &str| -> String {
+            match s.strip_prefix('[').and_then(|r| r.split_once(']')) {
+                Some((_, rest)) => rest.to_string(),
+                None => s.to_string(),
+            }
+        };
+        let rest = match full.strip_prefix(prefill) {
+            Some(rest) => rest.to_string(),
+            None => {
+                let (mine, theirs) = (unlabelled(&full), unlabelled(prefill));
+                match mine.strip_prefix(theirs.as_str()) {
+                    Some(rest) if prefill.starts_with('[') => rest.to_string(),
+                    _ => format!(" (continued by [{label}])"),
+                }
+            }
+        };
+        let mut pieces: Vec<String> = Vec::new();
+        for (i, word) in rest.split(' ').enumerate() {
+            match i {
+                0 if word.is_empty() => {}
+                0 => pieces.push(word.to_string()),
+                _ => pieces.push(format!(" {word}")),
+            }
+        }
+        let mut truncated = false;
+        if let Some(max) = max_tokens.map(|m| m as usize)
+            && pieces.len() > max
+        {
+            pieces.truncate(max);
+            truncated = true;
+        }
+        Answer { pieces, truncated }
+    }
+
     pub fn text(&self) -> String {
         self.pieces.concat()
     }
@@ -91,6 +142,14 @@ pub fn last_user_text(messages: Option<&Value>) -> String {
         .and_then(|m| m.get("content"))
         .map(content_text)
         .unwrap_or_default()
+}
+
+/// The text of a last `role: "assistant"` message (an assistant prefill), if the array ends
+/// with one.
+pub fn prefill(messages: Option<&Value>) -> Option<String> {
+    let last = messages.and_then(Value::as_array)?.last()?;
+    (last.get("role").and_then(Value::as_str) == Some("assistant"))
+        .then(|| last.get("content").map(content_text).unwrap_or_default())
 }
 
 /// Prompt tokens of a whole `messages` array.
