@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
     let rate = InProcess::default();
     let ports = Ports {
         rate: &rate,
+        keys: &aigw::traffic::jwt::LocalKeys,
         now: Duration::from_secs(1_800_000_000),
     };
     let out = program.on_request(&req, ports);

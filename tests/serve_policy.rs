@@ -286,3 +286,147 @@ async fn close_connection_drops_the_client() {
     assert_eq!(hits(&s), 0);
     assert_eq!(post(&s, &[]).await.status(), 200);
 }
+
+// ---------------------------------------------------------------------------------------------
+// jwt-validation
+
+use support::jwt_keys::{JwksServer, TestKey, jwks, now};
+
+/// The BYOK guide's JWT guard (issuer, audience, `Authorization: Bearer`, RS256, a JWKS URL),
+/// then a header naming the token's subject, as ngrok's examples key rate limits by it.
+fn jwt_guard(keys_source: &str, algorithms: &str) -> String {
+    format!(
+        r#"  - actions:
+      - type: jwt-validation
+        config:
+          issuer:
+            allow_list:
+              - value: https://idp.example/
+          audience:
+            allow_list:
+              - value: your-ai-gateway
+          http:
+            tokens:
+              - type: access_token
+                method: header
+                name: Authorization
+                prefix: "Bearer "
+          jws:
+            allowed_algorithms: [{algorithms}]
+            keys:
+              sources:
+{keys_source}
+      - type: add-headers
+        config:
+          headers:
+            x-user: "${{actions.ngrok.jwt_validation.tokens[0].payload.sub}}""#
+    )
+}
+
+fn claims(extra: Value) -> Value {
+    let mut c = json!({"iss": "https://idp.example/", "aud": "your-ai-gateway", "sub": "team-a",
+                       "iat": now(), "exp": now() + 600});
+    c.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    c
+}
+
+async fn bearer(s: &Setup, token: &str) -> reqwest::Response {
+    post(s, &[("authorization", &format!("Bearer {token}"))]).await
+}
+
+#[tokio::test]
+async fn jwt_guard_checks_tokens_against_keys_fetched_from_a_url() {
+    let key = TestKey::rs256("k1");
+    let server = JwksServer::start(jwks(&[&key])).await;
+    let source = format!(
+        "                additional_jkus:\n                  - {}",
+        server.url
+    );
+    let s = setup(&policy(&jwt_guard(&source, "RS256"), "", ""), &[]).await;
+    let r = post(&s, &[]).await;
+    assert_eq!(r.status(), 401);
+    // Fetched once before the first request was served.
+    assert_eq!(server.fetches(), 1);
+    assert_eq!(
+        support::header(&r, "www-authenticate"),
+        "Bearer error=\"invalid_token\""
+    );
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no `Authorization` header")
+    );
+    for (token, why) in [
+        ("not-a-jwt".to_string(), "not a JWT"),
+        (key.sign(&claims(json!({"exp": now() - 5}))), "expired"),
+        (
+            key.sign(&claims(json!({"aud": "someone-else"}))),
+            "audience",
+        ),
+        (
+            key.sign(&claims(json!({"iss": "https://idp.example"}))),
+            "issuer",
+        ),
+        (TestKey::rs256("k1").sign(&claims(json!({}))), "signature"),
+        (TestKey::es256("k1").sign(&claims(json!({}))), "ES256"),
+    ] {
+        let r = bearer(&s, &token).await;
+        assert_eq!(r.status(), 401, "{why}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(why), "{why}: {body}");
+    }
+    assert_eq!(hits(&s), 0, "a refused token reached the provider");
+
+    let r = bearer(&s, &key.sign(&claims(json!({})))).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.upstream.requests()[0].header("x-user"), Some("team-a"));
+
+    // The identity provider rotates its key: a token naming the new kid makes aigw fetch the
+    // set again (in the background), and the token passes once it is there.
+    let rotated = TestKey::rs256("k2");
+    server.set(jwks(&[&rotated]));
+    let token = rotated.sign(&claims(json!({"sub": "team-b"})));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = bearer(&s, &token).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 401);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated key set was never fetched"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.fetches(), 2);
+    assert_eq!(hits(&s), 2);
+}
+
+#[tokio::test]
+async fn jwt_keys_can_come_from_a_file_or_inline() {
+    let (a, b) = (TestKey::es256("a"), TestKey::es256("b"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwks.json");
+    std::fs::write(&file, jwks(&[&a])).unwrap();
+    let inline = format!("                jwks: {}", jwks(&[&b]));
+    let from_file = format!(
+        "                additional_jkus:\n                  - file://{}",
+        file.display()
+    );
+    for (source, key, other) in [(from_file, &a, &b), (inline, &b, &a)] {
+        let s = setup(&policy(&jwt_guard(&source, "ES256"), "", ""), &[]).await;
+        assert_eq!(
+            bearer(&s, &key.sign(&claims(json!({})))).await.status(),
+            200
+        );
+        assert_eq!(
+            bearer(&s, &other.sign(&claims(json!({})))).await.status(),
+            401
+        );
+        assert_eq!(hits(&s), 1);
+    }
+}

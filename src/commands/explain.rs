@@ -69,7 +69,11 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
-                let ports = crate::traffic::Ports { rate: &rate, now };
+                let ports = crate::traffic::Ports {
+                    rate: &rate,
+                    keys: &crate::traffic::jwt::LocalKeys,
+                    now,
+                };
                 Some(program.on_request(&view, ports))
             }
             Err(e) => return Err(e.into()),

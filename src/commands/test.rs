@@ -225,7 +225,14 @@ fn check_policy(engine: &Engine, case: &Case) -> (Vec<String>, bool) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let out = program.on_request(&view, crate::traffic::Ports { rate: &rate, now });
+    let out = program.on_request(
+        &view,
+        crate::traffic::Ports {
+            rate: &rate,
+            keys: &crate::traffic::jwt::LocalKeys,
+            now,
+        },
+    );
     if let Some(want) = &case.expect.rule {
         let fired = out.trace.iter().any(|t| {
             t.matched && (t.name.as_deref() == Some(want.as_str()) || t.index.to_string() == *want)

@@ -186,6 +186,8 @@ pub struct Gateway {
     pub rate_limits: Arc<dyn crate::traffic::RateState>,
     /// What is known about each provider box (health, installed models).
     pub fleet: fleet::Fleet,
+    /// Key sets the policy's `jwt-validation` actions fetch from URLs.
+    pub jwks: Arc<server::jwks::Jwks>,
     /// `--state`: what is shared with the other replicas, and how the link to them is.
     pub shared: Option<shared::Sharing>,
 }
@@ -218,6 +220,7 @@ impl Gateway {
             Some(s) => s.rate(),
             None => Arc::new(crate::traffic::InProcess::default()),
         };
+        let opts_loopback = opts.upstream_loopback_only;
         let fleet = fleet::Fleet::new(
             Arc::new(fleet::state::LocalFleetState::default()),
             opts.limits.clone(),
@@ -237,6 +240,7 @@ impl Gateway {
             instance_id: hops::new_instance_id(),
             redactor: observe::redact::RedactorCache::default(),
             rate_limits,
+            jwks: server::jwks::Jwks::new(opts_loopback),
             fleet,
             shared: sharing,
         })
@@ -259,6 +263,14 @@ impl Gateway {
     /// Swaps in a new engine atomically.
     pub fn swap(&self, routing: Arc<dyn Routing>) {
         *self.routing.write().unwrap_or_else(|e| e.into_inner()) = routing;
+    }
+
+    /// Fetches the key sets `routing`'s `jwt-validation` actions name and this gateway does
+    /// not hold fresh yet (before it serves, so its first tokens can be checked).
+    pub async fn fetch_keys(&self, routing: &dyn Routing) {
+        if let Some(program) = routing.traffic() {
+            self.jwks.prefetch(&program.key_urls()).await;
+        }
     }
 }
 
@@ -283,6 +295,9 @@ pub async fn serve(
     if let Some(s) = &gateway.shared {
         s.start(gateway.clone());
     }
+    // `jwt-validation` key sets before the first request, then kept fresh.
+    gateway.fetch_keys(gateway.current().as_ref()).await;
+    server::jwks::spawn_refresh(gateway.clone());
     let token = gateway.draining.clone();
     let trigger = token.clone();
     tokio::spawn(async move {

@@ -27,6 +27,11 @@ pub const ROOTS: &[&str] = &["req", "res", "conn", "vars", "actions", "time", "e
 /// Function namespaces (`json.decode`), which parse like variables.
 const NAMESPACES: &[&str] = &["json"];
 
+/// Whether `name` is a function namespace (`json.decode`, `hash.sha256`…), not a variable.
+fn is_namespace(name: &str) -> bool {
+    NAMESPACES.contains(&name) || super::cel_ngrok::NAMESPACES.contains(&name)
+}
+
 static ENV: LazyLock<Arc<Env>> =
     LazyLock::new(|| Arc::new(build_env().expect("the traffic-policy CEL environment declares")));
 
@@ -37,6 +42,7 @@ const MISSING_SECRET: &str = "@tp_missing_secret";
 fn build_env() -> Result<Env, DeclarationError> {
     let mut env = Env::stdlib();
     env.add_extension(cel::extensions::strings)?;
+    super::cel_ngrok::register(&mut env)?;
     env.add_overload(
         VALUES,
         "@tp_values(map,string)",
@@ -419,9 +425,10 @@ fn idents(e: &IdedExpr, bound: &mut Vec<String>, f: &mut dyn FnMut(&str)) {
         Ast::Select(s) => idents(&s.operand, bound, f),
         Ast::Call(c) => {
             // `json.decode(…)` parses as a call on `json`: a namespace, not a variable.
-            let namespace = c.target.as_deref().is_some_and(
-                |t| matches!(&t.expr, Ast::Ident(n) if NAMESPACES.contains(&n.as_str())),
-            );
+            let namespace = c
+                .target
+                .as_deref()
+                .is_some_and(|t| matches!(&t.expr, Ast::Ident(n) if is_namespace(n)));
             if let Some(t) = &c.target
                 && !namespace
             {
@@ -695,6 +702,13 @@ mod tests {
         ));
         assert!(matches!(
             t("json.decode('{\"a\": [1]}').a[0] == 1"),
+            Value::Bool(true)
+        ));
+        // ngrok's encoder and hash functions, beside the request's own values.
+        assert!(matches!(
+            t(
+                "hash.sha256(conn.client_ip).size() == 64 && basic_auth.encode('a', 'b') == 'Basic YTpi'"
+            ),
             Value::Bool(true)
         ));
         assert!(matches!(

@@ -16,6 +16,8 @@ use std::time::Duration;
 use cel::objects::Value;
 
 use super::cel::{EvalError, Expr, Scope, display, map, parse_cidr};
+use super::jwt::{Check, JwtError, KeyStore, verify};
+use super::program::JwtValidation;
 use super::program::{Action, Program, Rule, Step, Tree};
 use super::rate::{RateState, Verdict};
 use super::request::{RequestView, ResponseView};
@@ -25,6 +27,8 @@ use super::template::Template;
 #[derive(Clone, Copy)]
 pub struct Ports<'a> {
     pub rate: &'a dyn RateState,
+    /// Key sets for `jwt-validation`.
+    pub keys: &'a dyn KeyStore,
     /// Time since the Unix epoch.
     pub now: Duration,
 }
@@ -330,6 +334,7 @@ impl<'a> Run<'a> {
                 enforce,
             } => self.rate_limit(kind, name, *capacity, *window, bucket_key, *enforce)?,
             Step::Log { metadata } => self.log(kind, metadata)?,
+            Step::JwtValidation(j) => self.jwt_validation(kind, j)?,
             Step::AiGateway { continue_on_error } => Next::Stop(
                 Stop::AiGateway {
                     resume: continue_on_error.then_some(Resume {
@@ -455,6 +460,106 @@ impl<'a> Run<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// Every listed token must be present, signed by a key of the sets and carry an allowed
+    /// issuer and audience; else 401.
+    fn jwt_validation(&mut self, kind: &str, j: &JwtValidation) -> Result<Next, EvalError> {
+        let render_all = |me: &Self, ts: &[Template]| -> Result<Vec<String>, EvalError> {
+            ts.iter().map(|t| me.render(t)).collect()
+        };
+        let (issuers, audiences) = (
+            render_all(self, &j.issuers)?,
+            render_all(self, &j.audiences)?,
+        );
+        let check = Check {
+            algorithms: &j.algorithms,
+            issuers: &issuers,
+            audiences: &audiences,
+            now: self.ports.now.as_secs(),
+        };
+        let (mut sets, mut unavailable) = (Vec::new(), Vec::new());
+        for source in &j.sources {
+            match self.ports.keys.keys(source) {
+                Ok(set) => sets.push(set),
+                Err(why) => unavailable.push(why),
+            }
+        }
+        let mut tokens = Vec::new();
+        let mut refused: Option<String> = None;
+        for t in &j.tokens {
+            let name = self.render(&t.name)?;
+            let prefix = t.prefix.as_ref().map(|p| self.render(p)).transpose()?;
+            let Some(value) = self.req.header_values(&name).next() else {
+                refused = Some(format!("no `{name}` header carries a token"));
+                break;
+            };
+            let token = match &prefix {
+                Some(p) => value
+                    .get(..p.len())
+                    .filter(|head| head.eq_ignore_ascii_case(p))
+                    .map(|_| &value[p.len()..]),
+                None => Some(value),
+            };
+            let Some(token) = token.map(str::trim) else {
+                refused = Some(format!(
+                    "the `{name}` header does not start with `{}`",
+                    prefix.unwrap_or_default()
+                ));
+                break;
+            };
+            if sets.is_empty() {
+                refused = Some(unavailable.join("; "));
+                break;
+            }
+            match verify(token, &sets, &check) {
+                Ok(v) => tokens.push(map([
+                    ("header", super::cel::from_json(&v.header)),
+                    ("payload", super::cel::from_json(&v.payload)),
+                    ("signature", Value::from(v.signature)),
+                    ("location", Value::from("header")),
+                    ("location_property", Value::from(name)),
+                    ("verified", Value::Bool(true)),
+                ])),
+                Err(e) => {
+                    if matches!(e, JwtError::NoKey { .. }) {
+                        j.sources
+                            .iter()
+                            .for_each(|s| self.ports.keys.missing_key(s));
+                    }
+                    refused = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let mut result = vec![("tokens", Value::List(std::sync::Arc::new(tokens)))];
+        if let Some(why) = &refused {
+            result.push((
+                "error",
+                map([
+                    ("code", Value::from("AIGW_JWT_INVALID")),
+                    ("message", Value::from(why.as_str())),
+                ]),
+            ));
+        }
+        self.set_result(kind, map(result));
+        let Some(why) = refused else {
+            return Ok(Next::Go("token verified".into()));
+        };
+        Ok(Next::Stop(
+            Stop::Reply(Reply::Respond {
+                status: 401,
+                headers: vec![
+                    (
+                        "www-authenticate".into(),
+                        "Bearer error=\"invalid_token\"".into(),
+                    ),
+                    ("content-type".into(), "text/plain; charset=utf-8".into()),
+                ],
+                body: format!("Unauthorized: the JWT was refused: {why}"),
+            }),
+            format!("denied 401 ({why})"),
+        ))
     }
 
     fn basic_auth(

@@ -11,7 +11,9 @@
 //! Nothing here knows HTTP libraries or the terminal.
 
 pub mod cel;
+pub mod cel_ngrok;
 pub mod eval;
+pub mod jwt;
 pub mod program;
 pub mod rate;
 pub mod request;

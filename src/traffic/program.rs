@@ -1,6 +1,7 @@
 //! A policy's rules compiled for the evaluator: every expression, `${…}` and action config
 //! read once, at load, with a located diagnostic for each problem.
 
+use super::jwt::KeySource;
 use std::time::Duration;
 
 use cel::objects::Value;
@@ -39,6 +40,23 @@ impl Program {
 }
 
 impl Program {
+    /// The `additional_jkus` URLs of every `jwt-validation`, for serve to fetch.
+    pub fn key_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = Vec::new();
+        for a in self.request.iter().flat_map(|r| &r.actions) {
+            if let Step::JwtValidation(j) = &a.step {
+                for s in &j.sources {
+                    if let KeySource::Url(u) = s
+                        && !urls.contains(u)
+                    {
+                        urls.push(u.clone());
+                    }
+                }
+            }
+        }
+        urls
+    }
+
     /// Whether a request's rules may count it against a `rate-limit` (only the request phase
     /// has them).
     pub fn limits_rate(&self) -> bool {
@@ -110,6 +128,24 @@ pub enum Step {
     AiGateway {
         continue_on_error: bool,
     },
+    JwtValidation(Box<JwtValidation>),
+}
+
+/// `jwt-validation` compiled: every listed token must be present and verify.
+#[derive(Debug, Clone)]
+pub struct JwtValidation {
+    pub issuers: Vec<Template>,
+    pub audiences: Vec<Template>,
+    pub tokens: Vec<JwtToken>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub sources: Vec<KeySource>,
+}
+
+/// Where a token is read: a request header, without its `prefix`.
+#[derive(Debug, Clone)]
+pub struct JwtToken {
+    pub name: Template,
+    pub prefix: Option<Template>,
 }
 
 /// Actions aigw knows but does not run locally, with the reason given by `validate`.
@@ -123,7 +159,7 @@ fn not_run(kind: &str) -> Option<&'static str> {
         }
         "owasp-crs-request" | "owasp-crs-response" => "it needs ngrok's hosted Coraza WAF",
         "terminate-tls" => "aigw serves plain HTTP on 127.0.0.1; put a TLS proxy in front of it",
-        "jwt-validation" | "verify-webhook" | "http-request" | "circuit-breaker" => {
+        "verify-webhook" | "http-request" | "circuit-breaker" => {
             "aigw does not run this action yet, and a policy must not look guarded when it is not"
         }
         _ => return None,
@@ -450,6 +486,7 @@ impl Cx<'_> {
             "restrict-ips" => self.restrict_ips(&c)?,
             "basic-auth" => self.basic_auth(&c)?,
             "rate-limit" => self.rate_limit(&c)?,
+            "jwt-validation" => self.jwt_validation(&c)?,
             "log" => self.log(&c)?,
             // Unknown types were reported by the loader.
             _ => return None,
@@ -662,6 +699,257 @@ impl Cx<'_> {
             out.push(t);
         }
         out
+    }
+
+    fn jwt_validation(&mut self, c: &Config) -> Option<Step> {
+        let f = self.fields(
+            c,
+            &["issuer", "audience", "http", "jws"],
+            &["issuer", "http", "jws"],
+        )?;
+        let mut j = JwtValidation {
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            tokens: Vec::new(),
+            algorithms: Vec::new(),
+            sources: Vec::new(),
+        };
+        let mut ok = true;
+        for (k, v) in f {
+            match k {
+                "issuer" => j.issuers = self.allow_list(c.kind, v, "issuer", true)?,
+                "audience" => j.audiences = self.allow_list(c.kind, v, "audience", false)?,
+                "http" => j.tokens = self.jwt_tokens(c.kind, v)?,
+                _ => ok &= self.jws(c.kind, v, &mut j),
+            }
+        }
+        (ok && !j.tokens.is_empty() && !j.algorithms.is_empty() && !j.sources.is_empty())
+            .then(|| Step::JwtValidation(Box::new(j)))
+    }
+
+    /// `issuer` / `audience`: `{allow_list: [{value: …}, …]}`.
+    fn allow_list(
+        &mut self,
+        kind: &str,
+        node: &Node,
+        what: &str,
+        required: bool,
+    ) -> Option<Vec<Template>> {
+        let sub = Config {
+            kind,
+            node: Some(node),
+            at: &node.span,
+        };
+        let need: &[&str] = if required { &["allow_list"] } else { &[] };
+        let mut out = Vec::new();
+        for (_, list) in self.fields(&sub, &["allow_list"], need)? {
+            for item in self.list(list, &format!("`{what}.allow_list`")) {
+                let entry = Config {
+                    kind,
+                    node: Some(item),
+                    at: &item.span,
+                };
+                for (_, value) in self.fields(&entry, &["value"], &["value"])? {
+                    out.extend(self.template(value));
+                }
+            }
+        }
+        if required && out.is_empty() {
+            self.bad(
+                Code::ActionConfig,
+                &node.span,
+                format!("`{what}.allow_list` lists no {what}"),
+                "list at least one: `allow_list: [{value: \"https://idp.example/\"}]`",
+            );
+            return None;
+        }
+        Some(out)
+    }
+
+    /// `http.tokens[]`: `{type, method: header, name, prefix}`.
+    fn jwt_tokens(&mut self, kind: &str, node: &Node) -> Option<Vec<JwtToken>> {
+        let http = Config {
+            kind,
+            node: Some(node),
+            at: &node.span,
+        };
+        let mut out = Vec::new();
+        for (_, list) in self.fields(&http, &["tokens"], &["tokens"])? {
+            for item in self.list(list, "`http.tokens`") {
+                let token = Config {
+                    kind,
+                    node: Some(item),
+                    at: &item.span,
+                };
+                let (mut name, mut prefix) = (None, None);
+                for (k, v) in
+                    self.fields(&token, &["type", "method", "name", "prefix"], &["name"])?
+                {
+                    match k {
+                        "type" => {
+                            let t = self.string(v)?;
+                            const TYPES: &[&str] =
+                                &["jwt", "at+jwt", "it+jwt", "access_token", "id_token", "plain"];
+                            if !TYPES.contains(&t) {
+                                self.bad(Code::ActionConfig, &v.span, format!("unknown token type `{t}` (ERR_NGROK_7169)"), "use jwt, at+jwt, it+jwt, access_token or id_token");
+                            }
+                        }
+                        "method" => match self.string(v)? {
+                            "header" => {}
+                            "body" => self.bad(
+                                Code::ActionConfig,
+                                &v.span,
+                                "aigw reads tokens from request headers only: the policy runs before the body is read".into(),
+                                "send the token in a header (`method: header`)",
+                            ),
+                            other => self.bad(
+                                Code::ActionConfig,
+                                &v.span,
+                                format!("unknown method `{other}`"),
+                                "use `method: header`",
+                            ),
+                        },
+                        "name" => name = self.template(v),
+                        _ => prefix = self.template(v),
+                    }
+                }
+                out.extend(name.map(|name| JwtToken { name, prefix }));
+            }
+        }
+        if out.is_empty() {
+            self.bad(
+                Code::ActionConfig,
+                &node.span,
+                "`http.tokens` lists no token".into(),
+                "list where the token is: `tokens: [{type: jwt, method: header, name: Authorization, prefix: \"Bearer \"}]`",
+            );
+        }
+        Some(out)
+    }
+
+    /// `jws`: `allowed_algorithms` and `keys`, whose sources are `additional_jkus` URLs
+    /// (`file://` read now) or, as an aigw extension, an inline `jwks`.
+    fn jws(&mut self, kind: &str, node: &Node, j: &mut JwtValidation) -> bool {
+        let jws = Config {
+            kind,
+            node: Some(node),
+            at: &node.span,
+        };
+        let Some(f) = self.fields(
+            &jws,
+            &["allowed_algorithms", "keys"],
+            &["allowed_algorithms", "keys"],
+        ) else {
+            return false;
+        };
+        let mut ok = true;
+        for (k, v) in f {
+            if k == "allowed_algorithms" {
+                for item in self.list(v, "`jws.allowed_algorithms`") {
+                    let Some(name) = self.string(item) else {
+                        ok = false;
+                        continue;
+                    };
+                    match super::jwt::algorithm(name) {
+                        Ok(a) => j.algorithms.push(a),
+                        Err(why) => {
+                            self.bad(
+                                Code::ActionConfig,
+                                &item.span,
+                                why,
+                                "list the algorithms your identity provider signs with, e.g. RS256",
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+                continue;
+            }
+            // `keys: {sources: {…}}` in every example; `keys: [{sources: [{…}]}]` in the reference.
+            let groups: Vec<&Node> = match &v.value {
+                Yaml::Seq(items) => items.iter().collect(),
+                _ => vec![v],
+            };
+            for g in groups {
+                let keys = Config {
+                    kind,
+                    node: Some(g),
+                    at: &g.span,
+                };
+                let Some(kf) = self.fields(&keys, &["sources", "identification"], &["sources"])
+                else {
+                    ok = false;
+                    continue;
+                };
+                for (kk, sv) in kf {
+                    if kk == "sources" {
+                        ok &= self.key_sources(kind, sv, &mut j.sources);
+                    }
+                }
+            }
+        }
+        if j.sources.is_empty() && ok {
+            self.bad(
+                Code::ActionConfig,
+                &node.span,
+                "`jws.keys` names no key source".into(),
+                "add `sources: {additional_jkus: [\"https://idp.example/.well-known/jwks.json\"]}`",
+            );
+            ok = false;
+        }
+        ok
+    }
+
+    fn key_sources(&mut self, kind: &str, node: &Node, out: &mut Vec<KeySource>) -> bool {
+        let groups: Vec<&Node> = match &node.value {
+            Yaml::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let mut ok = true;
+        for g in groups {
+            let sources = Config {
+                kind,
+                node: Some(g),
+                at: &g.span,
+            };
+            let Some(f) = self.fields(&sources, &["additional_jkus", "jwks"], &[]) else {
+                return false;
+            };
+            for (k, v) in f {
+                if k == "jwks" {
+                    let json = v.to_json();
+                    match super::jwt::parse_set(&json.to_string()) {
+                        Ok(set) => out.push(KeySource::Inline(set)),
+                        Err(why) => {
+                            self.bad(Code::ActionConfig, &v.span, why, "write the JWKS document itself: `jwks: {keys: [{kty: RSA, kid: …, n: …, e: AQAB}]}`");
+                            ok = false;
+                        }
+                    }
+                    continue;
+                }
+                for item in self.list(v, "`additional_jkus`") {
+                    let Some(url) = self.string(item) else {
+                        ok = false;
+                        continue;
+                    };
+                    if let Some(path) = url.strip_prefix("file://") {
+                        match super::jwt::read_file(std::path::Path::new(path)) {
+                            Ok(set) => out.push(KeySource::Inline(set)),
+                            Err(why) => {
+                                self.bad(Code::ActionConfig, &item.span, why, "point at a readable JWKS file (an absolute path: `file:///etc/aigw/jwks.json`)");
+                                ok = false;
+                            }
+                        }
+                    } else if url.starts_with("https://") || url.starts_with("http://") {
+                        out.push(KeySource::Url(url.to_owned()));
+                    } else {
+                        self.bad(Code::ActionConfig, &item.span, format!("`{url}` is not an http(s):// or file:// URL"), "use the identity provider's JWKS URL, e.g. https://idp.example/.well-known/jwks.json");
+                        ok = false;
+                    }
+                }
+            }
+        }
+        ok
     }
 
     fn rate_limit(&mut self, c: &Config) -> Option<Step> {

@@ -3,6 +3,7 @@
 //! stand-in upstream (`standin`, from `tests/support/standin`).
 #![allow(dead_code)]
 
+pub mod jwt_keys;
 pub mod python;
 #[path = "../support/standin/mod.rs"]
 pub mod standin;

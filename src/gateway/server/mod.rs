@@ -1,5 +1,6 @@
 pub mod body;
 pub mod hops;
+pub mod jwks;
 pub mod ollama_api;
 pub mod open_files;
 pub mod pipeline;

@@ -43,8 +43,10 @@ where
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
+    let keys = super::jwks::Keys(gw.jwks.clone());
     let ports = Ports {
         rate: &*gw.rate_limits,
+        keys: &keys,
         now,
     };
     // A shared rate-limit store answers over the network: such rules run on a blocking
@@ -52,7 +54,16 @@ where
     let shared_rate = gw.rate_limits.blocks() && program.limits_rate();
     let out = if shared_rate {
         let (p, v, rate) = (program.clone(), view.clone(), gw.rate_limits.clone());
-        blocking(move || p.on_request(&v, Ports { rate: &*rate, now })).await
+        let keys = super::jwks::Keys(gw.jwks.clone());
+        blocking(move || {
+            let ports = Ports {
+                rate: &*rate,
+                keys: &keys,
+                now,
+            };
+            p.on_request(&v, ports)
+        })
+        .await
     } else {
         program.on_request(&view, ports)
     };
@@ -74,8 +85,14 @@ where
                     let again = if shared_rate {
                         let (p, v, rate) = (program.clone(), view.clone(), gw.rate_limits.clone());
                         let (at, code, scope) = (at.clone(), code.to_owned(), out.scope.clone());
+                        let keys = super::jwks::Keys(gw.jwks.clone());
                         blocking(move || {
-                            p.resume(&at, scope, &v, Ports { rate: &*rate, now }, &code, &message)
+                            let ports = Ports {
+                                rate: &*rate,
+                                keys: &keys,
+                                now,
+                            };
+                            p.resume(&at, scope, &v, ports, &code, &message)
                         })
                         .await
                     } else {

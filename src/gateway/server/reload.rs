@@ -92,6 +92,7 @@ pub fn spawn(
             let built = tokio::task::spawn_blocking(move || b(&p, &now)).await;
             match built {
                 Ok(Ok((routing, warnings))) => {
+                    gw.fetch_keys(routing.as_ref()).await;
                     gw.swap(routing);
                     gw.metrics.reload("ok");
                     if !warnings.is_empty() {
