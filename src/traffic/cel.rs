@@ -10,12 +10,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr as Ast, IdedExpr, LiteralValue, SelectExpr};
 use cel::common::types::{CelBool, CelString, LIST_TYPE, MAP_TYPE, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
 use cel::objects::{Key, Map, Value, ValueType};
+use cel::context::VariableResolver;
 use cel::{Context, DeclarationError, Env, ExecutionError};
 
 use crate::policy::interpolate::SecretRef;
@@ -119,25 +120,51 @@ fn string_of(function: &str, v: &dyn Val) -> Result<String, ExecutionError> {
 
 /// `@tp_values(map, name)`: the list under `name`, ASCII case-insensitively, `[]` when absent.
 fn values<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
-    let map = to_value(&*args[0])?;
     let name = string_of("getReqHeader", &*args[1])?;
-    from_value(lookup_ci(&map, &name).unwrap_or_else(|| Value::List(Arc::new(Vec::new()))))
+    match lookup_ci(&*args[0], &name) {
+        Some(list) => Ok(CowVal::Owned(list)),
+        None => from_value(Value::List(Arc::new(Vec::new()))),
+    }
 }
 
 fn has_values<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
-    let map = to_value(&*args[0])?;
     let name = string_of("hasReqHeader", &*args[1])?;
     Ok(CowVal::owned(CelBool::from(
-        lookup_ci(&map, &name).is_some(),
+        lookup_ci(&*args[0], &name).is_some(),
     )))
 }
 
-fn lookup_ci(map: &Value, name: &str) -> Option<Value> {
-    let Value::Map(m) = map else { return None };
-    m.map.iter().find_map(|(k, v)| match k {
-        Key::String(s) if s.eq_ignore_ascii_case(name) => Some(v.clone()),
-        _ => None,
-    })
+/// The value under `name` in a header or query map, read in place: the name as written, then
+/// lower-cased (how header names arrive), then any other spelling. Only the list found is
+/// copied, never the map.
+fn lookup_ci<'v>(map: &(dyn Val + 'v), name: &str) -> Option<Box<dyn Val + 'v>> {
+    let index = map.as_indexer()?;
+    let get = |key: &str| {
+        index
+            .get(&CelString::from(key.to_owned()))
+            .ok()
+            .map(CowVal::into_owned)
+    };
+    if let Some(v) = get(name) {
+        return Some(v);
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower != name
+        && let Some(v) = get(&lower)
+    {
+        return Some(v);
+    }
+    let mut keys = map.as_iterable()?.iter();
+    while let Some(k) = keys.next() {
+        if let Some(k) = k.downcast_ref::<CelString>()
+            && k.inner() != name
+            && k.inner() != lower
+            && k.inner().eq_ignore_ascii_case(name)
+        {
+            return get(k.inner());
+        }
+    }
+    None
 }
 
 fn missing_secret<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
@@ -353,8 +380,11 @@ impl Expr {
     /// Evaluates against `scope`.
     pub fn eval(&self, scope: &Scope) -> Result<Value, EvalError> {
         let mut ctx = Context::with_env(ENV.clone());
+        ctx.set_variable_resolver(scope);
         for root in &self.roots {
-            ctx.add_variable_from_value(*root, scope.get(root));
+            if !matches!(*root, "req" | "conn" | "endpoint" | "time") {
+                ctx.add_variable_from_value(*root, scope.get(root));
+            }
         }
         let v = Value::resolve_val(&self.ast, &ctx)?;
         Ok(to_value(&*v)?)
@@ -606,6 +636,9 @@ fn rewrite(e: &mut IdedExpr, secrets: &SecretStore) {
 /// `vars` and `actions` change as actions run.
 #[derive(Debug, Clone)]
 pub struct Scope {
+    /// `req`, `conn`, `endpoint` and `time` as the interpreter holds them, converted on first
+    /// use and shared by every expression of the request (they never change during it).
+    pub(crate) fixed: Fixed,
     pub req: Value,
     pub res: Value,
     pub conn: Value,
@@ -614,6 +647,43 @@ pub struct Scope {
     pub vars: HashMap<String, Value>,
     /// `actions.ngrok.<action>` results, by action name with `-` as `_`.
     pub actions: HashMap<String, Value>,
+}
+
+/// The request's unchanging roots, converted once for the interpreter.
+#[derive(Default)]
+pub(crate) struct Fixed {
+    req: OnceLock<Option<Box<dyn Val>>>,
+    conn: OnceLock<Option<Box<dyn Val>>>,
+    endpoint: OnceLock<Option<Box<dyn Val>>>,
+    time: OnceLock<Option<Box<dyn Val>>>,
+}
+
+impl Clone for Fixed {
+    /// A copy converts again on first use: the conversion is a cache, not state.
+    fn clone(&self) -> Fixed {
+        Fixed::default()
+    }
+}
+
+impl std::fmt::Debug for Fixed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fixed")
+    }
+}
+
+impl VariableResolver for Scope {
+    fn resolve<'b>(&'b self, root: &str) -> Option<CowVal<'b, 'b>> {
+        let (cell, value) = match root {
+            "req" => (&self.fixed.req, &self.req),
+            "conn" => (&self.fixed.conn, &self.conn),
+            "endpoint" => (&self.fixed.endpoint, &self.endpoint),
+            "time" => (&self.fixed.time, &self.time),
+            _ => return None,
+        };
+        cell.get_or_init(|| value.clone().try_into().ok())
+            .as_deref()
+            .map(CowVal::Borrowed)
+    }
 }
 
 impl Scope {
@@ -644,6 +714,7 @@ mod tests {
             ("x-api-key", Value::from(vec!["k"])),
         ]);
         Scope {
+            fixed: Default::default(),
             req: map([
                 ("method", Value::from("POST")),
                 ("headers", headers),

@@ -121,6 +121,7 @@ impl Program {
     /// Runs `on_http_request` for `req`.
     pub fn on_request(&self, req: &RequestView, ports: Ports<'_>) -> Outcome {
         let scope = Scope {
+            fixed: Default::default(),
             req: req.to_value(),
             res: Value::Null,
             conn: req.conn_value(),
