@@ -15,8 +15,8 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use cel::common::ast::{CallExpr, EntryExpr, Expr as Ast, IdedExpr, LiteralValue, SelectExpr};
 use cel::common::types::{CelBool, CelString, LIST_TYPE, MAP_TYPE, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
-use cel::objects::{Key, Map, Value, ValueType};
 use cel::context::VariableResolver;
+use cel::objects::{Key, Map, Value, ValueType};
 use cel::{Context, DeclarationError, Env, ExecutionError};
 
 use crate::policy::interpolate::SecretRef;

@@ -202,26 +202,22 @@ fn url_unescape(s: &CelString<'_>) -> Result<CelString<'static>, ExecutionError>
 }
 
 fn query_unescape(s: &str) -> Result<String, String> {
+    check_escapes(s)?;
+    Ok(super::request::unescape(s))
+}
+
+/// Go's decoders refuse a `%` not followed by two hex digits.
+fn check_escapes(s: &str) -> Result<(), String> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| format!("invalid escape at byte {i} of {s:?}"))?;
-                out.push(hex);
-                i += 2;
-            }
-            b => out.push(b),
+    for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
+        let ok = bytes
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+        if !ok {
+            return Err(format!("invalid escape at byte {i} of {s:?}"));
         }
-        i += 1;
     }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    Ok(())
 }
 
 /// An absolute URL with a scheme and a host.
@@ -264,14 +260,9 @@ fn query_encode<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
 }
 
 fn parse_query(s: &str) -> Result<Vec<(String, String)>, String> {
-    s.trim_start_matches('?')
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((query_unescape(k)?, query_unescape(v)?))
-        })
-        .collect()
+    let s = s.trim_start_matches('?');
+    check_escapes(s)?;
+    Ok(super::request::query_pairs(s))
 }
 
 /// `map<string, list<string>>`, in the order keys first appear.

@@ -187,19 +187,23 @@ fn multimap(pairs: &[(String, String)]) -> Value {
 }
 
 fn query_params(query: &str) -> Value {
-    let pairs: Vec<(String, String)> = query
+    multimap(&query_pairs(query))
+}
+
+/// `a=1&b=2&a=3` as decoded pairs, in order.
+pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             (unescape(k), unescape(v))
         })
-        .collect();
-    multimap(&pairs)
+        .collect()
 }
 
 /// Percent-decoding with `+` as a space, lossy on invalid UTF-8.
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

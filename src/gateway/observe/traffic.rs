@@ -315,16 +315,19 @@ fn scope(
 mod tests {
     use super::*;
 
-    #[test]
-    fn figures() {
-        let t = Traffic::default();
-        let s = |outcome, ms| Sample {
+    fn s(outcome: Outcome, ms: u64) -> Sample {
+        Sample {
             at: Instant::now(),
             outcome,
             upstream: Duration::from_millis(ms),
             gateway: Duration::from_millis(1),
             streaming: false,
-        };
+        }
+    }
+
+    #[test]
+    fn figures() {
+        let t = Traffic::default();
         t.record("Ollama", "llama3.2", s(Outcome::Ok, 100));
         t.record("ollama", "llama3.2", s(Outcome::Ok, 300));
         t.record("ollama", "llama3.2", s(Outcome::Server, 0));
@@ -344,13 +347,6 @@ mod tests {
     fn other_replicas_samples_count_in_the_figures() {
         let a = Traffic::default();
         let b = Traffic::default();
-        let s = |outcome, ms| Sample {
-            at: Instant::now(),
-            outcome,
-            upstream: Duration::from_millis(ms),
-            gateway: Duration::from_millis(1),
-            streaming: false,
-        };
         a.record("ollama", "llama3.2", s(Outcome::Ok, 100));
         b.record("ollama", "llama3.2", s(Outcome::Server, 0));
         b.record("openai", "gpt-4o", s(Outcome::Timeout, 0));

@@ -53,17 +53,8 @@ where
     // thread, so the request threads never wait on Redis.
     let shared_rate = gw.rate_limits.blocks() && program.limits_rate();
     let out = if shared_rate {
-        let (p, v, rate) = (program.clone(), view.clone(), gw.rate_limits.clone());
-        let keys = super::jwks::Keys(gw.jwks.clone());
-        blocking(move || {
-            let ports = Ports {
-                rate: &*rate,
-                keys: &keys,
-                now,
-            };
-            p.on_request(&v, ports)
-        })
-        .await
+        let (p, v, owned) = (program.clone(), view.clone(), OwnedPorts::of(&gw, now));
+        blocking(move || p.on_request(&v, owned.ports())).await
     } else {
         program.on_request(&view, ports)
     };
@@ -83,18 +74,11 @@ where
                     let message = error_message(&bytes);
                     let code = code.to_str().unwrap_or_default();
                     let again = if shared_rate {
-                        let (p, v, rate) = (program.clone(), view.clone(), gw.rate_limits.clone());
+                        let (p, v, owned) =
+                            (program.clone(), view.clone(), OwnedPorts::of(&gw, now));
                         let (at, code, scope) = (at.clone(), code.to_owned(), out.scope.clone());
-                        let keys = super::jwks::Keys(gw.jwks.clone());
-                        blocking(move || {
-                            let ports = Ports {
-                                rate: &*rate,
-                                keys: &keys,
-                                now,
-                            };
-                            p.resume(&at, scope, &v, ports, &code, &message)
-                        })
-                        .await
+                        blocking(move || p.resume(&at, scope, &v, owned.ports(), &code, &message))
+                            .await
                     } else {
                         program.resume(at, out.scope, &view, ports, code, &message)
                     };
@@ -124,6 +108,31 @@ where
             let mut response = response;
             edit(response.headers_mut(), &out.edits);
             Ok(response)
+        }
+    }
+}
+
+/// What an evaluation on another thread borrows its [`Ports`] from.
+struct OwnedPorts {
+    rate: Arc<dyn crate::traffic::RateState>,
+    keys: super::jwks::Keys,
+    now: Duration,
+}
+
+impl OwnedPorts {
+    fn of(gw: &Gateway, now: Duration) -> OwnedPorts {
+        OwnedPorts {
+            rate: gw.rate_limits.clone(),
+            keys: super::jwks::Keys(gw.jwks.clone()),
+            now,
+        }
+    }
+
+    fn ports(&self) -> Ports<'_> {
+        Ports {
+            rate: &*self.rate,
+            keys: &self.keys,
+            now: self.now,
         }
     }
 }
