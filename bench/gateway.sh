@@ -504,7 +504,7 @@ if [ "$WITH_REPLICAS" = 1 ]; then
         R[rep-rps-$k]=$RPS; R[rep-p99-$k]=$P99
         # Each scrape of /metrics is a request too: trips() counted one per replica.
         R[rep-trips-$k]=$(awk -v a="$t0" -v b="$t1" -v n="${n:-0}" -v s="$(wc -w <<<"${REP_PORTS[$k]}")" \
-            'BEGIN { if (n > 0) printf "%.3f", (b - a - s) / n; else print "–" }')
+            'BEGIN { if (n > 0) { r = (b - a - s) / n; if (r < 0) r = 0; printf "%.3f", r } else print "–" }')
         R[rep-cpu-$k]=$(awk -v a="$c0" -v b="$c1" -v n="${n:-0}" -v hz="$TCK" \
             'BEGIN { if (n > 0) printf "%.1f", (b - a) * 1e6 / hz / n; else print "–" }')
     done
@@ -592,21 +592,28 @@ EOF
     start aigw-queue "$AIGW" serve --policy "$TMP/policy-queue.yaml" --listen "127.0.0.1:$P_QGW" --no-reload \
         --color never --max-in-flight q1=2 --max-in-flight q2=2 --queue-depth 64 --queue-timeout 30s
     wait_http "http://127.0.0.1:$P_QGW/healthz" || { cat "$TMP/aigw-queue.log" >&2; exit 1; }
-    # One wrk thread, so one Lua state sees every answer's x-aigw-queue-ms.
     cat >"$TMP/queue.lua" <<'EOF'
 wrk.method = "POST"
 wrk.body = '{"model":"bench","stream":true,"messages":[{"role":"user","content":"Say hello."}]}'
 wrk.headers["Content-Type"] = "application/json"
-local waits, n429 = {}, 0
+-- Each wrk thread has its own Lua state: answers are noted there and gathered in done().
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+waits_s, n429 = "", 0
 function response(status, headers, body)
     if status == 429 then n429 = n429 + 1 end
     local q = headers["x-aigw-queue-ms"] or headers["X-Aigw-Queue-Ms"]
-    if q then waits[#waits + 1] = tonumber(q) end
+    if q then waits_s = waits_s .. q .. "," end
 end
 function done(summary, latency, requests)
+    local waits, r429 = {}, 0
+    for _, t in ipairs(threads) do
+        r429 = r429 + t:get("n429")
+        for v in string.gmatch(t:get("waits_s"), "([^,]+)") do waits[#waits + 1] = tonumber(v) end
+    end
     table.sort(waits)
     local function pct(p) if #waits == 0 then return -1 end return waits[math.max(1, math.ceil(#waits * p))] end
-    io.write(string.format("QUEUE n=%d p50_ms=%s p99_ms=%s max_ms=%s r429=%d\n", #waits, pct(0.5), pct(0.99), pct(1.0), n429))
+    io.write(string.format("QUEUE n=%d p50_ms=%s p99_ms=%s max_ms=%s r429=%d\n", #waits, pct(0.5), pct(0.99), pct(1.0), r429))
 end
 EOF
     log "queue: 16 clients, two SSE upstreams (5 events, 2 ms apart) limited to 2 in flight each"
