@@ -201,20 +201,30 @@ fn url_unescape(s: &CelString<'_>) -> Result<CelString<'static>, ExecutionError>
         .map_err(|e| fail("url.unescape", e))
 }
 
-fn query_unescape(s: &str) -> Result<String, String> {
+fn query_unescape(s: &str) -> Result<String, BadEscape> {
     check_escapes(s)?;
     Ok(super::request::unescape(s))
 }
 
-/// Go's decoders refuse a `%` not followed by two hex digits.
-fn check_escapes(s: &str) -> Result<(), String> {
+/// A `%` not followed by two hex digits, which Go's decoders refuse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid escape at byte {at} of {text:?}")]
+struct BadEscape {
+    at: usize,
+    text: String,
+}
+
+fn check_escapes(s: &str) -> Result<(), BadEscape> {
     let bytes = s.as_bytes();
     for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
         let ok = bytes
             .get(i + 1..i + 3)
             .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
         if !ok {
-            return Err(format!("invalid escape at byte {i} of {s:?}"));
+            return Err(BadEscape {
+                at: i,
+                text: s.to_owned(),
+            });
         }
     }
     Ok(())
@@ -259,7 +269,7 @@ fn query_encode<'b, 'v>(args: Args<'b, 'v>) -> Ret<'b, 'v> {
     Ok(CowVal::owned(CelString::from(text)))
 }
 
-fn parse_query(s: &str) -> Result<Vec<(String, String)>, String> {
+fn parse_query(s: &str) -> Result<Vec<(String, String)>, BadEscape> {
     let s = s.trim_start_matches('?');
     check_escapes(s)?;
     Ok(super::request::query_pairs(s))

@@ -249,14 +249,22 @@ fn claims(
     })
 }
 
+/// Why a `jws.allowed_algorithms` entry is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AlgorithmError {
+    #[error("`none` is never allowed: an unsigned token proves nothing")]
+    None,
+    #[error(
+        "unknown algorithm `{0}`: use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384 or HS512"
+    )]
+    Unknown(String),
+}
+
 /// `jws.allowed_algorithms[]` names; `none` and unknown names are refused.
-pub fn algorithm(name: &str) -> Result<Algorithm, String> {
+pub fn algorithm(name: &str) -> Result<Algorithm, AlgorithmError> {
     if name.eq_ignore_ascii_case("none") {
-        return Err("`none` is never allowed: an unsigned token proves nothing".into());
+        return Err(AlgorithmError::None);
     }
-    name.parse::<Algorithm>().map_err(|_| {
-        format!(
-            "unknown algorithm `{name}`: use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384 or HS512"
-        )
-    })
+    name.parse::<Algorithm>()
+        .map_err(|_| AlgorithmError::Unknown(name.to_owned()))
 }

@@ -856,7 +856,7 @@ impl Cx<'_> {
                             self.bad(
                                 Code::ActionConfig,
                                 &item.span,
-                                why,
+                                why.to_string(),
                                 "list the algorithms your identity provider signs with, e.g. RS256",
                             );
                             ok = false;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::forward::{Inbound, Label, Success};
 use super::run::{Cont, End, Run, State};
-use crate::gateway::upstream::continuation::{Resume, Shape, Taken};
+use crate::gateway::upstream::continuation::{NoContinuation, Resume, Shape, Taken};
 use crate::gateway::{Gateway, ProviderView, Routing};
 use crate::policy::ApiFormat;
 use crate::routing::plan::Plan;
@@ -83,7 +83,7 @@ impl Rest {
         }
     }
 
-    async fn take_over(&mut self, prefix: &str) -> Result<Taken, String> {
+    async fn take_over(&mut self, prefix: &str) -> Result<Taken, NoContinuation> {
         let (gw, routing, inb, plan) = (
             self.gw.clone(),
             self.routing.clone(),
@@ -155,7 +155,9 @@ impl Rest {
                 End::TotalTimeout | End::GiveUp => {
                     self.next = plan.attempts.len();
                     self.tried = run.tried();
-                    return Err(run.reasons());
+                    return Err(NoContinuation {
+                        reasons: run.reason_list(),
+                    });
                 }
             }
         }
@@ -166,7 +168,7 @@ impl Resume for Rest {
     fn next<'a>(
         &'a mut self,
         prefix: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Taken, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Taken, NoContinuation>> + Send + 'a>> {
         Box::pin(self.take_over(prefix))
     }
 }

@@ -193,8 +193,8 @@ impl<'a> Run<'a> {
     }
 
     /// Every attempt's reason so far.
-    pub(super) fn reasons(&self) -> String {
-        self.reasons.join("; ")
+    pub(super) fn reason_list(&self) -> Vec<String> {
+        self.reasons.clone()
     }
 
     /// A candidate that answered but cannot be used (a continuation wants a stream): its

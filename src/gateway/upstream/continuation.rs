@@ -85,7 +85,14 @@ pub trait Resume: Send {
     fn next<'a>(
         &'a mut self,
         prefix: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Taken, String>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Taken, NoContinuation>> + Send + 'a>>;
+}
+
+/// Why no candidate took a failed stream over: each one asked and its reason, in order.
+#[derive(Debug, Default, thiserror::Error)]
+#[error("{}", .reasons.join("; "))]
+pub struct NoContinuation {
+    pub reasons: Vec<String>,
 }
 
 /// What the client was sent, read back from the relayed events.

@@ -331,7 +331,7 @@ impl State {
             Ok(t) => t,
             Err(reasons) => {
                 metrics.continuation("exhausted");
-                self.failures.push(if reasons.is_empty() {
+                self.failures.push(if reasons.reasons.is_empty() {
                     "no other candidate could continue the answer".to_string()
                 } else {
                     format!("no other candidate could continue the answer: {reasons}")
