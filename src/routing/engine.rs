@@ -335,6 +335,7 @@ impl Engine {
             .any(|(_, s)| s.reads_metrics())
     }
 
+    /// A plan, with the strategy trace or without; [`Planner::run`] lists the steps.
     fn plan_traced(&self, req: &Request, opts: PlanOptions, trace: bool) -> Plan {
         let mut plan = Plan {
             route: route_for(&req.path),
@@ -356,347 +357,13 @@ impl Engine {
             });
             return plan;
         };
-
-        // Client's models, in preference order: `model`, then `models[]`.
-        let texts: Vec<&String> = req
-            .model
-            .iter()
-            .chain(req.models.iter())
-            .filter(|m| !m.trim().is_empty() && !m.eq_ignore_ascii_case("ngrok/auto"))
-            .collect();
-        let mut extras: Vec<ModelView> = Vec::new();
-        let mut extra_settings: Vec<ModelSettings> = Vec::new();
-        // For each requested model, the universe indices it names.
-        let mut named: Vec<Vec<usize>> = Vec::new();
-        // Pass-through extras by (provider, lowercased model): a model named twice is one extra,
-        // so a long list of repeats does not grow the universe.
-        let mut extra_index: HashMap<(usize, String), usize> = HashMap::new();
-        let mut left_out_seen = LeftOutNames::default();
-        for text in &texts {
-            let (mref, found) =
-                self.resolve(text, &mut extras, &mut extra_settings, &mut extra_index);
-            match found {
-                Ok(indices) => named.push(indices),
-                Err(reason) => {
-                    plan.left_out.push(LeftOut {
-                        model: text.to_string(),
-                        reason,
-                    });
-                    named.push(Vec::new());
-                }
-            }
-            plan.requested.push(mref);
-        }
-        let client_named = !texts.is_empty();
-        let universe_owned;
-        let universe = if extras.is_empty() {
-            &self.universe
-        } else {
-            universe_owned = self.universe.with_extra(extras);
-            &universe_owned
+        let mut draft = Draft {
+            plan: &mut plan,
+            left_out_seen: LeftOutNames::default(),
         };
-        let settings = |i: usize| -> &ModelSettings {
-            self.settings
-                .get(i)
-                .or_else(|| extra_settings.get(i - self.settings.len()))
-                .expect("index from this universe")
-        };
-
-        // ai.models: every candidate that speaks this path's format and surface and that the
-        // configuration allows ("all available models"), so that `ai.models.random()` never
-        // draws a model the allowed filter would then drop (the docs' load-balancing example).
-        // Membership as masks over the universe, so that planning stays linear in the number
-        // of models the client names (a `contains` per named model was quadratic).
-        let is_compatible: Vec<bool> = (0..universe.len())
-            .map(|i| self.serves(&self.providers[settings(i).provider], route))
-            .collect();
-        let compatible: Vec<usize> = (0..universe.len()).filter(|&i| is_compatible[i]).collect();
-        let visible: Vec<usize> = compatible
-            .iter()
-            .copied()
-            .filter(|&i| self.permits(settings(i)))
-            .collect();
-        let is_visible = mask(universe.len(), &visible);
-        for (text, indices) in texts.iter().zip(&named) {
-            for &i in indices {
-                if is_compatible[i]
-                    && let Err(reason) = self.allowed(i, settings(i))
-                {
-                    push_left_out(
-                        &mut plan.left_out,
-                        &mut left_out_seen,
-                        name_of(universe.model(i)),
-                        with_request(reason, text, &name_of(universe.model(i))),
-                    );
-                }
-            }
-        }
-        if compatible.is_empty() {
-            let (code, status) = codes::NO_COMPATIBLE_MODELS;
-            plan.error = Some(PlanError {
-                code,
-                status,
-                message: format!(
-                    "The gateway did not select any models compatible with the {} API format",
-                    route.format.name()
-                ),
-            });
-            return plan;
-        }
-        let name = |i: usize| {
-            let m = universe.model(i).expect("index from this universe");
-            format!("{}:{}", m.provider_id, m.id)
-        };
-        for (text, indices) in texts.iter().zip(&named) {
-            for &i in indices {
-                if !is_compatible[i] {
-                    plan.left_out.push(LeftOut {
-                        model: name(i),
-                        reason: format!("does not serve the {} surface ({})", route.surface, text),
-                    });
-                }
-            }
-        }
-
-        let resolved: Vec<usize> = named.iter().flatten().copied().collect();
-        if !resolved.is_empty() && resolved.iter().all(|&i| !is_compatible[i]) {
-            let (code, status) = codes::NO_COMPATIBLE_MODELS;
-            plan.error = Some(PlanError {
-                code,
-                status,
-                message: format!(
-                    "The gateway did not select any models compatible with the {} API format: none of the requested models is served on {}",
-                    route.format.name(),
-                    req.path
-                ),
-            });
-            return plan;
-        }
-
-        let names = |list: &[usize]| -> Vec<String> {
-            if trace {
-                list.iter().map(|&i| name(i)).collect()
-            } else {
-                Vec::new()
-            }
-        };
-        let allowed = |i: usize| self.allowed(i, settings(i));
-        let permits = |i: usize| self.permits(settings(i));
-        let client_filter = |list: Vec<usize>| -> Vec<usize> {
-            if !client_named {
-                return list;
-            }
-            let mut wanted = mask(universe.len(), &list);
-            let mut out = Vec::new();
-            for indices in &named {
-                for &i in indices {
-                    // Cleared once taken: each model once, in the client's order.
-                    if std::mem::take(&mut wanted[i]) {
-                        out.push(i);
-                    }
-                }
-            }
-            out
-        };
-
-        let mut chosen: Vec<usize> = Vec::new();
-        if self.model_strategies.is_empty() {
-            let base: Vec<usize> = if client_named {
-                named
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .filter(|&i| is_visible[i])
-                    .collect()
-            } else {
-                visible.clone()
-            };
-            for &i in base.iter().filter(|&&i| !permits(i)) {
-                if let Err(reason) = allowed(i) {
-                    push_left_out(&mut plan.left_out, &mut left_out_seen, name(i), reason);
-                }
-            }
-            chosen = client_filter(base.into_iter().filter(|&i| permits(i)).collect());
-            chosen.dedup();
-        } else {
-            let mut any_returned = false;
-            for (idx, (source, strategy)) in self.model_strategies.iter().enumerate() {
-                if !chosen.is_empty() || plan.error.is_some() {
-                    plan.strategies.push(StrategyStep {
-                        expression: source.clone(),
-                        outcome: StrategyOutcome::NotEvaluated,
-                        chosen: false,
-                    });
-                    continue;
-                }
-                let seed = opts.seed.wrapping_add(idx as u64);
-                match cel::eval_models(strategy, universe, &visible, seed) {
-                    Ok(returned) => {
-                        any_returned |= !returned.is_empty();
-                        let after_allowed: Vec<usize> =
-                            returned.iter().copied().filter(|&i| permits(i)).collect();
-                        let after_client = client_filter(after_allowed.clone());
-                        let won = !after_client.is_empty();
-                        if won {
-                            for &i in returned.iter().filter(|&&i| !permits(i)) {
-                                if let Err(reason) = allowed(i) {
-                                    push_left_out(
-                                        &mut plan.left_out,
-                                        &mut left_out_seen,
-                                        name(i),
-                                        reason,
-                                    );
-                                }
-                            }
-                        }
-                        plan.strategies.push(StrategyStep {
-                            expression: source.clone(),
-                            outcome: StrategyOutcome::Evaluated {
-                                returned: names(&returned),
-                                after_allowed_filter: names(&after_allowed),
-                                after_client_filter: names(&after_client),
-                            },
-                            chosen: won,
-                        });
-                        if won && client_named {
-                            // Client models this strategy did not return are never tried.
-                            let returned_mask = mask(universe.len(), &after_client);
-                            for (text, indices) in texts.iter().zip(&named) {
-                                for &i in indices {
-                                    if !returned_mask[i] && is_visible[i] {
-                                        push_left_out(
-                                            &mut plan.left_out,
-                                            &mut left_out_seen,
-                                            name(i),
-                                            with_request(
-                                                format!("not returned by strategy {}", idx + 1),
-                                                text,
-                                                &name(i),
-                                            ),
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                        chosen = after_client;
-                    }
-                    Err(err) => {
-                        let (message, (code, status)) = match &err {
-                            cel::EvalError::Failed { message } => (
-                                format!(
-                                    "Model selection failed: strategy {} (`{source}`): {message}",
-                                    idx + 1
-                                ),
-                                codes::SELECTION_FAILED,
-                            ),
-                            cel::EvalError::WrongType { got, .. } => (
-                                format!(
-                                    "Expression '{source}' must return an AIModel or []AIModel, got {got}"
-                                ),
-                                codes::WRONG_RESULT_TYPE,
-                            ),
-                        };
-                        plan.strategies.push(StrategyStep {
-                            expression: source.clone(),
-                            outcome: StrategyOutcome::Failed {
-                                error: message.clone(),
-                            },
-                            chosen: false,
-                        });
-                        plan.error = Some(PlanError {
-                            code,
-                            status,
-                            message,
-                        });
-                    }
-                }
-            }
-            if chosen.is_empty() && plan.error.is_none() && !any_returned && !client_named {
-                let (code, status) = codes::SELECTION_EMPTY;
-                plan.error = Some(PlanError {
-                    code,
-                    status,
-                    message: format!(
-                        "Model selection returned no results: all {} strategies returned no models",
-                        self.model_strategies.len()
-                    ),
-                });
-            }
-        }
-        if plan.error.is_some() {
-            return plan;
-        }
-        if chosen.is_empty() {
-            let (code, status) = if client_named || self.model_strategies.is_empty() {
-                codes::NO_MATCHING_MODELS
-            } else {
-                codes::SELECTION_EMPTY
-            };
-            let reasons: Vec<String> = plan
-                .left_out
-                .iter()
-                .map(|l| format!("{}: {}", l.model, l.reason))
-                .collect();
-            let detail = if reasons.is_empty() {
-                if client_named {
-                    "the strategies removed every model the client asked for".to_string()
-                } else {
-                    "no model is allowed by the configuration".to_string()
-                }
-            } else {
-                reasons.join("; ")
-            };
-            plan.error = Some(PlanError {
-                code,
-                status,
-                message: format!("No matching models found: {detail}"),
-            });
-            return plan;
-        }
-        if client_named {
-            let others = visible.len().saturating_sub(chosen.len());
-            if others > 0 && self.model_strategies.is_empty() {
-                plan.left_out.push(LeftOut {
-                    model: format!("{others} other models"),
-                    reason: "not named by the client".into(),
-                });
-            }
-        }
-
-        // Attempts: key by key within a model, then model by model.
-        for &i in &chosen {
-            let m = universe.model(i).expect("index from this universe");
-            let provider = &self.providers[settings(i).provider];
-            let url = provider
-                .base_url
-                .as_ref()
-                .map(|b| upstream::join(b, &req.path));
-            let keys = match self.keys_for(provider, opts.seed) {
-                Ok(k) => k,
-                Err(message) => {
-                    let (code, status) = codes::KEY_SELECTION_FAILED;
-                    plan.error = Some(PlanError {
-                        code,
-                        status,
-                        message,
-                    });
-                    plan.attempts.clear();
-                    return plan;
-                }
-            };
-            for key in keys {
-                if plan.attempts.len() >= self.max_attempts {
-                    plan.truncated += 1;
-                    continue;
-                }
-                plan.attempts.push(Attempt {
-                    provider: provider.id.clone(),
-                    model: m.id.clone(),
-                    url: url.clone(),
-                    key,
-                    model_index: i,
-                });
-            }
+        let planner = Planner::new(self, req, opts, trace, route, &mut draft);
+        if let Err(error) = planner.run(&mut draft) {
+            draft.plan.error = Some(error);
         }
         plan
     }
@@ -719,22 +386,19 @@ impl Engine {
     }
 
     /// ngrok's "allowed filter": disabled and `only_allow_configured_*`, with the reason.
-    fn allowed(&self, _i: usize, s: &ModelSettings) -> Result<(), String> {
+    fn allowed(&self, s: &ModelSettings) -> Result<(), Refused<'_>> {
         let p = &self.providers[s.provider];
         if p.disabled {
-            return Err(format!("provider `{}` is disabled", p.id));
+            return Err(Refused::ProviderDisabled(&p.id));
         }
         if s.disabled {
-            return Err("model is disabled".into());
+            return Err(Refused::ModelDisabled);
         }
         if self.config.only_configured_providers() && !p.configured {
-            return Err(format!(
-                "provider `{}` is not configured (only_allow_configured_providers)",
-                p.id
-            ));
+            return Err(Refused::ProviderNotConfigured(&p.id));
         }
         if self.config.only_configured_models() && !s.configured {
-            return Err("model is not configured (only_allow_configured_models)".into());
+            return Err(Refused::ModelNotConfigured);
         }
         Ok(())
     }
@@ -747,7 +411,7 @@ impl Engine {
         extras: &mut Vec<ModelView>,
         extra_settings: &mut Vec<ModelSettings>,
         extra_index: &mut HashMap<(usize, String), usize>,
-    ) -> (ModelRef, Result<Vec<usize>, String>) {
+    ) -> (ModelRef, Result<Vec<usize>, Unresolved>) {
         let models = self.universe.models();
         if let Some((prefix, rest)) = text.split_once(':')
             && let Some(&pi) = self.provider_indices(prefix).first()
@@ -767,7 +431,7 @@ impl Engine {
                 return (mref, Ok(hits));
             }
             if rest.trim().is_empty() {
-                return (mref, Err("no model after the provider prefix".into()));
+                return (mref, Err(Unresolved::NoModelAfterPrefix));
             }
             // Pass-through: a known provider, an unknown model.
             let key = (pi, rest.to_ascii_lowercase());
@@ -801,19 +465,21 @@ impl Engine {
             .collect();
         if hits.is_empty() {
             let reason = match text.split_once(':') {
-                Some((prefix, _)) if !text.contains('/') || prefix.len() < text.len() => format!(
-                    "unknown model; `{prefix}` is not a configured or built-in provider, and no provider lists `{text}`"
-                ),
-                _ => {
-                    let example = self
+                Some((prefix, _)) if !text.contains('/') || prefix.len() < text.len() => {
+                    Unresolved::UnknownProvider {
+                        prefix: prefix.to_owned(),
+                        text: text.to_owned(),
+                    }
+                }
+                _ => Unresolved::NoProvider {
+                    example: self
                         .providers
                         .iter()
                         .find(|p| p.configured)
-                        .map_or("openai", |p| p.id.as_str());
-                    format!(
-                        "unknown model; name its provider, e.g. `{example}:{text}`, or list it under a provider's `models`"
-                    )
-                }
+                        .map_or("openai", |p| p.id.as_str())
+                        .to_owned(),
+                    text: text.to_owned(),
+                },
             };
             return (mref, Err(reason));
         }
@@ -832,7 +498,11 @@ impl Engine {
             .collect()
     }
 
-    fn keys_for(&self, p: &ProviderInfo, seed: u64) -> Result<Vec<KeyChoice>, String> {
+    fn keys_for<'a>(
+        &'a self,
+        p: &'a ProviderInfo,
+        seed: u64,
+    ) -> Result<Vec<KeyChoice>, KeySelectionError<'a>> {
         if p.keys.is_empty() {
             return Ok(vec![KeyChoice::Passthrough]);
         }
@@ -866,24 +536,570 @@ impl Engine {
                 }
                 Ok(_) => continue,
                 Err(e) => {
-                    let why = match e {
-                        cel::EvalError::Failed { message } => message,
-                        cel::EvalError::WrongType { got, .. } => {
-                            format!("must return a key or a list of keys, got {got}")
-                        }
-                    };
-                    last_error = Some(format!("API key selection failed: `{source}`: {why}"));
+                    last_error = Some(match e {
+                        cel::EvalError::Failed { message } => KeySelectionError::Failed {
+                            strategy: source,
+                            message,
+                        },
+                        cel::EvalError::WrongType { got, .. } => KeySelectionError::WrongType {
+                            strategy: source,
+                            got,
+                        },
+                    });
                 }
             }
         }
-        if let Some(e) = last_error {
-            return Err(e);
-        }
-        Err(format!(
-            "API key selection failed: every api_key_selection strategy returned no keys for provider `{}`",
-            p.id
-        ))
+        Err(last_error.unwrap_or(KeySelectionError::NoKeys { provider: &p.id }))
     }
+}
+
+/// A [`PlanError`] with one of ngrok's `(code, status)` pairs. Cold, so that the compiler lays
+/// out the error paths of the (inlined) planning steps away from the request's hot path.
+#[cold]
+fn plan_error((code, status): (&'static str, u16), message: String) -> PlanError {
+    PlanError {
+        code,
+        status,
+        message,
+    }
+}
+
+/// The plan as the planner fills it in, with the models already in its `left_out`. It borrows
+/// the plan, which [`Engine::plan_traced`] returns without copying it.
+struct Draft<'p> {
+    plan: &'p mut Plan,
+    left_out_seen: LeftOutNames,
+}
+
+impl Draft<'_> {
+    /// Adds `model` to `left_out` unless it is already there.
+    fn leave_out(&mut self, model: String, reason: String) {
+        let (list, seen) = (&mut self.plan.left_out, &mut self.left_out_seen);
+        for l in &list[seen.synced..] {
+            seen.names.insert(l.model.clone());
+        }
+        seen.synced = list.len();
+        if seen.names.insert(model.clone()) {
+            list.push(LeftOut { model, reason });
+            seen.synced = list.len();
+        }
+    }
+}
+
+/// One request being planned: the models the client named, resolved against the engine's
+/// universe, and which models this route and the configuration admit. The steps of
+/// [`Planner::run`] fill in a [`Draft`]; the planner itself does not change once made.
+struct Planner<'a> {
+    engine: &'a Engine,
+    req: &'a Request,
+    opts: PlanOptions,
+    /// Whether strategy steps list the models they returned (see [`Engine::plan_untraced`]).
+    trace: bool,
+    route: Route,
+    /// The client's models in preference order: `model`, then `models[]`.
+    texts: Vec<&'a String>,
+    /// For each of `texts`, the universe indices it names.
+    named: Vec<Vec<usize>>,
+    /// The engine's universe plus the pass-through models the client named, when it named any.
+    /// Boxed to keep the planner (made per request) small; only pass-through requests pay.
+    extended: Option<Box<Universe>>,
+    /// Settings of the pass-through models, numbered after the engine's own.
+    extra_settings: Vec<ModelSettings>,
+    /// Per universe model: serves this path's format and surface. Membership is kept as masks
+    /// so that planning stays linear in the number of models the client names (a `contains`
+    /// per named model was quadratic).
+    is_compatible: Vec<bool>,
+    any_compatible: bool,
+    /// `ai.models` (see [`Candidates::sort`]), and the same as a mask.
+    visible: Vec<usize>,
+    is_visible: Vec<bool>,
+}
+
+impl<'a> Planner<'a> {
+    /// Resolves the client's models (leaving out those that name nothing) and sorts the
+    /// universe by what this route and the configuration admit.
+    fn new(
+        engine: &'a Engine,
+        req: &'a Request,
+        opts: PlanOptions,
+        trace: bool,
+        route: Route,
+        draft: &mut Draft<'_>,
+    ) -> Planner<'a> {
+        let texts: Vec<&String> = req
+            .model
+            .iter()
+            .chain(req.models.iter())
+            .filter(|m| !m.trim().is_empty() && !m.eq_ignore_ascii_case("ngrok/auto"))
+            .collect();
+        let mut extras: Vec<ModelView> = Vec::new();
+        let mut extra_settings: Vec<ModelSettings> = Vec::new();
+        let mut named: Vec<Vec<usize>> = Vec::new();
+        // Pass-through extras by (provider, lowercased model): a model named twice is one extra,
+        // so a long list of repeats does not grow the universe.
+        let mut extra_index: HashMap<(usize, String), usize> = HashMap::new();
+        for text in &texts {
+            let (mref, found) =
+                engine.resolve(text, &mut extras, &mut extra_settings, &mut extra_index);
+            match found {
+                Ok(indices) => named.push(indices),
+                Err(reason) => {
+                    draft.plan.left_out.push(LeftOut {
+                        model: text.to_string(),
+                        reason: reason.to_string(),
+                    });
+                    named.push(Vec::new());
+                }
+            }
+            draft.plan.requested.push(mref);
+        }
+        let extended = (!extras.is_empty()).then(|| Box::new(engine.universe.with_extra(extras)));
+        let len = extended.as_deref().unwrap_or(&engine.universe).len();
+        let Candidates {
+            is_compatible,
+            any_compatible,
+            visible,
+            is_visible,
+        } = Candidates::sort(engine, route, len, &extra_settings);
+        Planner {
+            engine,
+            req,
+            opts,
+            trace,
+            route,
+            texts,
+            named,
+            extended,
+            extra_settings,
+            is_compatible,
+            any_compatible,
+            visible,
+            is_visible,
+        }
+    }
+
+    /// The steps of planning, in order; an error ends the plan where it arises.
+    fn run(&self, draft: &mut Draft<'_>) -> Result<(), PlanError> {
+        self.leave_out_refused_named(draft);
+        self.check_compatible(draft)?;
+        let chosen = self.choose_models(draft)?;
+        self.add_attempts(&chosen, draft)
+    }
+
+    /// The named models that serve this route but that the configuration refuses, with why.
+    fn leave_out_refused_named(&self, draft: &mut Draft<'_>) {
+        for (text, indices) in self.texts.iter().zip(&self.named) {
+            for &i in indices {
+                if self.is_compatible[i]
+                    && let Err(reason) = self.engine.allowed(self.settings(i))
+                {
+                    let name = self.name(i);
+                    let reason = with_request(reason.to_string(), text, &name);
+                    draft.leave_out(name, reason);
+                }
+            }
+        }
+    }
+
+    /// Fails when no model serves this route, or when every model the client named is served
+    /// on other paths only (each is left out with the surface it lacks).
+    fn check_compatible(&self, draft: &mut Draft<'_>) -> Result<(), PlanError> {
+        let format = self.route.format.name();
+        if !self.any_compatible {
+            return Err(plan_error(
+                codes::NO_COMPATIBLE_MODELS,
+                format!(
+                    "The gateway did not select any models compatible with the {format} API format"
+                ),
+            ));
+        }
+        for (text, indices) in self.texts.iter().zip(&self.named) {
+            for &i in indices {
+                if !self.is_compatible[i] {
+                    draft.plan.left_out.push(LeftOut {
+                        model: self.name(i),
+                        reason: format!(
+                            "does not serve the {} surface ({})",
+                            self.route.surface, text
+                        ),
+                    });
+                }
+            }
+        }
+        let mut resolved = self.named.iter().flatten().peekable();
+        if resolved.peek().is_some() && resolved.all(|&i| !self.is_compatible[i]) {
+            return Err(plan_error(
+                codes::NO_COMPATIBLE_MODELS,
+                format!(
+                    "The gateway did not select any models compatible with the {format} API format: none of the requested models is served on {}",
+                    self.req.path
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The models to try, in order: what the first strategy that leaves any returns, or
+    /// without strategies every allowed model (the client's, in its order, when it named any).
+    fn choose_models(&self, draft: &mut Draft<'_>) -> Result<Vec<usize>, PlanError> {
+        let no_strategies = self.engine.model_strategies.is_empty();
+        let chosen = if no_strategies {
+            self.choose_without_strategies(draft)
+        } else {
+            self.run_strategies(draft)?
+        };
+        if chosen.is_empty() {
+            return Err(self.nothing_chosen(draft));
+        }
+        let others = self.visible.len().saturating_sub(chosen.len());
+        if self.client_named() && others > 0 && no_strategies {
+            draft.plan.left_out.push(LeftOut {
+                model: format!("{others} other models"),
+                reason: "not named by the client".into(),
+            });
+        }
+        Ok(chosen)
+    }
+
+    fn choose_without_strategies(&self, draft: &mut Draft<'_>) -> Vec<usize> {
+        let base: Vec<usize> = if self.client_named() {
+            self.named
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&i| self.is_visible[i])
+                .collect()
+        } else {
+            self.visible.clone()
+        };
+        for &i in base.iter().filter(|&&i| !self.permits(i)) {
+            self.leave_out_refused(i, draft);
+        }
+        let mut chosen =
+            self.client_filter(base.into_iter().filter(|&i| self.permits(i)).collect());
+        chosen.dedup();
+        chosen
+    }
+
+    /// Evaluates the model strategies in order until one leaves a model to try; those after it
+    /// (or after one that fails) are listed as not evaluated.
+    fn run_strategies(&self, draft: &mut Draft<'_>) -> Result<Vec<usize>, PlanError> {
+        let mut chosen: Vec<usize> = Vec::new();
+        let mut error = None;
+        let mut any_returned = false;
+        for (idx, (source, strategy)) in self.engine.model_strategies.iter().enumerate() {
+            if !chosen.is_empty() || error.is_some() {
+                draft.plan.strategies.push(StrategyStep {
+                    expression: source.clone(),
+                    outcome: StrategyOutcome::NotEvaluated,
+                    chosen: false,
+                });
+                continue;
+            }
+            let seed = self.opts.seed.wrapping_add(idx as u64);
+            match cel::eval_models(strategy, self.universe(), &self.visible, seed) {
+                Ok(returned) => {
+                    any_returned |= !returned.is_empty();
+                    chosen = self.filter_returned(idx, source, &returned, draft);
+                }
+                Err(err) => {
+                    let failure = strategy_failed(idx, source, &err);
+                    draft.plan.strategies.push(StrategyStep {
+                        expression: source.clone(),
+                        outcome: StrategyOutcome::Failed {
+                            error: failure.message.clone(),
+                        },
+                        chosen: false,
+                    });
+                    error = Some(failure);
+                }
+            }
+        }
+        if let Some(error) = error {
+            return Err(error);
+        }
+        if chosen.is_empty() && !any_returned && !self.client_named() {
+            return Err(plan_error(
+                codes::SELECTION_EMPTY,
+                format!(
+                    "Model selection returned no results: all {} strategies returned no models",
+                    self.engine.model_strategies.len()
+                ),
+            ));
+        }
+        Ok(chosen)
+    }
+
+    /// Passes what strategy `idx` returned through the allowed filter, then the client's, and
+    /// records the step. When models remain, the strategy wins: the models either filter
+    /// dropped are left out, with why.
+    fn filter_returned(
+        &self,
+        idx: usize,
+        source: &str,
+        returned: &[usize],
+        draft: &mut Draft<'_>,
+    ) -> Vec<usize> {
+        let after_allowed: Vec<usize> = returned
+            .iter()
+            .copied()
+            .filter(|&i| self.permits(i))
+            .collect();
+        let after_client = self.client_filter(after_allowed.clone());
+        let won = !after_client.is_empty();
+        if won {
+            for &i in returned.iter().filter(|&&i| !self.permits(i)) {
+                self.leave_out_refused(i, draft);
+            }
+        }
+        draft.plan.strategies.push(StrategyStep {
+            expression: source.to_owned(),
+            outcome: StrategyOutcome::Evaluated {
+                returned: self.names(returned),
+                after_allowed_filter: self.names(&after_allowed),
+                after_client_filter: self.names(&after_client),
+            },
+            chosen: won,
+        });
+        if won && self.client_named() {
+            self.leave_out_not_returned(idx, &after_client, draft);
+        }
+        after_client
+    }
+
+    /// Client models strategy `idx` did not return: they are never tried.
+    fn leave_out_not_returned(&self, idx: usize, returned: &[usize], draft: &mut Draft<'_>) {
+        let returned_mask = mask(self.universe().len(), returned);
+        for (text, indices) in self.texts.iter().zip(&self.named) {
+            for &i in indices {
+                if !returned_mask[i] && self.is_visible[i] {
+                    let name = self.name(i);
+                    let reason =
+                        with_request(format!("not returned by strategy {}", idx + 1), text, &name);
+                    draft.leave_out(name, reason);
+                }
+            }
+        }
+    }
+
+    /// The error when no model is left to try, listing why each was left out.
+    fn nothing_chosen(&self, draft: &Draft<'_>) -> PlanError {
+        let code = if self.client_named() || self.engine.model_strategies.is_empty() {
+            codes::NO_MATCHING_MODELS
+        } else {
+            codes::SELECTION_EMPTY
+        };
+        let reasons: Vec<String> = draft
+            .plan
+            .left_out
+            .iter()
+            .map(|l| format!("{}: {}", l.model, l.reason))
+            .collect();
+        let detail = if reasons.is_empty() {
+            if self.client_named() {
+                "the strategies removed every model the client asked for".to_string()
+            } else {
+                "no model is allowed by the configuration".to_string()
+            }
+        } else {
+            reasons.join("; ")
+        };
+        plan_error(code, format!("No matching models found: {detail}"))
+    }
+
+    /// Attempts: key by key within a model, then model by model, up to the attempt cap.
+    fn add_attempts(&self, chosen: &[usize], draft: &mut Draft<'_>) -> Result<(), PlanError> {
+        let plan = &mut draft.plan;
+        for &i in chosen {
+            let m = self.universe().model(i).expect("index from this universe");
+            let provider = &self.engine.providers[self.settings(i).provider];
+            let url = provider
+                .base_url
+                .as_ref()
+                .map(|b| upstream::join(b, &self.req.path));
+            let keys = match self.engine.keys_for(provider, self.opts.seed) {
+                Ok(k) => k,
+                Err(e) => {
+                    plan.attempts.clear();
+                    return Err(plan_error(codes::KEY_SELECTION_FAILED, e.to_string()));
+                }
+            };
+            for key in keys {
+                if plan.attempts.len() >= self.engine.max_attempts {
+                    plan.truncated += 1;
+                    continue;
+                }
+                plan.attempts.push(Attempt {
+                    provider: provider.id.clone(),
+                    model: m.id.clone(),
+                    url: url.clone(),
+                    key,
+                    model_index: i,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves out model `i` with the allowed filter's reason, if it refuses it.
+    fn leave_out_refused(&self, i: usize, draft: &mut Draft<'_>) {
+        if let Err(reason) = self.engine.allowed(self.settings(i)) {
+            draft.leave_out(self.name(i), reason.to_string());
+        }
+    }
+
+    fn universe(&self) -> &Universe {
+        self.extended.as_deref().unwrap_or(&self.engine.universe)
+    }
+
+    fn settings(&self, i: usize) -> &ModelSettings {
+        settings_of(self.engine, &self.extra_settings, i)
+    }
+
+    fn permits(&self, i: usize) -> bool {
+        self.engine.permits(self.settings(i))
+    }
+
+    /// `provider:model`.
+    fn name(&self, i: usize) -> String {
+        let m = self.universe().model(i).expect("index from this universe");
+        format!("{}:{}", m.provider_id, m.id)
+    }
+
+    /// The names of `list`, for the strategy trace; empty when not tracing.
+    fn names(&self, list: &[usize]) -> Vec<String> {
+        if self.trace {
+            list.iter().map(|&i| self.name(i)).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn client_named(&self) -> bool {
+        !self.texts.is_empty()
+    }
+
+    /// `list` restricted to the models the client named, in the client's order; all of it
+    /// when the client named none.
+    fn client_filter(&self, list: Vec<usize>) -> Vec<usize> {
+        if !self.client_named() {
+            return list;
+        }
+        let mut wanted = mask(self.universe().len(), &list);
+        let mut out = Vec::new();
+        for indices in &self.named {
+            for &i in indices {
+                // Cleared once taken: each model once, in the client's order.
+                if std::mem::take(&mut wanted[i]) {
+                    out.push(i);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The settings of universe model `i`: the engine's, then the pass-through models'.
+fn settings_of<'s>(engine: &'s Engine, extra: &'s [ModelSettings], i: usize) -> &'s ModelSettings {
+    engine
+        .settings
+        .get(i)
+        .or_else(|| extra.get(i - engine.settings.len()))
+        .expect("index from this universe")
+}
+
+/// How a route and the configuration sort the universe (the [`Planner`]'s fields of the same
+/// names), computed before the planner is made so that it is built in place.
+struct Candidates {
+    is_compatible: Vec<bool>,
+    any_compatible: bool,
+    visible: Vec<usize>,
+    is_visible: Vec<bool>,
+}
+
+impl Candidates {
+    /// ai.models: every candidate that speaks this path's format and surface and that the
+    /// configuration allows ("all available models"), so that `ai.models.random()` never
+    /// draws a model the allowed filter would then drop (the docs' load-balancing example).
+    fn sort(engine: &Engine, route: Route, len: usize, extra: &[ModelSettings]) -> Candidates {
+        let settings = |i: usize| settings_of(engine, extra, i);
+        let is_compatible: Vec<bool> = (0..len)
+            .map(|i| engine.serves(&engine.providers[settings(i).provider], route))
+            .collect();
+        let compatible: Vec<usize> = (0..len).filter(|&i| is_compatible[i]).collect();
+        let visible: Vec<usize> = compatible
+            .iter()
+            .copied()
+            .filter(|&i| engine.permits(settings(i)))
+            .collect();
+        Candidates {
+            is_visible: mask(len, &visible),
+            any_compatible: !compatible.is_empty(),
+            is_compatible,
+            visible,
+        }
+    }
+}
+
+/// The error of a model strategy that fails at runtime or returns something else than models.
+fn strategy_failed(idx: usize, source: &str, err: &cel::EvalError) -> PlanError {
+    match err {
+        cel::EvalError::Failed { message } => plan_error(
+            codes::SELECTION_FAILED,
+            format!(
+                "Model selection failed: strategy {} (`{source}`): {message}",
+                idx + 1
+            ),
+        ),
+        cel::EvalError::WrongType { got, .. } => plan_error(
+            codes::WRONG_RESULT_TYPE,
+            format!("Expression '{source}' must return an AIModel or []AIModel, got {got}"),
+        ),
+    }
+}
+
+/// Why ngrok's "allowed filter" refuses a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Refused<'a> {
+    #[error("provider `{0}` is disabled")]
+    ProviderDisabled(&'a str),
+    #[error("model is disabled")]
+    ModelDisabled,
+    #[error("provider `{0}` is not configured (only_allow_configured_providers)")]
+    ProviderNotConfigured(&'a str),
+    #[error("model is not configured (only_allow_configured_models)")]
+    ModelNotConfigured,
+}
+
+/// Why a model the client named resolves to no model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Unresolved {
+    #[error("no model after the provider prefix")]
+    NoModelAfterPrefix,
+    #[error(
+        "unknown model; `{prefix}` is not a configured or built-in provider, and no provider lists `{text}`"
+    )]
+    UnknownProvider { prefix: String, text: String },
+    #[error(
+        "unknown model; name its provider, e.g. `{example}:{text}`, or list it under a provider's `models`"
+    )]
+    NoProvider { example: String, text: String },
+}
+
+/// Why no API key was chosen for a provider (ERR_NGROK_3808). When every key strategy fails,
+/// the last one's failure is reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum KeySelectionError<'a> {
+    #[error("API key selection failed: `{strategy}`: {message}")]
+    Failed { strategy: &'a str, message: String },
+    #[error(
+        "API key selection failed: `{strategy}`: must return a key or a list of keys, got {got}"
+    )]
+    WrongType { strategy: &'a str, got: String },
+    #[error(
+        "API key selection failed: every api_key_selection strategy returned no keys for provider `{provider}`"
+    )]
+    NoKeys { provider: &'a str },
 }
 
 /// Adds "(requested as X)" when the client's text differs from the model's full name.
@@ -893,11 +1109,6 @@ fn with_request(reason: String, text: &str, name: &str) -> String {
     } else {
         format!("{reason} (requested as {text})")
     }
-}
-
-fn name_of(m: Option<&ModelView>) -> String {
-    m.map(|m| format!("{}:{}", m.provider_id, m.id))
-        .unwrap_or_default()
 }
 
 /// `true` at each index of `list`, over a universe of `len` models.
@@ -915,18 +1126,6 @@ fn mask(len: usize, list: &[usize]) -> Vec<bool> {
 struct LeftOutNames {
     names: std::collections::HashSet<String>,
     synced: usize,
-}
-
-/// Adds `model` to `list` unless it is already there.
-fn push_left_out(list: &mut Vec<LeftOut>, seen: &mut LeftOutNames, model: String, reason: String) {
-    for l in &list[seen.synced..] {
-        seen.names.insert(l.model.clone());
-    }
-    seen.synced = list.len();
-    if seen.names.insert(model.clone()) {
-        list.push(LeftOut { model, reason });
-        seen.synced = list.len();
-    }
 }
 
 fn names_match(m: &ModelView, name: &str) -> bool {
@@ -1328,5 +1527,74 @@ fn provider_view(p: &ProviderInfo) -> ProviderView {
         id: p.id.clone(),
         id_aliases: p.aliases.clone(),
         ..ProviderView::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed errors print what the `format!`s they replaced did (several of these texts
+    /// reach clients and no snapshot shows them).
+    #[test]
+    fn error_texts_are_unchanged() {
+        let cases: Vec<(String, &str)> = vec![
+            (
+                Refused::ProviderDisabled("openai").to_string(),
+                "provider `openai` is disabled",
+            ),
+            (Refused::ModelDisabled.to_string(), "model is disabled"),
+            (
+                Refused::ProviderNotConfigured("openai").to_string(),
+                "provider `openai` is not configured (only_allow_configured_providers)",
+            ),
+            (
+                Refused::ModelNotConfigured.to_string(),
+                "model is not configured (only_allow_configured_models)",
+            ),
+            (
+                Unresolved::NoModelAfterPrefix.to_string(),
+                "no model after the provider prefix",
+            ),
+            (
+                Unresolved::UnknownProvider {
+                    prefix: "acme".into(),
+                    text: "acme:x".into(),
+                }
+                .to_string(),
+                "unknown model; `acme` is not a configured or built-in provider, and no provider lists `acme:x`",
+            ),
+            (
+                Unresolved::NoProvider {
+                    example: "ollama".into(),
+                    text: "x".into(),
+                }
+                .to_string(),
+                "unknown model; name its provider, e.g. `ollama:x`, or list it under a provider's `models`",
+            ),
+            (
+                KeySelectionError::Failed {
+                    strategy: "ai.keys",
+                    message: "boom".into(),
+                }
+                .to_string(),
+                "API key selection failed: `ai.keys`: boom",
+            ),
+            (
+                KeySelectionError::WrongType {
+                    strategy: "1",
+                    got: "int".into(),
+                }
+                .to_string(),
+                "API key selection failed: `1`: must return a key or a list of keys, got int",
+            ),
+            (
+                KeySelectionError::NoKeys { provider: "openai" }.to_string(),
+                "API key selection failed: every api_key_selection strategy returned no keys for provider `openai`",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
     }
 }

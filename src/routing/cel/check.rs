@@ -747,128 +747,148 @@ impl Checker<'_> {
     }
 
     fn call(&mut self, e: &IdedExpr, c: &cel::common::ast::CallExpr) -> Ty {
-        let name = c.func_name.as_str();
-        match name {
-            operators::LOGICAL_AND => {
-                self.expr(&c.args[0]);
-                let before = self.guarded.len();
-                tested_keys(&c.args[0], &mut self.guarded);
-                self.expr(&c.args[1]);
-                self.guarded.truncate(before);
-                return Ty::Bool;
-            }
+        match c.func_name.as_str() {
+            operators::LOGICAL_AND => self.logical_and(c),
             operators::EQUALS
             | operators::NOT_EQUALS
             | operators::LESS
             | operators::LESS_EQUALS
             | operators::GREATER
-            | operators::GREATER_EQUALS => {
-                let tys = self.args(c);
-                if let [a, b] = tys.as_slice()
-                    && let (Some(x), Some(y)) = (category(a), category(b))
-                    && x != y
-                {
-                    let text = |e: &IdedExpr| {
-                        let r = self.span(e);
-                        self.src.get(r).unwrap_or("?").to_owned()
-                    };
-                    let (l, r) = (text(&c.args[0]), text(&c.args[1]));
-                    let outcome = if name == operators::EQUALS || name == operators::NOT_EQUALS {
-                        "so the comparison has the same answer for every model"
-                    } else {
-                        "so the comparison fails on every request"
-                    };
-                    let range = self.span(e);
-                    self.issue(
-                        "cel-comparison-type",
-                        range,
-                        format!(
-                            "`{l}` is {} and `{r}` is {}, {outcome}",
-                            a.describe(),
-                            b.describe()
-                        ),
-                        Some(format!("compare `{l}` with {}", a.describe())),
-                    );
-                }
-                return Ty::Bool;
-            }
+            | operators::GREATER_EQUALS => self.comparison(e, c),
             operators::LOGICAL_OR
             | operators::LOGICAL_NOT
             | operators::NOT_STRICTLY_FALSE
-            | operators::IN => {
-                self.args(c);
-                return Ty::Bool;
-            }
+            | operators::IN => self.args_then(c, Ty::Bool),
             operators::ADD
             | operators::SUBSTRACT
             | operators::MULTIPLY
             | operators::DIVIDE
-            | operators::MODULO => {
-                let tys = self.args(c);
-                let (a, b) = (tys[0].clone(), tys[1].clone());
-                return match (a, b) {
-                    (Ty::List(a), Ty::List(b)) if name == operators::ADD => {
-                        Ty::List(Box::new(join(*a, *b)))
-                    }
-                    (Ty::Str, Ty::Str) | (Ty::Bytes, Ty::Bytes) if name == operators::ADD => {
-                        tys[0].clone()
-                    }
-                    (a @ (Ty::Int | Ty::UInt | Ty::Double), b) if a == b => a,
-                    _ => Ty::Dyn,
-                };
-            }
-            operators::NEGATE => {
-                let t = self.args(c).remove(0);
-                return if matches!(t, Ty::Int | Ty::Double) {
-                    t
-                } else {
-                    Ty::Dyn
-                };
-            }
-            operators::CONDITIONAL => {
-                self.expr(&c.args[0]);
-                let before = self.guarded.len();
-                tested_keys(&c.args[0], &mut self.guarded);
-                let yes = self.expr(&c.args[1]);
-                self.guarded.truncate(before);
-                let no = self.expr(&c.args[2]);
-                return join(yes, no);
-            }
-            operators::INDEX => {
-                let container = self.expr(&c.args[0]);
-                self.expr(&c.args[1]);
-                return match (&container, &c.args[1].expr) {
-                    (Ty::Obj(_), Expr::Literal(LiteralValue::String(field))) => {
-                        let range = self.tok(c.args[1].id);
-                        self.select(&container, field.inner(), range)
-                    }
-                    (Ty::List(e), _) => (**e).clone(),
-                    (Ty::ObjMap(k), key) => {
-                        if let Expr::Literal(LiteralValue::String(key)) = key
-                            && !self.guarded.iter().any(|g| g == key.inner())
-                        {
-                            let key = key.inner().to_owned();
-                            self.unguarded(e, &key);
-                        }
-                        Ty::Obj(*k)
-                    }
-                    _ => Ty::Dyn,
-                };
-            }
-            operators::OPT_INDEX | operators::OPT_SELECT => {
-                self.args(c);
-                return Ty::Dyn;
-            }
-            _ => {}
+            | operators::MODULO => self.arithmetic(c),
+            operators::NEGATE => self.negate(c),
+            operators::CONDITIONAL => self.conditional(c),
+            operators::INDEX => self.index(e, c),
+            operators::OPT_INDEX | operators::OPT_SELECT => self.args_then(c, Ty::Dyn),
+            _ => self.function(e, c),
         }
+    }
+
+    /// Checks the arguments; the call's type is `ty` whatever they are.
+    fn args_then(&mut self, c: &cel::common::ast::CallExpr, ty: Ty) -> Ty {
+        self.args(c);
+        ty
+    }
+
+    /// `a && b`: `b` is checked knowing the keys `a` tests for.
+    fn logical_and(&mut self, c: &cel::common::ast::CallExpr) -> Ty {
+        self.expr(&c.args[0]);
+        let before = self.guarded.len();
+        tested_keys(&c.args[0], &mut self.guarded);
+        self.expr(&c.args[1]);
+        self.guarded.truncate(before);
+        Ty::Bool
+    }
+
+    /// `==`, `<`, …: operands of types that never compare (a number with a string).
+    fn comparison(&mut self, e: &IdedExpr, c: &cel::common::ast::CallExpr) -> Ty {
+        let tys = self.args(c);
+        if let [a, b] = tys.as_slice()
+            && let (Some(x), Some(y)) = (category(a), category(b))
+            && x != y
+        {
+            let text = |e: &IdedExpr| {
+                let r = self.span(e);
+                self.src.get(r).unwrap_or("?").to_owned()
+            };
+            let (l, r) = (text(&c.args[0]), text(&c.args[1]));
+            let name = c.func_name.as_str();
+            let outcome = if name == operators::EQUALS || name == operators::NOT_EQUALS {
+                "so the comparison has the same answer for every model"
+            } else {
+                "so the comparison fails on every request"
+            };
+            let range = self.span(e);
+            self.issue(
+                "cel-comparison-type",
+                range,
+                format!(
+                    "`{l}` is {} and `{r}` is {}, {outcome}",
+                    a.describe(),
+                    b.describe()
+                ),
+                Some(format!("compare `{l}` with {}", a.describe())),
+            );
+        }
+        Ty::Bool
+    }
+
+    /// `+`, `-`, `*`, `/`, `%`.
+    fn arithmetic(&mut self, c: &cel::common::ast::CallExpr) -> Ty {
+        let is_add = c.func_name == operators::ADD;
+        let tys = self.args(c);
+        let (a, b) = (tys[0].clone(), tys[1].clone());
+        match (a, b) {
+            (Ty::List(a), Ty::List(b)) if is_add => Ty::List(Box::new(join(*a, *b))),
+            (Ty::Str, Ty::Str) | (Ty::Bytes, Ty::Bytes) if is_add => tys[0].clone(),
+            (a @ (Ty::Int | Ty::UInt | Ty::Double), b) if a == b => a,
+            _ => Ty::Dyn,
+        }
+    }
+
+    /// `-x`.
+    fn negate(&mut self, c: &cel::common::ast::CallExpr) -> Ty {
+        let t = self.args(c).remove(0);
+        if matches!(t, Ty::Int | Ty::Double) {
+            t
+        } else {
+            Ty::Dyn
+        }
+    }
+
+    /// `c ? yes : no`: `yes` is checked knowing the keys `c` tests for.
+    fn conditional(&mut self, c: &cel::common::ast::CallExpr) -> Ty {
+        self.expr(&c.args[0]);
+        let before = self.guarded.len();
+        tested_keys(&c.args[0], &mut self.guarded);
+        let yes = self.expr(&c.args[1]);
+        self.guarded.truncate(before);
+        let no = self.expr(&c.args[2]);
+        join(yes, no)
+    }
+
+    /// `x[i]`: a field by name, a list element, or an `api_keys` entry (which wants a guard).
+    fn index(&mut self, e: &IdedExpr, c: &cel::common::ast::CallExpr) -> Ty {
+        let container = self.expr(&c.args[0]);
+        self.expr(&c.args[1]);
+        match (&container, &c.args[1].expr) {
+            (Ty::Obj(_), Expr::Literal(LiteralValue::String(field))) => {
+                let range = self.tok(c.args[1].id);
+                self.select(&container, field.inner(), range)
+            }
+            (Ty::List(e), _) => (**e).clone(),
+            (Ty::ObjMap(k), key) => {
+                if let Expr::Literal(LiteralValue::String(key)) = key
+                    && !self.guarded.iter().any(|g| g == key.inner())
+                {
+                    let key = key.inner().to_owned();
+                    self.unguarded(e, &key);
+                }
+                Ty::Obj(*k)
+            }
+            _ => Ty::Dyn,
+        }
+    }
+
+    /// A call by name: a namespaced global, a macro, `has`, one of ngrok's collection
+    /// functions, a standard function, or an unknown one.
+    fn function(&mut self, e: &IdedExpr, c: &cel::common::ast::CallExpr) -> Ty {
+        let name = c.func_name.as_str();
         // `optional.of(..)`, `strings.quote(..)`: a namespaced global function.
         if let Some(target) = &c.target
             && let Expr::Ident(ns) = &target.expr
             && self.lookup(ns).is_none()
             && QUALIFIED_FUNCTIONS.contains(&(ns.as_str(), name))
         {
-            self.args(c);
-            return if name == "quote" { Ty::Str } else { Ty::Dyn };
+            return self.args_then(c, if name == "quote" { Ty::Str } else { Ty::Dyn });
         }
         if matches!(
             name,
@@ -878,18 +898,27 @@ impl Checker<'_> {
             return self.comprehension(e, c);
         }
         if name == "has" && c.target.is_none() {
-            self.args(c);
-            return Ty::Bool;
+            return self.args_then(c, Ty::Bool);
         }
         let receiver = c.target.as_ref().map(|t| self.expr(t));
-        let known = AIGW_FUNCTIONS.contains(&name) || STANDARD_FUNCTIONS.contains(&name);
-        if !known {
-            let element = receiver.as_ref().and_then(Ty::element).unwrap_or(Ty::Dyn);
-            return self.unknown_function(e, c, element);
+        if AIGW_FUNCTIONS.contains(&name) {
+            let args = self.args(c);
+            return self.aigw_function(e, c, receiver, &args);
         }
-        let args = self.args(c);
-        if name == "matches"
-            && let Some(pattern) = c.args.last()
+        if STANDARD_FUNCTIONS.contains(&name) {
+            self.args(c);
+            if name == "matches" {
+                self.costly_pattern(c);
+            }
+            return standard_result(name, receiver.as_ref());
+        }
+        let element = receiver.as_ref().and_then(Ty::element).unwrap_or(Ty::Dyn);
+        self.unknown_function(e, c, element)
+    }
+
+    /// A literal `matches` pattern too costly to compile for every model (see [`costly_regex`]).
+    fn costly_pattern(&mut self, c: &cel::common::ast::CallExpr) {
+        if let Some(pattern) = c.args.last()
             && let Expr::Literal(LiteralValue::String(text)) = &pattern.expr
             && let Some(message) = costly_regex(text.inner())
         {
@@ -901,27 +930,6 @@ impl Checker<'_> {
                 Some("use a simpler pattern (fewer and smaller counted repetitions such as `{50}`), or `startsWith` / `contains`".into()),
             );
         }
-        if AIGW_FUNCTIONS.contains(&name) {
-            return self.aigw_function(e, c, receiver, &args);
-        }
-        if STANDARD_FUNCTIONS.contains(&name) {
-            return match name {
-                "size" | "indexOf" | "lastIndexOf" | "int" => Ty::Int,
-                "contains" | "startsWith" | "endsWith" | "matches" | "bool" | "hasValue" => {
-                    Ty::Bool
-                }
-                "uint" => Ty::UInt,
-                "double" => Ty::Double,
-                "bytes" => Ty::Bytes,
-                "type" => Ty::Type,
-                "split" => Ty::List(Box::new(Ty::Str)),
-                "string" | "charAt" | "lowerAscii" | "upperAscii" | "trim" | "replace"
-                | "substring" | "join" | "format" => Ty::Str,
-                "reverse" if receiver == Some(Ty::Str) => Ty::Str,
-                _ => Ty::Dyn,
-            };
-        }
-        unreachable!("unknown functions are handled above")
     }
 
     /// An unknown function; its arguments are still checked, the first bound as a macro
@@ -1061,123 +1069,33 @@ impl Checker<'_> {
             self.issue("cel-unknown-function", range, message, None);
             return Ty::Dyn;
         };
-        let models = Ty::List(Box::new(Ty::Obj(ObjKind::Model)));
-        let (arities, signature, applies, result): (&[usize], &str, bool, Ty) = match name {
-            "only" | "ignore" => (
-                &[1],
-                "(ids)",
-                receiver.elem_is(&[
-                    ObjKind::Model,
-                    ObjKind::Provider,
-                    ObjKind::Author,
-                    ObjKind::Key,
-                ]),
-                receiver.clone(),
-            ),
-            "onlyProviders" | "ignoreProviders" | "onlyAuthors" | "ignoreAuthors" => {
-                (&[1], "(ids)", receiver.elem_is(&[ObjKind::Model]), models)
-            }
-            "inRegion" => (
-                &[1],
-                "(region)",
-                receiver.elem_is(&[ObjKind::Model]),
-                models,
-            ),
-            "inCountryCode" => (
-                &[1],
-                "(countryCode)",
-                receiver.elem_is(&[ObjKind::Model]),
-                models,
-            ),
-            "underCost" => (
-                &[2],
-                "(priceType, max)",
-                receiver.elem_is(&[ObjKind::Model]),
-                models,
-            ),
-            "sortBy" => (
-                &[1, 2],
-                "('price') or sortBy(m, key)",
-                receiver.elem_is(&[ObjKind::Model]),
-                models,
-            ),
-            "random" => (
-                &[0],
-                "()",
-                receiver.element().is_some()
-                    && !matches!(receiver, Ty::Map | Ty::Free | Ty::ObjMap(_)),
-                receiver.element().unwrap_or(Ty::Dyn),
-            ),
-            "randomize" => (
-                &[0],
-                "()",
-                matches!(receiver, Ty::List(_) | Ty::Dyn),
-                receiver.clone(),
-            ),
-            "get" => match &receiver {
-                Ty::List(e) if **e == Ty::Obj(ObjKind::Model) => {
-                    (&[2], "(providerId, modelId)", true, Ty::Obj(ObjKind::Model))
-                }
-                Ty::List(e) if matches!(**e, Ty::Obj(ObjKind::Provider | ObjKind::Author)) => {
-                    (&[1], "(id)", true, (**e).clone())
-                }
-                _ => (
-                    &[1, 2],
-                    "(id) or get(providerId, modelId)",
-                    receiver.elem_is(&[]),
-                    Ty::Dyn,
-                ),
-            },
-            "getModel" => (
-                &[1],
-                "(id)",
-                matches!(receiver, Ty::Obj(ObjKind::Provider) | Ty::Dyn | Ty::Null),
-                Ty::Obj(ObjKind::Model),
-            ),
-            "getMetadata" => (
-                &[1],
-                "(key)",
-                matches!(
-                    receiver,
-                    Ty::Obj(ObjKind::Model | ObjKind::Provider) | Ty::Dyn
-                ),
-                Ty::Dyn,
-            ),
-            _ => unreachable!("every aigw function is handled"),
-        };
+        let (arities, signature, applies, result) = aigw_signature(name, &receiver);
         if !applies {
-            let on = match name {
-                "only" | "ignore" => "a list of models, providers or authors",
-                "random" | "randomize" => "a list",
-                "get" => "ai.models, ai.providers or ai.authors",
-                "getModel" => "a provider",
-                "getMetadata" => "a model or a provider",
-                _ => "a list of models",
-            };
+            let on = aigw_receivers(name);
             let message = format!("`{name}` applies to {on}, not {}", receiver.describe());
             self.issue("cel-unknown-function", range, message, None);
             return Ty::Dyn;
         }
         if !arities.contains(&c.args.len()) {
-            let takes = match arities {
-                [0] => "no arguments".to_owned(),
-                [1] => "1 argument".to_owned(),
-                [n] => format!("{n} arguments"),
-                _ => "1 or 2 arguments".to_owned(),
-            };
             let message = format!(
-                "`{name}` takes {takes}: `{name}{signature}`, got {}",
+                "`{name}` takes {}: `{name}{signature}`, got {}",
+                arity_text(arities),
                 c.args.len()
             );
             self.issue("cel-arity", range, message, None);
             return result;
         }
-        let literal = |i: usize| match c.args.get(i).map(|a| &a.expr) {
-            Some(Expr::Literal(LiteralValue::String(s))) => Some(s.inner().to_owned()),
-            _ => None,
-        };
-        if name == "underCost"
-            && let Some(price_type) = literal(0)
+        match name {
+            "underCost" => self.under_cost_args(c, args),
+            "sortBy" => self.sort_by_field(c),
+            _ => {}
+        }
+        result
+    }
+
+    /// `underCost(priceType, max)`: a known price type, a number.
+    fn under_cost_args(&mut self, c: &cel::common::ast::CallExpr, args: &[Ty]) {
+        if let Some(price_type) = string_literal(c, 0)
             && price_index(&price_type).is_none()
         {
             let range = self.tok(c.args[0].id);
@@ -1189,9 +1107,7 @@ impl Checker<'_> {
             let help = Some(format!("price types: {}", PRICE_TYPES.join(", ")));
             self.issue("cel-price-type", range, message, help);
         }
-        if name == "underCost"
-            && !matches!(args.get(1), Some(Ty::Int | Ty::UInt | Ty::Double | Ty::Dyn))
-        {
+        if !matches!(args.get(1), Some(Ty::Int | Ty::UInt | Ty::Double | Ty::Dyn)) {
             let range = self.span(&c.args[1]);
             let message = format!(
                 "`underCost` takes a number as its maximum, not {}",
@@ -1199,8 +1115,11 @@ impl Checker<'_> {
             );
             self.issue("cel-arity", range, message, None);
         }
-        if name == "sortBy"
-            && let Some(field) = literal(0)
+    }
+
+    /// `sortBy('field')`: only `price`.
+    fn sort_by_field(&mut self, c: &cel::common::ast::CallExpr) {
+        if let Some(field) = string_literal(c, 0)
             && field != "price"
         {
             let range = self.tok(c.args[0].id);
@@ -1208,7 +1127,6 @@ impl Checker<'_> {
             let help = Some("to sort by anything else, use a key expression: `sortBy(m, m.metrics.global.latency.upstream_ms_avg)`".to_owned());
             self.issue("cel-price-type", range, message, help);
         }
-        result
     }
 
     /// The check of the whole expression's type.
@@ -1237,6 +1155,142 @@ impl Checker<'_> {
         );
         let help = Some(format!("return the selection itself, e.g. `{example}`"));
         self.issue("cel-result-type", range, message, help);
+    }
+}
+
+/// The type a standard function returns.
+fn standard_result(name: &str, receiver: Option<&Ty>) -> Ty {
+    match name {
+        "size" | "indexOf" | "lastIndexOf" | "int" => Ty::Int,
+        "contains" | "startsWith" | "endsWith" | "matches" | "bool" | "hasValue" => Ty::Bool,
+        "uint" => Ty::UInt,
+        "double" => Ty::Double,
+        "bytes" => Ty::Bytes,
+        "type" => Ty::Type,
+        "split" => Ty::List(Box::new(Ty::Str)),
+        "string" | "charAt" | "lowerAscii" | "upperAscii" | "trim" | "replace" | "substring"
+        | "join" | "format" => Ty::Str,
+        "reverse" if receiver == Some(&Ty::Str) => Ty::Str,
+        _ => Ty::Dyn,
+    }
+}
+
+/// How one of ngrok's collection functions is called on `receiver`: the argument counts it
+/// takes, its signature (after the name) for messages, whether it applies to the receiver, and
+/// its result type.
+fn aigw_signature(name: &str, receiver: &Ty) -> (&'static [usize], &'static str, bool, Ty) {
+    let models = Ty::List(Box::new(Ty::Obj(ObjKind::Model)));
+    match name {
+        "only" | "ignore" => (
+            &[1],
+            "(ids)",
+            receiver.elem_is(&[
+                ObjKind::Model,
+                ObjKind::Provider,
+                ObjKind::Author,
+                ObjKind::Key,
+            ]),
+            receiver.clone(),
+        ),
+        "onlyProviders" | "ignoreProviders" | "onlyAuthors" | "ignoreAuthors" => {
+            (&[1], "(ids)", receiver.elem_is(&[ObjKind::Model]), models)
+        }
+        "inRegion" => (
+            &[1],
+            "(region)",
+            receiver.elem_is(&[ObjKind::Model]),
+            models,
+        ),
+        "inCountryCode" => (
+            &[1],
+            "(countryCode)",
+            receiver.elem_is(&[ObjKind::Model]),
+            models,
+        ),
+        "underCost" => (
+            &[2],
+            "(priceType, max)",
+            receiver.elem_is(&[ObjKind::Model]),
+            models,
+        ),
+        "sortBy" => (
+            &[1, 2],
+            "('price') or sortBy(m, key)",
+            receiver.elem_is(&[ObjKind::Model]),
+            models,
+        ),
+        "random" => (
+            &[0],
+            "()",
+            receiver.element().is_some() && !matches!(receiver, Ty::Map | Ty::Free | Ty::ObjMap(_)),
+            receiver.element().unwrap_or(Ty::Dyn),
+        ),
+        "randomize" => (
+            &[0],
+            "()",
+            matches!(receiver, Ty::List(_) | Ty::Dyn),
+            receiver.clone(),
+        ),
+        "get" => match receiver {
+            Ty::List(e) if **e == Ty::Obj(ObjKind::Model) => {
+                (&[2], "(providerId, modelId)", true, Ty::Obj(ObjKind::Model))
+            }
+            Ty::List(e) if matches!(**e, Ty::Obj(ObjKind::Provider | ObjKind::Author)) => {
+                (&[1], "(id)", true, (**e).clone())
+            }
+            _ => (
+                &[1, 2],
+                "(id) or get(providerId, modelId)",
+                receiver.elem_is(&[]),
+                Ty::Dyn,
+            ),
+        },
+        "getModel" => (
+            &[1],
+            "(id)",
+            matches!(receiver, Ty::Obj(ObjKind::Provider) | Ty::Dyn | Ty::Null),
+            Ty::Obj(ObjKind::Model),
+        ),
+        "getMetadata" => (
+            &[1],
+            "(key)",
+            matches!(
+                receiver,
+                Ty::Obj(ObjKind::Model | ObjKind::Provider) | Ty::Dyn
+            ),
+            Ty::Dyn,
+        ),
+        _ => unreachable!("every aigw function is handled"),
+    }
+}
+
+/// What a collection function applies to, for "`name` applies to …, not …".
+fn aigw_receivers(name: &str) -> &'static str {
+    match name {
+        "only" | "ignore" => "a list of models, providers or authors",
+        "random" | "randomize" => "a list",
+        "get" => "ai.models, ai.providers or ai.authors",
+        "getModel" => "a provider",
+        "getMetadata" => "a model or a provider",
+        _ => "a list of models",
+    }
+}
+
+/// "takes …" for a function's argument counts.
+fn arity_text(arities: &[usize]) -> String {
+    match arities {
+        [0] => "no arguments".to_owned(),
+        [1] => "1 argument".to_owned(),
+        [n] => format!("{n} arguments"),
+        _ => "1 or 2 arguments".to_owned(),
+    }
+}
+
+/// Argument `i` of a call, when it is a string literal.
+fn string_literal(c: &cel::common::ast::CallExpr, i: usize) -> Option<String> {
+    match c.args.get(i).map(|a| &a.expr) {
+        Some(Expr::Literal(LiteralValue::String(s))) => Some(s.inner().to_owned()),
+        _ => None,
     }
 }
 
