@@ -455,7 +455,7 @@ _aigw() {
             return 0
             ;;
         aigw__subcmd__serve)
-            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --stream-idle-timeout --no-stream-continuation --rate-limit-retries --same-pair-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --body-read-timeout --workers --max-connections --health-interval --max-in-flight --queue-depth --queue-timeout --keep-warm --drain-timeout --state --no-reload --log-format --color --help"
+            opts="-p -h --policy --base-url --secrets --listen --auth-token --max-attempts --first-byte-timeout --cold-start-timeout --stream-idle-timeout --no-stream-continuation --rate-limit-retries --same-pair-retries --max-retry-wait --breaker-failures --breaker-cooldown --max-body-bytes --header-read-timeout --body-read-timeout --workers --max-connections --health-interval --max-in-flight --queue-depth --queue-timeout --keep-warm --drain-timeout --state --no-reload --log-format --color --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -490,6 +490,10 @@ _aigw() {
                     return 0
                     ;;
                 --first-byte-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cold-start-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

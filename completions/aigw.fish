@@ -78,7 +78,8 @@ complete -c aigw -n "__fish_aigw_using_subcommand serve" -l secrets -d 'YAML fil
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l listen -d 'Address to listen on. A non-loopback address requires --auth-token' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l auth-token -d 'Token clients must send as `Authorization: Bearer TOKEN` (or AIGW_AUTH_TOKEN)' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l max-attempts -d 'Most attempts per request across keys and models' -r
-complete -c aigw -n "__fish_aigw_using_subcommand serve" -l first-byte-timeout -d 'Fail over when the first byte takes longer than this (time-to-first-token limit)' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l first-byte-timeout -d 'Fail over when an attempt\'s first byte takes longer than this, streaming or not (a non-streaming answer\'s first byte is the whole answer). Without it, a stream that has another model to go to gets 30s, and anything else only the policy\'s timeouts' -r
+complete -c aigw -n "__fish_aigw_using_subcommand serve" -l cold-start-timeout -d 'First-byte budget of an Ollama model that was not loaded at the last health check (loading it comes first); raises a shorter first-byte limit' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l stream-idle-timeout -d 'End a stream that sends nothing for this long' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l rate-limit-retries -d 'After a 429 on a model\'s last key: times to send it again (honouring Retry-After, else backing off with jitter) before failing over; 0 fails over at once' -r
 complete -c aigw -n "__fish_aigw_using_subcommand serve" -l same-pair-retries -d 'Times the same (key, model) is sent again after a transient failure (a 5xx, a reset) before the next candidate; 0 restores ngrok\'s "never the same pair twice"' -r

@@ -195,9 +195,15 @@ pub struct ServeArgs {
     /// Most attempts per request across keys and models.
     #[arg(long, default_value_t = GatewayOptions::default().max_attempts)]
     pub max_attempts: usize,
-    /// Fail over when the first byte takes longer than this (time-to-first-token limit).
+    /// Fail over when an attempt's first byte takes longer than this, streaming or not (a
+    /// non-streaming answer's first byte is the whole answer). Without it, a stream that has
+    /// another model to go to gets 30s, and anything else only the policy's timeouts.
     #[arg(long, value_name = "DURATION")]
     pub first_byte_timeout: Option<DurationArg>,
+    /// First-byte budget of an Ollama model that was not loaded at the last health check
+    /// (loading it comes first); raises a shorter first-byte limit.
+    #[arg(long, value_name = "DURATION", default_value_t = DurationArg(GatewayOptions::default().cold_start_timeout))]
+    pub cold_start_timeout: DurationArg,
     /// End a stream that sends nothing for this long.
     #[arg(long, value_name = "DURATION", default_value_t = DurationArg(GatewayOptions::default().stream_idle_timeout))]
     pub stream_idle_timeout: DurationArg,

@@ -553,3 +553,92 @@ async fn python_clients_raise_the_404_and_503_with_what_to_do() {
         insta::assert_snapshot!("errors-fleet-python-clients", transcript);
     });
 }
+
+/// First-byte limits (issue 18): a stream with somewhere else to go leaves a silent box after
+/// the stream default, unless the box is loading the model (not in `/api/ps`), which gets the
+/// cold-start budget; a non-streaming answer is waited for.
+#[tokio::test]
+async fn a_cold_model_gets_its_load_time_and_a_warm_silent_one_is_left() {
+    let primary = StandIn::start(Kind::Ollama)
+        .await
+        .with_label("primary")
+        .with_models(&["llama3.2"]);
+    let fallback = StandIn::start(Kind::Ollama)
+        .await
+        .with_label("fallback")
+        .with_models(&["llama3.2"]);
+    let yaml = format!(
+        "on_http_request:\n  - type: ai-gateway\n    config:\n      providers:\n        - id: primary\n          base_url: \"{}\"\n          models: [{{id: llama3.2}}]\n        - id: fallback\n          base_url: \"{}\"\n          models: [{{id: llama3.2}}]\n",
+        primary.url(),
+        fallback.url()
+    );
+    let f = Arc::new(factory(&[], &[]));
+    let loaded = aigw::policy::load_str("policy.yaml", &yaml);
+    let (routing, _) = f.build(&loaded, Default::default()).unwrap();
+    let opts = GatewayOptions {
+        upstream_loopback_only: true,
+        stream_first_byte_timeout: Duration::from_millis(500),
+        cold_start_timeout: Duration::from_secs(30),
+        ..GatewayOptions::default()
+    };
+    let gw = start_with(routing, opts, support::secret_store(&[])).await;
+    f.set_fleet(gw.gw.fleet.state.clone(), checks().interval);
+    fleet::start(gw.gw.clone(), checks(), None).await;
+    until(&gw.gw, "both boxes checked", |s| {
+        ["primary", "fallback"]
+            .iter()
+            .all(|p| s.get(p).is_some_and(|b| b.installed.is_some()))
+    })
+    .await;
+    let ask = |body: Value| {
+        let url = gw.url("/api/chat");
+        async move {
+            let r = client().post(url).json(&body).send().await.unwrap();
+            let provider = r.headers()["x-aigw-provider"].to_str().unwrap().to_string();
+            (r.status().as_u16(), provider, r.text().await.unwrap())
+        }
+    };
+    let chat = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
+
+    // Cold: 2 s before the first byte is the model loading, and it is waited for.
+    primary.push_fault_on(
+        "/api/chat",
+        standin::Fault::SlowFirstChunk(Duration::from_secs(2)),
+    );
+    let (status, provider, text) = ask(chat.clone()).await;
+    assert_eq!((status, provider.as_str()), (200, "primary"), "{text}");
+    assert!(text.contains("\"done\":true"), "{text}");
+
+    // Now loaded: the same silence is a stalled box, left for the fallback.
+    until(&gw.gw, "the model loaded on primary", |s| {
+        s.get("primary")
+            .and_then(|b| b.has_loaded("llama3.2"))
+            .unwrap_or(false)
+    })
+    .await;
+    primary.push_fault_on(
+        "/api/chat",
+        standin::Fault::SlowFirstChunk(Duration::from_secs(20)),
+    );
+    let t0 = Instant::now();
+    let (status, provider, text) = ask(chat.clone()).await;
+    assert_eq!((status, provider.as_str()), (200, "fallback"), "{text}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    assert!(!text.contains("[primary]"), "{text}");
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("aigw_attempts_total{provider=\"primary\",outcome=\"timeout\"} 1"),
+        "{metrics}"
+    );
+
+    // Not streaming: the first byte is the whole answer, and a long one is waited for.
+    primary.clear_faults();
+    primary.push_fault_on(
+        "/api/chat",
+        standin::Fault::DelayHeaders(Duration::from_secs(2)),
+    );
+    let mut whole = chat.clone();
+    whole["stream"] = json!(false);
+    let (status, provider, text) = ask(whole).await;
+    assert_eq!((status, provider.as_str()), (200, "primary"), "{text}");
+}

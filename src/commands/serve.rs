@@ -168,6 +168,7 @@ fn gateway_options(
         auth_token: args.auth_token.clone().filter(|t| !t.is_empty()),
         max_attempts: args.max_attempts,
         first_byte_timeout: args.first_byte_timeout.map(|d| d.0),
+        cold_start_timeout: args.cold_start_timeout.0,
         stream_idle_timeout: args.stream_idle_timeout.0,
         stream_continuation: !args.no_stream_continuation,
         max_body_bytes: args.max_body_bytes,

@@ -91,8 +91,14 @@ pub struct GatewayOptions {
     /// Inbound token (`Authorization: Bearer TOKEN` or `x-api-key: TOKEN`); required off loopback.
     pub auth_token: Option<String>,
     pub max_attempts: usize,
-    /// Extra limit on each attempt's time to first byte, on top of `per_request_timeout`.
+    /// `--first-byte-timeout`: a limit on every attempt's time to first byte, on top of
+    /// `per_request_timeout` (see [`attempts::first_byte`] for what applies without it).
     pub first_byte_timeout: Option<Duration>,
+    /// Without `--first-byte-timeout`: the limit on a stream's first byte while another model
+    /// is left to try.
+    pub stream_first_byte_timeout: Duration,
+    /// `--cold-start-timeout`: the first-byte budget of an Ollama model that is not loaded.
+    pub cold_start_timeout: Duration,
     /// A stream that sends nothing for this long ends with an error event (or is continued).
     pub stream_idle_timeout: Duration,
     /// Continue a chat stream that fails midway on the plan's next candidate
@@ -137,6 +143,8 @@ impl Default for GatewayOptions {
             auth_token: None,
             max_attempts: 10,
             first_byte_timeout: None,
+            stream_first_byte_timeout: attempts::first_byte::STREAM_DEFAULT,
+            cold_start_timeout: attempts::first_byte::COLD_START_DEFAULT,
             // A stall is noticed within ~10 s. Safe for slow local models: the first chunk
             // (where a cold model load waits) is bounded by the attempt's budget, not by this.
             stream_idle_timeout: Duration::from_secs(10),

@@ -16,7 +16,7 @@
 //! | 400, 422 content filter / policy          | **final**: a moderation decision the client must see, never hidden by another model |
 //! | 400, 422 other invalid request            | **final**: the request itself is wrong         |
 //! | 404, unknown model; 413, context length   | no other key of this model; the next model (which may know it / have a larger window) |
-//! | timeout before the first byte             | the route is silent: no other key of this model |
+//! | timeout before the first byte ([`super::first_byte`]) | the route is silent: no other key of this model |
 //! | 5xx (not 501/505), a reset after sending   | the same (key, model) once more after ~¼ s (`--same-pair-retries`, 0 restores ngrok's "never the same pair twice"), then the next attempt |
 //! | 5xx, 408, connection errors               | the next attempt (and a failure for the model's circuit breaker) |
 
@@ -41,6 +41,8 @@ pub enum Failure {
         after: Duration,
         /// The attempt's budget was the rest of `total_timeout`.
         total: bool,
+        /// A first-byte limit (not `per_request_timeout`) bound it, so its reason names the flag.
+        first_byte: Option<super::first_byte::Limit>,
     },
     Other(String),
 }
@@ -103,10 +105,20 @@ impl Failure {
             Failure::Http { status, detail, .. } if detail.is_empty() => format!("HTTP {status}"),
             Failure::Http { status, detail, .. } => format!("HTTP {status} ({detail})"),
             Failure::Connect(s) | Failure::Other(s) => s.clone(),
-            Failure::Timeout { after, .. } => format!(
-                "timed out after {}",
-                crate::policy::duration::format(*after)
-            ),
+            Failure::Timeout {
+                after, first_byte, ..
+            } => {
+                let after = crate::policy::duration::format(*after);
+                match first_byte {
+                    None => format!("timed out after {after}"),
+                    Some(super::first_byte::Limit::FirstByte) => format!(
+                        "timed out after {after} before its first byte (--first-byte-timeout)"
+                    ),
+                    Some(super::first_byte::Limit::ColdStart) => {
+                        format!("timed out after {after} loading the model (--cold-start-timeout)")
+                    }
+                }
+            }
         }
     }
 
@@ -425,6 +437,7 @@ mod tests {
         let t = Failure::Timeout {
             after: Duration::from_secs(1),
             total: false,
+            first_byte: None,
         };
         assert_eq!(t.next(), Next::NextModel(None));
         assert!(t.counts_against_provider());

@@ -63,6 +63,17 @@ pub struct Inbound {
     pub started: Instant,
 }
 
+impl Inbound {
+    /// Whether the client asked for a stream: `"stream": true`, or Ollama's native chat and
+    /// generate, which stream unless told `"stream": false`.
+    pub fn streams(&self) -> bool {
+        match self.body.raw("stream") {
+            Some(v) => v.trim() == "true",
+            None => matches!(self.native_path, Some("/api/chat" | "/api/generate")),
+        }
+    }
+}
+
 /// What the request log line says about a request.
 #[derive(Debug, Clone, Default)]
 pub struct Report {

@@ -25,6 +25,7 @@ use bytes::Bytes;
 
 use super::breaker::Admit;
 use super::failure::{Failure, Next};
+use super::first_byte;
 use super::forward::{
     DEFAULT_PER_REQUEST_TIMEOUT, DEFAULT_TOTAL_TIMEOUT, Inbound, KeyLabel, Label, Report, Success,
     error_response, is_loopback_url, respond, send, total_timeout, upstream_body, upstream_headers,
@@ -110,6 +111,8 @@ pub(super) struct Run<'a> {
     per_request: Duration,
     total: Duration,
     deadline: Instant,
+    /// The client asked for a stream (its first byte is the first token).
+    streams: bool,
     cap: usize,
     report: Report,
     reasons: Vec<String>,
@@ -251,6 +254,7 @@ impl<'a> Run<'a> {
             per_request,
             total,
             deadline: inb.started + total,
+            streams: inb.streams(),
             cap: gw.opts.max_attempts.max(1),
             report,
             reasons: Vec::new(),
@@ -458,20 +462,44 @@ impl<'a> Run<'a> {
         }))
     }
 
-    /// The time this send may take: the attempt's budget, the first-byte limit, the rest of
-    /// the total; and whether the total is what bounds it.
-    fn budget(&self) -> (Duration, bool) {
+    /// The time this send may take: the attempt's budget, its first-byte limit
+    /// ([`super::first_byte`]), the rest of the total; and which of them bounds it.
+    fn budget(&self, p: &Prepared<'a>) -> (Duration, bool, Option<first_byte::Limit>) {
         let remaining = self.deadline.saturating_duration_since(Instant::now());
         let mut budget = self.per_request.min(remaining);
-        if let Some(fb) = self.gw.opts.first_byte_timeout {
-            budget = budget.min(fb);
+        let opts = &self.gw.opts;
+        let shape = first_byte::Shape {
+            streams: self.streams,
+            alternative: self.has_alternative(p.index),
+            cold: self.cold(p.attempt),
+        };
+        let mut bound = None;
+        if let Some((limit, which)) = first_byte::limit(
+            opts.first_byte_timeout,
+            opts.stream_first_byte_timeout,
+            opts.cold_start_timeout,
+            shape,
+        ) && limit < budget
+        {
+            budget = limit;
+            bound = Some(which);
         }
-        (budget, budget >= remaining)
+        (budget, budget >= remaining, bound)
+    }
+
+    /// Whether the attempt goes to an Ollama box that did not have its model loaded at the
+    /// last check (loading it comes before the first byte).
+    fn cold(&self, attempt: &Attempt) -> bool {
+        self.gw.fleet.live().is_some_and(|snap| {
+            snap.get(&attempt.provider)
+                .and_then(|b| b.has_loaded(&attempt.model))
+                == Some(false)
+        })
     }
 
     /// `Send`: one request upstream, up to its first byte (its whole body if not streaming).
     async fn send(&mut self, p: &mut Prepared<'a>) -> Result<Success, Failure> {
-        let (budget, total_bound) = self.budget();
+        let (budget, total_bound, first_byte) = self.budget(p);
         p.t0 = Instant::now();
         let sent = send(
             self.gw,
@@ -488,6 +516,7 @@ impl<'a> Run<'a> {
             Err(_) => Err(Failure::Timeout {
                 after: budget,
                 total: total_bound,
+                first_byte,
             }),
         }
     }

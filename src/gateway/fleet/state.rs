@@ -117,6 +117,16 @@ impl BoxStatus {
         self.installed.as_ref()?;
         Some(self.canonical.contains(&canonical_name(model)))
     }
+
+    /// Whether an Ollama box had `model` loaded in memory at its last check; `None` when it is
+    /// not known to be an Ollama box.
+    pub fn has_loaded(&self, model: &str) -> Option<bool> {
+        if !self.ollama {
+            return None;
+        }
+        let model = canonical_name(model);
+        Some(self.loaded.iter().any(|m| canonical_name(m) == model))
+    }
 }
 
 /// Every tracked box, in the order they were first tracked.
