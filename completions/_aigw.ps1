@@ -61,7 +61,7 @@ Register-ArgumentCompleter -Native -CommandName 'aigw' -ScriptBlock {
             [CompletionResult]::new('-H', '-H ', [CompletionResultType]::ParameterName, 'A request header, for the policy''s rules; repeat for more')
             [CompletionResult]::new('--header', '--header', [CompletionResultType]::ParameterName, 'A request header, for the policy''s rules; repeat for more')
             [CompletionResult]::new('--client-ip', '--client-ip', [CompletionResultType]::ParameterName, 'The client''s IP address, for the policy''s rules (`conn.client_ip`, `restrict-ips`)')
-            [CompletionResult]::new('--fail', '--fail', [CompletionResultType]::ParameterName, 'Mark a provider (or provider:model) as failing to see where traffic would go next')
+            [CompletionResult]::new('--fail', '--fail', [CompletionResultType]::ParameterName, 'Mark a provider (or provider:model) as failing to see where traffic would go next; `=ERROR` says how, and the table shows the failure''s class and what serve does next: down (the default), timeout, reset, a status such as 503 or 429, content_filter, context_length, unknown_model')
             [CompletionResult]::new('--seed', '--seed', [CompletionResultType]::ParameterName, 'Seed for `random()` / `randomize()`, for a reproducible answer')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never')

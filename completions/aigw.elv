@@ -56,7 +56,7 @@ set edit:completion:arg-completer[aigw] = {|@words|
             cand -H 'A request header, for the policy''s rules; repeat for more'
             cand --header 'A request header, for the policy''s rules; repeat for more'
             cand --client-ip 'The client''s IP address, for the policy''s rules (`conn.client_ip`, `restrict-ips`)'
-            cand --fail 'Mark a provider (or provider:model) as failing to see where traffic would go next'
+            cand --fail 'Mark a provider (or provider:model) as failing to see where traffic would go next; `=ERROR` says how, and the table shows the failure''s class and what serve does next: down (the default), timeout, reset, a status such as 503 or 429, content_filter, context_length, unknown_model'
             cand --seed 'Seed for `random()` / `randomize()`, for a reproducible answer'
             cand --format 'Output format'
             cand --color 'When to use colour: auto (terminal, unless NO_COLOR is set), always or never'

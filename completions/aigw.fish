@@ -57,7 +57,7 @@ complete -c aigw -n "__fish_aigw_using_subcommand explain" -l path -d 'API path 
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l method -d 'HTTP method of the request, for the policy\'s rules' -r
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -s H -l header -d 'A request header, for the policy\'s rules; repeat for more' -r
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l client-ip -d 'The client\'s IP address, for the policy\'s rules (`conn.client_ip`, `restrict-ips`)' -r
-complete -c aigw -n "__fish_aigw_using_subcommand explain" -l fail -d 'Mark a provider (or provider:model) as failing to see where traffic would go next' -r
+complete -c aigw -n "__fish_aigw_using_subcommand explain" -l fail -d 'Mark a provider (or provider:model) as failing to see where traffic would go next; `=ERROR` says how, and the table shows the failure\'s class and what serve does next: down (the default), timeout, reset, a status such as 503 or 429, content_filter, context_length, unknown_model' -r
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l seed -d 'Seed for `random()` / `randomize()`, for a reproducible answer' -r
 complete -c aigw -n "__fish_aigw_using_subcommand explain" -l format -d 'Output format' -r -f -a "table\t'Text for people'
 json\t'JSON for scripts'"

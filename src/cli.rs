@@ -152,9 +152,12 @@ pub struct ExplainArgs {
     /// The client's IP address, for the policy's rules (`conn.client_ip`, `restrict-ips`).
     #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
     pub client_ip: std::net::IpAddr,
-    /// Mark a provider (or provider:model) as failing to see where traffic would go next.
-    #[arg(long, value_name = "PROVIDER[:MODEL]")]
-    pub fail: Vec<String>,
+    /// Mark a provider (or provider:model) as failing to see where traffic would go next;
+    /// `=ERROR` says how, and the table shows the failure's class and what serve does next:
+    /// down (the default), timeout, reset, a status such as 503 or 429, content_filter,
+    /// context_length, unknown_model.
+    #[arg(long, value_name = "PROVIDER[:MODEL][=ERROR]")]
+    pub fail: Vec<crate::gateway::attempts::simulate::FailSpec>,
     /// Seed for `random()` / `randomize()`, for a reproducible answer.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

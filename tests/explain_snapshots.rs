@@ -40,6 +40,14 @@ const CASES: &[Case] = &[
         seed: 0,
     },
     Case {
+        name: "failover-transient-then-final",
+        policy: "guide/03-failover-to-openai.yaml",
+        models: &["openai:gpt-4o", "openai:gpt-4o-mini", "openai:o3-mini"],
+        path: "/v1/chat/completions",
+        fail: &["openai:gpt-4o=503", "openai:gpt-4o-mini=content_filter"],
+        seed: 0,
+    },
+    Case {
         name: "restricted-rejects-openai",
         policy: "guide/02-restrict-ollama-only.yaml",
         models: &["openai:gpt-4o"],
@@ -120,11 +128,8 @@ fn explain_snapshots() {
             models: case.models.iter().skip(1).map(|s| s.to_string()).collect(),
         };
         let plan = engine.plan(&req, PlanOptions { seed: case.seed });
-        let failing: Vec<bool> = plan
-            .attempts
-            .iter()
-            .map(|a| case.fail.contains(&a.provider.as_str()))
-            .collect();
+        let specs: Vec<_> = case.fail.iter().map(|f| f.parse().unwrap()).collect();
+        let walk = aigw::commands::common::simulate(&engine, &plan, &specs);
         let models: Vec<String> = case.models.iter().map(|s| s.to_string()).collect();
         let view = ExplainView {
             policy: &loaded.source.name,
@@ -132,7 +137,7 @@ fn explain_snapshots() {
             path: case.path,
             models: &models,
             plan: &plan,
-            failing: &failing,
+            walk: &walk,
             notes: &[],
         };
         insta::with_settings!({snapshot_path => "../snapshots/explain", prepend_module_to_snapshot => false}, {

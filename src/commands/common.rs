@@ -130,3 +130,27 @@ pub fn style(choice: ColorChoice, stream_is_terminal: bool) -> Style {
 pub fn stdout_style(choice: ColorChoice) -> Style {
     style(choice, std::io::stdout().is_terminal())
 }
+
+/// The attempt loop's dry run over `plan` with the `--fail` / `fail:` specs: the first spec
+/// that names a candidate (by provider id or alias, and model) gives its error.
+pub fn simulate(
+    engine: &crate::routing::engine::Engine,
+    plan: &crate::routing::plan::Plan,
+    specs: &[crate::gateway::attempts::simulate::FailSpec],
+) -> crate::gateway::attempts::simulate::Walk {
+    use crate::gateway::attempts::{failure::RetryOptions, simulate};
+    let fails: Vec<_> = plan
+        .attempts
+        .iter()
+        .map(|a| {
+            let aliases = engine
+                .provider(&a.provider)
+                .map_or(&[][..], |p| p.aliases.as_slice());
+            specs
+                .iter()
+                .find(|s| s.matches(a, aliases))
+                .map(|s| s.error)
+        })
+        .collect();
+    simulate::walk(&plan.attempts, &fails, &RetryOptions::default())
+}

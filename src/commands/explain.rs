@@ -7,11 +7,12 @@ use serde::Serialize;
 use crate::cli::{ColorChoice, ExplainArgs, TableFormat};
 use crate::commands::{CommandError, Exit, common};
 use crate::gateway;
+use crate::gateway::attempts::simulate::{Step, Walk};
 use crate::outln;
 use crate::render::diagnostics as render_diag;
 use crate::render::explain::{self, ExplainView};
 use crate::routing::engine::{Engine, EngineOptions, ProviderInfo};
-use crate::routing::plan::{Attempt, Plan, PlanOptions, Request};
+use crate::routing::plan::{Plan, PlanOptions, Request};
 use crate::routing::upstream::UrlOrigin;
 
 #[derive(Serialize)]
@@ -22,7 +23,11 @@ struct JsonExplain<'a> {
     seed: u64,
     #[serde(flatten)]
     plan: &'a Plan,
+    /// Per attempt: simulated as failing (`--fail`).
     failing: &'a [bool],
+    /// The dry run of the attempt loop, when `--fail` marked a candidate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    simulated: Option<&'a Walk>,
     answer: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     policy_rules: Option<serde_json::Value>,
@@ -119,24 +124,17 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
     if let Some(snap) = &fleet {
         plan = admitted(plan, request.model.as_deref(), snap);
     }
-    let fails: Vec<(String, Option<String>)> = args
-        .fail
-        .iter()
-        .map(|f| match f.split_once(':') {
-            Some((p, m)) => (p.to_string(), Some(m.to_string())),
-            None => (f.clone(), None),
-        })
-        .collect();
-    let failing: Vec<bool> = plan
-        .attempts
-        .iter()
-        .map(|a| matches_fail(a, &fails, &engine))
-        .collect();
+    let walk = common::simulate(&engine, &plan, &args.fail);
     let answer = if plan.error.is_some() {
         None
     } else {
-        failing.iter().position(|f| !f)
+        walk.answer
     };
+    let failing: Vec<bool> = walk
+        .steps
+        .iter()
+        .map(|s| matches!(s, Step::Fails { .. }))
+        .collect();
 
     match args.format {
         TableFormat::Json => {
@@ -147,6 +145,7 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
                 seed: args.seed,
                 plan: &plan,
                 failing: &failing,
+                simulated: walk.simulates().then_some(&walk),
                 answer,
                 policy_rules: policy.as_ref().map(explain::policy_json),
             };
@@ -163,7 +162,7 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
                 path: &args.path,
                 models: &args.model,
                 plan: &plan,
-                failing: &failing,
+                walk: &walk,
                 notes: &notes,
             };
             let mut out = std::io::stdout().lock();
@@ -270,16 +269,6 @@ fn report_errors(loaded: &crate::policy::Loaded, color: ColorChoice, opts: &Engi
         eprintln!("error: the policy has errors; fix them first (`aigw validate` shows them all)");
     }
     Exit::Failure
-}
-
-fn matches_fail(a: &Attempt, fails: &[(String, Option<String>)], engine: &Engine) -> bool {
-    fails.iter().any(|(p, m)| {
-        let provider_matches = a.provider.eq_ignore_ascii_case(p)
-            || engine
-                .provider(&a.provider)
-                .is_some_and(|info| info.aliases.iter().any(|x| x.eq_ignore_ascii_case(p)));
-        provider_matches && m.as_ref().is_none_or(|m| a.model.eq_ignore_ascii_case(m))
-    })
 }
 
 /// One line per provider in the plan whose URL was mapped, so the upstream column makes sense.

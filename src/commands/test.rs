@@ -9,6 +9,10 @@
 //!   - name: failover when ollama is down
 //!     request: {models: [ollama:llama3.2, openai:gpt-4o]}
 //!     fail: [ollama]                      # simulated failures, as `explain --fail`
+//!   - name: a content filter's refusal is final
+//!     request: {models: [openai:gpt-4o, ollama:llama3.2]}
+//!     fail: [openai=content_filter]       # PROVIDER[:MODEL][=ERROR], `down` by default
+//!     expect: {status: 400, error: HTTP 400 (final)}
 //!     expect: {first: openai:gpt-4o}
 //!   - name: the guard refuses a request without a token
 //!     request: {headers: {x-api-key: wrong}, client_ip: 10.1.2.3, method: POST}
@@ -29,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{ColorChoice, TableFormat, TestArgs};
 use crate::commands::common::InputError;
 use crate::commands::{CommandError, Exit, common};
+use crate::gateway::attempts::simulate::FailSpec;
 use crate::outln;
 use crate::policy;
 use crate::routing::engine::{Engine, EngineOptions};
@@ -338,29 +343,30 @@ fn check_route(engine: &Engine, case: &Case) -> Vec<String> {
         },
     );
     let order = plan.order();
-    let failing: Vec<bool> = plan
-        .attempts
+    let mut problems = Vec::new();
+    let specs: Vec<FailSpec> = case
+        .fail
         .iter()
-        .map(|a| {
-            case.fail.iter().any(|f| match f.split_once(':') {
-                Some((p, m)) => {
-                    a.provider.eq_ignore_ascii_case(p) && a.model.eq_ignore_ascii_case(m)
-                }
-                None => a.provider.eq_ignore_ascii_case(f),
-            })
+        .filter_map(|f| match f.parse() {
+            Ok(spec) => Some(spec),
+            Err(e) => {
+                problems.push(format!("fail: {e}"));
+                None
+            }
         })
         .collect();
+    let walk = common::simulate(engine, &plan, &specs);
     let answering = if plan.error.is_some() {
         None
     } else {
-        failing.iter().position(|f| !f)
+        walk.answer
     };
-    let error = match (&plan.error, answering) {
-        (Some(e), _) => Some(e.code.to_string()),
-        (None, None) => Some("ERR_NGROK_3807".to_string()),
-        (None, Some(_)) => None,
+    let error = match (&plan.error, answering, walk.final_at) {
+        (Some(e), _, _) => Some(e.code.to_string()),
+        (None, Some(_), _) => None,
+        (None, None, Some(f)) => Some(format!("HTTP {} (final)", f.status)),
+        (None, None, None) => Some("ERR_NGROK_3807".to_string()),
     };
-    let mut problems = Vec::new();
     let got_error = || error.clone().unwrap_or_else(|| "no error".into());
     if let Some(want) = &case.expect.error
         && error.as_deref() != Some(want.as_str())
@@ -384,10 +390,12 @@ fn check_route(engine: &Engine, case: &Case) -> Vec<String> {
         ));
     }
     if let Some(want) = case.expect.status {
-        let got = plan
-            .error
-            .as_ref()
-            .map_or(if answering.is_some() { 200 } else { 503 }, |e| e.status);
+        let routed = match (answering, walk.final_at) {
+            (Some(_), _) => 200,
+            (None, Some(f)) => f.status,
+            (None, None) => 503,
+        };
+        let got = plan.error.as_ref().map_or(routed, |e| e.status);
         if got != want {
             problems.push(format!("status: expected {want}, got {got}"));
         }
@@ -480,4 +488,48 @@ fn discover(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "on_http_request:\n  - type: ai-gateway\n    config:\n      providers:\n        - id: openai\n          api_keys: [{value: sk-test}]\n";
+
+    fn problems(case: &str) -> Vec<String> {
+        let loaded = policy::load_str("p.yaml", POLICY);
+        let (engine, _) = Engine::build(&loaded, EngineOptions::default()).unwrap();
+        let case: Case = serde_saphyr::from_str(case).unwrap();
+        check_case(&engine, &case)
+    }
+
+    #[test]
+    fn fail_runs_the_failover_table() {
+        let moderated = "name: m\nrequest: {models: [openai:gpt-4o, openai:gpt-4o-mini]}\nfail: [openai:gpt-4o=content_filter]\n";
+        assert!(
+            problems(&format!(
+                "{moderated}expect: {{status: 400, error: HTTP 400 (final)}}"
+            ))
+            .is_empty()
+        );
+        assert_eq!(
+            problems(&format!("{moderated}expect: {{first: openai:gpt-4o-mini}}")),
+            ["first: expected openai:gpt-4o-mini, got no candidate (HTTP 400 (final))"]
+        );
+        let transient = "name: t\nrequest: {models: [openai:gpt-4o, openai:gpt-4o-mini]}\nfail: [openai:gpt-4o=503]\nexpect: {first: openai:gpt-4o-mini, status: 200}\n";
+        assert!(problems(transient).is_empty());
+    }
+
+    #[test]
+    fn an_unknown_error_in_fail_is_named() {
+        let p = problems(
+            "name: b\nrequest: {model: gpt-4o}\nfail: [openai=bogus]\nexpect: {first: openai:gpt-4o}\n",
+        );
+        assert_eq!(
+            p,
+            [
+                "fail: unknown error `bogus`; use one of: down, timeout, reset, a status (400…599), content_filter, context_length, unknown_model"
+            ]
+        );
+    }
 }

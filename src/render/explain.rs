@@ -2,6 +2,7 @@
 
 use comfy_table::{Cell, ContentArrangement, Table, presets};
 
+use crate::gateway::attempts::simulate::{Step, Walk};
 use crate::routing::plan::{Plan, StrategyOutcome};
 
 /// Inputs the renderer needs besides the plan.
@@ -11,8 +12,8 @@ pub struct ExplainView<'a> {
     pub path: &'a str,
     pub models: &'a [String],
     pub plan: &'a Plan,
-    /// Per attempt: simulated as failing (`--fail`).
-    pub failing: &'a [bool],
+    /// The attempt loop's dry run (`--fail`).
+    pub walk: &'a Walk,
     /// Notes to print first (provider mappings).
     pub notes: &'a [String],
 }
@@ -90,13 +91,12 @@ pub fn text(v: &ExplainView) -> String {
     if !v.plan.attempts.is_empty() {
         out += "\ncandidates (tried in this order)\n";
         let mut t = table();
-        let simulate = v.failing.iter().any(|f| *f);
+        let simulate = v.walk.simulates();
         let mut header = vec!["#", "provider", "model", "upstream", "key"];
         if simulate {
             header.push("simulated");
         }
         t.set_header(header);
-        let answering = v.failing.iter().position(|f| !f);
         for (i, a) in v.plan.attempts.iter().enumerate() {
             let mut row = vec![
                 Cell::new(i + 1),
@@ -106,14 +106,7 @@ pub fn text(v: &ExplainView) -> String {
                 Cell::new(a.key.label()),
             ];
             if simulate {
-                let s = if v.failing.get(i).copied().unwrap_or(false) {
-                    "fails"
-                } else if Some(i) == answering {
-                    "← answers"
-                } else {
-                    ""
-                };
-                row.push(Cell::new(s));
+                row.push(Cell::new(v.walk.steps.get(i).map_or(String::new(), step)));
             }
             t.add_row(row);
         }
@@ -146,18 +139,31 @@ pub fn verdict(v: &ExplainView) -> String {
             e.code, e.status, e.message
         );
     }
-    match v.failing.iter().position(|f| !f) {
+    if let Some(f) = v.walk.final_at {
+        let (a, status) = (&v.plan.attempts[f.index], f.status);
+        return format!(
+            "final: {}:{} refused the request; a client would get its HTTP {status}, and no other candidate is tried",
+            a.provider, a.model
+        );
+    }
+    let failed = v
+        .walk
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Fails { .. }))
+        .count();
+    match v.walk.answer {
         Some(i) => {
             let a = &v.plan.attempts[i];
-            if i == 0 {
+            if failed == 0 {
                 format!("→ {}:{}", a.provider, a.model)
             } else {
                 format!(
                     "→ {}:{} after {} simulated failure{}",
                     a.provider,
                     a.model,
-                    i,
-                    if i == 1 { "" } else { "s" }
+                    failed,
+                    if failed == 1 { "" } else { "s" }
                 )
             }
         }
@@ -165,6 +171,28 @@ pub fn verdict(v: &ExplainView) -> String {
             "all {} failed: ERR_NGROK_3807 (a client would get HTTP 503)",
             plural_candidates(v.plan.attempts.len())
         ),
+    }
+}
+
+/// One candidate's cell in the `simulated` column: the failure, how often it was sent, and
+/// its class (what serve does next).
+fn step(s: &Step) -> String {
+    match s {
+        Step::Answers => "← answers".into(),
+        Step::Fails {
+            error,
+            class,
+            sends,
+        } => {
+            let sent = match sends {
+                1 => String::new(),
+                2 => ", sent twice".into(),
+                n => format!(", sent {n} times"),
+            };
+            format!("{error}{sent} → {class}")
+        }
+        Step::Skipped => "skipped: this model refused or was silent".into(),
+        Step::NotTried => String::new(),
     }
 }
 

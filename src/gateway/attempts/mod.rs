@@ -4,4 +4,5 @@ pub mod first_byte;
 pub mod forward;
 pub mod resume;
 mod run;
+pub mod simulate;
 pub mod template;
