@@ -183,6 +183,9 @@ async fn ollama_chat_is_continued_with_a_prefill() {
         last_messages(&ups[1]).last().unwrap(),
         &json!({"role": "assistant", "content": "[gpu-a] you said:"})
     );
+    // Ollama continues a prefill by itself: no flags.
+    let last = ups[1].requests().last().unwrap().json.clone().unwrap();
+    assert!(last["continue_final_message"].is_null(), "{last}");
 }
 
 /// `/api/generate` has no messages to carry a prefill: the next box gets the same prompt, and
@@ -242,6 +245,17 @@ async fn a_failing_continuation_is_continued_by_the_next() {
         last_messages(&ups[2]).last().unwrap(),
         &json!({"role": "assistant", "content": "[p0] you said:"})
     );
+    // An OpenAI-compatible server of the user's own is told to continue the prefill (vLLM's
+    // flags); the first candidate got the request as the client sent it.
+    let last = ups[2].requests().last().unwrap().json.clone().unwrap();
+    assert_eq!(
+        (
+            &last["continue_final_message"],
+            &last["add_generation_prompt"]
+        ),
+        (&json!(true), &json!(false))
+    );
+    assert!(ups[0].requests()[0].json.as_ref().unwrap()["continue_final_message"].is_null());
     let usage = events
         .iter()
         .find(|(_, v)| v["usage"].is_object())
@@ -309,4 +323,120 @@ async fn a_stream_that_does_not_fail_passes_byte_for_byte() {
                 .contains("aigw_stream_continuations_total{")
         );
     }
+}
+
+/// A provider's own error event midway (Anthropic `overloaded_error`, OpenAI `{"error": …}`,
+/// Ollama `{"error": …}`) is a failure like a cut: the next candidate continues the answer and
+/// the client never sees the error. With nowhere to continue, the event is relayed as sent.
+#[tokio::test]
+async fn a_providers_error_event_midway_is_continued_not_relayed() {
+    let (ups, gw) = chain(Kind::Anthropic, &["claude-a", "claude-b"]).await;
+    ups[0].push_fault(Fault::StreamErrorAfter(5));
+    let body = json!({"model": "m", "max_tokens": 64, "stream": true,
+                      "messages": [{"role": "user", "content": "hello there"}]});
+    gw.gw.status.watch();
+    let out = text(&gw, "/v1/messages", &body).await;
+    let events = sse(&out);
+    assert!(!events.iter().any(|(n, _)| n == "error"), "{out}");
+    assert!(!out.contains("overloaded_error"), "{out}");
+    let said: String = events
+        .iter()
+        .filter_map(|(_, v)| v["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(said, "[claude-a] you said: hello there", "{out}");
+    // The access line and the status page count the continuation's attempt.
+    let recent = gw.gw.status.recorded().recent;
+    assert_eq!(recent[0].attempts, 2, "{recent:?}");
+
+    let (ups, gw) = chain(Kind::OpenAi, &["p0", "p1"]).await;
+    ups[0].push_fault(Fault::StreamErrorAfter(3));
+    let out = text(&gw, "/v1/chat/completions", &chat(true)).await;
+    assert_eq!(
+        openai_text(&sse(&out)),
+        "[p0] you said: hello there",
+        "{out}"
+    );
+    assert!(!out.contains("\"error\""), "{out}");
+    assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+
+    let (ups, gw) = chain(Kind::Ollama, &["gpu-a", "gpu-b"]).await;
+    ups[0].push_fault_on("/api/chat", Fault::StreamErrorAfter(3));
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "one two"}]});
+    let out = text(&gw, "/api/chat", &body).await;
+    assert!(!out.contains("\"error\""), "{out}");
+    let said: String = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l["message"]["content"].as_str().map(String::from))
+        .collect();
+    assert_eq!(said, "[gpu-a] you said: one two", "{out}");
+
+    // A single candidate: the provider's event reaches the client as the provider sent it.
+    let (ups, gw) = chain(Kind::Anthropic, &["only"]).await;
+    ups[0].push_fault(Fault::StreamErrorAfter(5));
+    let body = json!({"model": "m", "max_tokens": 64, "stream": true,
+                      "messages": [{"role": "user", "content": "hello there"}]});
+    let out = text(&gw, "/v1/messages", &body).await;
+    assert!(out.contains("overloaded_error"), "{out}");
+}
+
+/// A stream that fails midway is a failure of its model: its circuit breaker hears of it (with
+/// one failure to open, the next request goes elsewhere), and its `--max-in-flight` slot is let
+/// go when it fails, not when the continued stream ends.
+#[tokio::test]
+async fn a_failure_midway_opens_the_breaker_and_frees_the_slot() {
+    use aigw::gateway::attempts::breaker::BreakerOptions;
+    use aigw::gateway::fleet::limit::LimitOptions;
+    use std::time::Duration;
+
+    let opts = GatewayOptions {
+        limits: LimitOptions {
+            max_in_flight: [("p0".to_string(), 1)].into(),
+            queue_depth: 0,
+            ..LimitOptions::default()
+        },
+        ..GatewayOptions::default()
+    };
+    let (ups, gw) = chain_with(Kind::OpenAi, &["p0", "p1"], opts).await;
+    ups[0].push_fault(Fault::StreamCutAfter(3));
+    // p1 takes its time, so the stream is still open when the next request comes.
+    ups[1].push_fault(Fault::SlowFirstChunk(Duration::from_secs(3)));
+    let long = gw.post("/v1/chat/completions", &chat(true)).await;
+    assert_eq!(long.status(), 200);
+    let start = std::time::Instant::now();
+    while ups[1].requests().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never continued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // p0 failed and its slot went with it: it answers the next request itself.
+    let r = gw.post("/v1/chat/completions", &chat(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-aigw-provider"], "p0");
+    let out = long.text().await.unwrap();
+    assert_eq!(
+        openai_text(&sse(&out)),
+        "[p0] you said: hello there",
+        "{out}"
+    );
+
+    // One failure opens the circuit: a failure midway counts.
+    let opts = GatewayOptions {
+        breaker: BreakerOptions {
+            failures: 1,
+            cooldown: Duration::from_secs(600),
+        },
+        ..GatewayOptions::default()
+    };
+    let (ups, gw) = chain_with(Kind::OpenAi, &["p0", "p1"], opts).await;
+    ups[0].push_fault(Fault::StreamCutAfter(3));
+    let out = text(&gw, "/v1/chat/completions", &chat(true)).await;
+    assert_eq!(
+        openai_text(&sse(&out)),
+        "[p0] you said: hello there",
+        "{out}"
+    );
+    let r = gw.post("/v1/chat/completions", &chat(false)).await;
+    assert_eq!(r.headers()["x-aigw-provider"], "p1");
+    let m = gw.metrics().await;
+    assert!(m.contains("aigw_circuit_open{model=\"p0:m\"} 1"), "{m}");
 }

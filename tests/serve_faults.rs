@@ -911,6 +911,26 @@ async fn f19_a_candidate_whose_answer_differs_cannot_continue() {
     );
 }
 
+// 20 ------------------------------------------------------------------------------------------
+#[tokio::test]
+async fn f20_a_providers_error_event_midway_is_continued_not_relayed() {
+    let s = setup().await;
+    s.primary.push_fault(Fault::StreamErrorAfter(3));
+    let text = post(&s, &with_usage(both(true)))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_continued(&text, "[primary] you said: hello there", 5);
+    assert!(!text.contains("server_error"), "{text}");
+    assert_prefilled(&s.fallback, "[primary] you");
+
+    // Nobody left to continue it: the provider's own event reaches the client as it sent it.
+    s.primary.push_fault(Fault::StreamErrorAfter(3));
+    let text = post(&s, &only_primary(true)).await.text().await.unwrap();
+    assert!(text.contains("\"type\":\"server_error\""), "{text}");
+}
+
 /// The README's fault table and this suite name the same faults: every `(fNN)` in the table is
 /// a test here, and every test here has its row.
 #[test]

@@ -200,6 +200,14 @@ pub struct Gateway {
     pub shared: Option<shared::Sharing>,
 }
 
+/// A stream that fails midway is a failure of its model, as a failed attempt is.
+impl upstream::stream::MidwayFailure for Gateway {
+    fn failed_midway(&self, provider: &str, model: &str) {
+        self.breakers
+            .failure(provider, model, std::time::Instant::now());
+    }
+}
+
 impl Gateway {
     pub fn new(
         routing: Arc<dyn Routing>,

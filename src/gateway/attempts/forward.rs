@@ -554,15 +554,18 @@ async fn error_detail(
     super::failure::parse_error_body(&text)
 }
 
+/// The client's response for an answering attempt (`report.attempts`: the attempts so far, for
+/// `x-aigw-attempts`); a stream is relayed holding `slot` and continued with `resume`.
 pub(super) fn respond(
     gw: &Arc<Gateway>,
     success: Success,
     inb: &Inbound,
     attempt: &Attempt,
-    tried: usize,
     report: &mut Report,
     resume: Option<crate::gateway::upstream::stream::Continue>,
+    slot: crate::gateway::fleet::limit::Slot,
 ) -> Response {
+    let tried = report.attempts;
     let (status, up_headers, body, streaming) = match success {
         Success::Whole {
             status,
@@ -595,6 +598,9 @@ pub(super) fn respond(
                 request_id: inb.request_id.clone(),
                 end: Default::default(),
                 resume,
+                health: gw.clone(),
+                // Held while the stream runs (a whole body is read: its slot goes with it).
+                hold: Some(Box::new(slot)),
             };
             report.stream_end = Some(relay.end.clone());
             (

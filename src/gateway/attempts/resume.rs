@@ -30,7 +30,8 @@ use crate::routing::plan::Plan;
 ///
 /// Without a prefill a candidate is sent the original request, and its answer is used only if
 /// it starts with the text so far. A candidate that refuses the prefilled request (400/422)
-/// is sent the original request at once.
+/// is sent the original request at once. An OpenAI-compatible server is also told
+/// [`CONTINUE_FLAGS`] (see [`wants_continue_flags`]).
 pub fn accepts_prefill(provider: Option<&ProviderView>, format: ApiFormat, native: bool) -> bool {
     if native || format == ApiFormat::Anthropic {
         return true;
@@ -40,6 +41,25 @@ pub fn accepts_prefill(provider: Option<&ProviderView>, format: ApiFormat, nativ
         Some(p) => !p.builtin,
         None => false,
     }
+}
+
+/// What vLLM and SGLang need to continue the last assistant message rather than answer after
+/// it (their `continue_final_message`, which excludes the default `add_generation_prompt`).
+/// Servers that continue a prefill anyway (llama.cpp, LM Studio) ignore fields they do not
+/// know, and one that refuses them gets the original request like any refused prefill.
+pub const CONTINUE_FLAGS: &[(&str, &str)] = &[
+    ("continue_final_message", "true"),
+    ("add_generation_prompt", "false"),
+];
+
+/// Whether a prefilled request to this provider carries [`CONTINUE_FLAGS`]: an
+/// OpenAI-compatible server of the user's own (not Ollama, not a built-in cloud provider).
+pub fn wants_continue_flags(
+    provider: Option<&ProviderView>,
+    format: ApiFormat,
+    native: bool,
+) -> bool {
+    !native && format == ApiFormat::OpenAi && provider.is_some_and(|p| !p.ollama && !p.builtin)
 }
 
 /// The candidates after the one whose stream the relay is relaying, owned for as long as the
@@ -105,16 +125,23 @@ impl Rest {
             true => inb.body.with_assistant_text(prefill),
             false => None,
         };
+        let flagged = prefilled
+            .as_ref()
+            .and_then(|b| b.with_fields(CONTINUE_FLAGS));
         let providers = gw.fleet.providers(routing.as_ref());
-        let prefill_providers: Vec<&str> = providers
-            .iter()
-            .filter(|p| accepts_prefill(Some(p), format, native))
-            .map(|p| p.id.as_str())
-            .collect();
+        let ids = |keep: fn(Option<&ProviderView>, ApiFormat, bool) -> bool| -> Vec<&str> {
+            providers
+                .iter()
+                .filter(|p| keep(Some(p), format, native))
+                .map(|p| p.id.as_str())
+                .collect()
+        };
         let done = self.done.clone();
         let cont = Cont {
             prefilled: prefilled.as_ref().map(|b| (b, prefill.len())),
-            prefill_providers,
+            prefill_providers: ids(accepts_prefill),
+            flagged: flagged.as_ref(),
+            flagged_providers: ids(wants_continue_flags),
         };
         let mut run = Run::continuing(&gw, routing.as_ref(), &inb, &plan, &done, cont, self.tried);
         let mut from = self.next;
@@ -150,6 +177,7 @@ impl Rest {
                         model: p.attempt.model.clone(),
                         prefilled: p.prefill,
                         hold: Box::new(p.slot),
+                        tried: self.tried,
                     });
                 }
                 End::TotalTimeout | End::GiveUp => {
@@ -157,6 +185,7 @@ impl Rest {
                     self.tried = run.tried();
                     return Err(NoContinuation {
                         reasons: run.reason_list(),
+                        tried: self.tried,
                     });
                 }
             }
@@ -209,5 +238,14 @@ mod tests {
             false
         ));
         assert!(!accepts_prefill(None, ApiFormat::OpenAi, false));
+        assert!(wants_continue_flags(Some(&vllm), ApiFormat::OpenAi, false));
+        for (p, format, native) in [
+            (&ollama, ApiFormat::OpenAi, false),
+            (&openai, ApiFormat::OpenAi, false),
+            (&vllm, ApiFormat::OpenAi, true),
+            (&vllm, ApiFormat::Anthropic, false),
+        ] {
+            assert!(!wants_continue_flags(Some(p), format, native), "{}", p.id);
+        }
     }
 }

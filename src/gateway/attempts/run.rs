@@ -93,6 +93,9 @@ pub(super) struct Cont<'a> {
     pub(super) prefilled: Option<(&'a JsonBody, usize)>,
     /// Providers that continue a prefill rather than answer anew ([`super::resume::accepts_prefill`]).
     pub(super) prefill_providers: Vec<&'a str>,
+    /// The prefilled request with [`super::resume::CONTINUE_FLAGS`], for `flagged_providers`.
+    pub(super) flagged: Option<&'a JsonBody>,
+    pub(super) flagged_providers: Vec<&'a str>,
 }
 
 /// What a continuation of the stream needs to own: the request, its plan and engine.
@@ -407,16 +410,20 @@ impl<'a> Run<'a> {
             gw.metrics.failover();
         }
         // Continuing a stream on a provider that takes a prefill: the request with the text so far.
+        let named = |ids: &[&str]| {
+            ids.iter()
+                .any(|p| p.eq_ignore_ascii_case(&attempt.provider))
+        };
         let (source, prefill) = match &self.cont {
             Some(Cont {
                 prefilled: Some((body, n)),
                 prefill_providers,
-            }) if prefill_providers
-                .iter()
-                .any(|p| p.eq_ignore_ascii_case(&attempt.provider)) =>
-            {
-                (*body, Some(*n))
-            }
+                flagged,
+                flagged_providers,
+            }) if named(prefill_providers) => match flagged {
+                Some(f) if named(flagged_providers) => (*f, Some(*n)),
+                _ => (*body, Some(*n)),
+            },
             _ => (&inb.body, None),
         };
         let body = upstream_body(
@@ -603,15 +610,14 @@ impl<'a> Run<'a> {
             success,
             self.inb,
             attempt,
-            self.tried,
             &mut self.report,
             resume,
+            p.slot,
         );
         if gw.fleet.limits.limited(&attempt.provider) {
             resp.headers_mut()
                 .insert(names::X_AIGW_QUEUE_MS, queue_ms(self.queue_wait));
         }
-        let resp = crate::gateway::fleet::limit::hold(resp, p.slot, self.report.streaming);
         (resp, self.report)
     }
 

@@ -331,24 +331,6 @@ impl Limits {
 /// Every candidate was at its limit: 429 with the soonest `Retry-After`.
 pub const QUEUE_FULL: (&str, u16) = ("AIGW_QUEUE_FULL", 429);
 
-/// Keeps `slot` until a streamed body ends (a whole body is already read: the slot goes now).
-pub fn hold(
-    resp: axum::response::Response,
-    slot: Slot,
-    streaming: bool,
-) -> axum::response::Response {
-    if !streaming {
-        return resp;
-    }
-    use futures_util::StreamExt as _;
-    resp.map(|body| {
-        axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
-            let _held = &slot;
-            chunk
-        }))
-    })
-}
-
 /// The 429 when no candidate got a slot, in the client's error shape.
 pub fn busy_response(
     retry_after: Duration,

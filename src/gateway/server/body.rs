@@ -144,6 +144,18 @@ impl JsonBody {
         Some(JsonBody { fields })
     }
 
+    /// A copy with these fields set to these JSON values (replacing any of the same name).
+    pub fn with_fields(&self, fields: &[(&str, &str)]) -> Option<JsonBody> {
+        let mut out = self.fields.clone();
+        for (key, json) in fields {
+            out.insert(
+                key.to_string(),
+                RawValue::from_string(json.to_string()).ok()?,
+            );
+        }
+        Some(JsonBody { fields: out })
+    }
+
     /// A copy to rewrite: the values borrowed, not copied.
     pub fn edit(&self) -> Fields<'_> {
         self.fields

@@ -246,6 +246,12 @@ pub fn log_request(
     report: &Report,
     started: Instant,
 ) {
+    // A continued stream asked more candidates after its response began.
+    let attempts = report
+        .stream_end
+        .as_ref()
+        .and_then(|e| e.attempts())
+        .unwrap_or(report.attempts);
     gw.status.record(|| Recent {
         seq: 0,
         at_ms: 0,
@@ -255,8 +261,8 @@ pub fn log_request(
         model: report.model.clone().unwrap_or_else(|| "-".into()),
         chosen: report.chosen.clone(),
         status: report.status,
-        attempts: report.attempts,
-        failovers: report.attempts.saturating_sub(1),
+        attempts,
+        failovers: attempts.saturating_sub(1),
         streaming: report.streaming,
         upstream_ms: ms(report.upstream),
         total_ms: ms(started.elapsed()),
@@ -271,7 +277,6 @@ pub fn log_request(
     let model = report.model.as_deref().unwrap_or("-");
     let chosen = report.chosen.as_deref().unwrap_or("-");
     let status = report.status;
-    let attempts = report.attempts;
     let error = report.error_code.unwrap_or("-");
     let end = report.stream_end.as_ref().map(|e| e.get());
     match &gw.opts.access_log {

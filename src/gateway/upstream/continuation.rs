@@ -75,6 +75,8 @@ pub struct Taken {
     pub prefilled: Option<usize>,
     /// Held while its stream runs (its `--max-in-flight` slot).
     pub hold: Box<dyn std::any::Any + Send>,
+    /// Attempts in all so far, this one and those before the stream included.
+    pub tried: usize,
 }
 
 /// The rest of the plan, as the relay sees it: built by the attempt loop when it returns a
@@ -93,6 +95,8 @@ pub trait Resume: Send {
 #[error("{}", .reasons.join("; "))]
 pub struct NoContinuation {
     pub reasons: Vec<String>,
+    /// Attempts in all, those before the stream included.
+    pub tried: usize,
 }
 
 /// What the client was sent, read back from the relayed events.

@@ -99,6 +99,8 @@ struct Meaning {
     terminal: bool,
     finished: bool,
     has_usage: bool,
+    /// The provider's own error event (Anthropic `event: error`, `{"error": …}`).
+    error: bool,
 }
 
 impl Said<'_> {
@@ -114,6 +116,7 @@ impl Said<'_> {
         );
         let done = self.done == Some(true);
         Meaning {
+            error: kind == "error" || self.error.is_some(),
             terminal: terminal_kind || done || self.error.is_some(),
             finished: self.choices.0
                 || self.delta.as_ref().is_some_and(|d| d.stop_reason.is_some())
@@ -153,6 +156,21 @@ pub struct Events {
     pub usage: Usage,
     /// Scrubs the excerpt of a dropped event before it is logged.
     pub redact: Option<std::sync::Arc<crate::gateway::observe::redact::Redactor>>,
+    /// Keep the provider's own error events from the client (the stream may be continued on
+    /// another candidate instead); the first one's reason goes to [`Events::error`].
+    pub withhold_errors: bool,
+    /// A withheld error event's reason (`code: message`), until the relay takes it.
+    pub error: Option<String>,
+}
+
+/// What becomes of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    /// Not what its framing promises: dropped and counted.
+    Malformed,
+    /// The provider's error event, kept from the client ([`Events::withhold_errors`]).
+    Withheld,
 }
 
 impl Events {
@@ -165,6 +183,8 @@ impl Events {
             dropped: 0,
             usage: Usage::default(),
             redact: None,
+            withhold_errors: false,
+            error: None,
         }
     }
 
@@ -193,7 +213,8 @@ impl Events {
         if rest.iter().all(u8::is_ascii_whitespace) {
             return Bytes::new();
         }
-        if self.check(&rest) {
+        let verdict = self.check(&rest);
+        if verdict == Verdict::Pass {
             let mut out = BytesMut::from(&rest[..]);
             out.extend_from_slice(match self.framing {
                 Framing::Sse => b"\n\n",
@@ -201,7 +222,9 @@ impl Events {
             });
             return out.freeze();
         }
-        self.dropped += 1;
+        if verdict == Verdict::Malformed {
+            self.dropped += 1;
+        }
         Bytes::new()
     }
 
@@ -211,7 +234,7 @@ impl Events {
         let mut end = 0;
         let mut all_good = true;
         for (start, stop) in Self::boundaries(self.framing, buf) {
-            all_good &= self.check(&buf[start..stop]);
+            all_good &= self.check(&buf[start..stop]) == Verdict::Pass;
             end = stop;
         }
         (end, all_good)
@@ -221,9 +244,10 @@ impl Events {
     fn scan_into(&mut self, buf: &[u8], out: &mut BytesMut) -> usize {
         let mut end = 0;
         for (start, stop) in Self::boundaries(self.framing, buf) {
-            if self.check(&buf[start..stop]) {
+            let verdict = self.check(&buf[start..stop]);
+            if verdict == Verdict::Pass {
                 out.extend_from_slice(&buf[start..stop]);
-            } else {
+            } else if verdict == Verdict::Malformed {
                 self.dropped += 1;
                 // Scrubbed whole, then cut: a key must not survive as a cut-off prefix.
                 let text = String::from_utf8_lossy(&buf[start..stop]);
@@ -258,19 +282,18 @@ impl Events {
         })
     }
 
-    /// Whether one event (with or without its delimiter) is well-formed; notes what it says.
-    fn check(&mut self, event: &[u8]) -> bool {
+    /// Whether one event (with or without its delimiter) passes; notes what it says.
+    fn check(&mut self, event: &[u8]) -> Verdict {
         match self.framing {
             Framing::Ndjson => {
                 let line = event.trim_ascii();
                 if line.is_empty() {
-                    return true;
+                    return Verdict::Pass;
                 }
                 let Some(meaning) = read(line) else {
-                    return false;
+                    return Verdict::Malformed;
                 };
-                self.note(line, meaning);
-                true
+                self.note(line, meaning)
             }
             Framing::Sse => {
                 // An event nearly always has one `data:` line: a Vec only for more.
@@ -296,12 +319,12 @@ impl Events {
                         || line.starts_with(b"id:")
                         || line.starts_with(b"retry:"))
                     {
-                        return false;
+                        return Verdict::Malformed;
                     }
                 }
                 let joined;
                 let payload: &[u8] = match (first, data.as_slice()) {
-                    (None, _) => return true,
+                    (None, _) => return Verdict::Pass,
                     (Some(one), []) => one,
                     (_, many) => {
                         joined = many.join(&b'\n');
@@ -316,16 +339,29 @@ impl Events {
                 } else {
                     match read(payload) {
                         Some(m) => m,
-                        None => return false,
+                        None => return Verdict::Malformed,
                     }
                 };
-                self.note(payload, meaning);
-                true
+                self.note(payload, meaning)
             }
         }
     }
 
-    fn note(&mut self, payload: &[u8], m: Meaning) {
+    fn note(&mut self, payload: &[u8], m: Meaning) -> Verdict {
+        if m.error && self.withhold_errors {
+            if self.error.is_none() {
+                let (detail, code) = crate::gateway::attempts::failure::parse_error_body(payload);
+                let reason = match code {
+                    Some(code) if !detail.contains(&code) => format!("{code}: {detail}"),
+                    _ => detail,
+                };
+                self.error = Some(match &self.redact {
+                    Some(r) => r.text(&reason).into_owned(),
+                    None => reason,
+                });
+            }
+            return Verdict::Withheld;
+        }
         self.terminal |= m.terminal;
         self.finished |= m.finished;
         if m.has_usage
@@ -333,6 +369,7 @@ impl Events {
         {
             self.usage.update(u);
         }
+        Verdict::Pass
     }
 }
 
@@ -381,6 +418,36 @@ mod tests {
         let out = e.push(chunk.clone());
         assert_eq!(out.as_ptr(), chunk.as_ptr());
         assert!(!e.terminal);
+    }
+
+    #[test]
+    fn a_providers_error_event_is_withheld_when_asked_and_passes_otherwise() {
+        let anthropic = Bytes::from_static(
+            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\"}\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        );
+        let mut e = sse();
+        e.withhold_errors = true;
+        let out = e.push(anthropic.clone());
+        assert_eq!(
+            &out,
+            &b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\"}\n\n"[..]
+        );
+        assert_eq!(e.error.as_deref(), Some("overloaded_error: Overloaded"));
+        assert_eq!((e.terminal, e.dropped), (false, 0));
+
+        let mut e = sse();
+        assert_eq!(e.push(anthropic.clone()), anthropic);
+        assert!(e.terminal && e.error.is_none());
+
+        // Ollama's line, and one that arrives without its newline at the end.
+        let mut e = Events::new(Framing::Ndjson);
+        e.withhold_errors = true;
+        assert_eq!(
+            &e.push(Bytes::from_static(b"{\"error\":\"boom\"}")),
+            &b""[..]
+        );
+        assert_eq!(&e.finish(), &b""[..]);
+        assert_eq!((e.error.as_deref(), e.dropped), (Some("boom"), 0));
     }
 
     #[test]

@@ -32,20 +32,48 @@ use crate::gateway::observe::usage::Usage;
 
 /// How a relayed stream ended, for the request's access line (written when the body ends).
 #[derive(Debug, Clone, Default)]
-pub struct EndNote(std::sync::Arc<std::sync::OnceLock<&'static str>>);
+pub struct EndNote(std::sync::Arc<EndInner>);
+
+#[derive(Debug, Default)]
+struct EndInner {
+    how: std::sync::OnceLock<&'static str>,
+    /// Attempts in all, continuations included (0: the stream was not continued).
+    attempts: std::sync::atomic::AtomicUsize,
+}
 
 impl EndNote {
     fn set(&self, how: &'static str) {
-        let _ = self.0.set(how);
+        let _ = self.0.how.set(how);
     }
 
     /// `finished`, `terminator_added` (finished without its terminal event), `continued`
     /// (failed midway, and another candidate finished the answer), `cut` (the upstream
     /// connection broke), `unfinished` (closed cleanly before the answer finished), `stalled`
-    /// (the idle limit), `shutdown`, or `client_gone` (the client left first).
+    /// (the idle limit), `upstream_error` (the provider sent an error event), `shutdown`, or
+    /// `client_gone` (the client left first).
     pub fn get(&self) -> &'static str {
-        self.0.get().copied().unwrap_or("client_gone")
+        self.0.how.get().copied().unwrap_or("client_gone")
     }
+
+    fn set_attempts(&self, n: usize) {
+        self.0
+            .attempts
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Attempts in all once continuations asked more candidates (`None`: no continuation did).
+    pub fn attempts(&self) -> Option<usize> {
+        match self.0.attempts.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+}
+
+/// Told when a candidate's stream fails midway (cut, stalled, closed unfinished, an error
+/// event), so that it counts against the model's circuit breaker like a failed attempt.
+pub trait MidwayFailure: Send + Sync {
+    fn failed_midway(&self, provider: &str, model: &str);
 }
 
 /// What a relay needs to continue a stream that fails midway.
@@ -73,6 +101,11 @@ pub struct Relay {
     /// Continues the answer on the rest of the plan when the stream fails midway (`None`: it
     /// ends with an error event).
     pub resume: Option<Continue>,
+    /// Hears of a candidate whose stream failed midway.
+    pub health: std::sync::Arc<dyn MidwayFailure>,
+    /// The answering candidate's `--max-in-flight` slot: held while its stream runs, let go
+    /// when it fails (a continuation holds its own).
+    pub hold: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// Why a stream (or the continuation being relayed) stopped short.
@@ -84,6 +117,8 @@ enum Stop {
     Unfinished,
     /// A continuation's answer could not be spliced onto the text so far.
     Diverged,
+    /// The provider sent its own error event (withheld from the client).
+    UpstreamError,
 }
 
 impl Stop {
@@ -93,8 +128,17 @@ impl Stop {
             Stop::Cut => Some("cut"),
             Stop::Stalled => Some("stalled"),
             Stop::Unfinished => Some("unfinished"),
+            Stop::UpstreamError => Some("upstream_error"),
             Stop::Diverged => None,
         }
+    }
+
+    /// The candidate itself failed (not the gateway, not the splice).
+    fn counts_against_provider(self) -> bool {
+        matches!(
+            self,
+            Stop::Cut | Stop::Stalled | Stop::Unfinished | Stop::UpstreamError
+        )
     }
 }
 
@@ -116,7 +160,7 @@ struct State {
     note: &'static str,
     /// What went wrong, each failure and why no candidate continued, for the error event.
     failures: Vec<String>,
-    /// The continuing candidate's `--max-in-flight` slot, held while its stream runs.
+    /// The relayed candidate's `--max-in-flight` slot, held while its stream runs.
     _hold: Option<Box<dyn std::any::Any + Send>>,
 }
 
@@ -143,12 +187,13 @@ const SENT_RESERVE: usize = 64;
 
 /// The client-facing body stream.
 pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let mut events = Events::new(r.framing);
-    events.redact = Some(r.redact.clone());
+    let mut r = r;
+    let events = events_for(&r);
     let sent = match r.resume {
         Some(_) => Vec::with_capacity(SENT_RESERVE),
         None => Vec::new(),
     };
+    let hold = r.hold.take();
     let state = State {
         events,
         first: Some(r.first.clone()),
@@ -160,7 +205,7 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
         carried: Usage::default(),
         note: "cut",
         failures: Vec::new(),
-        _hold: None,
+        _hold: hold,
     };
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
@@ -178,8 +223,11 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
                 Ok(Some(bytes)) => {
                     let out = st.events.push(bytes);
                     match st.pass(out) {
-                        Ok(out) if out.is_empty() => continue,
-                        Ok(out) => return Some((Ok(out), st)),
+                        Ok(out) => match st.upstream_error(out) {
+                            Ok(out) if out.is_empty() => continue,
+                            Ok(out) => return Some((Ok(out), st)),
+                            Err(why) => why,
+                        },
                         Err(why) => why,
                     }
                 }
@@ -197,7 +245,29 @@ pub fn relay(r: Relay) -> impl Stream<Item = Result<Bytes, Infallible>> + Send +
     })
 }
 
+/// The event reader for a relay: it withholds the provider's error events when the stream
+/// may be continued on another candidate.
+fn events_for(r: &Relay) -> Events {
+    let mut events = Events::new(r.framing);
+    events.redact = Some(r.redact.clone());
+    events.withhold_errors = r.resume.is_some();
+    events
+}
+
 impl State {
+    /// `out` unless the provider sent an error event with it: then `out` goes first and the
+    /// stream stops there (to be continued).
+    fn upstream_error(&mut self, out: Bytes) -> Result<Bytes, (Stop, String)> {
+        let Some(error) = self.events.error.take() else {
+            return Ok(out);
+        };
+        self.queued = (!out.is_empty()).then_some(out);
+        Err((
+            Stop::UpstreamError,
+            format!("the upstream sent an error event ({error})"),
+        ))
+    }
+
     /// The upstream's next chunk (`None`: it closed), or why there is none.
     async fn read(&mut self) -> Result<Option<Bytes>, (Stop, String)> {
         let idle = self.relay.idle;
@@ -243,6 +313,7 @@ impl State {
     fn closed(&mut self) -> Result<Option<Bytes>, (Stop, String)> {
         let tail = self.events.finish();
         let tail = self.pass(tail)?;
+        let tail = self.upstream_error(tail)?;
         let (dialect, framing) = (self.relay.dialect, self.relay.framing);
         if self.events.terminal {
             self.end("finished");
@@ -285,6 +356,11 @@ impl State {
         if let Some(note) = stop.note() {
             self.note = note;
         }
+        if stop.counts_against_provider() {
+            r.health.failed_midway(&r.provider, &r.model);
+        }
+        // Its connection is done: its `--max-in-flight` slot goes now, not with the stream.
+        self._hold = None;
         self.failures.push(format!("{failed}: {message}"));
         if stop == Stop::Shutdown || self.relay.resume.is_none() {
             return false;
@@ -330,6 +406,7 @@ impl State {
         let t = match taken {
             Ok(t) => t,
             Err(reasons) => {
+                self.relay.end.set_attempts(reasons.tried);
                 metrics.continuation("exhausted");
                 self.failures.push(if reasons.reasons.is_empty() {
                     "no other candidate could continue the answer".to_string()
@@ -348,6 +425,7 @@ impl State {
             None => ("restart", so_far.text, true),
         };
         metrics.continuation(mode);
+        self.relay.end.set_attempts(t.tried);
         tracing::warn!(
             request_id = %self.relay.request_id,
             upstream = %failed,
@@ -355,16 +433,15 @@ impl State {
             t.provider,
             t.model
         );
-        let mut events = Events::new(self.relay.framing);
-        events.redact = Some(self.relay.redact.clone());
-        self.events = events;
+        let shape = c.shape;
+        self.events = events_for(&self.relay);
         self.first = Some(t.first);
         self.relay.upstream = t.upstream;
         self.relay.provider = t.provider;
         self.relay.model = t.model;
         self._hold = Some(t.hold);
         self.splice = Some(Splice::new(
-            c.shape,
+            shape,
             repeat,
             strict,
             so_far.opened,

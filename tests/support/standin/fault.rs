@@ -53,6 +53,10 @@ pub enum Fault {
     ContextLengthExceeded,
     /// 400: the request was rejected by a content policy.
     ContentPolicy,
+    /// Send the first N chunks, then the provider's own error event (Anthropic
+    /// `event: error` `overloaded_error`, OpenAI `data: {"error": …}`, Ollama `{"error": …}`),
+    /// then end the body cleanly.
+    StreamErrorAfter(usize),
 }
 
 impl Fault {
@@ -370,6 +374,7 @@ pub fn render(reply: Reply, ctx: &Ctx, fault: Option<&Fault>, chunk_delay: Durat
                 | Fault::NoDoneMarker
                 | Fault::NoDoneMarkerSpaced
                 | Fault::SlowFirstChunk(_)
+                | Fault::StreamErrorAfter(_)
         )
     );
     if !streaming && !body_fault {
@@ -401,6 +406,7 @@ pub fn render(reply: Reply, ctx: &Ctx, fault: Option<&Fault>, chunk_delay: Durat
                 | Fault::StreamEndAfter(_)
                 | Fault::NoDoneMarker
                 | Fault::NoDoneMarkerSpaced
+                | Fault::StreamErrorAfter(_)
         )
     ) {
         plan.items.extend(end);
@@ -410,6 +416,10 @@ pub fn render(reply: Reply, ctx: &Ctx, fault: Option<&Fault>, chunk_delay: Durat
         Some(Fault::StreamStallAfter(n)) => plan.stall_after = Some(*n),
         Some(Fault::StreamEndAfter(n)) => plan.end_after = Some(*n),
         Some(Fault::SlowFirstChunk(d)) => plan.first_delay = Some(*d),
+        Some(Fault::StreamErrorAfter(n)) => {
+            plan.items.truncate(*n);
+            plan.items.push(error_event(surface));
+        }
         Some(Fault::NoDoneMarkerSpaced) => {
             for chunk in &mut plan.items {
                 *chunk = spaced(chunk);
@@ -455,6 +465,21 @@ fn spaced(chunk: &Bytes) -> Bytes {
         }
     }
     Bytes::from(out)
+}
+
+/// A provider's own error event in the middle of a stream, as each one sends it.
+fn error_event(surface: Surface) -> Bytes {
+    Bytes::from_static(match surface {
+        Surface::Anthropic => {
+            b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"
+        }
+        Surface::OpenAi | Surface::OllamaV1 => {
+            b"data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n"
+        }
+        Surface::Ollama => {
+            b"{\"error\":\"an error was encountered while running the model: unexpected EOF\"}\n"
+        }
+    })
 }
 
 /// Garbage that keeps the framing of the chunk it replaces.
