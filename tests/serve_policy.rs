@@ -133,6 +133,28 @@ async fn x_api_key_guard() {
 }
 
 #[tokio::test]
+async fn session_cookie_guard() {
+    let rules = r#"  - expressions:
+      - "!hasReqCookie('session') || getReqCookie('session').value != secrets.get('team', 'a')"
+    actions:
+      - type: deny
+        config:
+          status_code: 401"#;
+    let s = setup(&policy(rules, "", ""), TEAM).await;
+    assert_eq!(post(&s, &[]).await.status(), 401);
+    assert_eq!(post(&s, &[("cookie", "session=nope")]).await.status(), 401);
+    // Cookie names are case-sensitive.
+    assert_eq!(
+        post(&s, &[("cookie", "SESSION=tok-a-123")]).await.status(),
+        401
+    );
+    assert_eq!(hits(&s), 0);
+    let r = post(&s, &[("cookie", "theme=dark; session=tok-a-123")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(hits(&s), 1);
+}
+
+#[tokio::test]
 async fn ip_allow_list() {
     let deny_loopback = r#"  - actions:
       - type: restrict-ips

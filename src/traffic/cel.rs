@@ -39,6 +39,9 @@ static ENV: LazyLock<Arc<Env>> =
 const VALUES: &str = "@tp_values";
 const HAS_VALUES: &str = "@tp_has_values";
 const MISSING_SECRET: &str = "@tp_missing_secret";
+const HAS_COOKIE: &str = "@tp_has_cookie";
+const FIRST_COOKIE: &str = "@tp_first_cookie";
+const LONGEST_PATH_COOKIE: &str = "@tp_longest_path_cookie";
 
 fn build_env() -> Result<Env, DeclarationError> {
     let mut env = Env::stdlib();
@@ -56,6 +59,21 @@ fn build_env() -> Result<Env, DeclarationError> {
         vec![MAP_TYPE, STRING_TYPE],
         has_values,
     )?;
+    for (name, f) in [
+        (
+            HAS_COOKIE,
+            super::cookies::has_cookie as cel::common::functions::Function,
+        ),
+        (FIRST_COOKIE, super::cookies::first_cookie),
+        (LONGEST_PATH_COOKIE, super::cookies::longest_path_cookie),
+    ] {
+        env.add_overload(
+            name,
+            &format!("{name}(map,string)"),
+            vec![MAP_TYPE, STRING_TYPE],
+            f,
+        )?;
+    }
     env.add_overload(
         MISSING_SECRET,
         "@tp_missing_secret(string)",
@@ -96,19 +114,19 @@ fn build_env() -> Result<Env, DeclarationError> {
     Ok(env)
 }
 
-type Args<'b, 'v> = Vec<CowVal<'b, 'v>>;
-type Ret<'b, 'v> = Result<CowVal<'b, 'v>, ExecutionError>;
+pub(super) type Args<'b, 'v> = Vec<CowVal<'b, 'v>>;
+pub(super) type Ret<'b, 'v> = Result<CowVal<'b, 'v>, ExecutionError>;
 
-fn to_value(v: &dyn Val) -> Result<Value, ExecutionError> {
+pub(super) fn to_value(v: &dyn Val) -> Result<Value, ExecutionError> {
     v.try_into()
 }
 
-fn from_value<'b, 'v>(v: Value) -> Ret<'b, 'v> {
+pub(super) fn from_value<'b, 'v>(v: Value) -> Ret<'b, 'v> {
     let boxed: Box<dyn Val> = v.try_into()?;
     Ok(CowVal::Owned(boxed))
 }
 
-fn string_of(function: &str, v: &dyn Val) -> Result<String, ExecutionError> {
+pub(super) fn string_of(function: &str, v: &dyn Val) -> Result<String, ExecutionError> {
     match to_value(v)? {
         Value::String(s) => Ok(s.as_str().to_owned()),
         other => Err(ExecutionError::function_error(
@@ -535,21 +553,26 @@ fn literal_string(e: &IdedExpr) -> Option<String> {
 }
 
 /// The map a request function reads, as an expression.
-fn source_map(func: &str, id: u64) -> Option<(IdedExpr, bool)> {
-    let (root, path, has): (&str, &[&str], bool) = match func {
-        "getReqHeader" => ("req", &["headers"], false),
-        "hasReqHeader" => ("req", &["headers"], true),
-        "getQueryParam" => ("req", &["url", "query_params"], false),
-        "hasQueryParam" => ("req", &["url", "query_params"], true),
-        "getResHeader" => ("res", &["headers"], false),
-        "hasResHeader" => ("res", &["headers"], true),
+/// The map a request function reads, as an expression, and the function that reads it.
+fn source_map(func: &str, id: u64) -> Option<(IdedExpr, &'static str)> {
+    let (root, path, reader): (&str, &[&str], &str) = match func {
+        "getReqHeader" => ("req", &["headers"], VALUES),
+        "hasReqHeader" => ("req", &["headers"], HAS_VALUES),
+        "getQueryParam" => ("req", &["url", "query_params"], VALUES),
+        "hasQueryParam" => ("req", &["url", "query_params"], HAS_VALUES),
+        "getResHeader" => ("res", &["headers"], VALUES),
+        "hasResHeader" => ("res", &["headers"], HAS_VALUES),
+        "getReqCookie" => ("req", &["cookies"], FIRST_COOKIE),
+        "hasReqCookie" => ("req", &["cookies"], HAS_COOKIE),
+        "getResCookie" => ("res", &["cookies"], LONGEST_PATH_COOKIE),
+        "hasResCookie" => ("res", &["cookies"], HAS_COOKIE),
         _ => return None,
     };
     let mut e = ident(id, root);
     for field in path {
         e = select(id, e, field);
     }
-    Some((e, has))
+    Some((e, reader))
 }
 
 /// Rewrites ngrok's request functions and literal `secrets.get` (see the module docs).
@@ -594,9 +617,9 @@ fn rewrite(e: &mut IdedExpr, secrets: &SecretStore) {
         }
         if call.target.is_none()
             && call.args.len() == 1
-            && let Some((map, has)) = source_map(&call.func_name, id)
+            && let Some((map, reader)) = source_map(&call.func_name, id)
         {
-            call.func_name = if has { HAS_VALUES } else { VALUES }.to_owned();
+            call.func_name = reader.to_owned();
             call.args.insert(0, map);
         }
     }
@@ -740,6 +763,42 @@ mod tests {
         Expr::compile(src, &secrets)
             .unwrap_or_else(|e| panic!("{src}: {e:?}"))
             .eval(&scope())
+    }
+
+    #[test]
+    fn cookies_from_the_request_and_the_response() {
+        let req = crate::traffic::RequestView::new("GET", "/", "127.0.0.1:1".parse().unwrap())
+            .header("Cookie", "session=abc; theme=dark");
+        let res = crate::traffic::ResponseView {
+            status: 200,
+            headers: vec![
+                ("set-cookie".into(), "id=1; Path=/".into()),
+                ("set-cookie".into(), "id=2; Path=/app/v1; HttpOnly".into()),
+            ],
+        };
+        let mut s = scope();
+        s.req = req.to_value();
+        s.res = res.to_value();
+        let secrets = SecretStore::from_vars(Vec::<(String, String)>::new());
+        let ev = |src: &str| Expr::compile(src, &secrets).unwrap().eval(&s);
+        for yes in [
+            "hasReqCookie('session') && getReqCookie('session').value == 'abc'",
+            "!hasReqCookie('Session')",
+            "req.cookies['theme'][0].value == 'dark'",
+            "getResCookie('id').value == '2' && getResCookie('id').http_only",
+            "hasResCookie('id') && !hasResCookie('nope')",
+            "res.cookies['id'].size() == 2",
+        ] {
+            assert!(
+                matches!(ev(yes), Ok(Value::Bool(true))),
+                "{yes}: {:?}",
+                ev(yes)
+            );
+        }
+        let e = ev("getReqCookie('nope').value == 'x'")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hasReqCookie('nope')"), "{e}");
     }
 
     #[test]

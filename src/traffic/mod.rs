@@ -6,12 +6,14 @@
 //! - [`eval`]: the pure evaluator; `serve` applies its decisions, `explain` prints them.
 //! - [`cel`]: the request CEL environment (`req`, `res`, `conn`, `vars`, `actions`, `time`,
 //!   `endpoint`, ngrok's functions).
+//! - [`cookies`]: `req.cookies`, `res.cookies` and the cookie functions.
 //! - [`rate`]: rate-limit counters behind the [`rate::RateState`] port.
 //!
 //! Nothing here knows HTTP libraries or the terminal.
 
 pub mod cel;
 pub mod cel_ngrok;
+pub mod cookies;
 pub mod eval;
 pub mod jwt;
 pub mod program;

@@ -100,6 +100,10 @@ impl RequestView {
             ("host", Value::from(host_only.as_str())),
             ("url", url),
             ("headers", multimap(&self.headers)),
+            (
+                "cookies",
+                super::cookies::request_cookies(self.header_values("cookie")),
+            ),
             ("user_agent", Value::from(user_agent)),
             ("content_type", Value::from(content_type)),
         ];
@@ -162,6 +166,15 @@ impl ResponseView {
         let mut entries = vec![
             ("status_code", Value::Int(self.status.into())),
             ("headers", multimap(&self.headers)),
+            (
+                "cookies",
+                super::cookies::response_cookies(
+                    self.headers
+                        .iter()
+                        .filter(|(k, _)| k == "set-cookie")
+                        .map(|(_, v)| v.as_str()),
+                ),
+            ),
             ("content_type", Value::from(first("content-type"))),
             ("location", Value::from(first("location"))),
         ];
