@@ -385,6 +385,11 @@ impl Expr {
                 None => errors.push(unknown_variable(source, name)),
             },
         );
+        calls(&ast, &mut |call| {
+            if let Some(name) = unknown_function(call) {
+                errors.push(unknown_function_error(source, &name));
+            }
+        });
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -449,6 +454,146 @@ fn unknown_variable(source: &str, name: &str) -> CompileError {
         message: format!("unknown variable `{name}`"),
         help: Some(help),
         range: at..at + name.len(),
+    }
+}
+
+/// Function names a misspelling is likely to be meant as.
+const SUGGESTED_FUNCTIONS: &[&str] = &[
+    "getReqHeader",
+    "hasReqHeader",
+    "getQueryParam",
+    "hasQueryParam",
+    "getResHeader",
+    "hasResHeader",
+    "getReqCookie",
+    "hasReqCookie",
+    "getResCookie",
+    "hasResCookie",
+    "inCidrRange",
+    "inCidrRanges",
+    "isPrivateIp",
+    "startsWith",
+    "endsWith",
+    "contains",
+    "matches",
+    "size",
+    "lowerAscii",
+    "upperAscii",
+    "exists",
+    "filter",
+];
+
+/// The name of the function `call` names when the environment has no function of that name
+/// (found by resolving it with no arguments: an unknown name is an undeclared reference, a
+/// known one with other arguments is "no such overload"). Operators and aigw's own rewrites
+/// are skipped.
+fn unknown_function(call: &CallExpr) -> Option<String> {
+    let name = &call.func_name;
+    if name.starts_with(['_', '@', '!', '-']) {
+        return None;
+    }
+    let ctx = Context::with_env(ENV.clone());
+    let probe = |target: Option<Box<IdedExpr>>| {
+        let e = IdedExpr {
+            id: 0,
+            expr: Ast::Call(CallExpr {
+                func_name: name.clone(),
+                target,
+                args: Vec::new(),
+            }),
+        };
+        match Value::resolve_val(&e, &ctx) {
+            Err(ExecutionError::UndeclaredReference(r)) => Some(r.to_string()),
+            _ => None,
+        }
+    };
+    let null = || {
+        Some(Box::new(IdedExpr {
+            id: 0,
+            expr: Ast::Literal(LiteralValue::Null),
+        }))
+    };
+    match call.target.as_deref() {
+        None => probe(None).map(|_| name.clone()),
+        // `json.decode(…)` names a function in a namespace; `h.startsWith(…)` is a method.
+        Some(
+            t @ IdedExpr {
+                expr: Ast::Ident(ns),
+                ..
+            },
+        ) => match probe(Some(Box::new(t.clone()))) {
+            Some(r) if &r == ns && !is_namespace(ns) => probe(null()).map(|_| name.clone()),
+            Some(_) => Some(format!("{ns}.{name}")),
+            None => None,
+        },
+        Some(_) => probe(null()).map(|_| name.clone()),
+    }
+}
+
+fn unknown_function_error(source: &str, name: &str) -> CompileError {
+    let short = name.rsplit('.').next().unwrap_or(name);
+    // The call's name: followed by `(`, not the tail of a longer name (a `.` may precede it).
+    let bytes = source.as_bytes();
+    let at = source
+        .match_indices(&format!("{short}("))
+        .map(|(i, _)| i)
+        .find(|&i| {
+            !i.checked_sub(1)
+                .is_some_and(|j| bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_')
+        })
+        .unwrap_or(0);
+    let mut help = "see the README's list of CEL functions".to_owned();
+    if let Some(s) =
+        crate::policy::diagnostic::did_you_mean(short, SUGGESTED_FUNCTIONS.iter().copied())
+    {
+        help = format!("did you mean `{s}`? {help}");
+    }
+    CompileError {
+        message: format!("unknown function `{name}`: the expression would fail on every request"),
+        help: Some(help),
+        range: at..at + short.len(),
+    }
+}
+
+/// Calls `f` on every call in `e`.
+fn calls(e: &IdedExpr, f: &mut dyn FnMut(&CallExpr)) {
+    match &e.expr {
+        Ast::Call(c) => {
+            f(c);
+            if let Some(t) = &c.target {
+                calls(t, f);
+            }
+            c.args.iter().for_each(|a| calls(a, f));
+        }
+        Ast::Select(s) => calls(&s.operand, f),
+        Ast::List(l) => l.elements.iter().for_each(|x| calls(x, f)),
+        Ast::Map(m) => {
+            for entry in &m.entries {
+                if let EntryExpr::MapEntry(me) = &entry.expr {
+                    calls(&me.key, f);
+                    calls(&me.value, f);
+                }
+            }
+        }
+        Ast::Struct(st) => {
+            for entry in &st.entries {
+                if let EntryExpr::StructField(sf) = &entry.expr {
+                    calls(&sf.value, f);
+                }
+            }
+        }
+        Ast::Comprehension(c) => {
+            for part in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                calls(part, f);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -878,6 +1023,55 @@ mod tests {
         assert!(Expr::compile("req.method ==", &SecretStore::default()).is_err());
         // Comprehension variables are not roots.
         assert!(Expr::compile("[1].all(x, x > 0)", &SecretStore::default()).is_ok());
+    }
+
+    #[test]
+    fn unknown_functions_fail_compilation_and_known_ones_pass() {
+        let err = |src: &str| {
+            Expr::compile(src, &SecretStore::default())
+                .err()
+                .unwrap_or_else(|| panic!("{src} compiled"))
+        };
+        let e = err("getReqHeaders('x') == []");
+        assert!(
+            e[0].message.starts_with("unknown function `getReqHeaders`"),
+            "{e:?}"
+        );
+        assert_eq!(e[0].range, 0..13);
+        assert!(
+            e[0].help
+                .as_deref()
+                .unwrap()
+                .contains("did you mean `getReqHeader`?")
+        );
+        assert!(
+            err("hash.sha265('a') != ''")[0]
+                .message
+                .contains("`hash.sha265`")
+        );
+        let e = err("req.url.path.startswith('/v1')");
+        assert!(
+            e[0].help.as_deref().unwrap().contains("`startsWith`"),
+            "{e:?}"
+        );
+        assert!(
+            err("getReqHeader('x').exists(h, h.nope())")[0]
+                .message
+                .contains("`nope`")
+        );
+        for ok in [
+            "getReqHeader('x').exists(h, h.startsWith('a'))",
+            "'a'.lowerAscii() == 'a' && size([1]) == 1 && int('1') == 1 && string(1) == '1'",
+            "json.decode('[]') == [] && hash.sha256('a') != '' && url.escape('a') == 'a'",
+            "math.greatest(1, 2) == 2 && lists.range(2).size() == 2 && rand.int(0, 2) >= 0",
+            "timestamp(time.now) > timestamp('2020-01-01T00:00:00Z') && duration('1s') > duration('0s')",
+            "base64.encode(b'a') != '' && 'a,b'.split(',').size() == 2 && matches('a', 'a')",
+            "hasReqCookie('s') || getReqCookie('s').value == '' || inCidrRange(conn.client_ip, '10.0.0.0/8')",
+        ] {
+            if let Err(e) = Expr::compile(ok, &SecretStore::default()) {
+                panic!("{ok}: {e:?}");
+            }
+        }
     }
 
     #[test]
