@@ -91,6 +91,7 @@ fn bench(c: &mut Criterion) {
         keys: &aigw::traffic::jwt::LocalKeys,
         now: Duration::from_secs(1_800_000_000),
     };
+    let req = std::sync::Arc::new(req);
     let out = program.on_request(&req, ports);
     assert!(matches!(out.stop, Stop::AiGateway { .. }), "{:?}", out.stop);
     c.bench_function("traffic/10-rule guard, request passes", |b| {

@@ -183,7 +183,7 @@ fn policy_rule_snapshots() {
             keys: &aigw::traffic::jwt::LocalKeys,
             now: Duration::from_secs(1_800_000_000),
         };
-        let out = program.on_request(&req, ports);
+        let out = program.on_request(&std::sync::Arc::new(req), ports);
         insta::with_settings!({snapshot_path => "../snapshots/explain", prepend_module_to_snapshot => false}, {
             insta::assert_snapshot!(name, policy_text(&out));
             insta::assert_json_snapshot!(format!("{name}.json"), policy_json(&out));

@@ -79,7 +79,7 @@ pub fn run(args: ExplainArgs, color: ColorChoice) -> Result<Exit, CommandError> 
                     keys: &crate::traffic::jwt::LocalKeys,
                     now,
                 };
-                Some(program.on_request(&view, ports))
+                Some(program.on_request(&std::sync::Arc::new(view), ports))
             }
             Err(e) => return Err(e.into()),
         },

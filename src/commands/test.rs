@@ -231,7 +231,7 @@ fn check_policy(engine: &Engine, case: &Case) -> (Vec<String>, bool) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let out = program.on_request(
-        &view,
+        &std::sync::Arc::new(view),
         crate::traffic::Ports {
             rate: &rate,
             keys: &crate::traffic::jwt::LocalKeys,
@@ -247,7 +247,11 @@ fn check_policy(engine: &Engine, case: &Case) -> (Vec<String>, bool) {
                 .trace
                 .iter()
                 .filter(|t| t.matched)
-                .map(|t| t.name.clone().unwrap_or_else(|| format!("#{}", t.index)))
+                .map(|t| {
+                    t.name
+                        .as_deref()
+                        .map_or_else(|| format!("#{}", t.index), str::to_owned)
+                })
                 .collect();
             problems.push(format!(
                 "rule: expected `{want}` to match; matched: [{}]",

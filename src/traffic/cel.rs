@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr as Ast, IdedExpr, LiteralValue, SelectExpr};
 use cel::common::types::{CelBool, CelString, LIST_TYPE, MAP_TYPE, STRING_TYPE};
@@ -19,6 +20,8 @@ use cel::context::VariableResolver;
 use cel::objects::{Key, Map, Value, ValueType};
 use cel::{Context, DeclarationError, Env, ExecutionError};
 
+use super::native::{Input, Native};
+use super::request::RequestView;
 use crate::policy::interpolate::SecretRef;
 use crate::policy::secrets::SecretStore;
 
@@ -36,8 +39,8 @@ fn is_namespace(name: &str) -> bool {
 static ENV: LazyLock<Arc<Env>> =
     LazyLock::new(|| Arc::new(build_env().expect("the traffic-policy CEL environment declares")));
 
-const VALUES: &str = "@tp_values";
-const HAS_VALUES: &str = "@tp_has_values";
+pub(super) const VALUES: &str = "@tp_values";
+pub(super) const HAS_VALUES: &str = "@tp_has_values";
 const MISSING_SECRET: &str = "@tp_missing_secret";
 const HAS_COOKIE: &str = "@tp_has_cookie";
 const FIRST_COOKIE: &str = "@tp_first_cookie";
@@ -342,6 +345,8 @@ pub struct Expr {
     ast: IdedExpr,
     /// The roots it reads, so an evaluation binds only those.
     roots: Vec<&'static str>,
+    /// The same expression for the direct path, when it has one ([`super::native`]).
+    native: Option<Native>,
 }
 
 impl Expr {
@@ -395,13 +400,47 @@ impl Expr {
         }
         Ok(Expr {
             source: source.to_owned(),
+            native: super::native::compile(&ast),
             ast,
             roots,
         })
     }
 
+    #[cfg(test)]
+    pub(crate) fn ast(&self) -> &IdedExpr {
+        &self.ast
+    }
+
+    /// The expression's value when it is a literal (a `secrets.get` resolved at load, say).
+    pub(crate) fn literal(&self) -> Option<Value> {
+        match &self.ast.expr {
+            Ast::Literal(l) => to_value(&*l.to_val()).ok(),
+            _ => None,
+        }
+    }
+
     /// Evaluates against `scope`.
     pub fn eval(&self, scope: &Scope) -> Result<Value, EvalError> {
+        if let Some(v) = self.native.as_ref().and_then(|n| n.value(&scope.input())) {
+            return Ok(v);
+        }
+        self.interpret(scope)
+    }
+
+    /// Appends the value as `${…}` substitutes it.
+    pub(crate) fn write(&self, scope: &Scope, out: &mut String) -> Result<(), EvalError> {
+        if let Some(Native::Text(t)) = &self.native
+            && let Some(s) = t.eval(&scope.input(), None)
+        {
+            out.push_str(&s);
+            return Ok(());
+        }
+        out.push_str(&display(&self.interpret(scope)?));
+        Ok(())
+    }
+
+    /// Evaluates with the interpreter alone.
+    pub(crate) fn interpret(&self, scope: &Scope) -> Result<Value, EvalError> {
         let mut ctx = Context::with_env(ENV.clone());
         ctx.set_variable_resolver(scope);
         for root in &self.roots {
@@ -415,7 +454,12 @@ impl Expr {
 
     /// Evaluates a rule expression, which must be a bool.
     pub fn eval_bool(&self, scope: &Scope) -> Result<bool, EvalError> {
-        match self.eval(scope)? {
+        if let Some(Native::Bool(p)) = &self.native
+            && let Some(b) = p.eval(&scope.input(), None)
+        {
+            return Ok(b);
+        }
+        match self.interpret(scope)? {
             Value::Bool(b) => Ok(b),
             other => Err(EvalError::NotBool(other.type_of())),
         }
@@ -800,21 +844,22 @@ fn rewrite(e: &mut IdedExpr, secrets: &SecretStore) {
     }
 }
 
-/// The roots of one evaluation. `req` (and `res`) are built once per phase by the caller;
-/// `vars` and `actions` change as actions run.
+/// The roots of one evaluation. `req`, `conn`, `endpoint` and `time` come from the request
+/// and the clock, built for the interpreter only when an expression needs them; `vars` and
+/// `actions` change as actions run.
 #[derive(Debug, Clone)]
 pub struct Scope {
     /// `req`, `conn`, `endpoint` and `time` as the interpreter holds them, converted on first
     /// use and shared by every expression of the request (they never change during it).
     pub(crate) fixed: Fixed,
-    pub req: Value,
+    pub request: Arc<RequestView>,
+    /// `res` (`null` in the request phase).
     pub res: Value,
-    pub conn: Value,
-    pub endpoint: Value,
-    pub time: Value,
+    /// Time since the Unix epoch, for `time.now`.
+    pub now: Duration,
     pub vars: HashMap<String, Value>,
     /// `actions.ngrok.<action>` results, by action name with `-` as `_`.
-    pub actions: HashMap<String, Value>,
+    pub actions: HashMap<&'static str, Value>,
 }
 
 /// The request's unchanging roots, converted once for the interpreter.
@@ -841,35 +886,61 @@ impl std::fmt::Debug for Fixed {
 
 impl VariableResolver for Scope {
     fn resolve<'b>(&'b self, root: &str) -> Option<CowVal<'b, 'b>> {
-        let (cell, value) = match root {
-            "req" => (&self.fixed.req, &self.req),
-            "conn" => (&self.fixed.conn, &self.conn),
-            "endpoint" => (&self.fixed.endpoint, &self.endpoint),
-            "time" => (&self.fixed.time, &self.time),
+        let r = &self.request;
+        let (cell, build): (_, &dyn Fn() -> Value) = match root {
+            "req" => (&self.fixed.req, &|| r.to_value()),
+            "conn" => (&self.fixed.conn, &|| r.conn_value()),
+            "endpoint" => (&self.fixed.endpoint, &|| r.endpoint_value()),
+            "time" => (&self.fixed.time, &|| {
+                map([("now", Value::from(rfc3339(self.now)))])
+            }),
             _ => return None,
         };
-        cell.get_or_init(|| value.clone().try_into().ok())
+        cell.get_or_init(|| build().try_into().ok())
             .as_deref()
             .map(CowVal::Borrowed)
     }
 }
 
 impl Scope {
+    /// The scope of a request at `now` (time since the Unix epoch), before any action ran.
+    pub fn new(request: Arc<RequestView>, now: Duration) -> Scope {
+        Scope {
+            fixed: Fixed::default(),
+            request,
+            res: Value::Null,
+            now,
+            vars: HashMap::new(),
+            actions: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn input(&self) -> Input<'_> {
+        Input {
+            req: &self.request,
+            res: &self.res,
+            vars: &self.vars,
+        }
+    }
+
+    /// A root the interpreter is given as a value (the others it resolves from [`Fixed`]).
     fn get(&self, root: &str) -> Value {
         match root {
-            "req" => self.req.clone(),
             "res" => self.res.clone(),
-            "conn" => self.conn.clone(),
-            "endpoint" => self.endpoint.clone(),
-            "time" => self.time.clone(),
             "vars" => map(self.vars.iter().map(|(k, v)| (k.as_str(), v.clone()))),
             "actions" => map([(
                 "ngrok",
-                map(self.actions.iter().map(|(k, v)| (k.as_str(), v.clone()))),
+                map(self.actions.iter().map(|(k, v)| (*k, v.clone()))),
             )]),
             _ => Value::Null,
         }
     }
+}
+
+/// `time.now`'s text.
+fn rfc3339(since_epoch: Duration) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]
@@ -877,30 +948,17 @@ mod tests {
     use super::*;
 
     fn scope() -> Scope {
-        let headers = map([
-            ("authorization", Value::from(vec!["Bearer t1"])),
-            ("x-api-key", Value::from(vec!["k"])),
-        ]);
-        Scope {
-            fixed: Default::default(),
-            req: map([
-                ("method", Value::from("POST")),
-                ("headers", headers),
-                (
-                    "url",
-                    map([
-                        ("path", Value::from("/v1/chat/completions")),
-                        ("query_params", map([("q", Value::from(vec!["1"]))])),
-                    ]),
-                ),
-            ]),
-            res: Value::Null,
-            conn: map([("client_ip", Value::from("10.1.2.3"))]),
-            endpoint: Value::Null,
-            time: Value::Null,
-            vars: HashMap::from([("keys".to_owned(), Value::from(vec!["Bearer t1"]))]),
-            actions: HashMap::new(),
-        }
+        let req = RequestView::new(
+            "POST",
+            "/v1/chat/completions?q=1",
+            "10.1.2.3:1000".parse().unwrap(),
+        )
+        .header("authorization", "Bearer t1")
+        .header("x-api-key", "k");
+        let mut s = Scope::new(Arc::new(req), Duration::ZERO);
+        s.vars
+            .insert("keys".to_owned(), Value::from(vec!["Bearer t1"]));
+        s
     }
 
     fn eval(src: &str) -> Result<Value, EvalError> {
@@ -922,7 +980,7 @@ mod tests {
             ],
         };
         let mut s = scope();
-        s.req = req.to_value();
+        s.request = Arc::new(req);
         s.res = res.to_value();
         let secrets = SecretStore::from_vars(Vec::<(String, String)>::new());
         let ev = |src: &str| Expr::compile(src, &secrets).unwrap().eval(&s);

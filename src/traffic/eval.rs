@@ -9,8 +9,9 @@
 //! phase with a 500 naming the expression (ngrok's ERR_NGROK_2253 / 2254): a request never
 //! slips past a guard because the guard's expression failed.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cel::objects::Value;
@@ -60,9 +61,9 @@ impl Reply {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ActionTrace {
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: &'static str,
     /// One line: `ran`, `denied 429`, `error: …`.
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
 }
 
 /// What happened to one rule.
@@ -70,7 +71,7 @@ pub struct ActionTrace {
 pub struct RuleTrace {
     /// 1-based position in its phase.
     pub index: usize,
-    pub name: Option<String>,
+    pub name: Option<Arc<str>>,
     /// `true` when every expression held; `false` also when one failed (see `error`).
     pub matched: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -119,18 +120,8 @@ pub enum HeaderEdit {
 
 impl Program {
     /// Runs `on_http_request` for `req`.
-    pub fn on_request(&self, req: &RequestView, ports: Ports<'_>) -> Outcome {
-        let scope = Scope {
-            fixed: Default::default(),
-            req: req.to_value(),
-            res: Value::Null,
-            conn: req.conn_value(),
-            endpoint: req.endpoint_value(),
-            time: map([("now", Value::from(rfc3339(ports.now)))]),
-            vars: HashMap::new(),
-            actions: HashMap::new(),
-        };
-        let mut run = Run::new(scope, req, ports);
+    pub fn on_request(&self, req: &Arc<RequestView>, ports: Ports<'_>) -> Outcome {
+        let mut run = Run::new(Scope::new(req.clone(), ports.now), ports);
         let stop = run.rules(&self.request, 0, 0);
         run.finish(stop)
     }
@@ -141,13 +132,12 @@ impl Program {
         &self,
         from: &Resume,
         mut scope: Scope,
-        req: &RequestView,
         ports: Ports<'_>,
         code: &str,
         message: &str,
     ) -> Outcome {
         scope.actions.insert(
-            "ai_gateway".into(),
+            "ai_gateway",
             map([(
                 "error",
                 map([
@@ -156,24 +146,18 @@ impl Program {
                 ]),
             )]),
         );
-        let mut run = Run::new(scope, req, ports);
+        let mut run = Run::new(scope, ports);
         let stop = run.rules(&self.request, from.rule, from.action + 1);
         run.finish(stop)
     }
 
     /// Runs `on_http_response` on `res`, with the request phase's scope. `Stop::Reply`
     /// replaces the response; header edits apply to it.
-    pub fn on_response(
-        &self,
-        mut scope: Scope,
-        req: &RequestView,
-        res: &ResponseView,
-        ports: Ports<'_>,
-    ) -> Outcome {
+    pub fn on_response(&self, mut scope: Scope, res: &ResponseView, ports: Ports<'_>) -> Outcome {
         scope.res = res.to_value();
         // set-vars values are scoped to the phase that set them.
         scope.vars.clear();
-        let mut run = Run::new(scope, req, ports);
+        let mut run = Run::new(scope, ports);
         let stop = run.rules(&self.response, 0, 0);
         run.finish(stop)
     }
@@ -181,7 +165,7 @@ impl Program {
 
 struct Run<'a> {
     scope: Scope,
-    req: &'a RequestView,
+    req: Arc<RequestView>,
     ports: Ports<'a>,
     edits: Vec<HeaderEdit>,
     logs: Vec<serde_json::Value>,
@@ -190,15 +174,15 @@ struct Run<'a> {
 
 /// An action's result: go on, or stop the phase.
 enum Next {
-    Go(String),
-    Stop(Stop, String),
+    Go(Cow<'static, str>),
+    Stop(Stop, Cow<'static, str>),
 }
 
 impl<'a> Run<'a> {
-    fn new(scope: Scope, req: &'a RequestView, ports: Ports<'a>) -> Run<'a> {
+    fn new(scope: Scope, ports: Ports<'a>) -> Run<'a> {
         Run {
+            req: scope.request.clone(),
             scope,
-            req,
             ports,
             edits: Vec::new(),
             logs: Vec::new(),
@@ -255,12 +239,12 @@ impl<'a> Run<'a> {
             for (j, action) in rule.actions.iter().enumerate().skip(start) {
                 match self.action(action, i, j) {
                     Next::Go(outcome) => t.actions.push(ActionTrace {
-                        kind: action.kind.clone(),
+                        kind: action.kind,
                         outcome,
                     }),
                     Next::Stop(stop, outcome) => {
                         t.actions.push(ActionTrace {
-                            kind: action.kind.clone(),
+                            kind: action.kind,
                             outcome,
                         });
                         self.trace.push(t);
@@ -277,8 +261,8 @@ impl<'a> Run<'a> {
         t.render(&self.scope)
     }
 
-    fn set_result(&mut self, kind: &str, v: Value) {
-        self.scope.actions.insert(kind.replace('-', "_"), v);
+    fn set_result(&mut self, result: &'static str, v: Value) {
+        self.scope.actions.insert(result, v);
     }
 
     fn action(&mut self, a: &Action, rule: usize, index: usize) -> Next {
@@ -288,7 +272,7 @@ impl<'a> Run<'a> {
                 let text = format!("`{}` failed: {error}", a.kind);
                 Next::Stop(
                     Stop::Reply(failed(&text, "ERR_NGROK_2254")),
-                    format!("error: {error}"),
+                    format!("error: {error}").into(),
                 )
             }
         }
@@ -296,7 +280,7 @@ impl<'a> Run<'a> {
 
     /// Runs one action with the method for its kind.
     fn step(&mut self, a: &Action, rule: usize, index: usize) -> Result<Next, EvalError> {
-        let kind = a.kind.as_str();
+        let kind = a.result;
         Ok(match &a.step {
             Step::SetVars(vars) => self.set_vars(vars)?,
             Step::AddHeaders(headers) => self.add_headers(kind, headers)?,
@@ -312,7 +296,7 @@ impl<'a> Run<'a> {
                     headers: Vec::new(),
                     body: String::new(),
                 }),
-                format!("denied {status}"),
+                format!("denied {status}").into(),
             ),
             Step::CloseConnection => {
                 Next::Stop(Stop::Reply(Reply::Close), "closed the connection".into())
@@ -358,7 +342,7 @@ impl<'a> Run<'a> {
 
     fn add_headers(
         &mut self,
-        kind: &str,
+        kind: &'static str,
         headers: &[(String, Template)],
     ) -> Result<Next, EvalError> {
         let mut added = Vec::new();
@@ -377,7 +361,7 @@ impl<'a> Run<'a> {
         Ok(Next::Go("ran".into()))
     }
 
-    fn remove_headers(&mut self, kind: &str, names: &[String]) -> Next {
+    fn remove_headers(&mut self, kind: &'static str, names: &[String]) -> Next {
         for n in names {
             self.edits.push(HeaderEdit::Remove(n.clone()));
         }
@@ -411,13 +395,13 @@ impl<'a> Run<'a> {
                 headers: hs,
                 body,
             }),
-            format!("responded {status}"),
+            format!("responded {status}").into(),
         ))
     }
 
     fn restrict_ips(
         &mut self,
-        kind: &str,
+        kind: &'static str,
         allow: &[Template],
         deny: &[Template],
         enforce: bool,
@@ -442,10 +426,10 @@ impl<'a> Run<'a> {
                     403,
                     format!("The client IP {ip} is not allowed by the policy (ERR_NGROK_3205)"),
                 )),
-                format!("denied 403 ({ip})"),
+                format!("denied 403 ({ip})").into(),
             ));
         }
-        Ok(Next::Go(format!("{verdict} {ip}")))
+        Ok(Next::Go(format!("{verdict} {ip}").into()))
     }
 
     /// The first of `cidrs` that contains `ip`, rendered.
@@ -465,7 +449,7 @@ impl<'a> Run<'a> {
 
     /// Every listed token must be present, signed by a key of the sets and carry an allowed
     /// issuer and audience; else 401.
-    fn jwt_validation(&mut self, kind: &str, j: &JwtValidation) -> Result<Next, EvalError> {
+    fn jwt_validation(&mut self, kind: &'static str, j: &JwtValidation) -> Result<Next, EvalError> {
         let render_all = |me: &Self, ts: &[Template]| -> Result<Vec<String>, EvalError> {
             ts.iter().map(|t| me.render(t)).collect()
         };
@@ -559,13 +543,13 @@ impl<'a> Run<'a> {
                 ],
                 body: format!("Unauthorized: the JWT was refused: {why}"),
             }),
-            format!("denied 401 ({why})"),
+            format!("denied 401 ({why})").into(),
         ))
     }
 
     fn basic_auth(
         &mut self,
-        kind: &str,
+        kind: &'static str,
         credentials: &[Template],
         realm: &str,
         enforce: bool,
@@ -630,7 +614,7 @@ impl<'a> Run<'a> {
     /// `rate-limit`: counts the request in the bucket its keys name.
     fn rate_limit(
         &mut self,
-        kind: &str,
+        kind: &'static str,
         name: &str,
         capacity: u64,
         window: Duration,
@@ -674,7 +658,7 @@ impl<'a> Run<'a> {
                             crate::policy::duration::format(window)
                         ),
                     }),
-                    format!("limited 429 (retry after {secs}s)"),
+                    format!("limited 429 (retry after {secs}s)").into(),
                 )
             }
             Verdict::Limited { .. } => Next::Go("over the limit (not enforced)".into()),
@@ -682,7 +666,7 @@ impl<'a> Run<'a> {
         })
     }
 
-    fn log(&mut self, kind: &str, metadata: &[(String, Tree)]) -> Result<Next, EvalError> {
+    fn log(&mut self, kind: &'static str, metadata: &[(String, Tree)]) -> Result<Next, EvalError> {
         let mut entries = Vec::new();
         for (k, t) in metadata {
             entries.push((k.as_str(), self.tree(t)?));
@@ -729,11 +713,6 @@ fn decode_basic(b64: &str) -> Option<(String, String)> {
     let text = String::from_utf8(bytes).ok()?;
     let (u, p) = text.split_once(':')?;
     Some((u.to_owned(), p.to_owned()))
-}
-
-fn rfc3339(since_epoch: Duration) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Constant-time comparison (`subtle`), so a credential check leaks no prefix length.

@@ -7,6 +7,7 @@
 //! - [`cel`]: the request CEL environment (`req`, `res`, `conn`, `vars`, `actions`, `time`,
 //!   `endpoint`, ngrok's functions).
 //! - [`cookies`]: `req.cookies`, `res.cookies` and the cookie functions.
+//! - [`native`]: the direct path for the common shapes of expressions.
 //! - [`rate`]: rate-limit counters behind the [`rate::RateState`] port.
 //!
 //! Nothing here knows HTTP libraries or the terminal.
@@ -16,6 +17,7 @@ pub mod cel_ngrok;
 pub mod cookies;
 pub mod eval;
 pub mod jwt;
+mod native;
 pub mod program;
 pub mod rate;
 pub mod request;

@@ -70,17 +70,36 @@ impl Program {
 
 #[derive(Debug, Clone)]
 pub struct Rule {
-    pub name: Option<String>,
+    /// Shared with every trace of the rule.
+    pub name: Option<std::sync::Arc<str>>,
     pub expressions: Vec<Expr>,
     pub actions: Vec<Action>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Action {
-    /// The action type as written, e.g. `rate-limit`.
-    pub kind: String,
+    /// The action type, e.g. `rate-limit`.
+    pub kind: &'static str,
+    /// Its result's name under `actions.ngrok`, e.g. `rate_limit`.
+    pub result: &'static str,
     pub step: Step,
 }
+
+/// The action types aigw runs, with the name of their `actions.ngrok.<name>` result.
+const RUN: &[(&str, &str)] = &[
+    ("ai-gateway", "ai_gateway"),
+    ("set-vars", "set_vars"),
+    ("add-headers", "add_headers"),
+    ("remove-headers", "remove_headers"),
+    ("custom-response", "custom_response"),
+    ("deny", "deny"),
+    ("close-connection", "close_connection"),
+    ("restrict-ips", "restrict_ips"),
+    ("basic-auth", "basic_auth"),
+    ("rate-limit", "rate_limit"),
+    ("jwt-validation", "jwt_validation"),
+    ("log", "log"),
+];
 
 /// A value of `set-vars`: strings are templates, the rest is kept as written.
 #[derive(Debug, Clone)]
@@ -220,7 +239,7 @@ pub fn compile(
                 .collect();
             let actions = rule.actions.iter().filter_map(|a| cx.action(a)).collect();
             rules.push(Rule {
-                name: rule.name.as_ref().map(|n| n.value.clone()),
+                name: rule.name.as_ref().map(|n| n.value.as_str().into()),
                 expressions,
                 actions,
             });
@@ -436,16 +455,42 @@ impl Cx<'_> {
             .collect()
     }
 
+    /// A config value; parts with no `${…}` are folded into constants, so a request only
+    /// copies them.
     fn tree(&mut self, node: &Node) -> Option<Tree> {
+        let konst = |t: &Tree| match t {
+            Tree::Const(v) => Some(v.clone()),
+            _ => None,
+        };
         Some(match &node.value {
-            Yaml::Str(_) => Tree::Str(self.template(node)?),
-            Yaml::Seq(items) => Tree::List(items.iter().filter_map(|i| self.tree(i)).collect()),
-            Yaml::Map(entries) => Tree::Map(
-                entries
+            Yaml::Str(_) => {
+                let t = self.template(node)?;
+                match t.literal_text() {
+                    Some(text) => Tree::Const(Value::from(text)),
+                    None => Tree::Str(t),
+                }
+            }
+            Yaml::Seq(items) => {
+                let items: Vec<Tree> = items.iter().filter_map(|i| self.tree(i)).collect();
+                match items.iter().map(konst).collect::<Option<Vec<_>>>() {
+                    Some(values) => Tree::Const(Value::from(values)),
+                    None => Tree::List(items),
+                }
+            }
+            Yaml::Map(entries) => {
+                let entries: Vec<(String, Tree)> = entries
                     .iter()
                     .filter_map(|(k, v)| Some((k.text.clone(), self.tree(v)?)))
-                    .collect(),
-            ),
+                    .collect();
+                let values = entries
+                    .iter()
+                    .map(|(k, t)| Some((k.as_str(), konst(t)?)))
+                    .collect::<Option<Vec<_>>>();
+                match values {
+                    Some(values) => Tree::Const(super::cel::map(values)),
+                    None => Tree::Map(entries),
+                }
+            }
             _ => Tree::Const(super::cel::from_json(&node.to_json())),
         })
     }
@@ -465,6 +510,10 @@ impl Cx<'_> {
             kind,
             node: a.config.as_ref(),
             at: &a.span,
+        };
+        let Some(&(kind, result)) = RUN.iter().find(|(k, _)| *k == kind) else {
+            // Unknown types were reported by the loader.
+            return None;
         };
         let step = match kind {
             "ai-gateway" => Step::AiGateway {
@@ -491,10 +540,7 @@ impl Cx<'_> {
             // Unknown types were reported by the loader.
             _ => return None,
         };
-        Some(Action {
-            kind: kind.to_owned(),
-            step,
-        })
+        Some(Action { kind, result, step })
     }
 
     /// Reports an action aigw knows but does not run (an error) or skips (a warning).

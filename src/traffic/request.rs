@@ -1,6 +1,7 @@
 //! What the evaluator sees of a request and a response: plain strings, no HTTP types, so that
 //! `serve`, `explain` and `aigw test` can all build one.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -63,28 +64,38 @@ impl RequestView {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The `Host` header, or the address the request came in on.
+    fn authority(&self) -> Cow<'_, str> {
+        if self.host.is_empty() {
+            Cow::Owned(self.server.map(|s| s.to_string()).unwrap_or_default())
+        } else {
+            Cow::Borrowed(&self.host)
+        }
+    }
+
+    /// `req.host`: the authority without its port.
+    pub(crate) fn host_only(&self) -> Cow<'_, str> {
+        match self.authority() {
+            Cow::Borrowed(a) => Cow::Borrowed(without_port(a)),
+            Cow::Owned(a) => Cow::Owned(without_port(&a).to_owned()),
+        }
+    }
+
     /// `req` as a CEL value.
     pub fn to_value(&self) -> Value {
-        let authority = if self.host.is_empty() {
-            self.server.map(|s| s.to_string()).unwrap_or_default()
-        } else {
-            self.host.clone()
-        };
-        let host_only = authority
-            .rsplit_once(':')
-            .filter(|(_, p)| p.parse::<u16>().is_ok())
-            .map_or(authority.as_str(), |(h, _)| h)
-            .to_owned();
+        let authority = self.authority();
+        let host_only = self.host_only();
         let uri = if self.query.is_empty() {
             self.path.clone()
         } else {
             format!("{}?{}", self.path, self.query)
         };
         let raw = format!("{}://{}{}", self.scheme, authority, uri);
+        let (authority, host_only) = (&*authority, &*host_only);
         let url = map([
             ("scheme", Value::from(self.scheme.as_str())),
-            ("host", Value::from(host_only.as_str())),
-            ("authority", Value::from(authority.as_str())),
+            ("host", Value::from(host_only)),
+            ("authority", Value::from(authority)),
             ("path", Value::from(self.path.as_str())),
             ("raw_path", Value::from(self.path.as_str())),
             ("query", Value::from(self.query.as_str())),
@@ -97,7 +108,7 @@ impl RequestView {
         let mut entries = vec![
             ("method", Value::from(self.method.as_str())),
             ("version", Value::from(self.version.as_str())),
-            ("host", Value::from(host_only.as_str())),
+            ("host", Value::from(host_only)),
             ("url", url),
             ("headers", multimap(&self.headers)),
             (
@@ -144,6 +155,13 @@ impl RequestView {
             ("protocol", Value::from(self.scheme.as_str())),
         ])
     }
+}
+
+fn without_port(authority: &str) -> &str {
+    authority
+        .rsplit_once(':')
+        .filter(|(_, p)| p.parse::<u16>().is_ok())
+        .map_or(authority, |(h, _)| h)
 }
 
 /// A response as the `on_http_response` phase sees it.

@@ -2,7 +2,7 @@
 
 use cel::objects::Value;
 
-use super::cel::{CompileError, EvalError, Expr, Scope, display};
+use super::cel::{CompileError, EvalError, Expr, Scope};
 use crate::policy::interpolate::{self, Part};
 use crate::policy::secrets::SecretStore;
 
@@ -11,6 +11,8 @@ use crate::policy::secrets::SecretStore;
 pub struct Template {
     pub raw: String,
     parts: Vec<Piece>,
+    /// Written without `${…}` (a folded secret is not: its value is checked at run time).
+    written_literal: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -45,11 +47,18 @@ impl Template {
         })?;
         let mut parts = Vec::new();
         let mut errors = Vec::new();
+        let written_literal = parsed.parts.iter().all(|p| matches!(p, Part::Lit(_)));
         for part in parsed.parts {
             match part {
                 Part::Lit(s) => parts.push(Piece::Lit(s)),
                 Part::Expr(e) => match Expr::compile(&e.source, secrets) {
-                    Ok(x) => parts.push(Piece::Expr(Box::new(x))),
+                    // A literal (a resolved secret, say) is text from the start.
+                    // A string literal (a resolved secret, say) is text from the start; other
+                    // literals keep their type for `value`.
+                    Ok(x) => parts.push(match x.literal() {
+                        Some(Value::String(s)) => Piece::Lit(s.to_string()),
+                        _ => Piece::Expr(Box::new(x)),
+                    }),
                     Err(errs) => errors.extend(errs.into_iter().map(|mut c| {
                         c.range = c.range.start + e.range.start..c.range.end + e.range.start;
                         c
@@ -61,15 +70,28 @@ impl Template {
             Ok(Template {
                 raw: raw.to_owned(),
                 parts,
+                written_literal,
             })
         } else {
             Err(errors)
         }
     }
 
-    /// Whether the text has no `${…}`.
+    /// The text, when it has no `${…}` left to evaluate.
+    pub fn literal_text(&self) -> Option<String> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Expr(_) => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether the text was written without `${…}`.
     pub fn is_literal(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Piece::Lit(_)))
+        self.written_literal
     }
 
     /// The text with every `${…}` substituted.
@@ -78,7 +100,13 @@ impl Template {
         for p in &self.parts {
             match p {
                 Piece::Lit(s) => out.push_str(s),
-                Piece::Expr(e) => out.push_str(&display(&eval(e, scope)?)),
+                Piece::Expr(e) => {
+                    e.write(scope, &mut out)
+                        .map_err(|error| EvalError::Template {
+                            expr: e.source.clone(),
+                            error: Box::new(error),
+                        })?
+                }
             }
         }
         Ok(out)

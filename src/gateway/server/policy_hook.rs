@@ -39,7 +39,7 @@ where
     F: FnOnce(Request<B>) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let view = view_of(&req, client, server);
+    let view = Arc::new(view_of(&req, client, server));
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
@@ -74,13 +74,11 @@ where
                     let message = error_message(&bytes);
                     let code = code.to_str().unwrap_or_default();
                     let again = if shared_rate {
-                        let (p, v, owned) =
-                            (program.clone(), view.clone(), OwnedPorts::of(&gw, now));
+                        let (p, owned) = (program.clone(), OwnedPorts::of(&gw, now));
                         let (at, code, scope) = (at.clone(), code.to_owned(), out.scope.clone());
-                        blocking(move || p.resume(&at, scope, &v, owned.ports(), &code, &message))
-                            .await
+                        blocking(move || p.resume(&at, scope, owned.ports(), &code, &message)).await
                     } else {
-                        program.resume(at, out.scope, &view, ports, code, &message)
+                        program.resume(at, out.scope, ports, code, &message)
                     };
                     log(&again);
                     match again.stop {
@@ -100,7 +98,7 @@ where
         status: response.status().as_u16(),
         headers: pairs(response.headers()),
     };
-    let out = program.on_response(scope, &view, &res, ports);
+    let out = program.on_response(scope, &res, ports);
     log(&out);
     match out.stop {
         Stop::Reply(reply) => reply_response(reply),
