@@ -367,12 +367,13 @@ async fn request_decoration_headers_query_body_and_token_limits() {
     );
 
     let long = "x".repeat(400);
-    let r =
-        s.gw.post(
-            "/v1/chat/completions",
-            &json!({"model": "test-chat", "messages": [{"role": "user", "content": long}]}),
-        )
-        .await;
+    let r = client()
+        .post(s.gw.url("/v1/chat/completions"))
+        .header("x-user", "ann")
+        .json(&json!({"model": "test-chat", "messages": [{"role": "user", "content": long}]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "ERR_NGROK_3811");

@@ -240,6 +240,62 @@ async fn an_expression_that_fails_refuses_the_request() {
 }
 
 #[tokio::test]
+async fn ai_gateway_decorations_read_the_policy_vars_and_fail_closed() {
+    let rules = r#"  - actions:
+      - type: set-vars
+        config:
+          vars:
+            - tier: "${hasReqHeader('x-vip') ? 'gold' : 'standard'}""#;
+    let extra = r#"          headers:
+            x-tier: "${vars.tier}"
+            x-seen-id: "${req.id}"
+            x-user: "${req.headers['x-user'][0]}"
+          query_params:
+            client: "${conn.client_ip}"
+          body:
+            user: "${vars.tier}-${req.method}"
+            tags: ["${vars.tier}", 7]"#;
+    let s = setup(&policy(rules, extra, ""), &[]).await;
+    let r = post(
+        &s,
+        &[
+            ("x-user", "ann"),
+            ("x-vip", "1"),
+            ("x-request-id", "client-7"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "client-7");
+    let seen = &s.upstream.requests()[0];
+    assert_eq!(seen.header("x-tier"), Some("gold"));
+    assert_eq!(seen.header("x-seen-id"), Some("client-7"));
+    assert_eq!(seen.header("x-user"), Some("ann"));
+    assert_eq!(seen.query.as_deref(), Some("client=127.0.0.1"));
+    let json = seen.json.as_ref().unwrap();
+    assert_eq!(json["user"], "gold-POST");
+    assert_eq!(json["tags"], json!(["gold", 7]));
+
+    // aigw's own id, the same in the policy, upstream and the answer.
+    let r = post(&s, &[("x-user", "bob")]).await;
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let seen = &s.upstream.requests()[1];
+    assert_eq!(seen.header("x-tier"), Some("standard"));
+    assert_eq!(seen.header("x-seen-id"), Some(id.as_str()));
+
+    // A `${…}` that cannot be evaluated refuses the request, naming it.
+    let r = post(&s, &[]).await;
+    assert_eq!(r.status(), 500);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("ERR_NGROK_2254") && body.contains("req.headers['x-user'][0]"),
+        "{body}"
+    );
+    assert_eq!(hits(&s), 2);
+}
+
+#[tokio::test]
 async fn on_error_continue_exposes_the_error_to_the_next_action() {
     let extra = "          on_error: continue";
     let yaml = format!(

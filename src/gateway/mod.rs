@@ -61,6 +61,12 @@ pub trait Routing: Send + Sync + 'static {
     fn traffic(&self) -> Option<Arc<crate::traffic::Program>> {
         None
     }
+    /// The `ai-gateway` action's `headers`, `query_params` and `body`, compiled.
+    fn decorations(&self) -> &crate::traffic::decorate::Decorations {
+        static NONE: std::sync::LazyLock<crate::traffic::decorate::Decorations> =
+            std::sync::LazyLock::new(Default::default);
+        &NONE
+    }
     /// `(provider, model)` of every model the policy lists (not discovered ones), for
     /// readiness and the start-up "installed nowhere" warning.
     fn policy_models(&self) -> Vec<(String, String)> {
@@ -675,6 +681,10 @@ impl Routing for crate::routing::engine::Engine {
 
     fn traffic(&self) -> Option<Arc<crate::traffic::Program>> {
         crate::routing::engine::Engine::traffic(self).cloned()
+    }
+
+    fn decorations(&self) -> &crate::traffic::decorate::Decorations {
+        crate::routing::engine::Engine::decorations(self)
     }
 
     fn providers(&self) -> Vec<ProviderView> {

@@ -114,6 +114,8 @@ pub struct Engine {
     plan_cache: Option<PlanCache>,
     /// The policy's rules around `ai-gateway`; `None` when there is nothing to evaluate.
     traffic: Option<Arc<crate::traffic::Program>>,
+    /// The routing action's `headers`, `query_params` and `body`.
+    decorations: crate::traffic::decorate::Decorations,
 }
 
 /// The API format and surface a path speaks.
@@ -161,8 +163,12 @@ impl Engine {
             .position(|(rule, _)| rule.expressions.is_empty())
             .unwrap_or(0);
         let mut strategies = (Vec::new(), Vec::new());
+        let mut decorations = Default::default();
         for (i, (_, g)) in gateways.iter().enumerate() {
             let text = &loaded.source.text;
+            let (decorated, decoration_diags) =
+                crate::traffic::decorate::Decorations::compile(g, text, &opts.secrets);
+            diags.extend(decoration_diags);
             let models = strategy_checks::compile_all(
                 g.model_strategies(),
                 StrategyKind::Models,
@@ -178,6 +184,7 @@ impl Engine {
             strategy_checks::coverage(g.model_strategies(), &models, &mut diags);
             if i == route_with {
                 strategies = (models, keys);
+                decorations = decorated;
             }
         }
         sort(&mut diags);
@@ -242,12 +249,18 @@ impl Engine {
             other_gateways: gateways.len().saturating_sub(1),
             plan_cache: (!draws_random).then(PlanCache::default),
             traffic: (!traffic.is_trivial()).then(|| Arc::new(traffic)),
+            decorations,
         };
         Ok((engine, diags))
     }
 
     pub fn gateway(&self) -> &AiGateway {
         &self.config
+    }
+
+    /// The routing action's `headers`, `query_params` and `body`, compiled.
+    pub fn decorations(&self) -> &crate::traffic::decorate::Decorations {
+        &self.decorations
     }
 
     /// The compiled rules around `ai-gateway`, when there are any to evaluate.

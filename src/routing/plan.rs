@@ -159,4 +159,6 @@ pub mod codes {
     pub const INPUT_TOO_LARGE: (&str, u16) = ("ERR_NGROK_3811", 413);
     pub const TOO_MANY_ATTEMPTS: (&str, u16) = ("ERR_NGROK_3812", 503);
     pub const NO_COMPATIBLE_MODELS: (&str, u16) = ("ERR_NGROK_3813", 422);
+    /// A `${…}` of the action's config could not be evaluated (Traffic Policy's code).
+    pub const CONFIG_EVAL: (&str, u16) = ("ERR_NGROK_2254", 500);
 }

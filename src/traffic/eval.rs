@@ -678,19 +678,26 @@ impl<'a> Run<'a> {
     }
 
     fn tree(&self, t: &Tree) -> Result<Value, EvalError> {
-        Ok(match t {
-            Tree::Str(t) => t.value(&self.scope)?,
+        t.value(&self.scope)
+    }
+}
+
+impl Tree {
+    /// The value, every `${…}` evaluated against `scope`.
+    pub fn value(&self, scope: &Scope) -> Result<Value, EvalError> {
+        Ok(match self {
+            Tree::Str(t) => t.value(scope)?,
             Tree::Const(v) => v.clone(),
             Tree::List(items) => Value::from(
                 items
                     .iter()
-                    .map(|i| self.tree(i))
+                    .map(|i| i.value(scope))
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             Tree::Map(entries) => {
                 let mut out = Vec::new();
                 for (k, v) in entries {
-                    out.push((k.as_str(), self.tree(v)?));
+                    out.push((k.as_str(), v.value(scope)?));
                 }
                 map(out)
             }

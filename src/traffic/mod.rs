@@ -6,6 +6,7 @@
 //! - [`eval`]: the pure evaluator; `serve` applies its decisions, `explain` prints them.
 //! - [`cel`]: the request CEL environment (`req`, `res`, `conn`, `vars`, `actions`, `time`,
 //!   `endpoint`, ngrok's functions).
+//! - [`decorate`]: `ai-gateway`'s `headers`, `query_params` and `body` with their `${…}`.
 //! - [`cookies`]: `req.cookies`, `res.cookies` and the cookie functions.
 //! - [`native`]: the direct path for the common shapes of expressions.
 //! - [`rate`]: rate-limit counters behind the [`rate::RateState`] port.
@@ -15,6 +16,7 @@
 pub mod cel;
 pub mod cel_ngrok;
 pub mod cookies;
+pub mod decorate;
 pub mod eval;
 pub mod jwt;
 mod native;

@@ -6,7 +6,7 @@
 //! is also compiled at load into a [`Native`] tree that reads the [`RequestView`] and `vars`
 //! in place:
 //!
-//! - text: string literals, `req.method`, `req.url.{path,raw_path,query,scheme,host}`,
+//! - text: string literals, `req.id`, `req.method`, `req.url.{path,raw_path,query,scheme,host}`,
 //!   `req.host`, `req.version`, `req.user_agent`, `req.content_type`, `conn.client_ip`,
 //!   `req.headers['name'][i]`, a comprehension's variable, and `+` of those;
 //! - lists of text: `getReqHeader`, `getQueryParam`, `vars.name`, list literals;
@@ -95,6 +95,7 @@ pub(crate) enum Cmp {
 #[derive(Debug, Clone)]
 pub(crate) enum Text {
     Lit(Box<str>),
+    Id,
     Method,
     Path,
     Query,
@@ -336,6 +337,7 @@ impl<'e> Cx<'e> {
             return Some(Text::Elem);
         }
         Some(match p.as_slice() {
+            ["req", "id"] => Text::Id,
             ["req", "method"] => Text::Method,
             ["req", "url", "path" | "raw_path"] => Text::Path,
             ["req", "url", "query"] => Text::Query,
@@ -467,6 +469,7 @@ impl Text {
         let req = input.req;
         Some(match self {
             Text::Lit(s) => Cow::Borrowed(&**s),
+            Text::Id => Cow::Borrowed(&req.id),
             Text::Method => Cow::Borrowed(&req.method),
             Text::Path => Cow::Borrowed(&req.path),
             Text::Query => Cow::Borrowed(&req.query),
@@ -606,7 +609,7 @@ mod tests {
         "500 <= res.status_code && res.status_code != 503",
         "true && !false",
         "req.method",
-        "conn.client_ip",
+        "req.id + '/' + conn.client_ip",
         "req.host + req.url.path",
         "getReqHeader('authorization')",
         "vars.keys",

@@ -204,11 +204,7 @@ pub fn compile(
     text: &str,
     secrets: &SecretStore,
 ) -> (Program, Vec<Diagnostic>) {
-    let mut cx = Cx {
-        text,
-        secrets,
-        diags: Vec::new(),
-    };
+    let mut cx = Cx::new(text, secrets);
     let mut program = Program::default();
     for phase in &policy.phases {
         let rules = match phase.kind {
@@ -248,10 +244,10 @@ pub fn compile(
     (program, cx.diags)
 }
 
-struct Cx<'a> {
+pub(super) struct Cx<'a> {
     text: &'a str,
     secrets: &'a SecretStore,
-    diags: Vec<Diagnostic>,
+    pub(super) diags: Vec<Diagnostic>,
 }
 
 /// An action's `config` as written, and where to report what is wrong with it.
@@ -262,7 +258,26 @@ struct Config<'n> {
     at: &'n Span,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
+    pub(super) fn new(text: &'a str, secrets: &'a SecretStore) -> Cx<'a> {
+        Cx {
+            text,
+            secrets,
+            diags: Vec::new(),
+        }
+    }
+
+    /// A `${…}` string the loader already read, at `span`.
+    pub(super) fn template_at(&mut self, raw: &str, span: &Span) -> Option<Template> {
+        match Template::compile(raw, self.secrets) {
+            Ok(t) => Some(t),
+            Err(errs) => {
+                self.compile_errors(errs, raw, span, "invalid `${…}`");
+                None
+            }
+        }
+    }
+
     fn compile_errors(&mut self, errs: Vec<CompileError>, value: &str, span: &Span, what: &str) {
         for e in errs {
             let at = inner_span(self.text, span, value, e.range.clone());
@@ -287,13 +302,7 @@ impl Cx<'_> {
 
     fn template(&mut self, node: &Node) -> Option<Template> {
         let s = self.string(node)?;
-        match Template::compile(s, self.secrets) {
-            Ok(t) => Some(t),
-            Err(errs) => {
-                self.compile_errors(errs, s, &node.span, "invalid `${…}`");
-                None
-            }
-        }
+        self.template_at(s, &node.span)
     }
 
     fn string<'n>(&mut self, node: &'n Node) -> Option<&'n str> {
@@ -457,7 +466,7 @@ impl Cx<'_> {
 
     /// A config value; parts with no `${…}` are folded into constants, so a request only
     /// copies them.
-    fn tree(&mut self, node: &Node) -> Option<Tree> {
+    pub(super) fn tree(&mut self, node: &Node) -> Option<Tree> {
         let konst = |t: &Tree| match t {
             Tree::Const(v) => Some(v.clone()),
             _ => None,

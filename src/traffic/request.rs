@@ -12,6 +12,8 @@ use super::cel::map;
 /// A request as the policy sees it.
 #[derive(Debug, Clone)]
 pub struct RequestView {
+    /// aigw's request id (`req.id`; the `X-Request-Id` of the answer).
+    pub id: String,
     pub method: String,
     /// `http` or `https`.
     pub scheme: String,
@@ -37,6 +39,7 @@ impl RequestView {
             .split_once('?')
             .unwrap_or((path_and_query, ""));
         RequestView {
+            id: String::new(),
             method: method.to_owned(),
             scheme: "http".to_owned(),
             host: String::new(),
@@ -106,6 +109,7 @@ impl RequestView {
         let user_agent = self.header_values("user-agent").next().unwrap_or("");
         let content_type = self.header_values("content-type").next().unwrap_or("");
         let mut entries = vec![
+            ("id", Value::from(self.id.as_str())),
             ("method", Value::from(self.method.as_str())),
             ("version", Value::from(self.version.as_str())),
             ("host", Value::from(host_only)),

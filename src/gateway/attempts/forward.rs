@@ -27,7 +27,6 @@ use http_body_util::{BodyDataStream, BodyExt};
 use serde_json::Value;
 
 use super::failure::Failure;
-use super::template::{self, RequestVars};
 use crate::gateway::Gateway;
 use crate::gateway::Routing;
 use crate::gateway::errors::{Dialect, GatewayError, codes};
@@ -39,6 +38,7 @@ use crate::gateway::upstream::stream::Relay;
 use crate::policy::{AiGateway, ApiFormat};
 use crate::routing::plan::{Attempt, KeyChoice, Plan, Request};
 use crate::routing::upstream::percent_encode as encode;
+use crate::traffic::decorate::Rendered;
 
 /// ngrok's documented defaults (DESIGN.md).
 pub const DEFAULT_PER_REQUEST_TIMEOUT: Duration = Duration::from_secs(180);
@@ -61,6 +61,9 @@ pub struct Inbound {
     pub client: SocketAddr,
     pub request_id: String,
     pub started: Instant,
+    /// The `ai-gateway` action's `headers`, `query_params` and `body`, rendered for this
+    /// request.
+    pub decorations: Arc<Rendered>,
 }
 
 impl Inbound {
@@ -646,8 +649,7 @@ pub fn upstream_body(
     format: ApiFormat,
     surface: &str,
     native: bool,
-    vars: &RequestVars<'_>,
-    secrets: &crate::policy::secrets::SecretStore,
+    decorations: &Rendered,
 ) -> Bytes {
     let mut b = body.edit();
     b.insert(
@@ -655,11 +657,8 @@ pub fn upstream_body(
         Field::Value(Value::String(attempt.model.clone())),
     );
     b.shift_remove("models");
-    for (key, node) in &g.body {
-        b.insert(
-            Cow::Borrowed(key.value.as_str()),
-            Field::Value(render_json(node.to_json(), vars, secrets)),
-        );
+    for (key, value) in &decorations.body {
+        b.insert(Cow::Borrowed(key.as_str()), Field::Value(value.clone()));
     }
     let provider = g
         .providers
@@ -757,27 +756,6 @@ pub fn clamped(raw: &str, limit: u64) -> Option<u64> {
     })
 }
 
-fn render_json(
-    v: Value,
-    vars: &RequestVars<'_>,
-    secrets: &crate::policy::secrets::SecretStore,
-) -> Value {
-    match v {
-        Value::String(s) => Value::String(template::render_str(&s, vars, secrets)),
-        Value::Array(a) => Value::Array(
-            a.into_iter()
-                .map(|v| render_json(v, vars, secrets))
-                .collect(),
-        ),
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .map(|(k, v)| (k, render_json(v, vars, secrets)))
-                .collect(),
-        ),
-        other => other,
-    }
-}
-
 /// Whether an inbound header carries the gateway's own token (never forwarded).
 fn is_inbound_token(value: &HeaderValue, token: Option<&str>) -> bool {
     let Some(token) = token else { return false };
@@ -794,8 +772,7 @@ pub fn upstream_headers(
     inbound: &HeaderMap,
     key: Option<&str>,
     format: ApiFormat,
-    g: &AiGateway,
-    vars: &RequestVars<'_>,
+    decorations: &Rendered,
     gw: &Gateway,
 ) -> HeaderMap {
     let token = gw.opts.auth_token.as_deref();
@@ -849,11 +826,10 @@ pub fn upstream_headers(
             }
         }
     }
-    for (name, t) in &g.headers {
-        let value = template::render(&t.value, vars, &gw.secrets);
+    for (name, value) in &decorations.headers {
         if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.value.as_bytes()),
-            HeaderValue::from_str(&value),
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
         ) {
             out.insert(n, v);
         }
@@ -866,20 +842,13 @@ pub fn upstream_headers(
 }
 
 /// The URL of one attempt: the client's query string, then `query_params`.
-pub(super) fn with_query(
-    url: &str,
-    client_query: &str,
-    g: &AiGateway,
-    vars: &RequestVars<'_>,
-    gw: &Gateway,
-) -> String {
+pub(super) fn with_query(url: &str, client_query: &str, decorations: &Rendered) -> String {
     let mut pairs: Vec<String> = Vec::new();
     if !client_query.is_empty() {
         pairs.push(client_query.to_string());
     }
-    for (name, t) in &g.query_params {
-        let value = template::render(&t.value, vars, &gw.secrets);
-        pairs.push(format!("{}={}", encode(&name.value), encode(&value)));
+    for (name, value) in &decorations.query_params {
+        pairs.push(format!("{}={}", encode(name), encode(value)));
     }
     if pairs.is_empty() {
         return url.to_string();

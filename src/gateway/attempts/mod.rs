@@ -5,4 +5,3 @@ pub mod forward;
 pub mod resume;
 mod run;
 pub mod simulate;
-pub mod template;

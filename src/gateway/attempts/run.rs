@@ -31,7 +31,6 @@ use super::forward::{
     error_response, is_loopback_url, respond, send, total_timeout, upstream_body, upstream_headers,
     with_query,
 };
-use super::template::RequestVars;
 use crate::gateway::errors::{Dialect, GatewayError, Refusal, codes};
 use crate::gateway::names;
 use crate::gateway::observe::traffic::{Outcome, Sample};
@@ -108,7 +107,6 @@ pub(super) struct Run<'a> {
     inb: &'a Inbound,
     plan: &'a Plan,
     g: &'a AiGateway,
-    vars: RequestVars<'a>,
     format: ApiFormat,
     surface: &'a str,
     per_request: Duration,
@@ -232,26 +230,12 @@ impl<'a> Run<'a> {
         } else {
             ApiFormat::OpenAi
         };
-        let host = inb
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
         Run {
             gw,
             routing,
             inb,
             plan,
             g,
-            vars: RequestVars {
-                id: &inb.request_id,
-                method: inb.method.as_str(),
-                path: &inb.path,
-                query: &inb.query,
-                host,
-                headers: &inb.headers,
-                client: inb.client,
-            },
             format,
             surface: plan.route.map(|r| r.surface).unwrap_or(""),
             per_request,
@@ -433,17 +417,16 @@ impl<'a> Run<'a> {
             self.format,
             self.surface,
             inb.native_path.is_some(),
-            &self.vars,
-            &gw.secrets,
+            &inb.decorations,
         );
-        let mut headers = upstream_headers(&inb.headers, key, self.format, g, &self.vars, gw);
+        let mut headers = upstream_headers(&inb.headers, key, self.format, &inb.decorations, gw);
         crate::gateway::server::hops::stamp(
             &mut headers,
             &inb.headers,
             &gw.instance_id,
             &attempt.provider,
         );
-        let url = with_query(url, &inb.query, g, &self.vars, gw);
+        let url = with_query(url, &inb.query, &inb.decorations);
         let uri: Uri = match url.parse() {
             Ok(u) => u,
             Err(e) => {
@@ -706,8 +689,7 @@ impl<'a> Run<'a> {
             self.format,
             self.surface,
             self.inb.native_path.is_some(),
-            &self.vars,
-            &self.gw.secrets,
+            &self.inb.decorations,
         );
         Ok(State::Send(p))
     }

@@ -18,6 +18,8 @@ use crate::gateway::attempts::forward::{self, Inbound, Report};
 use crate::gateway::errors::{BODY_TIMEOUT, BODY_TOO_LARGE, Dialect, GatewayError, codes};
 use crate::gateway::names;
 use crate::gateway::observe::status::Recent;
+use crate::traffic::cel::Scope;
+use crate::traffic::decorate::Rendered;
 
 /// 413, naming the limit and the flag that raises it.
 pub fn too_large(max_body_bytes: usize) -> GatewayError {
@@ -128,6 +130,39 @@ pub fn json_body(body: &[u8]) -> Result<JsonBody, GatewayError> {
     })
 }
 
+/// The `ai-gateway` action's `headers`, `query_params` and `body` for this request, against
+/// the scope the traffic policy left (its `vars`), or the request alone.
+fn decorations(
+    gw: &Gateway,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    client: SocketAddr,
+    id: &str,
+) -> Result<Arc<Rendered>, GatewayError> {
+    let routing = gw.current();
+    let d = routing.decorations();
+    if let Some(fixed) = d.fixed() {
+        return Ok(fixed);
+    }
+    let scope = super::policy_hook::request_scope().unwrap_or_else(|| {
+        let mut view = super::policy_hook::view_of_parts(method, uri, headers, client);
+        view.id = id.to_owned();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Arc::new(Scope::new(Arc::new(view), now))
+    });
+    d.render(&scope).map(Arc::new).map_err(|e| {
+        GatewayError::new(
+            codes::CONFIG_EVAL,
+            format!(
+                "The traffic policy could not be evaluated (ERR_NGROK_2254): `ai-gateway` failed: {e}"
+            ),
+        )
+    })
+}
+
 /// Runs one proxied request and writes its log line and metrics.
 #[allow(clippy::too_many_arguments)]
 pub async fn handle(
@@ -143,12 +178,19 @@ pub async fn handle(
 ) -> Response {
     let started = Instant::now();
     let _in_flight = gw.status.begin();
-    let id = request_id(&headers);
+    // A policy that ran already named the request (its rules may have read `req.id`).
+    let id = super::policy_hook::request_scope()
+        .map(|s| s.request.id.clone())
+        .unwrap_or_else(|| request_id(&headers));
     let path = uri.path().to_string();
-    let parsed = body.and_then(|b| json_body(&b));
+    let parsed = body.and_then(|b| json_body(&b)).and_then(|body| {
+        let decorations = decorations(&gw, &method, &uri, &headers, client, &id)?;
+        Ok((body, decorations))
+    });
     let (mut resp, report) = match parsed {
-        Ok(body) => {
+        Ok((body, decorations)) => {
             let inb = Inbound {
+                decorations,
                 dialect,
                 plan_path,
                 native_path,

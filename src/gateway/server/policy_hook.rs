@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::Response;
 
 use crate::gateway::{Gateway, names};
+use crate::traffic::cel::Scope;
 use crate::traffic::{HeaderEdit, Outcome, Ports, Program, Reply, RequestView, ResponseView, Stop};
 
 /// Why a connection is closed without a response (`close-connection`).
@@ -25,6 +26,17 @@ pub struct Closed;
 /// Largest error body read back to fill `actions.ngrok.ai_gateway.error` (aigw's own errors
 /// are a few hundred bytes).
 const ERROR_BODY_MAX: usize = 64 * 1024;
+
+tokio::task_local! {
+    /// The request phase's scope (`vars`, `req`), for the `${…}` of the `ai-gateway` action
+    /// that routes the same request: the route runs inside [`apply`]'s future.
+    static SCOPE: Arc<Scope>;
+}
+
+/// The scope the traffic policy left for this request, when a policy ran.
+pub fn request_scope() -> Option<Arc<Scope>> {
+    SCOPE.try_with(Arc::clone).ok()
+}
 
 /// Runs `inner` (aigw's routing) under `program`.
 pub async fn apply<B, F, Fut>(
@@ -63,7 +75,10 @@ where
         Stop::Reply(reply) => (reply_response(reply)?, out.scope),
         Stop::End | Stop::AiGateway { .. } => {
             edit(req.headers_mut(), &out.edits);
-            let response = inner(req).await;
+            // The route reads the scope while the task-local holds it, then lets it go.
+            let shared = Arc::new(out.scope);
+            let response = SCOPE.scope(shared.clone(), inner(req)).await;
+            let scope = Arc::try_unwrap(shared).unwrap_or_else(|s| (*s).clone());
             let failed = response.headers().get(names::NGROK_ERROR_CODE).cloned();
             match (&out.stop, failed) {
                 (Stop::AiGateway { resume: Some(at) }, Some(code)) => {
@@ -75,10 +90,10 @@ where
                     let code = code.to_str().unwrap_or_default();
                     let again = if shared_rate {
                         let (p, owned) = (program.clone(), OwnedPorts::of(&gw, now));
-                        let (at, code, scope) = (at.clone(), code.to_owned(), out.scope.clone());
+                        let (at, code) = (at.clone(), code.to_owned());
                         blocking(move || p.resume(&at, scope, owned.ports(), &code, &message)).await
                     } else {
-                        program.resume(at, out.scope, ports, code, &message)
+                        program.resume(at, scope, ports, code, &message)
                     };
                     log(&again);
                     match again.stop {
@@ -87,7 +102,7 @@ where
                         _ => (Response::from_parts(parts, Body::from(bytes)), again.scope),
                     }
                 }
-                _ => (response, out.scope),
+                _ => (response, scope),
             }
         }
     };
@@ -144,24 +159,36 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 fn view_of<B>(req: &Request<B>, client: SocketAddr, server: Option<SocketAddr>) -> RequestView {
-    let uri = req.uri();
-    let host = req
-        .headers()
+    let mut view = view_of_parts(req.method(), req.uri(), req.headers(), client);
+    view.server = server;
+    view.version = format!("{:?}", req.version());
+    view
+}
+
+/// The request as the traffic policy sees it; its id is the one its answer will carry.
+pub fn view_of_parts(
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    client: SocketAddr,
+) -> RequestView {
+    let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .or_else(|| uri.authority().map(|a| a.to_string()))
         .unwrap_or_default();
     RequestView {
-        method: req.method().as_str().to_owned(),
+        id: super::pipeline::request_id(headers),
+        method: method.as_str().to_owned(),
         scheme: "http".to_owned(),
         host,
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or("").to_owned(),
-        headers: pairs(req.headers()),
+        headers: pairs(headers),
         client,
-        server,
-        version: format!("{:?}", req.version()),
+        server: None,
+        version: "HTTP/1.1".to_owned(),
     }
 }
 
