@@ -28,8 +28,8 @@ use crate::policy::secrets::SecretStore;
 /// The variables a traffic-policy expression may read.
 pub const ROOTS: &[&str] = &["req", "res", "conn", "vars", "actions", "time", "endpoint"];
 
-/// Function namespaces (`json.decode`), which parse like variables.
-const NAMESPACES: &[&str] = &["json"];
+/// Function namespaces (`json.decode`, `strings.quote`), which parse like variables.
+const NAMESPACES: &[&str] = &["json", "strings"];
 
 /// Whether `name` is a function namespace (`json.decode`, `hash.sha256`…), not a variable.
 fn is_namespace(name: &str) -> bool {
@@ -387,6 +387,8 @@ impl Expr {
                         roots.push(*r)
                     }
                 }
+                // `int`, `string`, … name types (`type(x) == int`).
+                None if ENV.types().find_type(name).is_some() => {}
                 None => errors.push(unknown_variable(source, name)),
             },
         );
@@ -1048,6 +1050,15 @@ mod tests {
             t("req.url.path.startsWith('/v1/')"),
             Value::Bool(true)
         ));
+        // Type names and the strings extension's namespace.
+        assert!(matches!(
+            t("type(req.method) == string && type(vars.keys) == list && type(1) != string"),
+            Value::Bool(true)
+        ));
+        assert!(matches!(
+            t("strings.quote(req.method) == '\"POST\"'"),
+            Value::Bool(true)
+        ));
     }
 
     #[test]
@@ -1125,6 +1136,7 @@ mod tests {
             "timestamp(time.now) > timestamp('2020-01-01T00:00:00Z') && duration('1s') > duration('0s')",
             "base64.encode(b'a') != '' && 'a,b'.split(',').size() == 2 && matches('a', 'a')",
             "hasReqCookie('s') || getReqCookie('s').value == '' || inCidrRange(conn.client_ip, '10.0.0.0/8')",
+            "type(req.method) == string && type(1) == int && strings.quote(req.method) != ''",
         ] {
             if let Err(e) = Expr::compile(ok, &SecretStore::default()) {
                 panic!("{ok}: {e:?}");
