@@ -296,6 +296,61 @@ async fn ai_gateway_decorations_read_the_policy_vars_and_fail_closed() {
 }
 
 #[tokio::test]
+async fn url_rewrite_sends_a_prefixed_path_to_its_route() {
+    // Clients configured with a `/openai` base URL reach the OpenAI routes; the rules after
+    // the rewrite see the new path.
+    let rules = r#"  - actions:
+      - type: url-rewrite
+        config:
+          from: "^(https?://[^/]+)/openai/"
+          to: "$1/"
+  - expressions: ["!req.url.path.startsWith('/v1/')"]
+    actions:
+      - type: custom-response
+        config: {status_code: 404, body: "not rewritten: ${req.url.path}"}"#;
+    let s = setup(&policy(rules, "", ""), &[]).await;
+    let r = client()
+        .post(s.gw.url("/openai/v1/chat/completions"))
+        .json(&chat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert_eq!(hits(&s), 1);
+    // A URL the regex does not match goes on unchanged.
+    assert_eq!(post(&s, &[]).await.status(), 200);
+    let r = client().get(s.gw.url("/other")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap(), "not rewritten: /other");
+}
+
+#[tokio::test]
+async fn redirect_answers_with_the_new_location() {
+    let rules = r#"  - actions:
+      - type: redirect
+        config:
+          from: "/old/(.*)$"
+          to: "/v1/$1"
+          status_code: 301
+          headers: {x-moved-by: "${req.method}"}"#;
+    let s = setup(&policy(rules, "", ""), &[]).await;
+    let no_follow = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow.get(s.gw.url("/old/models")).send().await.unwrap();
+    assert_eq!(r.status(), 301);
+    let location = r.headers()["location"].to_str().unwrap();
+    assert_eq!(location, s.gw.url("/v1/models"));
+    assert_eq!(r.headers()["x-moved-by"], "GET");
+    // Followed, it lands on the model list; an unchanged URL is not redirected.
+    let r = client().get(s.gw.url("/old/models")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(post(&s, &[]).await.status(), 200);
+}
+
+#[tokio::test]
 async fn on_error_continue_exposes_the_error_to_the_next_action() {
     let extra = "          on_error: continue";
     let yaml = format!(

@@ -480,6 +480,8 @@ pub enum EvalError {
     NotBool(ValueType),
     #[error("`${{{expr}}}` failed: {error}")]
     Template { expr: String, error: Box<EvalError> },
+    #[error("`from` is not a regular expression once interpolated (ERR_NGROK_3901): {0}")]
+    Regex(String),
     #[error("the bucket_key `{expr}` could not be evaluated: {error}")]
     BucketKey { expr: String, error: Box<EvalError> },
 }

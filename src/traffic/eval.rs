@@ -19,7 +19,7 @@ use cel::objects::Value;
 use super::cel::{EvalError, Expr, Scope, display, map, parse_cidr};
 use super::jwt::{Check, JwtError, KeyStore, verify};
 use super::program::JwtValidation;
-use super::program::{Action, Program, Rule, Step, Tree};
+use super::program::{Action, Program, Rewrite, Rule, Step, Tree};
 use super::rate::{RateState, Verdict};
 use super::request::{RequestView, ResponseView};
 use super::template::Template;
@@ -106,6 +106,8 @@ pub struct Outcome {
     pub edits: Vec<HeaderEdit>,
     /// `log` actions' metadata, for aigw's structured log.
     pub logs: Vec<serde_json::Value>,
+    /// `url-rewrite`: the path and query the request goes on with.
+    pub rewrite: Option<String>,
     pub trace: Vec<RuleTrace>,
     /// The evaluation state (`vars`, `actions.ngrok.*`), kept for `resume` and the response
     /// phase.
@@ -166,6 +168,7 @@ impl Program {
 struct Run<'a> {
     scope: Scope,
     req: Arc<RequestView>,
+    rewrite: Option<String>,
     ports: Ports<'a>,
     edits: Vec<HeaderEdit>,
     logs: Vec<serde_json::Value>,
@@ -182,6 +185,7 @@ impl<'a> Run<'a> {
     fn new(scope: Scope, ports: Ports<'a>) -> Run<'a> {
         Run {
             req: scope.request.clone(),
+            rewrite: None,
             scope,
             ports,
             edits: Vec::new(),
@@ -195,6 +199,7 @@ impl<'a> Run<'a> {
             stop,
             edits: self.edits,
             logs: self.logs,
+            rewrite: self.rewrite,
             trace: self.trace,
             scope: self.scope,
         }
@@ -298,6 +303,7 @@ impl<'a> Run<'a> {
                 }),
                 format!("denied {status}").into(),
             ),
+            Step::Rewrite(r) => self.rewrite(kind, r)?,
             Step::CloseConnection => {
                 Next::Stop(Stop::Reply(Reply::Close), "closed the connection".into())
             }
@@ -396,6 +402,65 @@ impl<'a> Run<'a> {
                 body,
             }),
             format!("responded {status}").into(),
+        ))
+    }
+
+    /// `redirect` answers with the new URL; `url-rewrite` sends the request on to it (and the
+    /// rules after it see it). An unchanged URL does neither.
+    fn rewrite(&mut self, kind: &'static str, r: &Rewrite) -> Result<Next, EvalError> {
+        let url = self.req.raw_url();
+        let to = self.render(&r.to)?;
+        let (result, matches) = match &r.from {
+            None => (to, vec![Value::from(url.as_str())]),
+            Some(t) => {
+                let compiled;
+                let re = match &r.regex {
+                    Some(re) => re,
+                    None => {
+                        compiled = regex::Regex::new(&self.render(t)?)
+                            .map_err(|e| EvalError::Regex(super::program::regex_error(&e)))?;
+                        &compiled
+                    }
+                };
+                let matches = re
+                    .find_iter(&url)
+                    .map(|m| Value::from(m.as_str()))
+                    .collect();
+                (re.replace_all(&url, to.as_str()).into_owned(), matches)
+            }
+        };
+        self.set_result(
+            kind,
+            map([
+                ("matches", Value::from(matches)),
+                ("url", Value::from(result.as_str())),
+            ]),
+        );
+        if result == url {
+            return Ok(Next::Go("unchanged".into()));
+        }
+        let Some((status, headers)) = &r.redirect else {
+            let mut req = (*self.req).clone();
+            let uri = req.set_url(&result);
+            self.req = Arc::new(req);
+            self.scope.request = self.req.clone();
+            // The request the interpreter holds is the old one.
+            self.scope.fixed = Default::default();
+            self.rewrite = Some(uri.clone());
+            return Ok(Next::Go(format!("rewrote to {uri}").into()));
+        };
+        let mut hs = Vec::with_capacity(headers.len() + 1);
+        for (n, t) in headers {
+            hs.push((n.clone(), self.render(t)?));
+        }
+        hs.push(("location".into(), result.clone()));
+        Ok(Next::Stop(
+            Stop::Reply(Reply::Respond {
+                status: *status,
+                headers: hs,
+                body: String::new(),
+            }),
+            format!("redirected {status} to {result}").into(),
         ))
     }
 

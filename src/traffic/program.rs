@@ -99,6 +99,8 @@ const RUN: &[(&str, &str)] = &[
     ("rate-limit", "rate_limit"),
     ("jwt-validation", "jwt_validation"),
     ("log", "log"),
+    ("redirect", "redirect"),
+    ("url-rewrite", "url_rewrite"),
 ];
 
 /// A value of `set-vars`: strings are templates, the rest is kept as written.
@@ -124,6 +126,8 @@ pub enum Step {
         status: u16,
     },
     CloseConnection,
+    /// `redirect` and `url-rewrite`.
+    Rewrite(Box<Rewrite>),
     RestrictIps {
         allow: Vec<Template>,
         deny: Vec<Template>,
@@ -148,6 +152,19 @@ pub enum Step {
         continue_on_error: bool,
     },
     JwtValidation(Box<JwtValidation>),
+}
+
+/// `redirect` / `url-rewrite` compiled: every match of `from` in the request's whole URL
+/// (all of it when there is no `from`) is replaced by `to`, which may name groups (`$1`).
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    pub from: Option<Template>,
+    /// `from` compiled at load, when it has no `${…}` (else it is compiled per request, after
+    /// interpolation).
+    pub regex: Option<regex::Regex>,
+    pub to: Template,
+    /// `redirect`'s status and extra headers; `None` for `url-rewrite`.
+    pub redirect: Option<(u16, Vec<(String, Template)>)>,
 }
 
 /// `jwt-validation` compiled: every listed token must be present and verify.
@@ -189,9 +206,7 @@ fn not_run(kind: &str) -> Option<&'static str> {
 fn skipped(kind: &str) -> bool {
     matches!(
         kind,
-        "redirect"
-            | "url-rewrite"
-            | "compress-response"
+        "compress-response"
             | "request-body-find-replace"
             | "response-body-find-replace"
             | "sse-find-replace"
@@ -546,6 +561,8 @@ impl<'a> Cx<'a> {
             "rate-limit" => self.rate_limit(&c)?,
             "jwt-validation" => self.jwt_validation(&c)?,
             "log" => self.log(&c)?,
+            "redirect" => self.rewrite(&c, true)?,
+            "url-rewrite" => self.rewrite(&c, false)?,
             // Unknown types were reported by the loader.
             _ => return None,
         };
@@ -642,6 +659,52 @@ impl<'a> Cx<'a> {
             body,
             headers,
         })
+    }
+
+    /// `redirect` (`redirect: true`) or `url-rewrite`.
+    fn rewrite(&mut self, c: &Config, redirect: bool) -> Option<Step> {
+        let allowed: &[&str] = if redirect {
+            &["from", "to", "status_code", "headers"]
+        } else {
+            &["from", "to"]
+        };
+        let f = self.fields(c, allowed, &["to"])?;
+        let (mut from, mut to, mut status, mut headers) = (None, None, 302, Vec::new());
+        let mut regex = None;
+        for (k, v) in f {
+            match k {
+                "from" => {
+                    let t = self.template(v)?;
+                    if t.is_literal() {
+                        match regex::Regex::new(&t.raw) {
+                            Ok(r) => regex = Some(r),
+                            Err(e) => {
+                                self.bad(
+                                    Code::ActionConfig,
+                                    &v.span,
+                                    format!(
+                                        "`from` is not a regular expression (ERR_NGROK_2261): {}",
+                                        regex_error(&e)
+                                    ),
+                                    "write an RE2 regular expression (Go's syntax), e.g. `^https?://[^/]+/old/(.*)$`",
+                                );
+                                return None;
+                            }
+                        }
+                    }
+                    from = Some(t);
+                }
+                "to" => to = Some(self.template(v)?),
+                "status_code" => status = self.status(v, 300, 399)?,
+                _ => headers = self.header_map(v, "`headers`"),
+            }
+        }
+        Some(Step::Rewrite(Box::new(Rewrite {
+            from,
+            regex,
+            to: to?,
+            redirect: redirect.then_some((status, headers)),
+        })))
     }
 
     fn deny(&mut self, c: &Config) -> Option<Step> {
@@ -1144,4 +1207,13 @@ impl Template {
     fn default_empty() -> Template {
         Template::compile("", &SecretStore::default()).expect("the empty template compiles")
     }
+}
+
+/// A regex error on one line: the parser's own message, without its drawing of the pattern.
+pub(super) fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .last()
+        .map(|l| l.trim_start_matches("error: ").to_owned())
+        .unwrap_or(text)
 }

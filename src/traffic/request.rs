@@ -76,6 +76,38 @@ impl RequestView {
         }
     }
 
+    /// The path and the query (`req.url.uri`).
+    pub(crate) fn uri(&self) -> String {
+        if self.query.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}?{}", self.path, self.query)
+        }
+    }
+
+    /// The whole URL (`req.url.raw`): scheme, authority, path and query.
+    pub(crate) fn raw_url(&self) -> String {
+        format!("{}://{}{}", self.scheme, self.authority(), self.uri())
+    }
+
+    /// Points the request at `url` (a whole URL, or a path with its query); the authority
+    /// stays. Returns the new path and query.
+    pub(crate) fn set_url(&mut self, url: &str) -> String {
+        let rest = match url.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+            None => url,
+        };
+        let rest = rest.split('#').next().unwrap_or_default();
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        self.path = if path.starts_with('/') {
+            path.to_owned()
+        } else {
+            format!("/{path}")
+        };
+        self.query = query.to_owned();
+        self.uri()
+    }
+
     /// `req.host`: the authority without its port.
     pub(crate) fn host_only(&self) -> Cow<'_, str> {
         match self.authority() {
@@ -88,12 +120,8 @@ impl RequestView {
     pub fn to_value(&self) -> Value {
         let authority = self.authority();
         let host_only = self.host_only();
-        let uri = if self.query.is_empty() {
-            self.path.clone()
-        } else {
-            format!("{}?{}", self.path, self.query)
-        };
-        let raw = format!("{}://{}{}", self.scheme, authority, uri);
+        let uri = self.uri();
+        let raw = self.raw_url();
         let (authority, host_only) = (&*authority, &*host_only);
         let url = map([
             ("scheme", Value::from(self.scheme.as_str())),

@@ -75,6 +75,9 @@ where
         Stop::Reply(reply) => (reply_response(reply)?, out.scope),
         Stop::End | Stop::AiGateway { .. } => {
             edit(req.headers_mut(), &out.edits);
+            if let Some(uri) = out.rewrite.as_deref().and_then(|u| u.parse().ok()) {
+                *req.uri_mut() = uri;
+            }
             // The route reads the scope while the task-local holds it, then lets it go.
             let shared = Arc::new(out.scope);
             let response = SCOPE.scope(shared.clone(), inner(req)).await;
