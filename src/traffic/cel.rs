@@ -605,44 +605,11 @@ fn unknown_function_error(source: &str, name: &str) -> CompileError {
 
 /// Calls `f` on every call in `e`.
 fn calls(e: &IdedExpr, f: &mut dyn FnMut(&CallExpr)) {
-    match &e.expr {
-        Ast::Call(c) => {
-            f(c);
-            if let Some(t) = &c.target {
-                calls(t, f);
-            }
-            c.args.iter().for_each(|a| calls(a, f));
+    crate::routing::cel::visit(e, &mut |node| {
+        if let Ast::Call(c) = &node.expr {
+            f(c)
         }
-        Ast::Select(s) => calls(&s.operand, f),
-        Ast::List(l) => l.elements.iter().for_each(|x| calls(x, f)),
-        Ast::Map(m) => {
-            for entry in &m.entries {
-                if let EntryExpr::MapEntry(me) = &entry.expr {
-                    calls(&me.key, f);
-                    calls(&me.value, f);
-                }
-            }
-        }
-        Ast::Struct(st) => {
-            for entry in &st.entries {
-                if let EntryExpr::StructField(sf) = &entry.expr {
-                    calls(&sf.value, f);
-                }
-            }
-        }
-        Ast::Comprehension(c) => {
-            for part in [
-                &c.iter_range,
-                &c.accu_init,
-                &c.loop_cond,
-                &c.loop_step,
-                &c.result,
-            ] {
-                calls(part, f);
-            }
-        }
-        _ => {}
-    }
+    });
 }
 
 fn find_word(source: &str, word: &str) -> Option<usize> {
@@ -745,7 +712,6 @@ fn literal_string(e: &IdedExpr) -> Option<String> {
     }
 }
 
-/// The map a request function reads, as an expression.
 /// The map a request function reads, as an expression, and the function that reads it.
 fn source_map(func: &str, id: u64) -> Option<(IdedExpr, &'static str)> {
     let (root, path, reader): (&str, &[&str], &str) = match func {

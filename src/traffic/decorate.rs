@@ -88,9 +88,6 @@ impl Decorations {
     /// Renders every `${…}` against `scope`. An error fails the request (see
     /// [`super::eval`]): a header or a parameter is never sent half-rendered.
     pub fn render(&self, scope: &Scope) -> Result<Rendered, EvalError> {
-        if let Some(f) = &self.fixed {
-            return Ok((**f).clone());
-        }
         let text = |list: &[(String, Template)]| {
             list.iter()
                 .map(|(k, t)| Ok((k.clone(), t.render(scope)?)))

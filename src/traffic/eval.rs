@@ -167,7 +167,6 @@ impl Program {
 
 struct Run<'a> {
     scope: Scope,
-    req: Arc<RequestView>,
     rewrite: Option<String>,
     ports: Ports<'a>,
     edits: Vec<HeaderEdit>,
@@ -184,7 +183,6 @@ enum Next {
 impl<'a> Run<'a> {
     fn new(scope: Scope, ports: Ports<'a>) -> Run<'a> {
         Run {
-            req: scope.request.clone(),
             rewrite: None,
             scope,
             ports,
@@ -340,7 +338,7 @@ impl<'a> Run<'a> {
 
     fn set_vars(&mut self, vars: &[(String, Tree)]) -> Result<Next, EvalError> {
         for (name, tree) in vars {
-            let v = self.tree(tree)?;
+            let v = tree.value(&self.scope)?;
             self.scope.vars.insert(name.clone(), v);
         }
         Ok(Next::Go("ran".into()))
@@ -408,7 +406,7 @@ impl<'a> Run<'a> {
     /// `redirect` answers with the new URL; `url-rewrite` sends the request on to it (and the
     /// rules after it see it). An unchanged URL does neither.
     fn rewrite(&mut self, kind: &'static str, r: &Rewrite) -> Result<Next, EvalError> {
-        let url = self.req.raw_url();
+        let url = self.scope.request.raw_url();
         let to = self.render(&r.to)?;
         let (result, matches) = match &r.from {
             None => (to, vec![Value::from(url.as_str())]),
@@ -440,10 +438,7 @@ impl<'a> Run<'a> {
             return Ok(Next::Go("unchanged".into()));
         }
         let Some((status, headers)) = &r.redirect else {
-            let mut req = (*self.req).clone();
-            let uri = req.set_url(&result);
-            self.req = Arc::new(req);
-            self.scope.request = self.req.clone();
+            let uri = Arc::make_mut(&mut self.scope.request).set_url(&result);
             // The request the interpreter holds is the old one.
             self.scope.fixed = Default::default();
             self.rewrite = Some(uri.clone());
@@ -471,7 +466,7 @@ impl<'a> Run<'a> {
         deny: &[Template],
         enforce: bool,
     ) -> Result<Next, EvalError> {
-        let ip = self.req.client.ip();
+        let ip = self.scope.request.client.ip();
         let matched = self.first_containing(allow, ip)?;
         let denied = self.first_containing(deny, ip)?;
         // Allowed: in an allowed range (when there are any) and in no denied one.
@@ -540,7 +535,7 @@ impl<'a> Run<'a> {
         for t in &j.tokens {
             let name = self.render(&t.name)?;
             let prefix = t.prefix.as_ref().map(|p| self.render(p)).transpose()?;
-            let Some(value) = self.req.header_values(&name).next() else {
+            let Some(value) = self.scope.request.header_values(&name).next() else {
                 refused = Some(format!("no `{name}` header carries a token"));
                 break;
             };
@@ -620,7 +615,8 @@ impl<'a> Run<'a> {
         enforce: bool,
     ) -> Result<Next, EvalError> {
         let presented = self
-            .req
+            .scope
+            .request
             .header_values("authorization")
             .find_map(|v| {
                 let (scheme, rest) = v.trim().split_once(' ')?;
@@ -734,16 +730,12 @@ impl<'a> Run<'a> {
     fn log(&mut self, kind: &'static str, metadata: &[(String, Tree)]) -> Result<Next, EvalError> {
         let mut entries = Vec::new();
         for (k, t) in metadata {
-            entries.push((k.as_str(), self.tree(t)?));
+            entries.push((k.as_str(), t.value(&self.scope)?));
         }
         let m = map(entries);
         self.logs.push(super::cel::to_json(&m));
         self.set_result(kind, map([("metadata", m)]));
         Ok(Next::Go("logged".into()))
-    }
-
-    fn tree(&self, t: &Tree) -> Result<Value, EvalError> {
-        t.value(&self.scope)
     }
 }
 

@@ -134,6 +134,7 @@ pub fn json_body(body: &[u8]) -> Result<JsonBody, GatewayError> {
 /// the scope the traffic policy left (its `vars`), or the request alone.
 fn decorations(
     gw: &Gateway,
+    policy: Option<Arc<Scope>>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -145,9 +146,8 @@ fn decorations(
     if let Some(fixed) = d.fixed() {
         return Ok(fixed);
     }
-    let scope = super::policy_hook::request_scope().unwrap_or_else(|| {
-        let mut view = super::policy_hook::view_of_parts(method, uri, headers, client);
-        view.id = id.to_owned();
+    let scope = policy.unwrap_or_else(|| {
+        let view = super::policy_hook::view_of_parts(method, uri, headers, client, id.to_owned());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
@@ -179,12 +179,14 @@ pub async fn handle(
     let started = Instant::now();
     let _in_flight = gw.status.begin();
     // A policy that ran already named the request (its rules may have read `req.id`).
-    let id = super::policy_hook::request_scope()
+    let policy = super::policy_hook::request_scope();
+    let id = policy
+        .as_ref()
         .map(|s| s.request.id.clone())
         .unwrap_or_else(|| request_id(&headers));
     let path = uri.path().to_string();
     let parsed = body.and_then(|b| json_body(&b)).and_then(|body| {
-        let decorations = decorations(&gw, &method, &uri, &headers, client, &id)?;
+        let decorations = decorations(&gw, policy, &method, &uri, &headers, client, &id)?;
         Ok((body, decorations))
     });
     let (mut resp, report) = match parsed {

@@ -162,18 +162,20 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 fn view_of<B>(req: &Request<B>, client: SocketAddr, server: Option<SocketAddr>) -> RequestView {
-    let mut view = view_of_parts(req.method(), req.uri(), req.headers(), client);
+    let id = super::pipeline::request_id(req.headers());
+    let mut view = view_of_parts(req.method(), req.uri(), req.headers(), client, id);
     view.server = server;
     view.version = format!("{:?}", req.version());
     view
 }
 
-/// The request as the traffic policy sees it; its id is the one its answer will carry.
+/// The request as the traffic policy sees it; `id` is the one its answer will carry.
 pub fn view_of_parts(
     method: &axum::http::Method,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
     client: SocketAddr,
+    id: String,
 ) -> RequestView {
     let host = headers
         .get(axum::http::header::HOST)
@@ -182,7 +184,7 @@ pub fn view_of_parts(
         .or_else(|| uri.authority().map(|a| a.to_string()))
         .unwrap_or_default();
     RequestView {
-        id: super::pipeline::request_id(headers),
+        id,
         method: method.as_str().to_owned(),
         scheme: "http".to_owned(),
         host,

@@ -61,7 +61,7 @@ fn is_catch_all(e: &IdedExpr) -> bool {
 }
 
 /// Calls `f` on every node of the tree, parents first.
-fn visit(e: &IdedExpr, f: &mut impl FnMut(&IdedExpr)) {
+pub(crate) fn visit(e: &IdedExpr, f: &mut impl FnMut(&IdedExpr)) {
     f(e);
     match &e.expr {
         Expr::Call(c) => {

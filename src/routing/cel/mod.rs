@@ -47,6 +47,7 @@ mod schema;
 mod values;
 pub mod views;
 
+pub(crate) use facts::visit;
 pub use guard::{too_deep, with_stack};
 
 /// Syntax errors of `expr` as issues with byte ranges (for the traffic-policy CEL too).
